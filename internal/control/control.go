@@ -1,0 +1,203 @@
+// Package control is sockd's control socket: a unix stream socket (mode
+// 0600) on which `sockd status`, `sockd reload` and `sockd upgrade` talk to
+// a running sockd. Each connection carries one request and one response,
+// both a single line of JSON:
+//
+//	→ {"command":"reload","wait":true}
+//	← {"ok":false,"error":"reload to generation 3 failed: …"}
+//
+// Only processes of root or of sockd's own user may talk to it; the kernel
+// tells who the peer is (SO_PEERCRED, see unix(7)).
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// MaxRequest bounds a request line.
+const MaxRequest = 64 << 10
+
+// requestTimeout bounds how long a client may take to send its request.
+const requestTimeout = 5 * time.Second
+
+// Request is what a client sends.
+type Request struct {
+	Command string `json:"command"` // "status", "reload" or "upgrade"
+	Wait    bool   `json:"wait,omitempty"`
+}
+
+// Response is what the server answers.
+type Response struct {
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	Status json.RawMessage `json:"status,omitempty"`
+}
+
+// Handler carries out requests; cmd/sockd hands one to Serve, so this
+// package knows nothing of pools and generations.
+type Handler interface {
+	Status(ctx context.Context) (any, error)
+	Reload(ctx context.Context, wait bool) error
+	Upgrade(ctx context.Context, wait bool) error
+}
+
+// Listen creates the control socket at path with mode 0600. A stale
+// socket file is replaced; a live one (another sockd) is an error.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s is in use by another sockd (pass --control)", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve answers requests until ctx is done, then closes ln and waits for
+// the requests in progress.
+func Serve(ctx context.Context, ln *net.UnixListener, h Handler, log hclog.Logger) {
+	var wg sync.WaitGroup
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				log.Error("control socket accept failed", "error", err)
+			}
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveConn(ctx, c, h, log)
+		}()
+	}
+	wg.Wait()
+}
+
+func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger) {
+	defer c.Close()
+	resp := func(r Response) {
+		c.SetWriteDeadline(time.Now().Add(requestTimeout))
+		b, _ := json.Marshal(r)
+		c.Write(append(b, '\n'))
+	}
+	if uid, err := peerUID(c); err != nil || (uid != 0 && uid != os.Geteuid()) {
+		log.Warn("control request refused", "event", "control_refused", "peer_uid", uid, "error", err)
+		resp(Response{Error: "permission denied"})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	line, err := bufio.NewReader(io.LimitReader(c, MaxRequest)).ReadBytes('\n')
+	var req Request
+	if err == nil {
+		err = json.Unmarshal(line, &req)
+	}
+	if err != nil {
+		log.Debug("bad control request", "event", "control_bad_request", "error", err)
+		resp(Response{Error: "bad request: want one line of JSON like {\"command\":\"status\"}"})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	log.Debug("control request", "event", "control_request", "command", req.Command, "wait", req.Wait)
+	resp(handle(ctx, h, req))
+}
+
+func handle(ctx context.Context, h Handler, req Request) Response {
+	var err error
+	switch req.Command {
+	case "status":
+		var s any
+		if s, err = h.Status(ctx); err == nil {
+			b, _ := json.Marshal(s)
+			return Response{OK: true, Status: b}
+		}
+	case "reload":
+		err = h.Reload(ctx, req.Wait)
+	case "upgrade":
+		err = h.Upgrade(ctx, req.Wait)
+	default:
+		err = fmt.Errorf("unknown command %q (want status, reload or upgrade)", req.Command)
+	}
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	return Response{OK: true}
+}
+
+func peerUID(c syscall.Conn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err = errors.Join(err, cerr); err != nil {
+		return -1, fmt.Errorf("SO_PEERCRED: %w", err)
+	}
+	return int(cred.Uid), nil
+}
+
+// ErrUnreachable wraps failures to reach sockd at all (as opposed to a
+// request sockd refused).
+var ErrUnreachable = errors.New("cannot reach sockd")
+
+// Call sends one request to the sockd listening at path. A refused request
+// is an error with sockd's reason; a sockd that cannot be reached is an
+// error wrapping ErrUnreachable.
+func Call(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return Response{}, fmt.Errorf("%w at %s: %w", ErrUnreachable, path, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return Response{}, fmt.Errorf("%w at %s: %w", ErrUnreachable, path, err)
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return Response{}, fmt.Errorf("%w at %s: no answer: %w", ErrUnreachable, path, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return Response{}, fmt.Errorf("bad answer from sockd: %w", err)
+	}
+	if !resp.OK {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}

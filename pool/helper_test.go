@@ -1,0 +1,180 @@
+package pool_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	sdactivation "github.com/coreos/go-systemd/v22/activation"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/sockd/sockd/pool"
+)
+
+// The test binary doubles as the worker: pools in these tests run it with
+// POOL_TEST_WORKER=1 (through sockd's trampoline, like any worker).
+func TestMain(m *testing.M) {
+	pool.Trampoline()
+	if os.Getenv("POOL_TEST_WORKER") == "1" {
+		os.Exit(helperWorker())
+	}
+	os.Exit(m.Run())
+}
+
+// report is what a helper worker writes about itself at start.
+type report struct {
+	PID     int               `json:"pid"`
+	Env     map[string]string `json:"env"`
+	FDs     map[int]string    `json:"fds"` // fd → /proc/self/fd target
+	Blocked bool              `json:"blocked"`
+}
+
+// helperWorker behaves as POOL_TEST_MODE (or the content of the file
+// POOL_TEST_MODE_FILE, so that a test can change what the next generation
+// does) says:
+//
+//	serve        serve HTTP, READY=1, drain on SIGTERM
+//	noready      serve but never send READY=1
+//	crash        exit 3 at once
+//	ignoreterm   like serve, but ignore SIGTERM
+//	suicide      like serve; on SIGUSR1 send STOPPING=1, exit 0 on SIGUSR2
+func helperWorker() int {
+	fds := selfFDs()
+	mode := os.Getenv("POOL_TEST_MODE")
+	if f := os.Getenv("POOL_TEST_MODE_FILE"); f != "" {
+		b, _ := os.ReadFile(f)
+		mode = strings.TrimSpace(string(b))
+	}
+	writeReport(fds)
+	switch mode {
+	case "crash":
+		return 3
+	case "ignoreterm":
+		signal.Ignore(syscall.SIGTERM)
+	}
+	ls, err := sdactivation.Listeners() // checks LISTEN_PID == our pid
+	if err != nil || len(ls) == 0 || ls[0] == nil {
+		fmt.Fprintf(os.Stderr, "helper: no listeners: %v (LISTEN_PID=%s pid=%d)\n", err, os.Getenv("LISTEN_PID"), os.Getpid())
+		return 4
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(hello)}
+	for _, l := range ls {
+		if l != nil {
+			go srv.Serve(l)
+		}
+	}
+	if mode != "noready" {
+		sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2)
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGUSR1:
+			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+		case syscall.SIGUSR2:
+			return 0
+		case syscall.SIGTERM:
+			srv.SetKeepAlivesEnabled(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			srv.Shutdown(ctx)
+			cancel()
+			return 0
+		}
+	}
+	return 0
+}
+
+func hello(w http.ResponseWriter, r *http.Request) {
+	if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+		// Pacing a request so that concurrent clients spread over workers.
+		<-time.After(d)
+	}
+	w.Header().Set("X-Pid", fmt.Sprint(os.Getpid()))
+	w.Header().Set("X-Generation", os.Getenv("SOCKD_GENERATION"))
+	fmt.Fprintf(w, "pid=%d worker=%s generation=%s\n", os.Getpid(), os.Getenv("SOCKD_WORKER"), os.Getenv("SOCKD_GENERATION"))
+}
+
+func selfFDs() map[int]string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	fds := map[int]string{}
+	for _, e := range ents {
+		var n int
+		fmt.Sscan(e.Name(), &n)
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || strings.HasPrefix(target, "/proc/") {
+			continue // the directory being read
+		}
+		fds[n] = target
+	}
+	return fds
+}
+
+func writeReport(fds map[int]string) {
+	dir := os.Getenv("POOL_TEST_DIR")
+	if dir == "" {
+		return
+	}
+	r := report{PID: os.Getpid(), Env: map[string]string{}, FDs: fds}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		r.Env[k] = v
+	}
+	if fl, _, err := syscall.Syscall(syscall.SYS_FCNTL, 3, syscall.F_GETFL, 0); err == 0 {
+		r.Blocked = fl&syscall.O_NONBLOCK == 0
+	}
+	b, _ := json.Marshal(r)
+	tmp := filepath.Join(dir, fmt.Sprintf(".%d", r.PID))
+	os.WriteFile(tmp, b, 0o644)
+	os.Rename(tmp, filepath.Join(dir, fmt.Sprintf("%d.json", r.PID)))
+}
+
+func readReport(t *testing.T, dir string, pid int) report {
+	t.Helper()
+	var r report
+	waitFor(t, 10*time.Second, fmt.Sprintf("report of worker %d", pid), func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%d.json", pid)))
+		return err == nil && json.Unmarshal(b, &r) == nil
+	})
+	return r
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// get fetches url on a fresh connection and returns the worker's pid.
+func get(c *http.Client, url string) (pid, gen string, err error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return "", "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Pid"), resp.Header.Get("X-Generation"), nil
+}
+
+func freshClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+

@@ -1,0 +1,178 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockd/sockd/activation"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultReadyTimeout  = 30 * time.Second
+	DefaultStopTimeout   = 30 * time.Second
+	DefaultRestartBurst  = 10
+	DefaultRestartPeriod = 60 * time.Second
+	DefaultBackoffMin    = 100 * time.Millisecond
+	DefaultBackoffMax    = 30 * time.Second
+	// DefaultStableAfter is how long a worker must stay ready before its
+	// slot's backoff starts again from zero.
+	DefaultStableAfter = 10 * time.Second
+	MaxWorkers         = 1024
+)
+
+// ReadyRule says when a worker counts as ready.
+type ReadyRule struct {
+	// After, when non-zero, makes a worker ready that long after it started
+	// (for servers that cannot notify). Zero means: ready when the worker
+	// sends READY=1 to its NOTIFY_SOCKET.
+	After time.Duration
+}
+
+// ParseReadyRule reads "notify" or "after:DURATION".
+func ParseReadyRule(s string) (ReadyRule, error) {
+	if s == "notify" {
+		return ReadyRule{}, nil
+	}
+	if d, ok := strings.CutPrefix(s, "after:"); ok {
+		dur, err := time.ParseDuration(d)
+		if err != nil || dur <= 0 {
+			return ReadyRule{}, fmt.Errorf("ready rule %q: want after:DURATION with a positive duration like after:500ms", s)
+		}
+		return ReadyRule{After: dur}, nil
+	}
+	return ReadyRule{}, fmt.Errorf("ready rule %q: want notify or after:DURATION", s)
+}
+
+func (r ReadyRule) String() string {
+	if r.After > 0 {
+		return "after:" + r.After.String()
+	}
+	return "notify"
+}
+
+// RestartLimit is the crash budget: more than Burst crashes within Period
+// and the pool gives up.
+type RestartLimit struct {
+	Burst  int
+	Period time.Duration
+}
+
+// ParseRestartLimit reads "N/DURATION", e.g. "10/60s".
+func ParseRestartLimit(s string) (RestartLimit, error) {
+	n, d, ok := strings.Cut(s, "/")
+	burst, err1 := strconv.Atoi(n)
+	period, err2 := time.ParseDuration(d)
+	if !ok || err1 != nil || err2 != nil || burst < 0 || period <= 0 {
+		return RestartLimit{}, fmt.Errorf("restart limit %q: want N/DURATION like 10/60s", s)
+	}
+	return RestartLimit{Burst: burst, Period: period}, nil
+}
+
+func (r RestartLimit) String() string { return fmt.Sprintf("%d/%s", r.Burst, r.Period) }
+
+// Options configure a Pool. The zero value of every field but Command and
+// Listeners is a useful default.
+type Options struct {
+	// Command is the worker's program and arguments. Command[0] is looked
+	// up in PATH once, by New.
+	Command []string
+	// Dir is the workers' working directory; "" means sockd's.
+	Dir string
+	// Env is the workers' base environment; nil means os.Environ(). sockd's
+	// own LISTEN_*, NOTIFY_SOCKET, WATCHDOG_* and SOCKD_* are removed.
+	Env []string
+	// Listeners are handed to every worker as fds 3, 4, ….
+	Listeners activation.Set
+	// Workers is the number of worker slots; 0 means runtime.NumCPU().
+	Workers int
+	// Ready says when a worker is ready.
+	Ready ReadyRule
+	// ReadyTimeout bounds a worker's start-up; DefaultReadyTimeout if 0.
+	ReadyTimeout time.Duration
+	// ReloadTimeout bounds a reload's wait for the new generation;
+	// ReadyTimeout if 0.
+	ReloadTimeout time.Duration
+	// StopTimeout is how long a worker may drain after SIGTERM before it is
+	// killed; DefaultStopTimeout if 0.
+	StopTimeout time.Duration
+	// RestartLimit is the crash budget; 10/60s if zero.
+	RestartLimit RestartLimit
+	// BackoffMin and BackoffMax bound the delay before restarting a slot
+	// that crashed again (the first crash restarts at once).
+	BackoffMin, BackoffMax time.Duration
+	// WorkerWatchdog, when non-zero, is passed to workers as WATCHDOG_USEC;
+	// a ready worker silent for that long is killed (SIGABRT, then SIGKILL
+	// after StopTimeout) and replaced.
+	WorkerWatchdog time.Duration
+	// NotifySocket is the address of the workers' NOTIFY_SOCKET; "" means an
+	// abstract socket named after sockd's pid.
+	NotifySocket string
+	// Trampoline is the executable that sets LISTEN_PID to the worker's own
+	// pid and execs the command; "" means /proc/self/exe, which must call
+	// Trampoline() first thing in main.
+	Trampoline string
+	// Notify receives sd_notify(3) assignments meant for systemd ("READY=1",
+	// "STATUS=…", "RELOADING=1\nMONOTONIC_USEC=…"). Nil discards them.
+	Notify func(state string)
+	// Logger defaults to hclog.NewNullLogger().
+	Logger hclog.Logger
+}
+
+// withDefaults validates o and fills in the defaults.
+func (o Options) withDefaults() (Options, error) {
+	if len(o.Command) == 0 || o.Command[0] == "" {
+		return o, errors.New("no worker command")
+	}
+	if len(o.Listeners) == 0 {
+		return o, errors.New("no listeners")
+	}
+	if o.Workers == 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.Workers < 1 || o.Workers > MaxWorkers {
+		return o, fmt.Errorf("workers %d: want 1 to %d", o.Workers, MaxWorkers)
+	}
+	for _, l := range o.Listeners {
+		if n := l.Slots(); n != 1 && n < o.Workers {
+			return o, fmt.Errorf("listener %s has %d reuseport sockets for %d workers", l.Name, n, o.Workers)
+		}
+	}
+	setDur(&o.ReadyTimeout, DefaultReadyTimeout)
+	setDur(&o.ReloadTimeout, o.ReadyTimeout)
+	setDur(&o.StopTimeout, DefaultStopTimeout)
+	setDur(&o.BackoffMin, DefaultBackoffMin)
+	setDur(&o.BackoffMax, DefaultBackoffMax)
+	if o.RestartLimit == (RestartLimit{}) {
+		o.RestartLimit = RestartLimit{Burst: DefaultRestartBurst, Period: DefaultRestartPeriod}
+	}
+	if o.Env == nil {
+		o.Env = os.Environ()
+	}
+	if o.NotifySocket == "" {
+		o.NotifySocket = fmt.Sprintf("@sockd/%d/%d/notify", os.Getpid(), time.Now().UnixNano())
+	}
+	if o.Trampoline == "" {
+		o.Trampoline = "/proc/self/exe"
+	}
+	if o.Notify == nil {
+		o.Notify = func(string) {}
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	return o, nil
+}
+
+func setDur(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}

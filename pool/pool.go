@@ -1,0 +1,196 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/notify"
+)
+
+// Errors callers can branch on.
+var (
+	// ErrRestartLimit: workers crashed more often than the restart budget
+	// allows and the pool gave up.
+	ErrRestartLimit = errors.New("restart limit reached")
+	// ErrStopping: the pool is shutting down.
+	ErrStopping = errors.New("pool is stopping")
+)
+
+// ReloadError says why a reload was rolled back. The previous generation
+// kept serving.
+type ReloadError struct {
+	Generation int // the generation that failed
+	Serving    int // the generation still serving
+	Reason     string
+}
+
+func (e *ReloadError) Error() string {
+	return fmt.Sprintf("reload to generation %d failed: %s; generation %d still serving", e.Generation, e.Reason, e.Serving)
+}
+
+// Pool runs generations of workers on a fixed set of listeners. One
+// goroutine (run) owns all of its state; the methods send it requests.
+type Pool struct {
+	opts    Options
+	log     hclog.Logger
+	command string // resolved Command[0]
+	devnull int
+	nsrv    *notify.Server
+
+	events chan any
+	done   chan struct{} // closed when run returns
+	ready  chan struct{} // closed when the first generation is all ready
+	err    error         // run's result, readable after done
+
+	stopOnce sync.Once
+	st       state // owned by run
+}
+
+// New validates opts, resolves the command and opens the notify socket.
+// Nothing is forked until Start.
+func New(opts Options) (*Pool, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
+	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
+		return nil, err
+	}
+	if p.devnull, err = unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	if p.nsrv, err = notify.Listen(o.NotifySocket); err != nil {
+		unix.Close(p.devnull)
+		return nil, err
+	}
+	return p, nil
+}
+
+// Start runs the first generation. It returns at once; Ready says when
+// every worker is ready and Wait when the pool has stopped.
+func (p *Pool) Start() {
+	go p.receiveNotify()
+	go func() {
+		p.err = p.run()
+		p.nsrv.Close()
+		unix.Close(p.devnull)
+		close(p.done)
+	}()
+}
+
+// Ready is closed once every worker of the first generation is ready.
+func (p *Pool) Ready() <-chan struct{} { return p.ready }
+
+// Done is closed when the pool has stopped and every worker is reaped.
+func (p *Pool) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until the pool has stopped and returns why: nil after Stop,
+// an error wrapping ErrRestartLimit if it gave up.
+func (p *Pool) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Stop asks every worker to drain (SIGTERM, SIGKILL after StopTimeout) and
+// stops restarting them. It does not wait; see Wait and Shutdown.
+func (p *Pool) Stop() {
+	p.stopOnce.Do(func() { p.post(stopRequest{}) })
+}
+
+// Shutdown stops the pool and waits for it, or for ctx.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	p.Stop()
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Reload starts a new generation, waits until it is ready and retires the
+// current one. It returns nil once the new generation has taken over, a
+// *ReloadError if it was rolled back, or ErrStopping. Reloads requested
+// while one runs are coalesced into at most one more.
+func (p *Pool) Reload(ctx context.Context) error {
+	reply := make(chan error, 1)
+	if !p.post(reloadRequest{reply: reply}) {
+		return ErrStopping
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-p.done:
+		return ErrStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status returns a snapshot of the pool.
+func (p *Pool) Status(ctx context.Context) (Status, error) {
+	reply := make(chan Status, 1)
+	if !p.post(statusRequest{reply: reply}) {
+		return Status{}, ErrStopping
+	}
+	select {
+	case s := <-reply:
+		return s, nil
+	case <-p.done:
+		return Status{}, ErrStopping
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
+// Healthy reports whether the supervisor loop answers and at least one
+// worker of the serving generation is ready. sockd pings systemd's
+// watchdog only while this holds.
+func (p *Pool) Healthy(ctx context.Context) bool {
+	s, err := p.Status(ctx)
+	return err == nil && s.State != StateStopping && s.Ready > 0
+}
+
+// post hands an event to the loop; it reports false once the loop is gone.
+func (p *Pool) post(ev any) bool {
+	select {
+	case p.events <- ev:
+		return true
+	case <-p.done:
+		return false
+	}
+}
+
+// after posts ev once d has passed.
+func (p *Pool) after(d time.Duration, ev any) *time.Timer {
+	return time.AfterFunc(d, func() { p.post(ev) })
+}
+
+func (p *Pool) receiveNotify() {
+	for {
+		m, err := p.nsrv.Receive()
+		var drop *notify.DropError
+		switch {
+		case errors.As(err, &drop):
+			p.log.Debug("notify message dropped", "event", "notify_dropped", "sender_pid", drop.PID, "reason", drop.Reason)
+		case errors.Is(err, net.ErrClosed):
+			return
+		case err != nil:
+			p.log.Error("notify socket failed", "error", err)
+			return
+		default:
+			if !p.post(notifyEvent{msg: m}) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package pool
+
+import (
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+)
+
+// reloadJob is one reload: requested, running, then finished for every
+// caller that asked for it (coalesced requests share a job).
+type reloadJob struct {
+	waiters  []chan error
+	started  time.Time
+	deadline *time.Timer
+}
+
+func (j *reloadJob) finish(err error) {
+	if j.deadline != nil {
+		j.deadline.Stop()
+	}
+	for _, w := range j.waiters {
+		w <- err // buffered, one send each
+	}
+	j.waiters = nil
+}
+
+// onReloadRequest starts a reload, or queues it behind the running one.
+// At most one reload waits: later requests join it, so a storm of SIGHUPs
+// becomes one more generation, never a pile of them.
+func (p *Pool) onReloadRequest(reply chan error) {
+	st := &p.st
+	switch {
+	case st.stopping:
+		reply <- ErrStopping
+	case st.queued != nil:
+		st.queued.waiters = append(st.queued.waiters, reply)
+	default:
+		st.queued = &reloadJob{waiters: []chan error{reply}}
+		if st.reload != nil || p.retiring() > 0 {
+			p.log.Info("reload queued behind the running one", "event", "reload_queued")
+		}
+		p.maybeStartQueued()
+	}
+}
+
+// retiring counts live workers of generations that are neither serving
+// nor starting: the ones draining after a reload or a rollback.
+func (p *Pool) retiring() int {
+	st := &p.st
+	n := 0
+	for _, w := range st.byPID {
+		if w.gen != st.current.num && (st.next == nil || w.gen != st.next.num) {
+			n++
+		}
+	}
+	return n
+}
+
+// maybeStartQueued starts the queued reload once the previous one is over
+// and its retired generation is gone, so no third generation is ever alive.
+func (p *Pool) maybeStartQueued() {
+	st := &p.st
+	if st.queued == nil || st.reload != nil || st.stopping || p.retiring() > 0 {
+		return
+	}
+	job := st.queued
+	st.queued = nil
+	st.reload = job
+	job.started = time.Now()
+	st.genSeq++
+	st.next = &generation{num: st.genSeq, slots: make([]*worker, p.opts.Workers)}
+	p.log.Info("reload started", "event", "reload_start", "generation", st.next.num)
+	st.lastStatus = p.summary()
+	p.opts.Notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + st.lastStatus)
+	job.deadline = p.after(p.opts.ReloadTimeout, reloadDeadline{gen: st.next.num})
+	next := st.next
+	for slot := range next.slots {
+		if st.next != next { // a spawn failure aborted the reload
+			return
+		}
+		p.spawnInto(next, slot)
+	}
+}
+
+// commitReload makes the ready new generation the serving one and asks the
+// old one to drain. The listening sockets never close, so connections the
+// old workers did not accept wait in the queue for the new ones.
+func (p *Pool) commitReload() {
+	st := &p.st
+	job, old := st.reload, st.current
+	st.current, st.next, st.reload = st.next, nil, nil
+	st.slotCrashes = make([]int, p.opts.Workers)
+	st.slotRestarts = make([]int, p.opts.Workers)
+	for _, w := range old.slots {
+		if w != nil {
+			p.stopWorker(w)
+		}
+	}
+	took := time.Since(job.started)
+	st.lastReload = &ReloadResult{Generation: st.current.num, OK: true, FinishedAt: time.Now(), Seconds: took.Seconds()}
+	p.log.Info("reload finished", "event", "reload_done", "generation", st.current.num, "retired", old.num, "seconds", took.Seconds())
+	job.finish(nil)
+	if !st.announced {
+		p.announce()
+	} else {
+		st.lastStatus = p.summary()
+		p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
+	}
+	p.maybeStartQueued()
+}
+
+// abortReload rolls back: the new generation drains away, the serving one
+// was never touched (but slots that crashed meanwhile are refilled).
+func (p *Pool) abortReload(reason string) {
+	st := &p.st
+	job, failed := st.reload, st.next
+	st.next, st.reload = nil, nil
+	for _, w := range failed.slots {
+		if w != nil {
+			p.stopWorker(w)
+		}
+	}
+	err := &ReloadError{Generation: failed.num, Serving: st.current.num, Reason: reason}
+	st.lastReload = &ReloadResult{Generation: failed.num, Error: reason, FinishedAt: time.Now(), Seconds: time.Since(job.started).Seconds()}
+	p.log.Error("reload failed; previous generation keeps serving", "event", "reload_failed",
+		"generation", failed.num, "serving", st.current.num, "reason", reason)
+	job.finish(err)
+	st.lastStatus = p.summary()
+	p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
+	for slot, w := range st.current.slots {
+		if w == nil && !st.stopping {
+			st.slotRestarts[slot]++
+			st.restarts++
+			p.spawnInto(st.current, slot)
+		}
+	}
+	p.maybeStartQueued()
+}

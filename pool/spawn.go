@@ -1,0 +1,171 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// trampolineArg0 marks a re-exec of sockd whose only job is to set
+// LISTEN_PID to its own pid and exec the worker command.
+const trampolineArg0 = "sockd-trampoline"
+
+// Trampoline must be the first call in main (and in TestMain of tests that
+// run pools). When the process is a trampoline it sets LISTEN_PID (and
+// WATCHDOG_PID when WATCHDOG_USEC is set) to its own pid and execs the
+// worker: the pid stays the same, so the variables name the worker. It
+// returns only when the process is not a trampoline.
+//
+// This is sockd's answer to LISTEN_PID: Go's os/exec cannot set a variable
+// to the child's pid between fork and exec, so the child does it itself.
+// The parent-death signal set at fork survives the exec.
+//
+// It also marks every descriptor past the listeners close-on-exec, so the
+// worker gets fds 0-2 and its listeners and nothing else, even when sockd
+// itself inherited stray descriptors without CLOEXEC.
+func Trampoline() {
+	if len(os.Args) < 3 || os.Args[0] != trampolineArg0 {
+		return
+	}
+	nfds, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err := unix.CloseRange(uint(3+nfds), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintf(os.Stderr, "sockd: close_range: %v\n", err)
+		os.Exit(127)
+	}
+	pid := strconv.Itoa(os.Getpid())
+	env := append(os.Environ(), "LISTEN_PID="+pid)
+	if os.Getenv("WATCHDOG_USEC") != "" {
+		env = append(env, "WATCHDOG_PID="+pid)
+	}
+	err := unix.Exec(os.Args[1], os.Args[2:], env)
+	fmt.Fprintf(os.Stderr, "sockd: exec %s: %v\n", os.Args[1], err)
+	os.Exit(127)
+}
+
+// ResolveCommand finds the worker program before any worker is forked, so
+// a typo is one clear error instead of N crash loops.
+func ResolveCommand(name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("worker command %q: %w", name, errors.Unwrap(err))
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("worker command %q: %w", name, err)
+	}
+	if fi.IsDir() {
+		return "", fmt.Errorf("worker command %q is a directory", name)
+	}
+	if fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("worker command %q: not executable", name)
+	}
+	return path, nil
+}
+
+// privateEnv lists the variables that describe sockd's own relation with
+// its parent; a worker must never see them.
+var privateEnv = []string{"LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "SOCKD_"}
+
+func workerEnv(base []string, extra ...string) []string {
+	env := make([]string, 0, len(base)+len(extra))
+	for _, kv := range base {
+		keep := true
+		for _, p := range privateEnv {
+			if strings.HasPrefix(kv, p) {
+				keep = false
+				break
+			}
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// spawn starts one worker. It must run on the pool's locked OS thread: the
+// parent-death signal fires when the thread that forked exits.
+func (p *Pool) spawn(gen, slot int) (*worker, error) {
+	o := &p.opts
+	env := workerEnv(o.Env,
+		"LISTEN_FDS="+strconv.Itoa(len(o.Listeners)),
+		"LISTEN_FDNAMES="+o.Listeners.Names(),
+		"NOTIFY_SOCKET="+o.NotifySocket,
+		"SOCKD_WORKER="+strconv.Itoa(slot),
+		"SOCKD_GENERATION="+strconv.Itoa(gen),
+	)
+	if o.WorkerWatchdog > 0 {
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(o.WorkerWatchdog.Microseconds(), 10))
+	}
+	files := []uintptr{uintptr(p.devnull), 1, 2}
+	for _, fd := range o.Listeners.FDs(slot) {
+		files = append(files, uintptr(fd))
+	}
+	argv := append([]string{trampolineArg0, p.command}, o.Command...)
+	pid, _, err := syscall.StartProcess(o.Trampoline, argv, &syscall.ProcAttr{
+		Dir:   o.Dir,
+		Env:   env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start worker %d of generation %d: %w", slot, gen, err)
+	}
+	w := &worker{slot: slot, gen: gen, pid: pid, state: Starting, started: time.Now()}
+	go p.watch(w)
+	return w, nil
+}
+
+// watch waits for the worker to exit without reaping it (WNOWAIT), so its
+// pid cannot be reused before the loop has reaped it and forgotten it.
+func (p *Pool) watch(w *worker) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	p.post(exitEvent{w: w})
+}
+
+// reap collects the exit status of a worker that watch saw exit.
+func reap(pid int) (unix.WaitStatus, unix.Rusage) {
+	var ws unix.WaitStatus
+	var ru unix.Rusage
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, &ru)
+		if err != unix.EINTR {
+			return ws, ru
+		}
+	}
+}
+
+// signal sends sig to the worker's process group (so a shell wrapper's
+// children get it too), or to the worker alone if it left its group. The
+// worker is not reaped yet, so its pid and group id cannot have been reused.
+func signal(w *worker, sig unix.Signal) error {
+	err := unix.Kill(-w.pid, sig)
+	if err == unix.ESRCH || err == unix.EPERM {
+		err = unix.Kill(w.pid, sig)
+	}
+	return err
+}
+
+func describeExit(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + unix.SignalName(ws.Signal())
+	default:
+		return fmt.Sprintf("wait status %#x", uint32(ws))
+	}
+}

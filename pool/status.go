@@ -1,0 +1,161 @@
+package pool
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Worker states.
+const (
+	Starting = "starting"
+	Ready    = "ready"
+	Stopping = "stopping"
+)
+
+// Pool states.
+const (
+	StateStarting  = "starting"  // first generation not ready yet
+	StateRunning   = "running"   // serving
+	StateReloading = "reloading" // a new generation is starting
+	StateStopping  = "stopping"  // draining before exit
+)
+
+// Status is a snapshot of the pool, as `sockd status --json` prints it.
+type Status struct {
+	PID        int              `json:"pid"`
+	State      string           `json:"state"`
+	Summary    string           `json:"summary"`
+	Generation int              `json:"generation"`
+	Size       int              `json:"size"`
+	Ready      int              `json:"ready"`
+	Restarts   int              `json:"restarts"`
+	StartedAt  time.Time        `json:"started_at"`
+	ReadyRule  string           `json:"ready_rule"`
+	Reload     *ReloadProgress  `json:"reload,omitempty"`
+	LastReload *ReloadResult    `json:"last_reload,omitempty"`
+	Workers    []WorkerStatus   `json:"workers"`
+	Listeners  []ListenerStatus `json:"listeners"`
+}
+
+// WorkerStatus describes one live worker process.
+type WorkerStatus struct {
+	Slot          int       `json:"slot"`
+	Generation    int       `json:"generation"`
+	PID           int       `json:"pid"`
+	State         string    `json:"state"`
+	StartedAt     time.Time `json:"started_at"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Restarts      int       `json:"restarts"`
+	// Requests is what the worker last reported with SOCKD_REQUESTS=.
+	Requests *int64 `json:"requests,omitempty"`
+	// Status is the worker's own STATUS= text.
+	Status string `json:"status,omitempty"`
+}
+
+// ListenerStatus describes one listener.
+type ListenerStatus struct {
+	Name      string `json:"name"`
+	Network   string `json:"network"`
+	Address   string `json:"address"`
+	FD        int    `json:"fd"`        // the descriptor number workers see
+	SockdFDs  []int  `json:"sockd_fds"` // sockd's own descriptors (one per slot in reuseport mode)
+	Inherited bool   `json:"inherited"`
+}
+
+// ReloadProgress describes a reload under way.
+type ReloadProgress struct {
+	Generation int       `json:"generation"`
+	StartedAt  time.Time `json:"started_at"`
+	Ready      int       `json:"ready"`
+	Queued     bool      `json:"queued"` // another reload waits behind this one
+}
+
+// ReloadResult is the outcome of the last finished reload.
+type ReloadResult struct {
+	Generation int       `json:"generation"`
+	OK         bool      `json:"ok"`
+	Error      string    `json:"error,omitempty"`
+	FinishedAt time.Time `json:"finished_at"`
+	Seconds    float64   `json:"seconds"`
+}
+
+func (p *Pool) status() Status {
+	st := &p.st
+	now := time.Now()
+	s := Status{
+		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.current.num,
+		Size: p.opts.Workers, Ready: countReady(st.current), Restarts: st.restarts,
+		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
+	}
+	if st.reload != nil {
+		s.Reload = &ReloadProgress{Generation: st.next.num, StartedAt: st.reload.started, Ready: countReady(st.next), Queued: st.queued != nil}
+	}
+	for _, w := range st.byPID {
+		ws := WorkerStatus{Slot: w.slot, Generation: w.gen, PID: w.pid, State: w.state, StartedAt: w.started,
+			UptimeSeconds: now.Sub(w.started).Seconds(), Restarts: w.restarts, Status: w.status}
+		if w.hasRequests {
+			n := w.requests
+			ws.Requests = &n
+		}
+		s.Workers = append(s.Workers, ws)
+	}
+	sort.Slice(s.Workers, func(i, j int) bool {
+		a, b := s.Workers[i], s.Workers[j]
+		if a.Generation != b.Generation {
+			return a.Generation > b.Generation
+		}
+		return a.Slot < b.Slot || a.Slot == b.Slot && a.PID < b.PID
+	})
+	for i, l := range p.opts.Listeners {
+		s.Listeners = append(s.Listeners, ListenerStatus{Name: l.Name, Network: l.Network, Address: l.Addr,
+			FD: 3 + i, SockdFDs: l.FDs(), Inherited: l.Inherited})
+	}
+	return s
+}
+
+func (p *Pool) state() string {
+	st := &p.st
+	switch {
+	case st.stopping:
+		return StateStopping
+	case st.reload != nil:
+		return StateReloading
+	case !st.announced:
+		return StateStarting
+	default:
+		return StateRunning
+	}
+}
+
+// summary is the one line for systemd's STATUS=.
+func (p *Pool) summary() string {
+	st := &p.st
+	if st.stopping {
+		if st.fatal != nil {
+			return fmt.Sprintf("failed: %v; stopping, %d workers left", st.fatal, len(st.byPID))
+		}
+		return fmt.Sprintf("stopping, %d workers left", len(st.byPID))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", countReady(st.current), p.opts.Workers, st.current.num, st.restarts)
+	if st.reload != nil {
+		fmt.Fprintf(&b, "; reloading to generation %d (%d/%d ready)", st.next.num, countReady(st.next), p.opts.Workers)
+	}
+	if r := st.lastReload; r != nil && !r.OK {
+		fmt.Fprintf(&b, "; last reload failed: %s", r.Error)
+	}
+	return b.String()
+}
+
+func countReady(g *generation) int {
+	n := 0
+	for _, w := range g.slots {
+		if w != nil && w.state == Ready {
+			n++
+		}
+	}
+	return n
+}

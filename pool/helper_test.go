@@ -71,11 +71,14 @@ func helperWorker() int {
 			go srv.Serve(l)
 		}
 	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+	if mode != "ignoreterm" {
+		signal.Notify(sigs, syscall.SIGTERM)
+	}
 	if mode != "noready" {
 		sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2)
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGUSR1:

@@ -49,7 +49,8 @@ type state struct {
 	stopping     bool
 	fatal        error
 	announced    bool // first READY=1 sent
-	reload       *reloadJob
+	reload       *reloadJob // starting the next generation
+	handover     *reloadJob // committed, waiting for the old one to let go
 	queued       *reloadJob
 	lastReload   *ReloadResult
 	lastStatus   string
@@ -67,6 +68,7 @@ type (
 	killTimer      struct{ w *worker }
 	watchdogTimer  struct{ w *worker }
 	restartTimer   struct{ gen, slot int }
+	handoverTimer  struct{}
 	reloadDeadline struct{ gen int }
 )
 
@@ -125,6 +127,8 @@ func (p *Pool) handle(ev any) {
 		p.onWatchdogTimer(ev.w)
 	case restartTimer:
 		p.onRestartTimer(ev.gen, ev.slot)
+	case handoverTimer:
+		p.checkHandover()
 	case reloadDeadline:
 		if st := &p.st; st.reload != nil && st.next.num == ev.gen {
 			p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)",
@@ -267,12 +271,12 @@ func (p *Pool) beginStop() {
 	st.stopping = true
 	p.log.Info("stopping all workers", "event", "pool_stop", "workers", len(st.byPID), "stop_timeout", p.opts.StopTimeout)
 	p.opts.Notify("STOPPING=1")
-	for _, job := range []*reloadJob{st.reload, st.queued} {
+	for _, job := range []*reloadJob{st.reload, st.handover, st.queued} {
 		if job != nil {
 			job.finish(ErrStopping)
 		}
 	}
-	st.reload, st.queued = nil, nil
+	st.reload, st.handover, st.queued = nil, nil, nil
 	for _, w := range st.byPID {
 		p.stopWorker(w)
 	}

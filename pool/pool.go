@@ -52,6 +52,9 @@ type Pool struct {
 
 	stopOnce sync.Once
 	st       state // owned by run
+
+	listenerInodes map[string]bool // "socket:[ino]" of every listening socket
+
 }
 
 // New validates opts, resolves the command and opens the notify socket.
@@ -64,6 +67,16 @@ func New(opts Options) (*Pool, error) {
 	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
 	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
 		return nil, err
+	}
+	p.listenerInodes = map[string]bool{}
+	for _, l := range o.Listeners {
+		for _, fd := range l.FDs() {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+			}
+			p.listenerInodes[fmt.Sprintf("socket:[%d]", st.Ino)] = true
+		}
 	}
 	if p.devnull, err = unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)

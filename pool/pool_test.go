@@ -52,7 +52,9 @@ func startPool(t *testing.T, mode string, edit func(*pool.Options), extra ...str
 		Workers:      2,
 		StopTimeout:  5 * time.Second,
 		ReadyTimeout: 10 * time.Second,
-		Env:          append(os.Environ(), "POOL_TEST_WORKER=1", "POOL_TEST_MODE="+mode, "POOL_TEST_DIR="+h.dir),
+		Env:          append(os.Environ(), "POOL_TEST_WORKER=1", "POOL_TEST_MODE="+mode, "POOL_TEST_DIR="+h.dir,
+			// The race detector sleeps 1s at exit by default.
+			"GORACE=atexit_sleep_ms=0"),
 		Notify: func(s string) {
 			h.mu.Lock()
 			h.sent = append(h.sent, s)
@@ -338,10 +340,14 @@ func TestIgnoredSIGTERMIsKilledAtStopTimeout(t *testing.T) {
 	h := startPool(t, "ignoreterm", func(o *pool.Options) { o.StopTimeout = 300 * time.Millisecond })
 	h.waitReady()
 	ws := pids(h.status())
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.p.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("workers that ignore SIGTERM were gone after %s, before the stop timeout", took)
 	}
 	waitGone(t, ws, time.Second)
 }

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 // reloadJob is one reload: requested, running, then finished for every
@@ -12,6 +14,8 @@ type reloadJob struct {
 	waiters  []chan error
 	started  time.Time
 	deadline *time.Timer
+	old      []*worker // the retired generation, after commit
+	oldGen   int
 }
 
 func (j *reloadJob) finish(err error) {
@@ -60,7 +64,7 @@ func (p *Pool) retiring() int {
 // and its retired generation is gone, so no third generation is ever alive.
 func (p *Pool) maybeStartQueued() {
 	st := &p.st
-	if st.queued == nil || st.reload != nil || st.stopping || p.retiring() > 0 {
+	if st.queued == nil || st.reload != nil || st.handover != nil || st.stopping || p.retiring() > 0 {
 		return
 	}
 	job := st.queued
@@ -84,21 +88,49 @@ func (p *Pool) maybeStartQueued() {
 
 // commitReload makes the ready new generation the serving one and asks the
 // old one to drain. The listening sockets never close, so connections the
-// old workers did not accept wait in the queue for the new ones.
+// old workers did not accept wait in the queue for the new ones. The reload
+// is over once no old worker holds a listening socket any more (it stopped
+// accepting, or exited): from then on only the new generation accepts.
 func (p *Pool) commitReload() {
 	st := &p.st
 	job, old := st.reload, st.current
 	st.current, st.next, st.reload = st.next, nil, nil
 	st.slotCrashes = make([]int, p.opts.Workers)
 	st.slotRestarts = make([]int, p.opts.Workers)
+	job.old = job.old[:0]
 	for _, w := range old.slots {
 		if w != nil {
 			p.stopWorker(w)
+			job.old = append(job.old, w)
 		}
 	}
+	job.oldGen = old.num
+	if job.deadline != nil {
+		job.deadline.Stop()
+	}
+	st.handover = job
+	p.checkHandover()
+}
+
+// checkHandover finishes the committed reload once the old workers have
+// let go of the listeners, polling their descriptors until then (at most
+// StopTimeout: by then they are killed).
+func (p *Pool) checkHandover() {
+	st := &p.st
+	job := st.handover
+	if job == nil {
+		return
+	}
+	for _, w := range job.old {
+		if !w.exited && time.Since(job.started) < p.opts.ReloadTimeout+p.opts.StopTimeout && p.holdsListener(w.pid) {
+			p.after(handoverPoll, handoverTimer{})
+			return
+		}
+	}
+	st.handover = nil
 	took := time.Since(job.started)
 	st.lastReload = &ReloadResult{Generation: st.current.num, OK: true, FinishedAt: time.Now(), Seconds: took.Seconds()}
-	p.log.Info("reload finished", "event", "reload_done", "generation", st.current.num, "retired", old.num, "seconds", took.Seconds())
+	p.log.Info("reload finished", "event", "reload_done", "generation", st.current.num, "retired", job.oldGen, "seconds", took.Seconds())
 	job.finish(nil)
 	if !st.announced {
 		p.announce()
@@ -107,6 +139,26 @@ func (p *Pool) commitReload() {
 		p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
 	}
 	p.maybeStartQueued()
+}
+
+// handoverPoll is how often a committed reload looks at the old workers'
+// descriptors.
+const handoverPoll = 2 * time.Millisecond
+
+// holdsListener reports whether pid still has one of the pool's listening
+// sockets open (compared by socket inode, as /proc/PID/fd shows it).
+func (p *Pool) holdsListener(pid int) bool {
+	fds, err := procfs.FDs(pid)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		target, err := procfs.FDTarget(pid, fd)
+		if err == nil && p.listenerInodes[target] {
+			return true
+		}
+	}
+	return false
 }
 
 // abortReload rolls back: the new generation drains away, the serving one

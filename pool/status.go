@@ -121,7 +121,7 @@ func (p *Pool) state() string {
 	switch {
 	case st.stopping:
 		return StateStopping
-	case st.reload != nil:
+	case st.reload != nil || st.handover != nil:
 		return StateReloading
 	case !st.announced:
 		return StateStarting
@@ -143,6 +143,9 @@ func (p *Pool) summary() string {
 	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", countReady(st.current), p.opts.Workers, st.current.num, st.restarts)
 	if st.reload != nil {
 		fmt.Fprintf(&b, "; reloading to generation %d (%d/%d ready)", st.next.num, countReady(st.next), p.opts.Workers)
+	}
+	if st.handover != nil {
+		fmt.Fprintf(&b, "; retiring generation %d", st.handover.oldGen)
 	}
 	if r := st.lastReload; r != nil && !r.OK {
 		fmt.Fprintf(&b, "; last reload failed: %s", r.Error)

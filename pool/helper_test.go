@@ -180,4 +180,3 @@ func get(c *http.Client, url string) (pid, gen string, err error) {
 func freshClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 }
-

@@ -23,8 +23,9 @@ type worker struct {
 	requests       int64
 	hasRequests    bool
 	status         string
-	stopSent       bool // sockd asked it to stop
-	leaving        bool // it announced STOPPING=1 on its own
+	failure        string // why sockd stopped it as a failure (ready timeout, watchdog)
+	stopSent       bool   // sockd asked it to stop
+	leaving        bool   // it announced STOPPING=1 on its own
 	exited         bool
 	timers         []*time.Timer
 }
@@ -48,7 +49,7 @@ type state struct {
 	restarts     int
 	stopping     bool
 	fatal        error
-	announced    bool // first READY=1 sent
+	announced    bool       // first READY=1 sent
 	reload       *reloadJob // starting the next generation
 	handover     *reloadJob // committed, waiting for the old one to let go
 	queued       *reloadJob
@@ -190,6 +191,9 @@ func (p *Pool) onExit(w *worker) {
 		}
 	case st.current.slots[w.slot] == w && w.gen == st.current.num:
 		st.current.slots[w.slot] = nil
+		if w.failure != "" {
+			how = w.failure + ", then " + how
+		}
 		log.Warn("worker crashed")
 		p.crashed(w, how)
 	default:
@@ -338,6 +342,7 @@ func (p *Pool) onReadyTimeout(w *worker) {
 		return
 	}
 	p.wlog(w).Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
+	w.failure = fmt.Sprintf("not ready within %s", p.opts.ReadyTimeout)
 	p.stopWorker(w) // still in its slot, so its exit counts as a crash
 }
 
@@ -355,6 +360,7 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 	}
 	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", p.opts.WorkerWatchdog)
 	w.state = Stopping
+	w.failure = fmt.Sprintf("silent for %s (watchdog)", p.opts.WorkerWatchdog)
 	signal(w, unix.SIGABRT)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 }

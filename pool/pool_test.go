@@ -52,7 +52,7 @@ func startPool(t *testing.T, mode string, edit func(*pool.Options), extra ...str
 		Workers:      2,
 		StopTimeout:  5 * time.Second,
 		ReadyTimeout: 10 * time.Second,
-		Env:          append(os.Environ(), "POOL_TEST_WORKER=1", "POOL_TEST_MODE="+mode, "POOL_TEST_DIR="+h.dir,
+		Env: append(os.Environ(), "POOL_TEST_WORKER=1", "POOL_TEST_MODE="+mode, "POOL_TEST_DIR="+h.dir,
 			// The race detector sleeps 1s at exit by default.
 			"GORACE=atexit_sleep_ms=0"),
 		Notify: func(s string) {

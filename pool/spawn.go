@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -53,6 +54,9 @@ func Trampoline() {
 // a typo is one clear error instead of N crash loops.
 func ResolveCommand(name string) (string, error) {
 	path, err := exec.LookPath(name)
+	if errors.Is(err, fs.ErrPermission) {
+		return "", fmt.Errorf("worker command %q: not executable (permission denied)", name)
+	}
 	if err != nil {
 		return "", fmt.Errorf("worker command %q: %w", name, errors.Unwrap(err))
 	}

@@ -185,12 +185,12 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return Response{}, fmt.Errorf("%w at %s: %w", ErrUnreachable, path, err)
-	}
+	// A refused client may find the connection closed before it writes;
+	// the answer saying why is still there to read.
+	_, werr := c.Write(append(b, '\n'))
 	line, err := bufio.NewReader(c).ReadBytes('\n')
 	if err != nil {
-		return Response{}, fmt.Errorf("%w at %s: no answer: %w", ErrUnreachable, path, err)
+		return Response{}, fmt.Errorf("%w at %s: no answer: %w", ErrUnreachable, path, errors.Join(werr, err))
 	}
 	var resp Response
 	if err := json.Unmarshal(line, &resp); err != nil {

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/pool"
+)
+
+var clientHelp = map[string]string{
+	"status":  "Shows the serving generation, every worker (slot, pid, state, uptime, restarts) and the listeners.\n",
+	"reload":  "Starts a new generation of workers on the same sockets; once it is ready the old one drains.\nWith --wait it returns when the reload is over: exit 0 if the new generation took over,\nexit 1 with the reason if it was rolled back (the old generation keeps serving).\n",
+	"upgrade": "Starts the sockd binary found at sockd's own path and hands it the listening sockets.\n",
+}
+
+func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
+	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
+	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
+	asJSON, wait := new(bool), new(bool)
+	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
+	synopsis := "sockd " + name + " [--control PATH]"
+	if name == "status" {
+		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in README.md)")
+		synopsis = "sockd status [--json] [--control PATH]"
+	} else {
+		fs.BoolVar(wait, "wait", false, "wait for the outcome and exit non-zero if it failed")
+		synopsis = "sockd " + name + " [--wait] [--control PATH]"
+	}
+	fs.Usage = usageFunc(fs, synopsis, clientHelp[name])
+	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
+		return exitOK, nil
+	} else if err != nil {
+		return exitUsage, err
+	}
+	if fs.NArg() > 0 {
+		return exitUsage, usagef("sockd %s: unexpected argument %q", name, fs.Arg(0))
+	}
+	path, err := controlPath(*ctl)
+	if err != nil {
+		return exitUsage, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	resp, err := control.Call(ctx, path, control.Request{Command: name, Wait: *wait})
+	if errors.Is(err, control.ErrUnreachable) {
+		return exitUnreachable, err
+	}
+	if err != nil {
+		return exitFailed, err
+	}
+	if name == "status" {
+		return exitOK, printStatus(stdout, resp.Status, *asJSON)
+	}
+	if *wait {
+		fmt.Fprintf(stdout, "%s done\n", name)
+	}
+	return exitOK, nil
+}
+
+func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
+	if asJSON {
+		_, err := fmt.Fprintf(w, "%s\n", raw)
+		return err
+	}
+	var s pool.Status
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return fmt.Errorf("bad status from sockd: %w", err)
+	}
+	fmt.Fprintf(w, "sockd pid %d: %s\n  %s\n", s.PID, s.State, s.Summary)
+	fmt.Fprintf(w, "  up since %s, ready rule %s\n\n", s.StartedAt.Format(time.RFC3339), s.ReadyRule)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LISTENER\tNETWORK\tADDRESS\tFD\tSOCKETS")
+	for _, l := range s.Listeners {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", l.Name, l.Network, l.Address, l.FD, len(l.SockdFDs))
+	}
+	fmt.Fprintln(tw, "\t\t\t\t")
+	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tUPTIME\tRESTARTS\tREQUESTS\tSTATUS")
+	for _, wk := range s.Workers {
+		req := "-"
+		if wk.Requests != nil {
+			req = fmt.Sprint(*wk.Requests)
+		}
+		up := (time.Duration(wk.UptimeSeconds*1e3) * time.Millisecond).String()
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", wk.Slot, wk.Generation, wk.PID, wk.State, up, wk.Restarts, req, strings.TrimSpace(wk.Status))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK          = 0
+	exitFailed      = 1 // internal error, or a client request that failed (reload rolled back)
+	exitUsage       = 2 // bad flags, environment or command
+	exitListeners   = 3 // cannot bind or take the listening sockets, or the control socket
+	exitWorkers     = 4 // workers crashed beyond the restart limit
+	exitUnreachable = 5 // client: no sockd answers on the control socket
+)
+
+// usageError is a bad flag, argument or environment value.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseFlags parses args with fs, then fills every flag not given on the
+// command line from SOCKD_<FLAG> (dashes become underscores), so units can
+// use EnvironmentFile=. A repeatable flag's variable holds space-separated
+// values. It returns flag.ErrHelp for -h/--help after printing the usage.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return err
+		}
+		return usagef("%s: %v (see sockd %s --help)", fs.Name(), err, strings.TrimPrefix(fs.Name(), "sockd "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "SOCKD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v := getenv(name)
+		if set[f.Name] || v == "" || err != nil {
+			return
+		}
+		values := []string{v}
+		if _, ok := f.Value.(*listFlag); ok {
+			values = strings.Fields(v)
+		}
+		for _, v := range values {
+			if e := f.Value.Set(v); e != nil {
+				err = usagef("%s=%q: %v", name, v, e)
+				return
+			}
+		}
+	})
+	return err
+}
+
+func usageFunc(fs *flag.FlagSet, synopsis, text string) func() {
+	return func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: %s\n\n%s\nFlags (each also read from SOCKD_<FLAG>, e.g. SOCKD_STOP_TIMEOUT):\n", synopsis, text)
+		fs.PrintDefaults()
+	}
+}
+
+func getenv(k string) string { return os.Getenv(k) }

@@ -1,0 +1,84 @@
+// Command sockd runs N copies of a socket-activation-aware server on the
+// same listening sockets, keeps them alive and reloads them without losing
+// a connection. See README.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sockd/sockd/internal/demo"
+	"github.com/sockd/sockd/pool"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const helpText = `sockd runs N copies of a socket-activated server on shared listening sockets,
+restarts them when they crash and reloads them without dropping a connection.
+
+Usage:
+  sockd run [flags] [-- COMMAND [ARGS...]]   supervise workers (no COMMAND: the built-in demo worker)
+  sockd status [--json] [--control PATH]      show generation, workers and listeners
+  sockd reload [--wait] [--control PATH]      start a new generation, retire the old one
+  sockd upgrade [--wait] [--control PATH]     hand the sockets to a new sockd binary
+  sockd version                               print the version
+  sockd help                                  this text
+
+Run 'sockd COMMAND --help' for the flags of a command.
+`
+
+func main() {
+	pool.Trampoline()
+	os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func sockd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, helpText)
+		return exitUsage
+	}
+	var code int
+	var err error
+	switch args[0] {
+	case "run":
+		code, err = runCommand(args[1:], stdout, stderr)
+	case "status", "reload", "upgrade":
+		code, err = clientCommand(args[0], args[1:], stdout)
+	case "demo-worker": // hidden: the embedded demo worker sockd runs by default
+		return demo.Main(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "sockd %s\n", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, helpText)
+	default:
+		err = usagef("unknown command %q (see sockd help)", args[0])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sockd: %s\n", oneLine(err))
+		if code == exitOK {
+			code = exitUsage
+			var u usageError
+			if !errors.As(err, &u) {
+				code = exitFailed
+			}
+		}
+	}
+	return code
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+// self is the path of this binary, for the demo worker.
+func self() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return filepath.Clean(os.Args[0])
+}

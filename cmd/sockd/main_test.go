@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/pool"
+)
+
+// The test binary is also sockd: with SOCKDTEST_MAIN=1 it runs main's
+// code (the workers it starts are this binary again, as the built-in demo
+// worker, which is why the variable avoids the SOCKD_ prefix that sockd
+// strips from its workers' environment).
+func TestMain(m *testing.M) {
+	pool.Trampoline()
+	if os.Getenv("SOCKDTEST_MAIN") == "1" {
+		os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// sockdCmd prepares a sockd process.
+func sockdCmd(t *testing.T, env []string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "SOCKDTEST_MAIN=1", "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(cmd.Env, env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &lockedWriter{w: &stderr}
+	cmd.Stdout = cmd.Stderr
+	return cmd, &stderr
+}
+
+type lockedWriter struct {
+	mu chanMutex
+	w  io.Writer
+}
+
+type chanMutex struct{ c chan struct{} }
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	if w.mu.c == nil {
+		w.mu.c = make(chan struct{}, 1)
+	}
+	w.mu.c <- struct{}{}
+	defer func() { <-w.mu.c }()
+	return w.w.Write(b)
+}
+
+// exitCode runs sockd to completion (bounded) and returns its exit code and
+// output.
+func exitCode(t *testing.T, env []string, files []*os.File, args ...string) (int, string) {
+	t.Helper()
+	cmd, out := sockdCmd(t, env, args...)
+	cmd.ExtraFiles = files
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("sockd %v hung; output:\n%s", args, out)
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+type daemonProc struct {
+	cmd     *exec.Cmd
+	out     *bytes.Buffer
+	control string
+	t       *testing.T
+}
+
+// startSockd runs sockd with the demo worker and waits until it is ready.
+func startSockd(t *testing.T, env []string, args ...string) *daemonProc {
+	t.Helper()
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	args = append([]string{"run", "--control", ctl, "--stop-timeout", "5s"}, args...)
+	cmd, out := sockdCmd(t, env, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("sockd output:\n%s", out)
+		}
+	})
+	waitFor(t, 20*time.Second, "sockd ready", func() bool {
+		s, err := d.status()
+		return err == nil && s.State == pool.StateRunning
+	})
+	return d
+}
+
+func (d *daemonProc) status() (pool.Status, error) {
+	var out bytes.Buffer
+	code := sockd([]string{"status", "--json", "--control", d.control}, &out, io.Discard)
+	var s pool.Status
+	if code != 0 {
+		return s, fmt.Errorf("status exit %d", code)
+	}
+	return s, json.Unmarshal(out.Bytes(), &s)
+}
+
+func (d *daemonProc) mustStatus() pool.Status {
+	d.t.Helper()
+	s, err := d.status()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return s
+}
+
+func (d *daemonProc) url() string {
+	return "http://" + d.mustStatus().Listeners[0].Address + "/"
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+func getGen(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("X-Sockd-Generation")
+}
+
+func TestRunReloadStatusStop(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	s := d.mustStatus()
+	if len(s.Workers) != 2 || s.Generation != 1 || s.Listeners[0].Name != "http" || s.Listeners[0].FD != 3 {
+		t.Fatalf("status: %+v", s)
+	}
+	url := d.url()
+	if g := getGen(t, url); g != "1" {
+		t.Fatalf("generation %q", g)
+	}
+	var out bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, io.Discard); code != 0 {
+		t.Fatalf("reload --wait exit %d", code)
+	}
+	if g := getGen(t, url); g != "2" {
+		t.Fatalf("right after reload --wait: generation %q, want 2", g)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "generation 3 after SIGHUP", func() bool {
+		s, err := d.status()
+		return err == nil && s.Generation == 3 && s.State == pool.StateRunning
+	})
+	out.Reset()
+	if code := sockd([]string{"status", "--control", d.control}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "2/2 workers ready, generation 3") {
+		t.Fatalf("status text (exit %d):\n%s", code, out.String())
+	}
+	workers := d.mustStatus().Workers
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("sockd after SIGTERM: %v", err)
+	}
+	for _, w := range workers {
+		if procfs.Alive(w.PID) {
+			t.Errorf("worker %d survived sockd's exit", w.PID)
+		}
+	}
+	if _, err := os.Stat(d.control); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
+	}
+}
+
+func TestSIGKILLedSockdLeavesNoWorker(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "3", "--listen", "tcp://127.0.0.1:0")
+	workers := d.mustStatus().Workers
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+	for _, w := range workers {
+		waitFor(t, 10*time.Second, fmt.Sprintf("worker %d gone", w.PID), func() bool { return !procfs.Alive(w.PID) })
+	}
+}
+
+func TestFailedReloadWaitExitsNonZero(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "hello.conf")
+	os.WriteFile(conf, []byte("ok\n"), 0o644)
+	d := startSockd(t, []string{"HELLO_CONFIG=" + conf}, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	url := d.url()
+	os.WriteFile(conf, []byte("broken\n"), 0o644)
+	var stderr bytes.Buffer
+	code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, &stderr)
+	if code != exitFailed || !strings.Contains(stderr.String(), "exited before it was ready (exit status 1)") {
+		t.Fatalf("reload --wait of a broken deploy: exit %d, %q", code, stderr.String())
+	}
+	if strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+		t.Fatalf("error is not one line: %q", stderr.String())
+	}
+	if g := getGen(t, url); g != "1" {
+		t.Fatalf("after a failed reload generation %q serves, want 1", g)
+	}
+	if s := d.mustStatus(); !strings.Contains(s.Summary, "last reload failed") {
+		t.Fatalf("status summary does not say the reload failed: %q", s.Summary)
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	d := startSockd(t, []string{"SOCKD_WORKERS=3", "SOCKD_LISTEN=a=tcp://127.0.0.1:0 b=tcp://127.0.0.1:0"})
+	s := d.mustStatus()
+	if len(s.Workers) != 3 || len(s.Listeners) != 2 || s.Listeners[1].Name != "b" {
+		t.Fatalf("SOCKD_WORKERS / SOCKD_LISTEN not honoured: %+v", s)
+	}
+}
+
+func TestControlSocketRefusesGarbageAndStrangers(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	for _, msg := range []string{"garbage\n", "{\"command\":\"explode\"}\n", strings.Repeat("x", 100000)} {
+		c, err := net.Dial("unix", d.control)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(msg))
+		reply, _ := io.ReadAll(c)
+		c.Close()
+		if !bytes.Contains(reply, []byte(`"ok":false`)) {
+			t.Fatalf("reply to %.20q: %s", msg, reply)
+		}
+	}
+	fi, err := os.Stat(d.control)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	// Let everyone connect, then check SO_PEERCRED turns a stranger away.
+	os.Chmod(d.control, 0o666)
+	os.Chmod(filepath.Dir(d.control), 0o755)
+	os.Chmod(filepath.Dir(filepath.Dir(d.control)), 0o755)
+	cmd, out := sockdCmd(t, nil, "status", "--control", d.control)
+	cmd.Path = worldExecutableCopy(t)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	err = cmd.Run()
+	if cmd.ProcessState.ExitCode() != exitFailed || !strings.Contains(out.String(), "permission denied") {
+		t.Fatalf("status as uid 65534: %v, %q", err, out.String())
+	}
+	if s := d.mustStatus(); s.State != pool.StateRunning {
+		t.Fatalf("sockd after bad requests: %+v", s)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	tmp := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	notExec := filepath.Join(tmp, "script")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	crash := filepath.Join(tmp, "crash")
+	os.WriteFile(crash, []byte("#!/bin/sh\nexit 7\n"), 0o755)
+	plain, _ := os.CreateTemp(tmp, "plain")
+	conn, _ := net.Dial("tcp", busy.Addr().String())
+	defer conn.Close()
+	connFile, _ := conn.(*net.TCPConn).File()
+	ctl := []string{"--control", filepath.Join(tmp, "ctl.sock")}
+	listen := append([]string{"--listen", "tcp://127.0.0.1:0"}, ctl...)
+	cases := []struct {
+		name  string
+		env   []string
+		files []*os.File
+		args  []string
+		code  int
+		msg   string
+	}{
+		{"no command", nil, nil, nil, exitUsage, ""},
+		{"unknown command", nil, nil, []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"unknown flag", nil, nil, []string{"run", "--frob"}, exitUsage, "flag provided but not defined"},
+		{"zero workers", nil, nil, []string{"run", "--workers", "0"}, exitUsage, "--workers 0"},
+		{"too many workers", nil, nil, []string{"run", "--workers", "100000"}, exitUsage, "--workers 100000"},
+		{"bad env flag", []string{"SOCKD_WORKERS=many"}, nil, []string{"run"}, exitUsage, "SOCKD_WORKERS"},
+		{"missing command", nil, nil, append(append([]string{"run"}, listen...), "--", "/nonexistent/server"), exitUsage, "/nonexistent/server"},
+		{"command not executable", nil, nil, append(append([]string{"run"}, listen...), "--", notExec), exitUsage, "not executable"},
+		{"bad listen url", nil, nil, append([]string{"run", "--listen", "tcp://nope"}, ctl...), exitUsage, "want HOST:PORT"},
+		{"bad scheme", nil, nil, append([]string{"run", "--listen", "sctp://1.2.3.4:5"}, ctl...), exitUsage, "unsupported scheme"},
+		{"port in use", nil, nil, append([]string{"run", "--listen", "tcp://" + busy.Addr().String()}, ctl...), exitListeners, "address already in use"},
+		{"bad ready rule", nil, nil, append(append([]string{"run"}, listen...), "--ready", "soon"), exitUsage, "want notify or after"},
+		{"bad restart limit", nil, nil, append(append([]string{"run"}, listen...), "--restart-limit", "ten"), exitUsage, "N/DURATION"},
+		{"LISTEN_FDS not a number", []string{"LISTEN_FDS=abc"}, nil, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDS"},
+		{"LISTEN_FDS huge", []string{"LISTEN_FDS=100000"}, nil, append([]string{"run"}, ctl...), exitListeners, "more than"},
+		{"LISTEN_FDNAMES count", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=a:b"}, []*os.File{plain}, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDNAMES has 2 names"},
+		{"inherited fd not a socket", []string{"LISTEN_FDS=1"}, []*os.File{plain}, append([]string{"run"}, ctl...), exitListeners, "not a socket"},
+		{"inherited connected socket", []string{"LISTEN_FDS=1"}, []*os.File{connFile}, append([]string{"run"}, ctl...), exitListeners, "Accept=no"},
+		{"LISTEN_PID of another process", []string{"LISTEN_FDS=1", "LISTEN_PID=1"}, []*os.File{plain}, append(append([]string{"run"}, ctl...), "--", "/bin/true"), exitUsage, "no listeners"},
+		{"crash loop", nil, nil, append(append([]string{"run", "--workers", "2", "--restart-limit", "3/60s"}, listen...), "--", crash), exitWorkers, "restart limit reached"},
+		{"never ready", nil, nil, append(append([]string{"run", "--workers", "1", "--ready-timeout", "200ms", "--restart-limit", "1/60s", "--stop-timeout", "1s"}, listen...), "--", "/bin/sleep", "60"), exitWorkers, "not ready within"},
+		{"status without sockd", nil, nil, append([]string{"status"}, ctl...), exitUnreachable, "cannot reach sockd"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out := exitCode(t, c.env, c.files, c.args...)
+			if code != c.code || !strings.Contains(out, c.msg) {
+				t.Fatalf("exit %d (want %d), output:\n%s", code, c.code, out)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if last := lines[len(lines)-1]; c.msg != "" && (!strings.HasPrefix(last, "sockd: ") || !strings.Contains(last, c.msg)) {
+				t.Fatalf("last line is not the one-line error:\n%s", out)
+			}
+		})
+	}
+}
+
+// worldExecutableCopy copies the test binary where another user can run it.
+func worldExecutableCopy(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "sockd-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "sockd")
+	if err := os.WriteFile(path, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	return path
+}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/internal/journal"
+	"github.com/sockd/sockd/pool"
+)
+
+// demoListen is where the built-in demo worker listens when nothing else
+// is configured.
+const demoListen = "http=tcp://127.0.0.1:8080"
+
+type runConfig struct {
+	workers       int
+	listen        listFlag
+	reuseport     bool
+	ready         string
+	readyTimeout  time.Duration
+	reloadTimeout time.Duration
+	stopTimeout   time.Duration
+	restartLimit  string
+	watchdog      time.Duration
+	control       string
+	logFormat     string
+	logLevel      string
+	command       []string
+	readyRule     pool.ReadyRule
+	limit         pool.RestartLimit
+}
+
+func parseRun(args []string, stdout io.Writer) (*runConfig, error) {
+	c := &runConfig{}
+	fs := flag.NewFlagSet("sockd run", flag.ContinueOnError)
+	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "number of worker processes, 1 to 1024")
+	fs.Var(&c.listen, "listen", "listener `[NAME=]URL`, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH[?mode=0660]")
+	fs.BoolVar(&c.reuseport, "reuseport", false, "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP/UDP listeners sockd binds)")
+	fs.StringVar(&c.ready, "ready", "notify", "when a worker is ready: `notify` (it sends READY=1) or after:DURATION")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", pool.DefaultReadyTimeout, "how long a worker may take to become ready")
+	fs.DurationVar(&c.reloadTimeout, "reload-timeout", 0, "how long a reload waits for the new generation (default: --ready-timeout)")
+	fs.DurationVar(&c.stopTimeout, "stop-timeout", pool.DefaultStopTimeout, "how long a worker may drain after SIGTERM before SIGKILL")
+	fs.StringVar(&c.restartLimit, "restart-limit", "10/60s", "crash budget `N/DURATION`: more crashes than N within DURATION and sockd gives up")
+	fs.DurationVar(&c.watchdog, "worker-watchdog", 0, "pass WATCHDOG_USEC to workers and replace a worker silent for this long (0: off)")
+	fs.StringVar(&c.control, "control", "", "control socket `path` (default $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json (under systemd sockd logs natively to the journal)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.Usage = usageFunc(fs, "sockd run [flags] [-- COMMAND [ARGS...]]",
+		"Runs --workers copies of COMMAND; each gets the listeners as fds 3, 4, … with LISTEN_FDS,\nLISTEN_FDNAMES and LISTEN_PID set as systemd would. Without COMMAND sockd runs its built-in\ndemo HTTP worker, on "+demoListen+" unless --listen or systemd says otherwise.\n")
+	if err := parseFlags(fs, args, getenv, stdout); err != nil {
+		return nil, err
+	}
+	c.command = fs.Args()
+	return c, c.validate()
+}
+
+func (c *runConfig) validate() error {
+	if c.workers < 1 || c.workers > pool.MaxWorkers {
+		return usagef("--workers %d: want 1 to %d", c.workers, pool.MaxWorkers)
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return usagef("--log-format %q: want text or json", c.logFormat)
+	}
+	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
+		return usagef("--log-level %q: want trace, debug, info, warn or error", c.logLevel)
+	}
+	var err error
+	if c.readyRule, err = pool.ParseReadyRule(c.ready); err != nil {
+		return usagef("--ready: %v", err)
+	}
+	if c.limit, err = pool.ParseRestartLimit(c.restartLimit); err != nil {
+		return usagef("--restart-limit: %v", err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ready-timeout", c.readyTimeout}, {"stop-timeout", c.stopTimeout}, {"reload-timeout", c.reloadTimeout}, {"worker-watchdog", c.watchdog}} {
+		if d.v < 0 {
+			return usagef("--%s %s: must not be negative", d.name, d.v)
+		}
+	}
+	return nil
+}
+
+func (c *runConfig) poolOptions(log hclog.Logger, ls activation.Set) pool.Options {
+	cmd := c.command
+	if len(cmd) == 0 {
+		cmd = []string{self(), "demo-worker"}
+	}
+	return pool.Options{
+		Command: cmd, Listeners: ls, Workers: c.workers, Ready: c.readyRule,
+		ReadyTimeout: c.readyTimeout, ReloadTimeout: c.reloadTimeout, StopTimeout: c.stopTimeout,
+		RestartLimit: c.limit, WorkerWatchdog: c.watchdog, Logger: log.Named("pool"),
+		Notify: func(state string) { sddaemon.SdNotify(false, state) },
+	}
+}
+
+func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
+	c, err := parseRun(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK, nil
+	}
+	if err != nil {
+		return exitUsage, err
+	}
+	log := newLogger(c, stderr)
+	specs, err := c.specs()
+	if err != nil {
+		return exitUsage, err
+	}
+	ctlPath, err := controlPath(c.control)
+	if err != nil {
+		return exitUsage, err
+	}
+	// Check the command before binding anything, and before forking N copies.
+	if len(c.command) > 0 {
+		if _, err := pool.ResolveCommand(c.command[0]); err != nil {
+			return exitUsage, err
+		}
+	}
+	ls, err := acquireListeners(specs, c, log)
+	var usage usageError
+	if errors.As(err, &usage) {
+		return exitUsage, err
+	}
+	if err != nil {
+		return exitListeners, err
+	}
+	defer ls.Close()
+	return supervise(c.poolOptions(log, ls), ls, ctlPath, log)
+}
+
+// specs parses --listen; with nothing to listen on and no command, the
+// demo gets its default.
+func (c *runConfig) specs() ([]activation.Spec, error) {
+	raw := c.listen
+	if len(raw) == 0 && len(c.command) == 0 && os.Getenv("LISTEN_FDS") == "" {
+		raw = listFlag{demoListen}
+	}
+	specs := make([]activation.Spec, 0, len(raw))
+	for _, r := range raw {
+		s, err := activation.ParseSpec(r)
+		if err != nil {
+			return nil, usagef("--listen: %v", err)
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+// acquireListeners takes systemd's sockets, then binds the --listen ones
+// whose names systemd did not pass (restored from the fd store).
+func acquireListeners(specs []activation.Spec, c *runConfig, log hclog.Logger) (activation.Set, error) {
+	inherited, err := activation.Inherit(os.Getenv, os.Getpid())
+	if errors.Is(err, activation.ErrNotOurs) {
+		log.Warn("ignoring inherited sockets", "reason", err)
+	} else if err != nil {
+		return nil, err
+	}
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
+	have := map[string]bool{}
+	for _, l := range inherited {
+		have[l.Name] = true
+		log.Info("took inherited listener", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr)
+	}
+	var todo []activation.Spec
+	for _, s := range specs {
+		if !have[s.Name] || s.Name == activation.DefaultName {
+			todo = append(todo, s)
+		}
+	}
+	bound, err := activation.Bind(context.Background(), todo, activation.BindOptions{ReusePort: c.reuseport, Slots: c.workers})
+	if err != nil {
+		inherited.Close()
+		return nil, err
+	}
+	for _, l := range bound {
+		log.Info("listening", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
+	}
+	all := append(inherited, bound...)
+	if len(all) == 0 {
+		return nil, usagef("no listeners: pass --listen or run under a systemd .socket unit")
+	}
+	return all, nil
+}
+
+func supervise(opts pool.Options, ls activation.Set, ctlPath string, log hclog.Logger) (int, error) {
+	p, err := pool.New(opts)
+	if err != nil {
+		return exitUsage, err
+	}
+	ctl, err := control.Listen(ctlPath)
+	if err != nil {
+		return exitListeners, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &daemon{pool: p, log: log}
+	served := make(chan struct{})
+	go func() {
+		control.Serve(ctx, ctl, d, log.Named("control"))
+		close(served)
+	}()
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	p.Start()
+	go d.watchdog(ctx)
+	for done := false; !done; {
+		select {
+		case sig := <-sigs:
+			d.onSignal(sig.(syscall.Signal))
+		case <-p.Done():
+			done = true
+		}
+	}
+	cancel()
+	<-served
+	os.Remove(ctlPath)
+	ls.Remove()
+	if err := p.Wait(); err != nil {
+		if errors.Is(err, pool.ErrRestartLimit) {
+			return exitWorkers, err
+		}
+		return exitFailed, err
+	}
+	log.Info("sockd stopped", "event", "sockd_exit")
+	return exitOK, nil
+}
+
+// daemon turns signals and control requests into pool calls.
+type daemon struct {
+	pool *pool.Pool
+	log  hclog.Logger
+}
+
+func (d *daemon) onSignal(sig syscall.Signal) {
+	d.log.Info("signal received", "event", "signal", "signal", sig.String())
+	switch sig {
+	case syscall.SIGTERM, syscall.SIGINT:
+		d.pool.Stop()
+	case syscall.SIGHUP:
+		go d.Reload(context.Background(), false)
+	case syscall.SIGUSR2:
+		go d.Upgrade(context.Background(), false)
+	}
+}
+
+func (d *daemon) Status(ctx context.Context) (any, error) { return d.pool.Status(ctx) }
+
+// Reload starts a reload; with wait it returns the outcome, else it
+// returns once the request is queued (and logs the outcome).
+func (d *daemon) Reload(ctx context.Context, wait bool) error {
+	if wait {
+		return d.pool.Reload(ctx)
+	}
+	go func() {
+		if err := d.pool.Reload(context.Background()); err != nil {
+			d.log.Warn("reload did not take effect", "error", err)
+		}
+	}()
+	return nil
+}
+
+func (d *daemon) Upgrade(ctx context.Context, wait bool) error {
+	return errors.New("upgrade is not supported by this sockd")
+}
+
+// watchdog pings systemd's watchdog (WatchdogSec=) only while the pool's
+// loop answers and some worker is ready, so a wedged or workerless sockd
+// gets restarted.
+func (d *daemon) watchdog(ctx context.Context) {
+	interval, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			hctx, cancel := context.WithTimeout(ctx, interval/3)
+			if d.pool.Healthy(hctx) {
+				sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+			}
+			cancel()
+		}
+	}
+}
+
+func newLogger(c *runConfig, stderr io.Writer) hclog.Logger {
+	opts := &hclog.LoggerOptions{
+		Name: "sockd", Level: hclog.LevelFromString(c.logLevel), Output: stderr,
+		JSONFormat: c.logFormat == "json", TimeFormat: time.RFC3339Nano,
+	}
+	if journal.Enabled() {
+		opts.Output = &journal.Writer{Identifier: "sockd", Fallback: stderr}
+		opts.JSONFormat = true
+	}
+	return hclog.New(opts)
+}
+
+// controlPath picks the control socket.
+func controlPath(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		return filepath.Join(strings.Split(d, ":")[0], "sockd.sock"), nil
+	}
+	if os.Geteuid() == 0 {
+		return "/run/sockd/sockd.sock", nil
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "sockd", "sockd.sock"), nil
+	}
+	return "", fmt.Errorf("no place for the control socket: pass --control or set XDG_RUNTIME_DIR")
+}

@@ -17,6 +17,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/sockd/sockd/pool"
+	"github.com/sockd/sockd/worker"
 )
 
 // The test binary doubles as the worker: pools in these tests run it with
@@ -57,6 +58,8 @@ func helperWorker() int {
 	switch mode {
 	case "crash":
 		return 3
+	case "careful":
+		return carefulWorker()
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
 	}
@@ -92,6 +95,20 @@ func helperWorker() int {
 			cancel()
 			return 0
 		}
+	}
+	return 0
+}
+
+// carefulWorker serves with package worker's careful drain.
+func carefulWorker() int {
+	ls, err := worker.Listeners()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "helper: %v\n", err)
+		return 4
+	}
+	if err := worker.ServeHTTP(context.Background(), &http.Server{Handler: http.HandlerFunc(hello)}, ls, worker.Options{}); err != nil {
+		fmt.Fprintf(os.Stderr, "helper: %v\n", err)
+		return 1
 	}
 	return 0
 }

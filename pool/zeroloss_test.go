@@ -1,0 +1,54 @@
+package pool_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/pool"
+	"github.com/sockd/sockd/worker/workertest"
+)
+
+// A client load of new and keep-alive connections runs through 20
+// back-to-back reloads: not one request may fail, in either sharing mode.
+func TestReloadsUnderLoadLoseNothingShared(t *testing.T) { testZeroLoss(t) }
+
+func TestReloadsUnderLoadLoseNothingReuseport(t *testing.T) { testZeroLoss(t, "reuseport") }
+
+func testZeroLoss(t *testing.T, extra ...string) {
+	h := startPool(t, "careful", func(o *pool.Options) { o.Workers = 2 }, extra...)
+	h.waitReady()
+	if n := h.ls[0].Slots(); len(extra) > 0 && n != 2 {
+		t.Fatalf("reuseport listener has %d sockets, want one per slot", n)
+	}
+	var mu sync.Mutex
+	gens := map[string]int{}
+	load := workertest.StartLoad(workertest.LoadConfig{
+		URL: h.url, KeepAlive: 4, NewConns: 4, Sporadic: 2,
+		Check: func(resp *http.Response, _ []byte) error {
+			mu.Lock()
+			gens[resp.Header.Get("X-Generation")]++
+			mu.Unlock()
+			return nil
+		},
+	})
+	load.WaitOK(t, 200, 20*time.Second)
+	const reloads = 20
+	for i := 0; i < reloads; i++ {
+		if err := reload(t, h); err != nil {
+			load.Stop()
+			t.Fatalf("reload %d: %v", i+1, err)
+		}
+		load.WaitOK(t, 50, 20*time.Second)
+	}
+	stats := load.Stop()
+	t.Logf("%d reloads under load: %s; answers per generation: %v", reloads, stats, gens)
+	if stats.Errors != 0 {
+		t.Fatalf("%d requests failed across %d reloads: %v", stats.Errors, reloads, stats.Samples)
+	}
+	if last := fmt.Sprint(reloads + 1); gens[last] == 0 || len(gens) < reloads/2 {
+		t.Fatalf("answers did not follow the reloads: %v", gens)
+	}
+}

@@ -1,6 +1,7 @@
 package activation
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -46,8 +47,18 @@ func ParseSpec(s string) (Spec, error) {
 			return Spec{}, fmt.Errorf("listen %q: %w", s, err)
 		}
 	}
+	if !strings.Contains(raw, "://") {
+		return Spec{}, fmt.Errorf("listen %q: want [NAME=]SCHEME://ADDRESS, e.g. http=tcp://127.0.0.1:8080", s)
+	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return Spec{}, fmt.Errorf("listen %q: %v", s, err)
+	}
+	if u.Scheme == "" {
 		return Spec{}, fmt.Errorf("listen %q: want [NAME=]SCHEME://ADDRESS, e.g. http=tcp://127.0.0.1:8080", s)
 	}
 	spec := Spec{Name: name, Network: u.Scheme}

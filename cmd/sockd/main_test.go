@@ -354,3 +354,43 @@ func worldExecutableCopy(t *testing.T) string {
 	os.Chmod(dir, 0o755)
 	return path
 }
+
+// Under systemd sockd takes the sockets of the .socket unit: fd 3 with
+// LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID naming sockd itself.
+func TestTakesInheritedListener(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := l.(*net.TCPListener).File()
+	l.Close()
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=web"})
+	// exec keeps the shell's pid, so LISTEN_PID names sockd as systemd would.
+	cmd.Args = []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0], "run", "--workers", "2", "--control", ctl}
+	cmd.Path = "/bin/sh"
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("sockd output:\n%s", out)
+		}
+	})
+	waitFor(t, 20*time.Second, "sockd ready", func() bool {
+		s, err := d.status()
+		return err == nil && s.State == pool.StateRunning
+	})
+	s := d.mustStatus()
+	if len(s.Listeners) != 1 || s.Listeners[0].Name != "web" || !s.Listeners[0].Inherited || s.Listeners[0].Address != l.Addr().String() {
+		t.Fatalf("listeners: %+v", s.Listeners)
+	}
+	if g := getGen(t, d.url()); g != "1" {
+		t.Fatalf("generation %q", g)
+	}
+}

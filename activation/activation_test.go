@@ -1,0 +1,218 @@
+package activation_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/procfs"
+)
+
+func TestParseSpec(t *testing.T) {
+	good := map[string]string{
+		"tcp://127.0.0.1:8080":             "unknown=tcp://127.0.0.1:8080",
+		"http=tcp://127.0.0.1:0":           "http=tcp://127.0.0.1:0",
+		"tcp://:80":                        "unknown=tcp://:80",
+		"v6=tcp6://[::1]:8080":             "v6=tcp6://[::1]:8080",
+		"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
+		"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
+		"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
+	}
+	for in, want := range good {
+		s, err := activation.ParseSpec(in)
+		if err != nil || s.String() != want {
+			t.Errorf("ParseSpec(%q) = %q, %v; want %q", in, s, err, want)
+		}
+	}
+	bad := map[string]string{
+		"":                     "want [NAME=]SCHEME://ADDRESS",
+		"127.0.0.1:8080":       "want [NAME=]SCHEME://ADDRESS",
+		"sctp://1.2.3.4:5":     "unsupported scheme",
+		"tcp://1.2.3.4":        "want HOST:PORT",
+		"tcp://1.2.3.4:99999":  "port",
+		"tcp://1.2.3.4:http":   "port",
+		"tcp://a b:80":         "invalid character",
+		"a:b=tcp://1.2.3.4:5":  "without ':'",
+		"=tcp://1.2.3.4:5":     "1 to 255",
+		"unix://relative":      "absolute",
+		"unix:///x?mode=999":   "octal",
+		"unix:///x?owner=me":   "unknown option",
+		"tcp://1.2.3.4:5/path": "unexpected path",
+	}
+	for in, want := range bad {
+		if _, err := activation.ParseSpec(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseSpec(%q) error %v, want one mentioning %q", in, err, want)
+		}
+	}
+}
+
+func mustSpec(t *testing.T, s string) activation.Spec {
+	t.Helper()
+	spec, err := activation.ParseSpec(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+// checkSocket verifies the fd-level facts of a socket sockd holds.
+func checkSocket(t *testing.T, fd int, listening bool) {
+	t.Helper()
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_NONBLOCK == 0 {
+		t.Errorf("fd %d: flags %#x %v, want O_NONBLOCK", fd, fl, err)
+	}
+	fdfl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	if err != nil || fdfl&unix.FD_CLOEXEC == 0 {
+		t.Errorf("fd %d: not close-on-exec", fd)
+	}
+	if listening {
+		acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if err != nil || acc != 1 {
+			t.Errorf("fd %d: SO_ACCEPTCONN=%d %v", fd, acc, err)
+		}
+	}
+}
+
+func TestBindSharedAndReuseport(t *testing.T) {
+	specs := []activation.Spec{mustSpec(t, "a=tcp://127.0.0.1:0"), mustSpec(t, "b=udp://127.0.0.1:0")}
+	set, err := activation.Bind(context.Background(), specs, activation.BindOptions{ReusePort: true, Slots: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	if set.Names() != "a:b" || set[0].Network != "tcp" || set[1].Network != "udp" {
+		t.Fatalf("set %v names %q", set, set.Names())
+	}
+	for _, l := range set {
+		if l.Slots() != 3 {
+			t.Fatalf("%s: %d sockets, want 3", l, l.Slots())
+		}
+		var port int
+		for i, fd := range l.FDs() {
+			checkSocket(t, fd, l.Network == "tcp")
+			if v, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); v != 1 {
+				t.Errorf("%s socket %d: SO_REUSEPORT not set", l, i)
+			}
+			sa, _ := unix.Getsockname(fd)
+			p := sa.(*unix.SockaddrInet4).Port
+			if i > 0 && p != port {
+				t.Errorf("%s slot %d bound port %d, slot 0 %d", l, i, p, port)
+			}
+			port = p
+		}
+		if l.FD(4) != l.FDs()[1] {
+			t.Errorf("slot 4 should wrap to socket 1")
+		}
+	}
+	shared, err := activation.Bind(context.Background(), specs[:1], activation.BindOptions{Slots: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	if shared[0].Slots() != 1 || shared[0].FD(2) != shared[0].FD(0) {
+		t.Fatalf("shared listener has %d sockets", shared[0].Slots())
+	}
+	c, err := net.Dial("tcp", shared[0].Addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", shared[0].Addr, err)
+	}
+	c.Close()
+}
+
+func TestBindUnixStaleLiveAndMode(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	// A stale socket file (nobody listening) is replaced.
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	set, err := activation.Bind(context.Background(), []activation.Spec{mustSpec(t, "u=unix://"+path+"?mode=0640")}, activation.BindOptions{})
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	checkSocket(t, set[0].FD(0), true)
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640", fi.Mode().Perm())
+	}
+	// A live one is refused.
+	_, err = activation.Bind(context.Background(), []activation.Spec{mustSpec(t, "unix://"+path)}, activation.BindOptions{})
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("binding over a live socket: %v", err)
+	}
+	set.Close()
+	if err := set.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file not removed: %v", err)
+	}
+	// A regular file is never removed.
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, nil, 0o644)
+	if _, err := activation.Bind(context.Background(), []activation.Spec{mustSpec(t, "unix://"+plain)}, activation.BindOptions{}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("binding over a regular file: %v", err)
+	}
+}
+
+func TestBindFailureLeavesNothingOpen(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	sock := filepath.Join(t.TempDir(), "first.sock")
+	before, _ := procfs.FDs(os.Getpid())
+	_, err = activation.Bind(context.Background(), []activation.Spec{
+		mustSpec(t, "unix://"+sock), mustSpec(t, "tcp://127.0.0.1:0"), mustSpec(t, "tcp://"+busy.Addr().String()),
+	}, activation.BindOptions{})
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("want EADDRINUSE, got %v", err)
+	}
+	after, _ := procfs.FDs(os.Getpid())
+	if len(after) != len(before) {
+		t.Fatalf("fds %v before, %v after a failed Bind", before, after)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("unix socket of a failed Bind left behind")
+	}
+}
+
+func TestInheritEnvErrors(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"LISTEN_FDS": "x"}, "not a count"},
+		{map[string]string{"LISTEN_FDS": "-1"}, "not a count"},
+		{map[string]string{"LISTEN_FDS": "5000"}, "more than"},
+		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
+		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "another process"},
+		{map[string]string{"LISTEN_FDS": "2", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
+	}
+	for _, c := range cases {
+		_, err := activation.Inherit(func(k string) string { return c.env[k] }, 4242)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Inherit(%v) = %v, want %q", c.env, err, c.want)
+		}
+	}
+	_, err := activation.Inherit(func(k string) string { return map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}[k] }, 4242)
+	if !errors.Is(err, activation.ErrNotOurs) {
+		t.Fatalf("LISTEN_PID of another process: %v, want ErrNotOurs", err)
+	}
+	set, err := activation.Inherit(func(string) string { return "" }, 4242)
+	if set != nil || err != nil {
+		t.Fatalf("no LISTEN_FDS: %v %v", set, err)
+	}
+}

@@ -92,14 +92,14 @@ func bindIP(ctx context.Context, network, addr string, reuse bool) (int, error) 
 			return -1, err
 		}
 		defer pc.Close()
-		return dupSocket(pc.(syscall.Conn))
+		return DupSocket(pc.(syscall.Conn))
 	default:
 		ln, err := lc.Listen(ctx, network, addr)
 		if err != nil {
 			return -1, err
 		}
 		defer ln.Close()
-		return dupSocket(ln.(syscall.Conn))
+		return DupSocket(ln.(syscall.Conn))
 	}
 }
 
@@ -116,7 +116,7 @@ func bindUnix(ctx context.Context, spec Spec) (*Listener, error) {
 	ul.SetUnlinkOnClose(false)
 	defer ul.Close()
 	l := &Listener{Name: spec.Name, Network: "unix", Addr: spec.Address, path: spec.Address}
-	fd, err := dupSocket(ul)
+	fd, err := DupSocket(ul)
 	if err != nil {
 		l.Remove()
 		return nil, fmt.Errorf("listen %s: %w", spec, err)
@@ -156,10 +156,10 @@ func removeStale(path string) error {
 	return os.Remove(path)
 }
 
-// dupSocket duplicates a socket with F_DUPFD_CLOEXEC through SyscallConn.
+// DupSocket duplicates a socket with F_DUPFD_CLOEXEC through SyscallConn.
 // It never calls Fd() (which would make the shared file description
 // blocking) and never registers the copy with the network poller.
-func dupSocket(c syscall.Conn) (int, error) {
+func DupSocket(c syscall.Conn) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return -1, err

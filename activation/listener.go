@@ -30,9 +30,11 @@ type Listener struct {
 	path string // unix socket file sockd created (removed by Remove)
 }
 
-// NewListener wraps already open socket fds (which it takes ownership of).
-// It is what a receiver of a hand-off uses to rebuild a listener.
-func NewListener(name string, fds []int, inherited bool) (*Listener, error) {
+// NewListener wraps already open socket fds (which it takes ownership of),
+// one per slot for a reuseport group. path is the unix socket file to
+// remove on a final shutdown, or "". A receiver of a hand-off uses it to
+// rebuild the listeners of the previous sockd.
+func NewListener(name string, fds []int, inherited bool, path string) (*Listener, error) {
 	if len(fds) == 0 {
 		return nil, errors.New("listener without sockets")
 	}
@@ -40,7 +42,10 @@ func NewListener(name string, fds []int, inherited bool) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{Name: name, Network: network, Addr: addr, Inherited: inherited, fds: fds}, nil
+	for _, fd := range fds {
+		unix.CloseOnExec(fd)
+	}
+	return &Listener{Name: name, Network: network, Addr: addr, Inherited: inherited, fds: fds, path: path}, nil
 }
 
 // FD returns the socket that the worker in slot should get. Shared

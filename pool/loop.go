@@ -81,9 +81,9 @@ func (p *Pool) run() error {
 	st := &p.st
 	st.started = time.Now()
 	st.byPID = make(map[int]*worker)
-	st.genSeq = 1
-	st.current = p.newGeneration(1)
-	p.log.Info("starting workers", "event", "pool_start", "generation", 1, "workers", p.opts.Workers,
+	st.genSeq = p.opts.FirstGeneration
+	st.current = p.newGeneration(st.genSeq)
+	p.log.Info("starting workers", "event", "pool_start", "generation", st.genSeq, "workers", p.opts.Workers,
 		"command", p.command, "ready", p.opts.Ready.String())
 	for slot := range st.current.slots {
 		p.spawnInto(st.current, slot)

@@ -122,6 +122,9 @@ type Options struct {
 	// Notify receives sd_notify(3) assignments meant for systemd ("READY=1",
 	// "STATUS=…", "RELOADING=1\nMONOTONIC_USEC=…"). Nil discards them.
 	Notify func(state string)
+	// FirstGeneration numbers the first generation; 0 means 1. A sockd that
+	// took over from another one continues its numbering.
+	FirstGeneration int
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }
@@ -161,6 +164,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Trampoline == "" {
 		o.Trampoline = "/proc/self/exe"
+	}
+	if o.FirstGeneration < 1 {
+		o.FirstGeneration = 1
 	}
 	if o.Notify == nil {
 		o.Notify = func(string) {}

@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/journal"
 	"github.com/sockd/sockd/pool"
@@ -106,7 +110,6 @@ func (c *runConfig) poolOptions(log hclog.Logger, ls activation.Set) pool.Option
 		Command: cmd, Listeners: ls, Workers: c.workers, Ready: c.readyRule,
 		ReadyTimeout: c.readyTimeout, ReloadTimeout: c.reloadTimeout, StopTimeout: c.stopTimeout,
 		RestartLimit: c.limit, WorkerWatchdog: c.watchdog, Logger: log.Named("pool"),
-		Notify: func(state string) { sddaemon.SdNotify(false, state) },
 	}
 }
 
@@ -133,16 +136,37 @@ func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
 			return exitUsage, err
 		}
 	}
-	ls, err := acquireListeners(specs, c, log)
-	var usage usageError
-	if errors.As(err, &usage) {
-		return exitUsage, err
+	d := &daemon{log: log, ctlPath: ctlPath, sd: &notifier{on: true}, reloadTimeout: c.reloadTimeout}
+	if d.reloadTimeout == 0 {
+		d.reloadTimeout = c.readyTimeout
 	}
+	child, err := handoff.Accept(os.Getenv, 30*time.Second)
 	if err != nil {
 		return exitListeners, err
 	}
-	defer ls.Close()
-	return supervise(c.poolOptions(log, ls), ls, ctlPath, log)
+	first := 1
+	if child != nil {
+		// Taking over from an old sockd: its sockets, its control socket,
+		// and its generation numbering. Not the main pid yet: quiet.
+		d.ls, d.ctl, d.child = child.Listeners, child.Control, child
+		first = child.State.Generation + 1
+		d.sd.set(false)
+		log.Info("took the sockets from the old sockd", "event", "upgrade_accept", "listeners", len(d.ls), "generation", first)
+	} else {
+		var usage usageError
+		d.ls, err = acquireListeners(specs, c, log)
+		if errors.As(err, &usage) {
+			return exitUsage, err
+		}
+		if err != nil {
+			return exitListeners, err
+		}
+	}
+	defer d.ls.Close()
+	opts := c.poolOptions(log, d.ls)
+	opts.FirstGeneration = first
+	opts.Notify = d.sd.Notify
+	return d.supervise(opts)
 }
 
 // specs parses --listen; with nothing to listen on and no command, the
@@ -201,27 +225,47 @@ func acquireListeners(specs []activation.Spec, c *runConfig, log hclog.Logger) (
 	return all, nil
 }
 
-func supervise(opts pool.Options, ls activation.Set, ctlPath string, log hclog.Logger) (int, error) {
+// daemon turns signals and control requests into pool calls.
+type daemon struct {
+	pool          *pool.Pool
+	log           hclog.Logger
+	ls            activation.Set
+	ctlPath       string
+	ctl           *net.UnixListener
+	child         *handoff.Child // set while taking over from an old sockd
+	sd            *notifier
+	reloadTimeout time.Duration
+	stopControl   context.CancelFunc
+	upgrading     atomic.Bool
+	handedOff     atomic.Bool
+}
+
+func (d *daemon) supervise(opts pool.Options) (int, error) {
 	p, err := pool.New(opts)
 	if err != nil {
 		return exitUsage, err
 	}
-	ctl, err := control.Listen(ctlPath)
-	if err != nil {
-		return exitListeners, err
+	d.pool = p
+	if d.ctl == nil {
+		if d.ctl, err = control.Listen(d.ctlPath); err != nil {
+			return exitListeners, err
+		}
 	}
+	d.ctl.SetUnlinkOnClose(false) // removed below unless handed on
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d := &daemon{pool: p, log: log}
+	ctlCtx, stopControl := context.WithCancel(ctx)
+	d.stopControl = stopControl
 	served := make(chan struct{})
-	go func() {
-		control.Serve(ctx, ctl, d, log.Named("control"))
-		close(served)
-	}()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	p.Start()
+	if d.child != nil {
+		go d.takeOver(ctx, ctlCtx, served)
+	} else {
+		go d.serveControl(ctlCtx, served)
+	}
 	go d.watchdog(ctx)
 	for done := false; !done; {
 		select {
@@ -231,24 +275,60 @@ func supervise(opts pool.Options, ls activation.Set, ctlPath string, log hclog.L
 			done = true
 		}
 	}
-	cancel()
+	stopControl()
+	d.ctl.Close()
 	<-served
-	os.Remove(ctlPath)
-	ls.Remove()
+	if !d.handedOff.Load() {
+		os.Remove(d.ctlPath)
+		d.ls.Remove()
+	}
 	if err := p.Wait(); err != nil {
 		if errors.Is(err, pool.ErrRestartLimit) {
 			return exitWorkers, err
 		}
 		return exitFailed, err
 	}
-	log.Info("sockd stopped", "event", "sockd_exit")
+	d.log.Info("sockd stopped", "event", "sockd_exit", "handed_off", d.handedOff.Load())
 	return exitOK, nil
 }
 
-// daemon turns signals and control requests into pool calls.
-type daemon struct {
-	pool *pool.Pool
-	log  hclog.Logger
+func (d *daemon) serveControl(ctx context.Context, served chan<- struct{}) {
+	control.Serve(ctx, d.ctl, d, d.log.Named("control"))
+	close(served)
+}
+
+// takeOver is the new sockd's half of an upgrade: once its workers are
+// ready it says so, waits until the old sockd made it the main pid, then
+// talks to systemd and serves the control socket.
+func (d *daemon) takeOver(ctx, ctlCtx context.Context, served chan struct{}) {
+	fail := func(err error) {
+		d.log.Error("upgrade: cannot take over; stopping", "event", "upgrade_failed", "error", err)
+		d.child.Close()
+		close(served)
+		d.pool.Stop()
+	}
+	select {
+	case <-d.pool.Ready():
+	case <-d.pool.Done():
+		fail(errors.New("workers never became ready"))
+		return
+	}
+	if err := d.child.Ready(); err != nil {
+		fail(err)
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := d.child.WaitCommit(wctx); err != nil {
+		fail(err)
+		return
+	}
+	d.sd.set(true)
+	if s, err := d.pool.Status(ctx); err == nil {
+		d.sd.Notify("READY=1\nSTATUS=" + s.Summary)
+	}
+	d.log.Info("upgrade: this sockd is in charge now", "event", "upgrade_done", "pid", os.Getpid())
+	d.serveControl(ctlCtx, served)
 }
 
 func (d *daemon) onSignal(sig syscall.Signal) {
@@ -279,8 +359,74 @@ func (d *daemon) Reload(ctx context.Context, wait bool) error {
 	return nil
 }
 
+// Upgrade hands the sockets to the sockd binary now at sockd's path. With
+// wait it returns the outcome; a failed upgrade leaves this sockd serving.
 func (d *daemon) Upgrade(ctx context.Context, wait bool) error {
-	return errors.New("upgrade is not supported by this sockd")
+	if !d.upgrading.CompareAndSwap(false, true) {
+		return errors.New("an upgrade is already running")
+	}
+	if !wait {
+		go d.upgrade(context.Background())
+		return nil
+	}
+	return d.upgrade(ctx)
+}
+
+func (d *daemon) upgrade(ctx context.Context) error {
+	err := d.handOn(ctx)
+	if err != nil {
+		d.upgrading.Store(false)
+		d.log.Error("upgrade failed; this sockd keeps serving", "event", "upgrade_failed", "error", err)
+		d.sd.Notify("STATUS=upgrade failed: " + oneLine(err))
+		return fmt.Errorf("upgrade failed, old sockd keeps serving: %w", err)
+	}
+	return nil
+}
+
+func (d *daemon) handOn(ctx context.Context) error {
+	s, err := d.pool.Status(ctx)
+	if err != nil {
+		return err
+	}
+	u, err := handoff.Start(handoff.Options{Generation: s.Generation, Listeners: d.ls, Control: d.ctl, Logger: d.log.Named("upgrade")})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, d.reloadTimeout+2*time.Second)
+	defer cancel()
+	if err := u.WaitReady(rctx); err != nil {
+		return err
+	}
+	d.sd.Notify(fmt.Sprintf("MAINPID=%d\nSTATUS=handed over to pid %d", u.PID(), u.PID()))
+	d.sd.set(false) // not the main pid any more
+	if err := u.Commit(); err != nil {
+		return err
+	}
+	d.handedOff.Store(true)
+	d.log.Info("upgrade: new sockd in charge; retiring this one", "event", "upgrade_handed_over", "new_pid", u.PID())
+	d.stopControl()
+	d.pool.Stop()
+	return nil
+}
+
+// notifier sends sd_notify(3) messages to systemd while on.
+type notifier struct {
+	mu sync.Mutex
+	on bool
+}
+
+func (n *notifier) set(on bool) {
+	n.mu.Lock()
+	n.on = on
+	n.mu.Unlock()
+}
+
+func (n *notifier) Notify(state string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.on {
+		sddaemon.SdNotify(false, state)
+	}
 }
 
 // watchdog pings systemd's watchdog (WatchdogSec=) only while the pool's

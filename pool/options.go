@@ -143,11 +143,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Workers < 1 || o.Workers > MaxWorkers {
 		return o, fmt.Errorf("workers %d: want 1 to %d", o.Workers, MaxWorkers)
 	}
-	for _, l := range o.Listeners {
-		if n := l.Slots(); n != 1 && n < o.Workers {
-			return o, fmt.Errorf("listener %s has %d reuseport sockets for %d workers", l.Name, n, o.Workers)
-		}
-	}
 	setDur(&o.ReadyTimeout, DefaultReadyTimeout)
 	setDur(&o.ReloadTimeout, o.ReadyTimeout)
 	setDur(&o.StopTimeout, DefaultStopTimeout)

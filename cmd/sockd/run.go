@@ -196,17 +196,22 @@ func acquireListeners(specs []activation.Spec, c *runConfig, log hclog.Logger) (
 	} else if err != nil {
 		return nil, err
 	}
+	if inherited, err = handoff.Regroup(inherited); err != nil {
+		return nil, err
+	}
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(v)
 	}
 	have := map[string]bool{}
 	for _, l := range inherited {
-		have[l.Name] = true
-		log.Info("took inherited listener", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr)
+		// A socket unit's unnamed sockets do not stand for an unnamed
+		// --listen; sockets back from the fd store do.
+		have[l.Name] = have[l.Name] || !l.Inherited || l.Name != activation.DefaultName
+		log.Info("took inherited listener", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
 	}
 	var todo []activation.Spec
 	for _, s := range specs {
-		if !have[s.Name] || s.Name == activation.DefaultName {
+		if !have[s.Name] {
 			todo = append(todo, s)
 		}
 	}
@@ -219,6 +224,13 @@ func acquireListeners(specs []activation.Spec, c *runConfig, log hclog.Logger) (
 		log.Info("listening", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
 	}
 	all := append(inherited, bound...)
+	// Sockets sockd bound survive a restart of the service in systemd's
+	// fd store (FileDescriptorStoreMax=), queued connections included.
+	if n, err := handoff.Store(os.Getenv("NOTIFY_SOCKET"), all); err != nil {
+		log.Warn("cannot put sockets into systemd's fd store", "error", err)
+	} else if n > 0 {
+		log.Debug("sockets sent to systemd's fd store", "event", "fdstore", "sockets", n)
+	}
 	if len(all) == 0 {
 		return nil, usagef("no listeners: pass --listen or run under a systemd .socket unit")
 	}

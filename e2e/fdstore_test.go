@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A sockd that binds its own socket (no .socket unit) puts it into
+// systemd's fd store: after kill -9 and Restart=, the new sockd gets the
+// very same socket back, and connections made while no sockd ran wait in
+// its queue instead of being refused.
+func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
+	sb := installed(t, nil)
+	const storeAddr = "127.0.0.1:9191"
+	sb.MustRun(t, "systemd-run", "--unit=selfbound", "-p", "Type=notify", "-p", "Restart=always", "-p", "RestartSec=1s",
+		"-p", "FileDescriptorStoreMax=8", "-p", "RuntimeDirectory=selfbound", "-p", "KillMode=mixed",
+		"/usr/local/bin/sockd", "run", "--workers", "2", "--reuseport", "--listen", "http=tcp://"+storeAddr)
+	ctl := "/run/selfbound/sockd.sock"
+	st := sb.waitServing(t, ctl, 1, 2)
+	WaitFor(t, 10*time.Second, func() (bool, string) {
+		n := sb.prop(t, "selfbound.service", "NFileDescriptorStore")
+		return n == "2", "NFileDescriptorStore=" + n
+	})
+	inode := func(pid, fd int) string {
+		out, err := sb.Run(t, "readlink", fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if err != nil {
+			t.Fatalf("readlink: %v %s", err, out)
+		}
+		return strings.TrimSpace(out)
+	}
+	before := []string{inode(st.PID, st.Listeners[0].SockdFDs[0]), inode(st.PID, st.Listeners[0].SockdFDs[1])}
+	sb.MustRun(t, "kill", "-KILL", strconv.Itoa(st.PID))
+	// A connection made while no sockd runs (RestartSec=1s) waits in the
+	// stored socket's queue.
+	q, err := sb.tryOnce(t, storeAddr)
+	if err != nil {
+		t.Fatalf("connection during the restart: %v", err)
+	}
+	t.Logf("request made during the restart waited %v", time.Duration(q.End-q.DialStart).Round(time.Millisecond))
+	after := sb.waitServing(t, ctl, 1, 2)
+	if after.PID == st.PID || len(after.Listeners) != 1 || len(after.Listeners[0].SockdFDs) != 2 {
+		t.Fatalf("after restart: %+v", after)
+	}
+	got := []string{inode(after.PID, after.Listeners[0].SockdFDs[0]), inode(after.PID, after.Listeners[0].SockdFDs[1])}
+	if strings.Join(got, " ") != strings.Join(before, " ") {
+		t.Fatalf("sockets after restart %v, before %v: not the stored ones", got, before)
+	}
+	if n := sb.prop(t, "selfbound.service", "NFileDescriptorStore"); n != "2" {
+		t.Fatalf("NFileDescriptorStore=%s after restart: stored twice or lost", n)
+	}
+}

@@ -88,7 +88,9 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 	for _, l := range s.Listeners {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", l.Name, l.Network, l.Address, l.FD, len(l.SockdFDs))
 	}
-	fmt.Fprintln(tw, "\t\t\t\t")
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tUPTIME\tRESTARTS\tREQUESTS\tSTATUS")
 	for _, wk := range s.Workers {
 		req := "-"

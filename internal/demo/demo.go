@@ -14,7 +14,9 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/sockd/sockd/worker"
@@ -40,6 +42,9 @@ type config struct {
 // HELLO_DRAIN_TIMEOUT. Only -h writes to stdout (the usage); errors are
 // one line on stderr, and so is the log.
 func Main(args []string, stdout, stderr io.Writer) int {
+	// SIGHUP is sockd's reload signal; `systemctl kill -s HUP` sends it to
+	// the whole cgroup, workers included. It must not kill them.
+	signal.Ignore(syscall.SIGHUP)
 	cfg, err := parseArgs(args, os.Getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK

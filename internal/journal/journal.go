@@ -70,6 +70,7 @@ func (w *Writer) Write(b []byte) (int, error) {
 			vars[name] = string(j)
 		}
 	}
+	msg += context(vars)
 	send := w.Send
 	if send == nil {
 		send = sdjournal.Send
@@ -93,4 +94,19 @@ func priority(level string) sdjournal.Priority {
 	default:
 		return sdjournal.PriNotice
 	}
+}
+
+// context appends the worker's identity to the message, so that plain
+// `journalctl` and `systemctl status` tell workers apart too.
+func context(vars map[string]string) string {
+	var parts []string
+	for _, k := range []string{"GENERATION", "WORKER", "WORKER_PID"} {
+		if v, ok := vars["SOCKD_"+k]; ok {
+			parts = append(parts, strings.ToLower(k)+"="+v)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, " ") + ")"
 }

@@ -415,3 +415,46 @@ func contains(xs []int, x int) bool {
 	}
 	return false
 }
+
+func TestSilentWorkerIsReplacedByWatchdog(t *testing.T) {
+	// The helper in "serve" mode never sends WATCHDOG=1.
+	h := startPool(t, "serve", func(o *pool.Options) {
+		o.Workers = 1
+		o.WorkerWatchdog = 300 * time.Millisecond
+		o.StopTimeout = time.Second
+	})
+	h.waitReady()
+	first := h.status().Workers[0]
+	r := readReport(t, h.dir, first.PID)
+	if r.Env["WATCHDOG_USEC"] != "300000" || r.Env["WATCHDOG_PID"] != fmt.Sprint(first.PID) {
+		t.Fatalf("worker got WATCHDOG_USEC=%q WATCHDOG_PID=%q", r.Env["WATCHDOG_USEC"], r.Env["WATCHDOG_PID"])
+	}
+	waitFor(t, 10*time.Second, "silent worker replaced", func() bool {
+		s := h.status()
+		return s.Restarts >= 1 && len(s.Workers) == 1 && s.Workers[0].PID != first.PID
+	})
+	waitGone(t, []int{first.PID}, 5*time.Second)
+}
+
+func TestPingingWorkerSurvivesWatchdog(t *testing.T) {
+	addr := t.TempDir() + "/notify.sock"
+	h := startPool(t, "serve", func(o *pool.Options) {
+		o.Workers = 1
+		o.WorkerWatchdog = 300 * time.Millisecond
+		o.NotifySocket = addr
+	})
+	h.waitReady()
+	w := h.status().Workers[0]
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		if err := sendAs(w.PID, addr, "WATCHDOG=1", false); err != nil {
+			t.Fatal(err)
+		}
+		<-tick.C
+	}
+	if s := h.status(); s.Restarts != 0 || s.Workers[0].PID != w.PID {
+		t.Fatalf("a worker that pings was replaced: %+v", s)
+	}
+}

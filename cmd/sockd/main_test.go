@@ -90,13 +90,24 @@ type daemonProc struct {
 func startSockd(t *testing.T, env []string, args ...string) *daemonProc {
 	t.Helper()
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
-	args = append([]string{"run", "--control", ctl, "--stop-timeout", "5s"}, args...)
-	cmd, out := sockdCmd(t, env, args...)
+	cmd, out := sockdCmd(t, env, append([]string{"run", "--control", ctl, "--stop-timeout", "5s"}, args...)...)
+	return launch(t, cmd, out, ctl)
+}
+
+// launch starts a prepared sockd, stops it at the end of the test (by the
+// pid its status names: after an upgrade that is not our child) and waits
+// until it serves.
+func launch(t *testing.T, cmd *exec.Cmd, out *bytes.Buffer, ctl string) *daemonProc {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
 	t.Cleanup(func() {
+		if s, err := d.status(); err == nil && s.PID != cmd.Process.Pid {
+			syscall.Kill(s.PID, syscall.SIGTERM)
+			waitFor(t, 20*time.Second, "sockd gone", func() bool { return !procfs.Alive(s.PID) })
+		}
 		if cmd.ProcessState == nil {
 			cmd.Process.Signal(syscall.SIGTERM)
 			cmd.Wait()
@@ -370,22 +381,8 @@ func TestTakesInheritedListener(t *testing.T) {
 	cmd.Args = []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0], "run", "--workers", "2", "--control", ctl}
 	cmd.Path = "/bin/sh"
 	cmd.ExtraFiles = []*os.File{f}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("sockd output:\n%s", out)
-		}
-	})
-	waitFor(t, 20*time.Second, "sockd ready", func() bool {
-		s, err := d.status()
-		return err == nil && s.State == pool.StateRunning
-	})
+	d := launch(t, cmd, out, ctl)
+	f.Close() // the started sockd has its own copy
 	s := d.mustStatus()
 	if len(s.Listeners) != 1 || s.Listeners[0].Name != "web" || !s.Listeners[0].Inherited || s.Listeners[0].Address != l.Addr().String() {
 		t.Fatalf("listeners: %+v", s.Listeners)

@@ -7,12 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sockd/sockd/internal/procfs"
-	"github.com/sockd/sockd/pool"
 	"github.com/sockd/sockd/worker/workertest"
 )
 
@@ -48,34 +46,21 @@ func startInstalled(t *testing.T, bin string, args ...string) *daemonProc {
 	cmd, out := sockdCmd(t, nil, append([]string{"run", "--control", ctl, "--stop-timeout", "5s"}, args...)...)
 	cmd.Path = bin
 	cmd.Args[0] = bin
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
-	t.Cleanup(func() {
-		// After an upgrade the sockd in charge is not our child: stop it by pid.
-		if s, err := d.status(); err == nil {
-			syscall.Kill(s.PID, syscall.SIGTERM)
-			waitFor(t, 20*time.Second, "sockd gone", func() bool { return !procfs.Alive(s.PID) })
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("sockd output:\n%s", out)
-		}
-	})
-	waitFor(t, 20*time.Second, "sockd ready", func() bool {
-		s, err := d.status()
-		return err == nil && s.State == pool.StateRunning
-	})
-	return d
+	return launch(t, cmd, out, ctl)
 }
 
 func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 	bin := installCopy(t)
 	d := startInstalled(t, bin, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
 	before := d.mustStatus()
+	// A status connection may still be open for a moment: take the
+	// smallest of a few readings.
 	oldFDs, _ := procfs.FDs(before.PID)
+	for i := 0; i < 10; i++ {
+		if fds, _ := procfs.FDs(before.PID); len(fds) < len(oldFDs) {
+			oldFDs = fds
+		}
+	}
 	load := workertest.StartLoad(workertest.LoadConfig{URL: d.url(), KeepAlive: 4, NewConns: 4, Sporadic: 2})
 	load.WaitOK(t, 200, 20*time.Second)
 	var stderr bytes.Buffer
@@ -104,10 +89,11 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 			t.Errorf("old worker %d still running", w.PID)
 		}
 	}
-	newFDs, _ := procfs.FDs(after.PID)
-	if len(newFDs) != len(oldFDs) {
-		t.Errorf("new sockd holds %d fds, the old one held %d: %v vs %v", len(newFDs), len(oldFDs), newFDs, oldFDs)
-	}
+	var newFDs []int
+	waitFor(t, 5*time.Second, "the new sockd's fd count to match the old one's", func() bool {
+		newFDs, _ = procfs.FDs(after.PID)
+		return len(newFDs) <= len(oldFDs)
+	})
 	// And the new sockd reloads and answers as usual.
 	if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
 		t.Fatalf("reload after upgrade: exit %d", code)

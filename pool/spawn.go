@@ -128,16 +128,41 @@ func (p *Pool) spawn(gen, slot int) (*worker, error) {
 }
 
 // watch waits for the worker to exit without reaping it (WNOWAIT), so its
-// pid cannot be reused before the loop has reaped it and forgotten it.
+// pid cannot be reused before the loop has reaped it and forgotten it. It
+// waits on a pidfd through Go's network poller, so a thousand workers do
+// not hold a thousand OS threads blocked in waitid.
 func (p *Pool) watch(w *worker) {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
+	if err := waitPidfd(w.pid); err != nil {
+		// No pidfd (kernel < 5.3): block a thread in waitid instead.
+		var info unix.Siginfo
+		for unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
 		}
 	}
 	p.post(exitEvent{w: w})
+}
+
+// waitPidfd returns once pid has exited (still unreaped).
+func waitPidfd(pid int) error {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "pidfd") // non-blocking: handled by the poller
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = rc.Read(func(fd uintptr) bool {
+		var info unix.Siginfo // Linux zeroes it when nothing is waitable
+		werr = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		return werr != nil && werr != unix.EINTR || info.Signo != 0
+	})
+	if werr == unix.EINTR {
+		werr = nil
+	}
+	return errors.Join(err, werr)
 }
 
 // reap collects the exit status of a worker that watch saw exit.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"github.com/sockd/sockd/internal/demo"
@@ -34,6 +35,13 @@ Run 'sockd COMMAND --help' for the flags of a command.
 
 func main() {
 	pool.Trampoline()
+	// sockd allocates little and lives long: with Go's default GOGC=100 the
+	// heap may grow to its 4 MB minimum goal between collections, which
+	// shows as RSS after many reloads. 25 lowers that floor to 1 MB for a
+	// negligible amount of CPU. GOGC in the environment still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(25)
+	}
 	os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
 }
 

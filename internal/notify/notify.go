@@ -95,8 +95,9 @@ func validName(k string) bool {
 
 // Server is a NOTIFY_SOCKET.
 type Server struct {
-	conn *net.UnixConn
-	addr string
+	conn     *net.UnixConn
+	addr     string
+	buf, oob []byte // reused: Receive is called from one goroutine
 }
 
 // Listen creates the socket. An address starting with '@' is in the
@@ -113,7 +114,7 @@ func Listen(addr string) (*Server, error) {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
-	return &Server{conn: conn, addr: addr}, nil
+	return &Server{conn: conn, addr: addr, buf: make([]byte, MaxMessage+1), oob: make([]byte, 512)}, nil
 }
 
 // Addr is the value for NOTIFY_SOCKET.
@@ -122,12 +123,11 @@ func (s *Server) Addr() string { return s.addr }
 // Close stops the server; a blocked Receive returns net.ErrClosed.
 func (s *Server) Close() error { return s.conn.Close() }
 
-// Receive waits for the next datagram. Malformed datagrams, ones without
+// Receive waits for the next datagram. Call it from one goroutine. Malformed datagrams, ones without
 // credentials and oversized ones come back as *DropError so the caller can
 // log them and go on; any other error is final.
 func (s *Server) Receive() (Message, error) {
-	buf := make([]byte, MaxMessage+1)
-	oob := make([]byte, 512)
+	buf, oob := s.buf, s.oob
 	n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return Message{}, err

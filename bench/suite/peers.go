@@ -224,16 +224,12 @@ func (s *Suite) stopRoot(in *instance, sig unix.Signal, grace time.Duration) err
 
 func (s *Suite) startSockd(app string, reuseport bool, n int) (*instance, error) {
 	p := s.peerByShape("sockd", app, reuseport)
-	dir, err := s.newDir(p.name)
+	in, err := s.newInstance(p, p.name, n)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port),
-		readyFile: filepath.Join(dir, "ready"), ctl: filepath.Join(dir, "sockd.sock")}
+	dir := in.dir
+	in.readyFile, in.ctl = filepath.Join(dir, "ready"), filepath.Join(dir, "sockd.sock")
 	argv := []string{s.Tools.Sockd, "run", "--listen", "tcp://" + in.addr, "--workers", strconv.Itoa(n),
 		"--control", in.ctl, "--restart-limit", "100/60s"}
 	if reuseport {
@@ -285,15 +281,12 @@ func (s *Suite) peerByShape(sup, app string, reuseport bool) *peer {
 
 func (s *Suite) startDirect(app string, reuseport bool, n int) (*instance, error) {
 	p := s.peerByShape("direct", app, reuseport)
-	dir, err := s.newDir(p.name)
+	in, err := s.newInstance(p, p.name, n)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port), readyFile: filepath.Join(dir, "ready")}
+	dir := in.dir
+	in.readyFile = filepath.Join(dir, "ready")
 	// Bind like sockd does: Go's listener (SO_REUSEADDR, backlog somaxconn,
 	// non-blocking), duplicated with F_DUPFD_CLOEXEC, one socket per
 	// worker with SO_REUSEPORT.
@@ -448,21 +441,18 @@ func (ns *notifySock) close()          { ns.conn.Close() }
 
 func (s *Suite) startPM2(n int) (*instance, error) {
 	p := s.peer("pm2")
-	dir, err := s.newDir("pm2")
+	in, err := s.newInstance(p, "pm2", n)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port), readyFile: filepath.Join(dir, "ready")}
+	dir := in.dir
+	in.readyFile = filepath.Join(dir, "ready")
 	home := filepath.Join(dir, "home")
 	eco := map[string]any{"apps": []map[string]any{{
 		"name": "bench", "script": filepath.Join(s.Root, "bench/peers/node/app.js"),
 		"exec_mode": "cluster", "instances": n, "kill_timeout": 5000,
 		"out_file": filepath.Join(dir, "out.log"), "error_file": filepath.Join(dir, "err.log"),
-		"env": map[string]string{"PORT": strconv.Itoa(port), "BENCH_READY_FILE": in.readyFile},
+		"env": map[string]string{"PORT": in.port(), "BENCH_READY_FILE": in.readyFile},
 	}}}
 	b, _ := json.MarshalIndent(eco, "", "  ")
 	ecoFile := filepath.Join(dir, "ecosystem.json")
@@ -511,16 +501,13 @@ func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 
 func (s *Suite) startCluster(policy string, n int) (*instance, error) {
 	p := s.peer("cluster-" + policy)
-	dir, err := s.newDir(p.name)
+	in, err := s.newInstance(p, p.name, n)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port), readyFile: filepath.Join(dir, "ready")}
-	env := []string{"BENCH_CLUSTER=" + strconv.Itoa(n), "NODE_CLUSTER_SCHED_POLICY=" + policy, "PORT=" + strconv.Itoa(port),
+	dir := in.dir
+	in.readyFile = filepath.Join(dir, "ready")
+	env := []string{"BENCH_CLUSTER=" + strconv.Itoa(n), "NODE_CLUSTER_SCHED_POLICY=" + policy, "PORT=" + in.port(),
 		"BENCH_READY_FILE=" + in.readyFile}
 	argv := s.appCommand("node")
 	s.note(p.name, append(append([]string{}, env[:3]...), argv...))
@@ -542,15 +529,12 @@ func (s *Suite) startCluster(policy string, n int) (*instance, error) {
 
 func (s *Suite) startGunicorn(n int) (*instance, error) {
 	p := s.peer("gunicorn")
-	dir, err := s.newDir("gunicorn")
+	in, err := s.newInstance(p, "gunicorn", n)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port), readyFile: filepath.Join(dir, "ready")}
+	dir := in.dir
+	in.readyFile = filepath.Join(dir, "ready")
 	pydir := filepath.Join(s.Root, "bench/peers/python")
 	argv := []string{s.Tools.Gunicorn, "-c", filepath.Join(pydir, "gunicorn.conf.py"), "--chdir", pydir,
 		"-w", strconv.Itoa(n), "-b", in.addr, "app:app"}
@@ -575,15 +559,11 @@ func (s *Suite) startGunicorn(n int) (*instance, error) {
 
 func (s *Suite) startNginx(n int) (*instance, error) {
 	p := s.peer("nginx")
-	dir, err := s.newDir("nginx")
+	in, err := s.newInstance(p, "nginx", n)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port)}
+	dir := in.dir
 	conf := fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes %d;
@@ -640,15 +620,11 @@ http {
 
 func (s *Suite) startTableflip(n int) (*instance, error) {
 	p := s.peer("tableflip")
-	dir, err := s.newDir("tableflip")
+	in, err := s.newInstance(p, "tableflip", 1)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{peer: p, dir: dir, n: 1, addr: "127.0.0.1:" + strconv.Itoa(port)}
+	dir := in.dir
 	pidFile := filepath.Join(dir, "pid")
 	argv := []string{s.Tools.Tableflip, "-listen", in.addr, "-pid-file", pidFile}
 	s.note(p.name, argv)
@@ -717,4 +693,23 @@ func Detect(root string) Tools {
 func isExec(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode()&0o111 != 0
+}
+
+// newInstance makes a peer's run directory and picks its port.
+func (s *Suite) newInstance(p *peer, dirName string, n int) (*instance, error) {
+	dir, err := s.newDir(dirName)
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	return &instance{peer: p, dir: dir, n: n, addr: "127.0.0.1:" + strconv.Itoa(port)}, nil
+}
+
+// port is the instance's port number, as text.
+func (in *instance) port() string {
+	_, port, _ := net.SplitHostPort(in.addr)
+	return port
 }

@@ -79,7 +79,10 @@ func Start(o Options) (*Upgrade, error) {
 	}
 	u := &Upgrade{c: conn{nc.(*net.UnixConn)}, exited: make(chan struct{}), log: o.Logger}
 	u.cmd = exec.Command(o.Path, o.Args...)
-	u.cmd.Env = append(withoutVar(o.Env, EnvFD), EnvFD+"=3")
+	// WATCHDOG_PID names the old sockd: with it the new one would think
+	// the watchdog is meant for someone else and never ping it. Without
+	// it, sd_watchdog_enabled(3) accepts WATCHDOG_USEC as its own.
+	u.cmd.Env = append(withoutVar(withoutVar(o.Env, EnvFD), "WATCHDOG_PID"), EnvFD+"=3")
 	u.cmd.ExtraFiles = []*os.File{theirs}
 	u.cmd.Stdout, u.cmd.Stderr = os.Stdout, os.Stderr
 	if err := u.cmd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,13 @@ type report struct {
 //	crash        exit 3 at once
 //	ignoreterm   like serve, but ignore SIGTERM
 //	suicide      like serve; on SIGUSR1 send STOPPING=1, exit 0 on SIGUSR2
+//	quit         like serve; on SIGUSR1 send STOPPING=1 and exit 0 at once
+//	leaveearly   READY=1, STOPPING=1, exit 0, all at once
+//	forker       like serve, with a child (mode sleeper) in its process group
+//	sleeper      ignore SIGTERM and wait forever
+//
+// In mode serve, SIGUSR2 makes the worker exit 3 (a crash), and
+// POOL_TEST_CRASH_AFTER=D makes it exit 3 D after it started.
 func helperWorker() int {
 	fds := selfFDs()
 	mode := os.Getenv("POOL_TEST_MODE")
@@ -58,6 +66,24 @@ func helperWorker() int {
 	switch mode {
 	case "crash":
 		return 3
+	case "sleeper": // a wrapper's child: ignores SIGTERM, never ends by itself
+		signal.Ignore(syscall.SIGTERM)
+		select {}
+	case "leaveearly": // announces its exit as soon as it is ready
+		sddaemon.SdNotify(false, "READY=1")
+		sddaemon.SdNotify(false, "STOPPING=1")
+		return 0
+	case "forker":
+		// Starts a child in its own process group, as a wrapper script
+		// would, and says its pid.
+		child := exec.Command(os.Args[0])
+		child.Env = []string{"POOL_TEST_WORKER=1", "POOL_TEST_MODE=sleeper", "GORACE=atexit_sleep_ms=0"}
+		if err := child.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "helper: %v\n", err)
+			return 5
+		}
+		os.WriteFile(filepath.Join(os.Getenv("POOL_TEST_DIR"), fmt.Sprintf("%d.child", os.Getpid())), []byte(fmt.Sprint(child.Process.Pid)), 0o644)
+		mode = "serve"
 	case "careful":
 		return carefulWorker()
 	case "ignoreterm":
@@ -82,11 +108,28 @@ func helperWorker() int {
 	if mode != "noready" {
 		sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	}
+	if d, err := time.ParseDuration(os.Getenv("POOL_TEST_CRASH_AFTER")); err == nil {
+		go func() {
+			<-time.After(d) // a worker that crashes some time after it started
+			os.Exit(3)
+		}()
+	}
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGUSR1:
+			if mode == "quit" { // a chatty worker: its last words queue behind these
+				for i := 0; i < 50; i++ {
+					sddaemon.SdNotify(false, fmt.Sprintf("STATUS=leaving, %d", i))
+				}
+			}
 			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+			if mode == "quit" { // leaves right after saying so, as fast as it can
+				syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+			}
 		case syscall.SIGUSR2:
+			if mode == "serve" { // crash
+				return 3
+			}
 			return 0
 		case syscall.SIGTERM:
 			srv.SetKeepAlivesEnabled(false)

@@ -27,6 +27,8 @@ type worker struct {
 	stopSent       bool   // sockd asked it to stop
 	leaving        bool   // it announced STOPPING=1 on its own
 	exited         bool
+	exitedAt       time.Time
+	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
 	timers         []*time.Timer
 }
 
@@ -55,6 +57,9 @@ type state struct {
 	queued       *reloadJob
 	lastReload   *ReloadResult
 	lastStatus   string
+	// lingering holds the process groups of exited workers whose other
+	// members may still drain until the worker's stop deadline.
+	lingering map[int]bool
 }
 
 // Events handled by the loop.
@@ -67,6 +72,7 @@ type (
 	readyTimer     struct{ w *worker } // after:D elapsed
 	readyTimeout   struct{ w *worker }
 	killTimer      struct{ w *worker }
+	groupKillTimer struct{ pgid int }
 	watchdogTimer  struct{ w *worker }
 	restartTimer   struct{ gen, slot int }
 	handoverTimer  struct{}
@@ -81,6 +87,7 @@ func (p *Pool) run() error {
 	st := &p.st
 	st.started = time.Now()
 	st.byPID = make(map[int]*worker)
+	st.lingering = make(map[int]bool)
 	st.genSeq = p.opts.FirstGeneration
 	st.current = p.newGeneration(st.genSeq)
 	p.log.Info("starting workers", "event", "pool_start", "generation", st.genSeq, "workers", p.opts.Workers,
@@ -89,7 +96,7 @@ func (p *Pool) run() error {
 		p.spawnInto(st.current, slot)
 	}
 	p.updateStatus()
-	for !(st.stopping && len(st.byPID) == 0) {
+	for !(st.stopping && len(st.byPID) == 0 && len(st.lingering) == 0) {
 		p.handle(<-p.events)
 		p.updateStatus()
 	}
@@ -124,6 +131,8 @@ func (p *Pool) handle(ev any) {
 			p.wlog(ev.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", p.opts.StopTimeout)
 			signal(ev.w, unix.SIGKILL)
 		}
+	case groupKillTimer:
+		p.killGroup(ev.pgid)
 	case watchdogTimer:
 		p.onWatchdogTimer(ev.w)
 	case restartTimer:
@@ -168,14 +177,18 @@ func (p *Pool) spawnInto(g *generation, slot int) {
 func (p *Pool) onExit(w *worker) {
 	st := &p.st
 	ws, ru := reap(w.pid)
+	// Does anything of its process group live on? (Asked after reaping: a
+	// zombie leader still counts as a member.)
+	groupLeft := unix.Kill(-w.pid, 0) == nil
 	delete(st.byPID, w.pid)
-	w.exited = true
+	w.exited, w.exitedAt = true, time.Now()
 	for _, t := range w.timers {
 		t.Stop()
 	}
 	how := describeExit(ws)
 	log := p.wlog(w).With("event", "worker_exit", "status", how,
 		"cpu_seconds", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e9)
+	p.afterLeader(w, groupLeft, log)
 	switch {
 	case st.stopping:
 		log.Info("worker exited")
@@ -200,6 +213,47 @@ func (p *Pool) onExit(w *worker) {
 		log.Info("worker exited")
 	}
 	p.maybeStartQueued()
+}
+
+// afterLeader deals with what is left of an exited worker's process group
+// (a wrapper script's server, say): a worker asked to stop leaves the rest
+// of its group until its stop deadline to finish draining; any other exit
+// takes the group down at once, so nothing of a crashed worker keeps
+// accepting beside its replacement.
+func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
+	if !groupLeft {
+		p.guardRemove(w.pid)
+		return
+	}
+	if (w.stopSent || w.leaving) && w.failure == "" && time.Until(w.killAt) > 0 {
+		log.Debug("worker's process group drains on until its stop deadline", "deadline", w.killAt)
+		p.st.lingering[w.pid] = true
+		p.after(time.Until(w.killAt), groupKillTimer{pgid: w.pid})
+		return
+	}
+	log.Info("killing what is left of the worker's process group", "event", "worker_group_kill")
+	unix.Kill(-w.pid, unix.SIGKILL)
+	p.guardRemove(w.pid)
+}
+
+// killGroup ends a lingering process group at its deadline.
+func (p *Pool) killGroup(pgid int) {
+	if !p.st.lingering[pgid] {
+		return
+	}
+	delete(p.st.lingering, pgid)
+	if unix.Kill(-pgid, unix.SIGKILL) == nil {
+		p.log.Warn("process group of an exited worker did not stop in time; killed it", "event", "worker_group_kill", "pgid", pgid)
+	}
+	p.guardRemove(pgid)
+}
+
+func (p *Pool) guardRemove(pgid int) {
+	if g := p.opts.Guard; g != nil {
+		if err := g.Remove(pgid); err != nil {
+			p.log.Warn("guard", "error", err)
+		}
+	}
 }
 
 // crashed accounts for a worker of the serving generation that died
@@ -240,16 +294,30 @@ func (p *Pool) crashed(w *worker, how string) {
 }
 
 // backoff is 0 for a slot's first crash, then BackoffMin doubling up to
-// BackoffMax.
+// maxBackoff.
 func (p *Pool) backoff(consecutive int) time.Duration {
 	if consecutive <= 1 {
 		return 0
 	}
+	top := p.maxBackoff()
 	d := p.opts.BackoffMin
-	for i := 2; i < consecutive && d < p.opts.BackoffMax; i++ {
+	for i := 2; i < consecutive && d < top; i++ {
 		d *= 2
 	}
-	return min(d, p.opts.BackoffMax)
+	return min(d, top)
+}
+
+// maxBackoff is BackoffMax, but never more than Period/(2·Burst) of the
+// restart limit: the backoff must not stretch a crash loop so thin that it
+// never spends the budget. With it, a worker that crashes within
+// Period/(2·Burst) of starting (3 s with 10/60s) always exhausts the budget
+// and sockd gives up, instead of restarting it every BackoffMax forever.
+func (p *Pool) maxBackoff() time.Duration {
+	top := p.opts.BackoffMax
+	if lim := p.opts.RestartLimit; lim.Burst > 0 {
+		top = min(top, lim.Period/time.Duration(2*lim.Burst))
+	}
+	return max(top, p.opts.BackoffMin)
 }
 
 func (p *Pool) onRestartTimer(gen, slot int) {
@@ -275,10 +343,15 @@ func (p *Pool) beginStop() {
 	st.stopping = true
 	p.log.Info("stopping all workers", "event", "pool_stop", "workers", len(st.byPID), "stop_timeout", p.opts.StopTimeout)
 	p.opts.Notify("STOPPING=1")
-	for _, job := range []*reloadJob{st.reload, st.handover, st.queued} {
+	for _, job := range []*reloadJob{st.reload, st.queued} {
 		if job != nil {
 			job.finish(ErrStopping)
 		}
+	}
+	if st.handover != nil {
+		// Committed: the new generation took over; only the old one's
+		// letting go was still being watched.
+		st.handover.finish(nil)
 	}
 	st.reload, st.handover, st.queued = nil, nil, nil
 	for _, w := range st.byPID {
@@ -297,6 +370,7 @@ func (p *Pool) stopWorker(w *worker) {
 	if err := signal(w, unix.SIGTERM); err != nil {
 		p.wlog(w).Warn("cannot signal worker", "error", err)
 	}
+	w.killAt = time.Now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 }
 
@@ -362,6 +436,7 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 	w.state = Stopping
 	w.failure = fmt.Sprintf("silent for %s (watchdog)", p.opts.WorkerWatchdog)
 	signal(w, unix.SIGABRT)
+	w.killAt = time.Now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 }
 
@@ -407,10 +482,23 @@ func (p *Pool) sender(pid int) *worker {
 // its exit is not a crash.
 func (p *Pool) onStopping(w *worker) {
 	st := &p.st
-	if w.stopSent || w.leaving || st.stopping {
+	if w.stopSent || w.leaving || st.stopping || w.failure != "" {
+		return
+	}
+	if st.current.slots[w.slot] == w && (w.state != Ready || time.Since(w.readyAt) < p.opts.MinServe) {
+		// Announcing an exit before serving (or right after) is a crash
+		// loop in disguise: no early replacement, and the exit counts
+		// against the restart budget with backoff.
+		if w.state != Ready {
+			w.failure = "announced STOPPING=1 before it was ready"
+		} else {
+			w.failure = fmt.Sprintf("announced STOPPING=1 %s after it was ready (less than %s)", time.Since(w.readyAt).Round(time.Millisecond), p.opts.MinServe)
+		}
+		p.wlog(w).Warn("worker announced its exit too early; its exit will count as a crash", "event", "worker_leaving_early", "reason", w.failure)
 		return
 	}
 	w.leaving = true
+	w.killAt = time.Now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 	switch {
 	case st.next != nil && w.gen == st.next.num:

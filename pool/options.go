@@ -25,7 +25,10 @@ const (
 	// DefaultStableAfter is how long a worker must stay ready before its
 	// slot's backoff starts again from zero.
 	DefaultStableAfter = 10 * time.Second
-	MaxWorkers         = 1024
+	// DefaultMinServe is how long a worker must have been ready for its
+	// STOPPING=1 to count as a planned exit rather than a crash.
+	DefaultMinServe = time.Second
+	MaxWorkers      = 1024
 )
 
 // ReadyRule says when a worker counts as ready.
@@ -106,8 +109,14 @@ type Options struct {
 	// RestartLimit is the crash budget; 10/60s if zero.
 	RestartLimit RestartLimit
 	// BackoffMin and BackoffMax bound the delay before restarting a slot
-	// that crashed again (the first crash restarts at once).
+	// that crashed again (the first crash restarts at once). The delay
+	// never exceeds RestartLimit.Period/(2·Burst), so that a crash loop
+	// spends the budget rather than being throttled forever.
 	BackoffMin, BackoffMax time.Duration
+	// MinServe: a worker that announces STOPPING=1 before it is ready, or
+	// less than MinServe after, is not retiring but crashing: its exit
+	// counts against the restart budget. DefaultMinServe if 0.
+	MinServe time.Duration
 	// WorkerWatchdog, when non-zero, is passed to workers as WATCHDOG_USEC;
 	// a ready worker silent for that long is killed (SIGABRT, then SIGKILL
 	// after StopTimeout) and replaced.
@@ -125,8 +134,18 @@ type Options struct {
 	// FirstGeneration numbers the first generation; 0 means 1. A sockd that
 	// took over from another one continues its numbering.
 	FirstGeneration int
+	// Guard, if set, is told each worker's process group when the worker
+	// starts and when nothing of the group is left, so that it can kill
+	// them all should sockd die (see internal/guard).
+	Guard Guard
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
+}
+
+// Guard keeps the list of the workers' process groups.
+type Guard interface {
+	Add(pgid int) error
+	Remove(pgid int) error
 }
 
 // withDefaults validates o and fills in the defaults.
@@ -148,6 +167,7 @@ func (o Options) withDefaults() (Options, error) {
 	setDur(&o.StopTimeout, DefaultStopTimeout)
 	setDur(&o.BackoffMin, DefaultBackoffMin)
 	setDur(&o.BackoffMax, DefaultBackoffMax)
+	setDur(&o.MinServe, DefaultMinServe)
 	if o.RestartLimit == (RestartLimit{}) {
 		o.RestartLimit = RestartLimit{Burst: DefaultRestartBurst, Period: DefaultRestartPeriod}
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +57,11 @@ type Pool struct {
 
 	listenerInodes map[string]bool // "socket:[ino]" of every listening socket
 
+	// exiting holds workers that have exited until their exit reaches the
+	// loop through the notify socket (pid → *worker); notifyDead says the
+	// notify socket stopped, so exits go to the loop directly.
+	exiting    sync.Map
+	notifyDead atomic.Bool
 }
 
 // New validates opts, resolves the command and opens the notify socket.
@@ -189,8 +196,22 @@ func (p *Pool) after(d time.Duration, ev any) *time.Timer {
 }
 
 func (p *Pool) receiveNotify() {
+	self := os.Getpid()
+	defer func() {
+		p.notifyDead.Store(true)
+		p.exiting.Range(func(pid, _ any) bool {
+			p.exited(pid.(int))
+			return true
+		})
+	}()
 	for {
 		m, err := p.nsrv.Receive()
+		if tag, ok := m.Fields[notify.MarkField]; ok && err == nil && m.PID == self {
+			if pid, err := strconv.Atoi(tag); err == nil {
+				p.exited(pid)
+			}
+			continue
+		}
 		var drop *notify.DropError
 		switch {
 		case errors.As(err, &drop):

@@ -311,7 +311,7 @@ func TestReadyTimeoutCountsAsCrash(t *testing.T) {
 }
 
 func TestStoppingStartsReplacementBeforeExit(t *testing.T) {
-	h := startPool(t, "suicide", nil)
+	h := startPool(t, "suicide", func(o *pool.Options) { o.MinServe = time.Millisecond })
 	h.waitReady()
 	old := h.status().Workers[0]
 	syscall.Kill(old.PID, syscall.SIGUSR1) // worker sends STOPPING=1 and keeps running

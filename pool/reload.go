@@ -16,6 +16,9 @@ type reloadJob struct {
 	deadline *time.Timer
 	old      []*worker // the retired generation, after commit
 	oldGen   int
+	// committed is when every new worker was ready and the old ones got
+	// SIGTERM; oldGone when the last old worker exited.
+	committed, oldGone time.Time
 }
 
 func (j *reloadJob) finish(err error) {
@@ -105,6 +108,7 @@ func (p *Pool) commitReload() {
 		}
 	}
 	job.oldGen = old.num
+	job.committed = time.Now()
 	if job.deadline != nil {
 		job.deadline.Stop()
 	}
@@ -130,7 +134,16 @@ func (p *Pool) checkHandover() {
 	st.handover = nil
 	took := time.Since(job.started)
 	st.lastReload = &ReloadResult{Generation: st.current.num, OK: true, FinishedAt: time.Now(), Seconds: took.Seconds()}
-	p.log.Info("reload finished", "event", "reload_done", "generation", st.current.num, "retired", job.oldGen, "seconds", took.Seconds())
+	// The timings split the reload into the new workers' start-up
+	// (ready_seconds), the old workers letting go of the sockets after
+	// SIGTERM (handover_seconds) and, when they have all exited by now,
+	// how long their drain took (old_gone_seconds).
+	log := p.log.With("event", "reload_done", "generation", st.current.num, "retired", job.oldGen, "seconds", took.Seconds(),
+		"ready_seconds", job.committed.Sub(job.started).Seconds(), "handover_seconds", time.Since(job.committed).Seconds())
+	if gone := lastExit(job.old); !gone.IsZero() {
+		log = log.With("old_gone_seconds", gone.Sub(job.committed).Seconds())
+	}
+	log.Info("reload finished")
 	job.finish(nil)
 	if !st.announced {
 		p.announce()
@@ -187,4 +200,18 @@ func (p *Pool) abortReload(reason string) {
 		}
 	}
 	p.maybeStartQueued()
+}
+
+// lastExit is when the last of ws exited, or zero while one still runs.
+func lastExit(ws []*worker) time.Time {
+	var last time.Time
+	for _, w := range ws {
+		if !w.exited {
+			return time.Time{}
+		}
+		if w.exitedAt.After(last) {
+			last = w.exitedAt
+		}
+	}
+	return last
 }

@@ -67,7 +67,7 @@ func TestReloadRollsBackWhenNewWorkersNeverReady(t *testing.T) {
 	path, set := modeFile(t, "serve")
 	h := startPool(t, "", func(o *pool.Options) {
 		withModeFile(path)(o)
-		o.ReloadTimeout = 500 * time.Millisecond
+		o.ReloadTimeout = 3 * time.Second
 	})
 	h.waitReady()
 	old := pids(h.status())
@@ -262,11 +262,20 @@ func TestManyReloadsLeakNothing(t *testing.T) {
 	waitGone(t, all, 10*time.Second)
 	fdsAfter, _ := procfs.FDs(os.Getpid())
 	if len(fdsAfter) != len(fdsBefore) {
-		t.Fatalf("sockd fds %d before %d reloads, %d after", len(fdsBefore), n, len(fdsAfter))
+		t.Fatalf("sockd fds %d before %d reloads, %d after:\nbefore %v\nafter  %v", len(fdsBefore), n, len(fdsAfter), fdTargets(fdsBefore), fdTargets(fdsAfter))
 	}
 	s := h.status()
 	if s.Generation != n+2 {
 		t.Fatalf("generation %d after %d reloads", s.Generation, n+1)
 	}
 	t.Logf("%d reloads: fds %d → %d, %d worker processes retired", n, len(fdsBefore), len(fdsAfter), len(all))
+}
+
+func fdTargets(fds []int) []string {
+	var ts []string
+	for _, fd := range fds {
+		target, _ := procfs.FDTarget(os.Getpid(), fd)
+		ts = append(ts, fmt.Sprintf("%d:%s", fd, target))
+	}
+	return ts
 }

@@ -122,6 +122,11 @@ func (p *Pool) spawn(gen, slot int) (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start worker %d of generation %d: %w", slot, gen, err)
 	}
+	if o.Guard != nil {
+		if err := o.Guard.Add(pid); err != nil {
+			p.log.Warn("guard", "error", err)
+		}
+	}
 	w := &worker{slot: slot, gen: gen, pid: pid, state: Starting, started: time.Now()}
 	go p.watch(w)
 	return w, nil
@@ -138,7 +143,21 @@ func (p *Pool) watch(w *worker) {
 		for unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
 		}
 	}
-	p.post(exitEvent{w: w})
+	// The exit reaches the loop behind every notify message the worker
+	// sent before it exited (a STOPPING=1 just before exit(0) must not
+	// make the exit look like a crash): the exit travels as a mark through
+	// the notify socket's own queue.
+	p.exiting.Store(w.pid, w)
+	if p.notifyDead.Load() || p.nsrv.Mark(strconv.Itoa(w.pid), time.Second) != nil {
+		p.exited(w.pid)
+	}
+}
+
+// exited posts the exit of a worker that watch saw exit, once.
+func (p *Pool) exited(pid int) {
+	if v, ok := p.exiting.LoadAndDelete(pid); ok {
+		p.post(exitEvent{w: v.(*worker)})
+	}
 }
 
 // waitPidfd returns once pid has exited (still unreaped).

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
 )
@@ -25,6 +26,7 @@ import (
 // strips from its workers' environment).
 func TestMain(m *testing.M) {
 	pool.Trampoline()
+	guard.Main()
 	if os.Getenv("SOCKDTEST_MAIN") == "1" {
 		os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
 	}
@@ -218,6 +220,41 @@ func TestSIGKILLedSockdLeavesNoWorker(t *testing.T) {
 	d.cmd.Wait()
 	for _, w := range workers {
 		waitFor(t, 10*time.Second, fmt.Sprintf("worker %d gone", w.PID), func() bool { return !procfs.Alive(w.PID) })
+	}
+}
+
+// A worker that is a wrapper (a shell script, npm start) has children of
+// its own; the parent-death signal reaches only the worker itself. The
+// guard takes the rest of the worker's process group down with sockd.
+func TestSIGKILLedSockdLeavesNoGrandchild(t *testing.T) {
+	children := filepath.Join(t.TempDir(), "children")
+	script := `sleep 1000 >/dev/null 2>&1 & echo $! >> "$CHILDREN"; exec "$0" demo-worker`
+	d := startSockd(t, []string{"CHILDREN=" + children}, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--",
+		"/bin/sh", "-c", script, os.Args[0])
+	workers := d.mustStatus().Workers
+	var pids []int
+	waitFor(t, 10*time.Second, "both wrappers' children started", func() bool {
+		b, _ := os.ReadFile(children)
+		pids = pids[:0]
+		for _, f := range strings.Fields(string(b)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			pids = append(pids, pid)
+		}
+		return len(pids) == 2
+	})
+	for _, pid := range pids {
+		if !procfs.Alive(pid) {
+			t.Fatalf("child %d of a worker is not running before the kill", pid)
+		}
+	}
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+	for _, w := range workers {
+		waitFor(t, 10*time.Second, fmt.Sprintf("worker %d gone", w.PID), func() bool { return !procfs.Alive(w.PID) })
+	}
+	for _, pid := range pids {
+		waitFor(t, 10*time.Second, fmt.Sprintf("worker's child %d gone", pid), func() bool { return !procfs.Alive(pid) })
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/internal/journal"
 	"github.com/sockd/sockd/pool"
 )
@@ -250,9 +251,24 @@ type daemon struct {
 	stopControl   context.CancelFunc
 	upgrading     atomic.Bool
 	handedOff     atomic.Bool
+	// inCharge: this sockd owns the control socket and the unix socket
+	// files (a new sockd only once the old one committed the upgrade), so
+	// it removes them when it exits, unless it handed them on.
+	inCharge atomic.Bool
 }
 
 func (d *daemon) supervise(opts pool.Options) (int, error) {
+	// The guard kills whatever the workers started should sockd die.
+	if g, err := guard.Start("/proc/self/exe"); err != nil {
+		d.log.Warn("no guard: if sockd is killed, processes started by workers may survive it", "error", err)
+	} else {
+		opts.Guard = g
+		defer func() {
+			if err := g.Close(); err != nil {
+				d.log.Warn("guard", "error", err)
+			}
+		}()
+	}
 	p, err := pool.New(opts)
 	if err != nil {
 		return exitUsage, err
@@ -272,6 +288,7 @@ func (d *daemon) supervise(opts pool.Options) (int, error) {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+	d.inCharge.Store(d.child == nil)
 	p.Start()
 	if d.child != nil {
 		go d.takeOver(ctx, ctlCtx, served)
@@ -290,7 +307,7 @@ func (d *daemon) supervise(opts pool.Options) (int, error) {
 	stopControl()
 	d.ctl.Close()
 	<-served
-	if !d.handedOff.Load() {
+	if d.inCharge.Load() && !d.handedOff.Load() {
 		os.Remove(d.ctlPath)
 		d.ls.Remove()
 	}
@@ -335,6 +352,7 @@ func (d *daemon) takeOver(ctx, ctlCtx context.Context, served chan struct{}) {
 		fail(err)
 		return
 	}
+	d.inCharge.Store(true)
 	d.sd.set(true)
 	if s, err := d.pool.Status(ctx); err == nil {
 		d.sd.Notify("READY=1\nSTATUS=" + s.Summary)
@@ -349,7 +367,9 @@ func (d *daemon) onSignal(sig syscall.Signal) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		d.pool.Stop()
 	case syscall.SIGHUP:
-		go d.Reload(context.Background(), false)
+		if err := d.Reload(context.Background(), false); err != nil {
+			d.log.Warn("reload refused", "error", err)
+		}
 	case syscall.SIGUSR2:
 		go d.Upgrade(context.Background(), false)
 	}
@@ -360,6 +380,11 @@ func (d *daemon) Status(ctx context.Context) (any, error) { return d.pool.Status
 // Reload starts a reload; with wait it returns the outcome, else it
 // returns once the request is queued (and logs the outcome).
 func (d *daemon) Reload(ctx context.Context, wait bool) error {
+	if d.upgrading.Load() {
+		// The new sockd numbers its generation after the old one's: a
+		// reload now would make a third generation, with a clashing number.
+		return errors.New("an upgrade is running; reload refused")
+	}
 	if wait {
 		return d.pool.Reload(ctx)
 	}
@@ -400,6 +425,9 @@ func (d *daemon) handOn(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.State != pool.StateRunning {
+		return fmt.Errorf("sockd is %s; upgrade when it is running", s.State)
+	}
 	u, err := handoff.Start(handoff.Options{Generation: s.Generation, Listeners: d.ls, Control: d.ctl, Logger: d.log.Named("upgrade")})
 	if err != nil {
 		return err
@@ -412,6 +440,12 @@ func (d *daemon) handOn(ctx context.Context) error {
 	d.sd.Notify(fmt.Sprintf("MAINPID=%d\nSTATUS=handed over to pid %d", u.PID(), u.PID()))
 	d.sd.set(false) // not the main pid any more
 	if err := u.Commit(); err != nil {
+		// The new sockd died between ready and commit. Take the main pid
+		// back; under NotifyAccess=main systemd may refuse that, since it
+		// now listens to the dead pid only, and will restart the service.
+		u.Abort(time.Second)
+		d.sd.set(true)
+		d.sd.Notify(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=upgrade failed at commit", os.Getpid()))
 		return err
 	}
 	d.handedOff.Store(true)
@@ -458,7 +492,9 @@ func (d *daemon) watchdog(ctx context.Context) {
 		case <-t.C:
 			hctx, cancel := context.WithTimeout(ctx, interval/3)
 			if d.pool.Healthy(hctx) {
-				sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+				// Through the notifier: a new sockd pings only once it is
+				// the main pid, an old one no longer once it handed over.
+				d.sd.Notify(sddaemon.SdNotifyWatchdog)
 			}
 			cancel()
 		}

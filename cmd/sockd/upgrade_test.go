@@ -2,13 +2,20 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/worker/workertest"
@@ -49,9 +56,84 @@ func startInstalled(t *testing.T, bin string, args ...string) *daemonProc {
 	return launch(t, cmd, out, ctl)
 }
 
+// socketInodes maps each listening socket of pid to how many descriptors
+// of pid refer to it.
+func socketInodes(t *testing.T, pid int) map[string]int {
+	t.Helper()
+	fds, err := procfs.FDs(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]int{}
+	for _, fd := range fds {
+		target, err := procfs.FDTarget(pid, fd)
+		if err != nil || !strings.HasPrefix(target, "socket:") {
+			continue
+		}
+		if v, err := unix.GetsockoptInt(pidfdDup(t, pid, fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && v == 1 {
+			m[target]++
+		}
+	}
+	return m
+}
+
+// pidfdDup gets a copy of another process's descriptor (pidfd_getfd(2)),
+// closed at the end of the test.
+func pidfdDup(t *testing.T, pid, fd int) int {
+	t.Helper()
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pfd)
+	d, err := unix.PidfdGetfd(pfd, fd, 0)
+	if err != nil {
+		return -1
+	}
+	t.Cleanup(func() { unix.Close(d) })
+	return d
+}
+
+// withoutCloexec lists the descriptors past stdio of pid that would leak
+// into a child it execs.
+func withoutCloexec(t *testing.T, pid int) []string {
+	t.Helper()
+	fds, _ := procfs.FDs(pid)
+	var leaks []string
+	for _, fd := range fds {
+		if fd < 3 {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				if flags&unix.O_CLOEXEC == 0 {
+					target, _ := procfs.FDTarget(pid, fd)
+					leaks = append(leaks, fmt.Sprintf("%d → %s", fd, target))
+				}
+			}
+		}
+	}
+	return leaks
+}
+
 func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) { testUpgradeUnderLoad(t, mode == "reuseport") })
+	}
+}
+
+func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 	bin := installCopy(t)
-	d := startInstalled(t, bin, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	args := []string{"--workers", "2", "--listen", "http=tcp://127.0.0.1:0"}
+	if reuseport {
+		args = append(args, "--reuseport")
+	}
+	d := startInstalled(t, bin, args...)
 	before := d.mustStatus()
 	// A status connection may still be open for a moment: take the
 	// smallest of a few readings.
@@ -60,6 +142,12 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 		if fds, _ := procfs.FDs(before.PID); len(fds) < len(oldFDs) {
 			oldFDs = fds
 		}
+	}
+	oldSockets := socketInodes(t, before.PID)
+	oldLeaks := withoutCloexec(t, before.PID)
+	// The listener (one socket, or one per slot) and the control socket.
+	if want := map[bool]int{false: 1, true: 2}[reuseport] + 1; len(oldSockets) != want {
+		t.Fatalf("old sockd holds %d listening sockets, want %d", len(oldSockets), want)
 	}
 	load := workertest.StartLoad(workertest.LoadConfig{URL: d.url(), KeepAlive: 4, NewConns: 4, Sporadic: 2})
 	load.WaitOK(t, 200, 20*time.Second)
@@ -89,10 +177,26 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 			t.Errorf("old worker %d still running", w.PID)
 		}
 	}
+	// The very same sockets (each slot's, with --reuseport), each held
+	// once, received close-on-exec, and nothing more than the old sockd had.
+	if got := socketInodes(t, after.PID); fmt.Sprint(got) != fmt.Sprint(oldSockets) {
+		t.Errorf("new sockd's listening sockets %v, old sockd's %v", got, oldSockets)
+	}
+	// (Descriptors sockd inherited from whoever started the old one are
+	// passed on by exec, as to any process; they are not sockd's.)
+	inherited := map[string]bool{}
+	for _, l := range oldLeaks {
+		inherited[l] = true
+	}
+	for _, l := range withoutCloexec(t, after.PID) {
+		if !inherited[l] {
+			t.Errorf("new sockd holds a descriptor without close-on-exec: %s", l)
+		}
+	}
 	var newFDs []int
 	waitFor(t, 5*time.Second, "the new sockd's fd count to match the old one's", func() bool {
 		newFDs, _ = procfs.FDs(after.PID)
-		return len(newFDs) <= len(oldFDs)
+		return len(newFDs) == len(oldFDs)
 	})
 	// And the new sockd reloads and answers as usual.
 	if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
@@ -107,6 +211,179 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 	if g := resp.Header.Get("X-Sockd-Generation"); g != "3" {
 		t.Fatalf("generation %q after upgrade + reload, want 3", g)
 	}
+}
+
+// fakeSystemd is a NOTIFY_SOCKET that records who said what.
+type fakeSystemd struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []sdMessage
+}
+
+type sdMessage struct {
+	pid  int
+	text string
+}
+
+func newFakeSystemd(t *testing.T) *fakeSystemd {
+	f := &fakeSystemd{path: filepath.Join(t.TempDir(), "notify")}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: f.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := c.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
+	f.conn = c
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf, oob := make([]byte, 4096), make([]byte, 256)
+		for {
+			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			pid := 0
+			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for i := range msgs {
+					if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+						pid = int(cred.Pid)
+					}
+				}
+			}
+			f.mu.Lock()
+			f.msgs = append(f.msgs, sdMessage{pid: pid, text: string(buf[:n])})
+			f.mu.Unlock()
+		}
+	}()
+	return f
+}
+
+func (f *fakeSystemd) messages() []sdMessage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]sdMessage(nil), f.msgs...)
+}
+
+// An upgrade moves the main pid to the new sockd, which then pings the
+// watchdog; the old one stops talking to systemd. Started like systemd
+// starts a service with WatchdogSec=: WATCHDOG_USEC, and WATCHDOG_PID
+// naming the service's main process (set by the shell before it execs
+// sockd). The upgrade is asked for with SIGUSR2.
+func TestUpgradeMovesMainPIDAndWatchdog(t *testing.T) {
+	sd := newFakeSystemd(t)
+	bin := installCopy(t)
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, []string{"NOTIFY_SOCKET=" + sd.path, "WATCHDOG_USEC=300000"},
+		"-c", `export WATCHDOG_PID=$$; exec "$0" "$@"`, bin,
+		"run", "--control", ctl, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	cmd.Path, cmd.Args[0] = "/bin/sh", "/bin/sh"
+	d := launch(t, cmd, out, ctl)
+	old := d.mustStatus().PID
+	pings := func(pid int, msgs []sdMessage) int {
+		n := 0
+		for _, m := range msgs {
+			if m.pid == pid && strings.Contains(m.text, "WATCHDOG=1") {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 5*time.Second, "the old sockd pinging the watchdog", func() bool { return pings(old, sd.messages()) >= 2 })
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	var newPID int
+	waitFor(t, 20*time.Second, "MAINPID= from the old sockd", func() bool {
+		for _, m := range sd.messages() {
+			if v, ok := strings.CutPrefix(m.text, "MAINPID="); ok && m.pid == old {
+				fmt.Sscan(v, &newPID)
+			}
+		}
+		return newPID != 0
+	})
+	waitFor(t, 10*time.Second, "READY=1 and watchdog pings from the new sockd", func() bool {
+		msgs := sd.messages()
+		ready := false
+		for _, m := range msgs {
+			ready = ready || m.pid == newPID && strings.Contains(m.text, "READY=1")
+		}
+		return ready && pings(newPID, msgs) >= 3
+	})
+	// Nothing from the old sockd after it handed the main pid over.
+	msgs := sd.messages()
+	for i, m := range msgs {
+		if m.pid == old && strings.HasPrefix(m.text, "MAINPID=") {
+			for _, later := range msgs[i+1:] {
+				if later.pid == old {
+					t.Fatalf("old sockd told systemd %q after it handed over", later.text)
+				}
+			}
+		}
+	}
+	if st, err := d.cmd.Process.Wait(); err != nil || !st.Success() {
+		t.Fatalf("old sockd: %v %v", st, err)
+	}
+}
+
+// A new sockd that fails takes nothing of the old one's with it: the
+// control socket and the unix socket files stay, and the old sockd keeps
+// serving on them.
+func TestFailedUpgradeLeavesTheOldSockdsFiles(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "hello.conf")
+	os.WriteFile(conf, []byte("ok\n"), 0o644)
+	sock := filepath.Join(dir, "app.sock")
+	bin := installCopy(t)
+	ctl := filepath.Join(dir, "ctl.sock")
+	cmd, out := sockdCmd(t, []string{"HELLO_CONFIG=" + conf}, "run", "--control", ctl, "--workers", "2",
+		"--listen", "http=tcp://127.0.0.1:0", "--listen", "app=unix://"+sock, "--reload-timeout", "1s", "--ready-timeout", "1s")
+	cmd.Path, cmd.Args[0] = bin, bin
+	d := launch(t, cmd, out, ctl)
+	before := d.mustStatus()
+	// The new sockd's workers will fail: same binary, but the config they
+	// read is broken now.
+	os.WriteFile(conf, []byte("broken\n"), 0o644)
+	var stderr bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", ctl}, io.Discard, &stderr); code != exitFailed {
+		t.Fatalf("upgrade with failing workers: exit %d, %s", code, stderr.String())
+	}
+	t.Logf("upgrade failed as it should: %s", strings.TrimSpace(stderr.String()))
+	waitFor(t, 20*time.Second, "the new sockd gone", func() bool {
+		s, err := d.status()
+		return err == nil && s.PID == before.PID && countSockd(t, before.PID) == 0
+	})
+	for _, p := range []string{ctl, sock} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("after a failed upgrade: %v", err)
+		}
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("old sockd's unix listener after a failed upgrade: %v", err)
+	}
+	c.Close()
+	if s := d.mustStatus(); s.Generation != before.Generation || s.Ready != 2 {
+		t.Fatalf("after a failed upgrade: %+v", s)
+	}
+}
+
+// countSockd counts the sockd processes that are children of pid (a new
+// sockd of an upgrade), not counting workers and the guard.
+func countSockd(t *testing.T, pid int) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, ppid, err := procfs.Stat(child); err == nil && ppid == pid && procfs.Alive(child) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
+			if args := strings.Split(string(b), "\x00"); len(args) > 1 && args[1] == "run" {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func TestBrokenUpgradeKeepsOldSockdServing(t *testing.T) {

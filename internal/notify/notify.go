@@ -16,7 +16,9 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -98,6 +100,37 @@ type Server struct {
 	conn     *net.UnixConn
 	addr     string
 	buf, oob []byte // reused: Receive is called from one goroutine
+
+	markMu sync.Mutex
+	marker *net.UnixConn // sockd's own sending end, for Mark
+}
+
+// MarkField is the variable of the datagrams Mark sends. Receive returns
+// them like any other message; only those whose sender is this very
+// process (Message.PID == os.Getpid()) are genuine.
+const MarkField = "SOCKD_MARK"
+
+// Mark queues a datagram from this process carrying MarkField=tag behind
+// every datagram already queued on the socket. The socket is one FIFO
+// queue, so once Receive returns the mark, it has returned everything
+// that was sent before Mark was called: a worker's STOPPING=1 sent just
+// before it exited, say. Mark gives up after timeout (a full queue that
+// nobody drains).
+func (s *Server) Mark(tag string, timeout time.Duration) error {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	if s.marker == nil {
+		c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.addr, Net: "unixgram"})
+		if err != nil {
+			return fmt.Errorf("notify socket mark: %w", err)
+		}
+		s.marker = c
+	}
+	s.marker.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := s.marker.Write([]byte(MarkField + "=" + tag)); err != nil {
+		return fmt.Errorf("notify socket mark: %w", err)
+	}
+	return nil
 }
 
 // Listen creates the socket. An address starting with '@' is in the
@@ -121,7 +154,14 @@ func Listen(addr string) (*Server, error) {
 func (s *Server) Addr() string { return s.addr }
 
 // Close stops the server; a blocked Receive returns net.ErrClosed.
-func (s *Server) Close() error { return s.conn.Close() }
+func (s *Server) Close() error {
+	s.markMu.Lock()
+	if s.marker != nil {
+		s.marker.Close()
+	}
+	s.markMu.Unlock()
+	return s.conn.Close()
+}
 
 // Receive waits for the next datagram. Call it from one goroutine. Malformed datagrams, ones without
 // credentials and oversized ones come back as *DropError so the caller can

@@ -43,7 +43,7 @@ func TestSuiteRuns(t *testing.T) {
 	}
 	tools := suite.Detect(root)
 	tools.Sockd = sockd
-	scenarios := []string{"overhead", "reload", "crash", "scale"}
+	scenarios := []string{"overhead", "reload", "reloadtput", "crash", "scale"}
 	peers := []string{"direct-go", "sockd-go", "sockd-go-rp"}
 	if testing.Short() {
 		scenarios, peers = []string{"overhead"}, []string{"direct-go", "sockd-go"}
@@ -85,6 +85,26 @@ func TestSuiteRuns(t *testing.T) {
 				t.Logf("%s: %d failed requests during %d reloads: %v", r.Peer, n, r.Done, r.ErrText)
 			}
 		}
+		if len(res.ReloadTput) != 2 {
+			t.Fatalf("%d reloadtput runs, want 2", len(res.ReloadTput))
+		}
+		for _, r := range res.ReloadTput {
+			if r.Done != r.Planned || r.Steady.OK == 0 || r.During.OK == 0 || r.Steady.RPS <= 0 || r.During.CPUsec <= 0 {
+				t.Errorf("reloadtput %s: %d of %d reloads, %d+%d answers, %.0f req/s steady, %.3f s CPU during", r.Peer, r.Done, r.Planned, r.Steady.OK, r.During.OK, r.Steady.RPS, r.During.CPUsec)
+			}
+		}
+		for _, r := range res.Reloads {
+			for i, e := range r.Events {
+				if e.Sockd == nil || e.Sockd.TotalMS <= 0 || e.Sockd.ReadyMS <= 0 || e.Sockd.StartMS < 0 {
+					t.Errorf("%s reload %d: sockd's log not matched: %+v", r.Peer, i+1, e.Sockd)
+				}
+			}
+		}
+		for _, s := range res.Scale {
+			if s.Err == "" && s.LogMS <= 0 {
+				t.Errorf("scale %s×%d: no pool_ready figure from sockd's log", s.Peer, s.Workers)
+			}
+		}
 		for _, c := range res.Crashes {
 			for _, k := range c.Kills {
 				if k.Err != "" || k.ServeMS <= 0 {
@@ -98,7 +118,8 @@ func TestSuiteRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	md, err := os.ReadFile(filepath.Join(out, "BENCHMARKS.md"))
-	if err != nil || !strings.Contains(string(md), "| sockd, Go demo worker, shared socket |") {
+	if err != nil || !strings.Contains(string(md), "| sockd, Go demo worker, shared socket |") ||
+		(!testing.Short() && !strings.Contains(string(md), "## 2b. Throughput and latency during reloads\n\nClosed loop")) {
 		t.Fatalf("report: %v\n%s", err, md)
 	}
 }

@@ -56,6 +56,7 @@ type instance struct {
 	stopFn    func() error
 	readyFile string
 	ctl       string // sockd's control socket
+	logFile   string // sockd's stderr
 	// retrigger: send the reload trigger again when nothing happened after
 	// a second (tableflip refuses an upgrade with "parent hasn't exited"
 	// until it noticed the previous generation's exit).
@@ -243,6 +244,7 @@ func (s *Suite) startSockd(app string, reuseport bool, n int) (*instance, error)
 	}
 	s.note(p.name, argv)
 	log := filepath.Join(dir, "sockd.log")
+	in.logFile = log
 	in.root, err = s.procs.spawn(spawnSpec{name: p.name, argv: argv, log: log, server: true, pgrp: true,
 		env: []string{"BENCH_READY_FILE=" + in.readyFile}})
 	if err != nil {
@@ -252,7 +254,7 @@ func (s *Suite) startSockd(app string, reuseport bool, n int) (*instance, error)
 		in.readyFile = "" // the demo worker tells sockd, not a file
 	}
 	in.supPID = func() int { return in.root.pid }
-	in.workers = func() []int { return children(in.root.pid) }
+	in.workers = func() []int { return sockdWorkers(in.root.pid) }
 	in.reloadFn = func() (time.Duration, error) { return 0, unix.Kill(in.root.pid, unix.SIGHUP) }
 	in.stopFn = func() error { return s.stopRoot(in, unix.SIGTERM, 45*time.Second) }
 	err = waitReady(in, 60*time.Second, "all workers ready", func() bool {
@@ -264,6 +266,19 @@ func (s *Suite) startSockd(app string, reuseport bool, n int) (*instance, error)
 		return nil, err
 	}
 	return in, nil
+}
+
+// sockdWorkers is sockd's children but its guard (sockd re-executed with
+// argv[0] "sockd-guard", which kills the workers' process groups if sockd
+// dies): that one lives as long as sockd and is no worker.
+func sockdWorkers(pid int) []int {
+	var out []int
+	for _, c := range children(pid) {
+		if argv0(c) != "sockd-guard" {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (s *Suite) peerByShape(sup, app string, reuseport bool) *peer {

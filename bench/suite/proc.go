@@ -407,6 +407,13 @@ func fdCount(pid int) int {
 	return len(ents)
 }
 
+// argv0 is the first word of pid's command line.
+func argv0(pid int) string {
+	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	a, _, _ := bytes.Cut(b, []byte{0})
+	return string(a)
+}
+
 // exePath is where /proc/PID/exe points.
 func exePath(pid int) string {
 	s, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // how each peer is reloaded, for the tables.
@@ -76,8 +77,8 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 
 	w("## Contents\n\n")
 	w("1. [Summary](#summary)\n2. [How it is measured](#how-it-is-measured)\n3. [Overhead: throughput with 2 workers](#1-overhead-throughput-with-2-workers)\n")
-	w("4. [Reload under load](#2-reload-under-load)\n5. [Reload latency](#3-reload-latency)\n6. [Balance between workers](#4-balance-between-workers)\n")
-	w("7. [Crash recovery](#5-crash-recovery)\n8. [Footprint](#6-footprint)\n9. [Scale: time to all ready](#7-scale-time-to-all-ready)\n10. [Exact commands](#exact-commands)\n\n")
+	w("4. [Reload under load](#2-reload-under-load)\n5. [Throughput and latency during reloads](#2b-throughput-and-latency-during-reloads)\n6. [Reload latency](#3-reload-latency)\n7. [Balance between workers](#4-balance-between-workers)\n")
+	w("8. [Crash recovery](#5-crash-recovery)\n9. [Footprint](#6-footprint)\n10. [Scale: time to all ready](#7-scale-time-to-all-ready)\n11. [Exact commands](#exact-commands)\n\n")
 
 	ov := overheadAgg(res)
 	w("## Summary\n\n")
@@ -88,7 +89,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 	w("- **Load generator** (`bench/load`, Go, in the runner's process): %d client goroutines in the throughput runs, %d in the reload runs; ", p.OverheadClients, p.ReloadClients)
 	w("half keep one HTTP/1.1 connection alive (reconnecting after an error or a `Connection: close`), half open a new connection for every request (`Connection: close`). ")
 	w("Every request is recorded with its start, latency, the pid that answered (`X-Pid`/`X-Sockd-Pid` header or `pid=` in the body) and its outcome: a request is **failed** when it is refused, reset, times out (2 s), is closed before or during the response, or gets another status than 200. ")
-	w("Throughput runs are closed loop (each client sends its next request when the previous one ended). Reload, crash and timeline runs send at a fixed %.0f requests/s in total and count latency from the scheduled start, so a stall is charged to every request it delayed.\n", p.ReloadRate)
+	w("Throughput runs and the reload runs of section 2b are closed loop (each client sends its next request when the previous one ended). The reload runs of section 2, crash and timeline runs send at a fixed %.0f requests/s in total and count latency from the scheduled start, so a stall is charged to every request it delayed.\n", p.ReloadRate)
 	w("- **Same app everywhere**: every peer answers `hello from pid=…` with a pid header. The Node app (`bench/peers/node/app.js`) is one file that runs under sockd (fd 3), PM2 cluster mode, Node's cluster module or alone, and drains the same careful way in all of them (stop accepting, `Connection: close` on late requests, close idle connections after 1 s, exit when none is left), so differences come from the supervisors. The Python peers run the same WSGI app (`bench/peers/python/app.py`): gunicorn's sync workers, or `fdserve.py` (a one-request-per-connection loop like a sync worker, on fd 3) under sockd. nginx answers `return 200`. tableflip is its README's upgrade pattern around a Go `net/http` server (`bench/tableflip`).\n")
 	w("- **direct** is the same worker processes with the same sockets but no supervisor: the runner binds the socket the way sockd does (Go listener, `SO_REUSEADDR`, backlog `somaxconn`, one `SO_REUSEPORT` socket per worker for `-rp`) and starts N workers on fd 3 itself. sockd/direct is therefore sockd's overhead.\n")
 	w("- **Server CPU** is the CPU time of the whole server side: the runner is a child subreaper, so every process a peer starts (PM2's daemon included) stays its descendant; the CPU of a window is the sum over all descendants of utime+stime+cutime+cstime from `/proc/PID/stat` at the end minus at the start, plus what the runner reaped in between (wait4 rusage). The load generator and the reload commands (`pm2 reload`, `nginx -s reload`) are not in it; the commands' CPU is reported apart.\n")
@@ -151,20 +152,25 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 			w("\n¹ tableflip refuses an upgrade (\"parent hasn't exited\") until it has noticed that the previous process exited, which it learns a little after the process is gone; the runner sends SIGHUP again after 1 s without progress. The latencies of section 3 count from the first SIGHUP.\n")
 		}
 		w("\nA failed request on a keep-alive connection that had already carried a response is the classic keep-alive race: the server closed the idle connection just as the client sent on it. Clients that retry idempotent requests on a reused connection (browsers, Go's net/http) hide those; the load generator counts them, as it counts everything.\n")
-		w("\nThe paced load is far below every peer's capacity, so req/s stays at the offered rate unless a peer stalls; the CPU per request during reloads includes starting the new workers (the Node and Python interpreters cost far more than the Go demo).\n\n")
+		w("\nThe paced load is far below every peer's capacity, so req/s stays at the offered rate unless a peer stalls (section 2b measures throughput and p99 during reloads under a closed-loop load); the CPU per request during reloads includes starting the new workers (the Node and Python interpreters cost far more than the Go demo).\n\n")
 		if pl, ok := plots["timeline"]; ok {
 			w("![latency over time across reloads](%s)\n\n", rel(pl))
 			w("Latency over time (p50 and p99 per 100 ms, log scale) with a reload every %s: grey bands are reloads (trigger to over), red bars failed requests per 100 ms (right axis).\n\n", p.TimelineEvery)
 		}
 	}
 
+	// ---- throughput and latency during reloads ----
+	reloadTputSection(&b, res)
+
 	// ---- reload latency ----
 	w("## 3. Reload latency\n\n")
 	if len(res.Reloads) == 0 {
 		w("Not run.\n\n")
 	} else {
-		w("From the reloads above: trigger sent → first answer from a new worker → last old worker gone → reload over (ms).\n\n")
-		w("| peer | trigger | first new answer, median / max | old generation gone, median / max | reload over, median / max |\n|---|---|---:|---:|---:|\n")
+		w("From the reloads of section 2: trigger sent → first answer from a new worker → last old worker gone → reload over (ms), as the runner sees them. For sockd, the last four columns are the same reloads as sockd's own log tells them (medians, ms): ")
+		w("trigger → `reload_start` (sockd receives the signal and starts the new generation: **sockd's own share**), `ready_seconds` (reload start → every new worker ready: the new workers' start-up, which sockd only forks and waits for), ")
+		w("then sockd sends SIGTERM to the old generation in the same step (commit → SIGTERM is sockd's too, and immediate), `handover_seconds` (SIGTERM → no old worker holds a listening socket) and SIGTERM → last old worker exited (`old_gone_seconds`, or the last `worker_exit` of the retired generation): the old workers' drain.\n\n")
+		w("| peer | trigger | first new answer, median / max | old generation gone, median / max | reload over, median / max | sockd: trigger → reload_start | sockd: new workers ready | sockd: SIGTERM → listeners released | sockd: SIGTERM → old workers exited |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range res.Reloads {
 			first, gone := reloadLatencies(r.Events)
 			var over []float64
@@ -173,8 +179,22 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 					over = append(over, (e.Done-e.T0)*1000)
 				}
 			}
-			w("| %s | %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f |\n", infoOf(r.Peer).label, triggers[infoOf(r.Peer).sup],
-				median(first), maxf(first), median(gone), maxf(gone), median(over), maxf(over))
+			sl := "– | – | – | –"
+			if sk := sockdShares(r.Events); sk.n > 0 {
+				sl = fmt.Sprintf("%s | %s | %s | %s", msf(median(sk.start)), msf(median(sk.ready)), msf(median(sk.handover)), msf(median(sk.gone)))
+			}
+			w("| %s | %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %s |\n", infoOf(r.Peer).label, triggers[infoOf(r.Peer).sup],
+				median(first), maxf(first), median(gone), maxf(gone), median(over), maxf(over), sl)
+		}
+		var shares []string
+		for _, r := range res.Reloads {
+			if sk := sockdShares(r.Events); sk.n > 0 {
+				_, gone := reloadLatencies(r.Events)
+				shares = append(shares, fmt.Sprintf("%s %s ms of %.0f ms (%d of %d reloads found in the log)", r.Peer, msf(median(sk.start)), median(gone), sk.n, len(r.Events)))
+			}
+		}
+		if len(shares) > 0 {
+			w("\nsockd's own share of a reload (trigger → `reload_start`, median) against the whole of it (trigger → old generation gone, median): %s. The rest is the new workers starting and the old ones draining (and, in the runner's figure, its own polling of `/proc` every 2 ms).\n", strings.Join(shares, ", "))
 		}
 		w("\nsockd and PM2 start the new workers and stop the old ones only once the new ones are ready (for the Node app under sockd that is the `--ready after:300ms` rule, since Node cannot send `READY=1`); gunicorn and nginx stop the old workers right away and let the new ones catch up; tableflip hands over as soon as the new process calls `Ready()`.\n\n")
 	}
@@ -239,7 +259,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 	if f := res.Footprint; f == nil {
 		w("Not run.\n\n")
 	} else {
-		w("Each supervisor with 2 idle workers, after one short burst of requests, then %.0f s of nothing.\n\n", f.IdleSeconds)
+		w("Each supervisor with 2 idle workers, after one short burst of requests, then %.0f s of nothing. Processes: the supervisor and all its descendants (for sockd, its `sockd-guard` helper too, when it runs one).\n\n", f.IdleSeconds)
 		w("| peer | supervisor process | supervisor RSS (MiB) | supervisor CPU over the idle %.0f s (s) | processes | RSS with workers (MiB) | CPU with workers (s) |\n|---|---|---:|---:|---:|---:|---:|\n", f.IdleSeconds)
 		for _, s := range f.Sups {
 			w("| %s | `%s` | %.1f | %.3f | %d | %.1f | %.3f |\n", infoOf(s.Peer).label, s.Process, float64(s.RSSKB)/1024, s.CPUsec, s.Procs, float64(s.TotalRSSKB)/1024, s.TotalCPU)
@@ -253,7 +273,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 		}
 	}
 	if len(counted) > 0 {
-		w("sockd itself before and after the reloads of section 2 (descriptors, threads, processes: sockd and its workers, RSS):\n\n")
+		w("sockd itself before and after the reloads of section 2 (descriptors, threads, processes: sockd, its workers and its guard if any, RSS):\n\n")
 		w("| peer | reloads | fds before → after | threads | processes | sockd RSS (MiB) |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, r := range counted {
 			w("| %s | %d | %d → %d | %d → %d | %d → %d | %.1f → %.1f |\n", infoOf(r.Peer).label, r.Done, r.Before.FDs, r.After.FDs,
@@ -278,7 +298,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 	} else {
 		sizes := []int{}
 		seen := map[int]bool{}
-		byPeer := map[string]map[int]ScaleRun{}
+		byPeer := map[string]map[int][]ScaleRun{}
 		var order []string
 		for _, s := range res.Scale {
 			if !seen[s.Workers] {
@@ -286,13 +306,14 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 				sizes = append(sizes, s.Workers)
 			}
 			if byPeer[s.Peer] == nil {
-				byPeer[s.Peer] = map[int]ScaleRun{}
+				byPeer[s.Peer] = map[int][]ScaleRun{}
 				order = append(order, s.Peer)
 			}
-			byPeer[s.Peer][s.Workers] = s
+			byPeer[s.Peer][s.Workers] = append(byPeer[s.Peer][s.Workers], s)
 		}
 		sort.Ints(sizes)
-		w("From the start command to every worker ready: sockd's Go demo worker when sockd logs `pool_ready` (every worker sent `READY=1`); the Node and Python apps when every worker has written its pid after it started listening (gunicorn: `post_worker_init`); nginx when its workers exist and the port answers. One run each, ms; with 64 workers on 2 cores these times depend heavily on what else the machine runs (sockd with 64 Node workers took from 2.3 s to 9 s in our runs).\n\n")
+		w("From the start command to every worker ready: sockd's Go demo worker when sockd logs `pool_ready` (every worker sent `READY=1`); the Node and Python apps when every worker has written its pid after it started listening (gunicorn: `post_worker_init`); nginx when its workers exist and the port answers. ")
+		w("ms; the runner polls for readiness every 5 ms. sockd-go ran %d times per size (median shown); every other cell is one run. In parentheses, for sockd with workers that send `READY=1` (Go, Python), its own figure from its `pool_ready` line (`seconds`: from the start of its worker pool, just before the first worker is forked, to the last `READY=1`; without sockd's own start-up before it and the runner's polling). For the Node app sockd's figure is only its `--ready after:300ms` rule, which can pass before Node listens on a busy machine, so the runner's is the one to read. With 64 workers on 2 cores these times depend heavily on what else the machine runs (sockd with 64 Node workers took from 2.3 s to 9 s in our runs).\n\n", max(p.ScaleRunsGo, 1))
 		w("| peer \\ workers |")
 		for _, n := range sizes {
 			w(" %d |", n)
@@ -305,15 +326,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 		for _, name := range order {
 			w("| %s |", infoOf(name).label)
 			for _, n := range sizes {
-				s, ok := byPeer[name][n]
-				switch {
-				case !ok:
-					w(" – |")
-				case s.Err != "":
-					w(" failed |")
-				default:
-					w(" %.0f |", s.ReadyMS)
-				}
+				w(" %s |", scaleCell(byPeer[name][n]))
 			}
 			w("\n")
 		}
@@ -548,12 +561,25 @@ func summary(b *strings.Builder, res *Results, ov []*ovAgg) {
 			parts = append(parts, fmt.Sprintf("%s **%d** in %d reloads", r.Peer, r.During.Failed, r.Done))
 		}
 		w("%s.\n", strings.Join(parts, ", "))
+	}
+	b.WriteString(tputSummary(res))
+	if len(res.Reloads) > 0 {
 		var lat []string
 		for _, r := range res.Reloads {
 			first, gone := reloadLatencies(r.Events)
 			lat = append(lat, fmt.Sprintf("%s %.0f/%.0f", r.Peer, median(first), median(gone)))
 		}
-		w("- **Reload latency** (median ms from trigger to first answer of a new worker / old generation gone): %s.\n", strings.Join(lat, ", "))
+		w("- **Reload latency** (median ms from trigger to first answer of a new worker / old generation gone): %s.", strings.Join(lat, ", "))
+		var own []string
+		for _, r := range res.Reloads {
+			if sk := sockdShares(r.Events); sk.n > 0 {
+				own = append(own, fmt.Sprintf("%s %s ms", r.Peer, msf(median(sk.start))))
+			}
+		}
+		if len(own) > 0 {
+			w(" sockd's own share, from its log (trigger → `reload_start`; the rest is the workers starting and draining): %s.", strings.Join(own, ", "))
+		}
+		w("\n")
 	}
 	if len(ov) > 0 {
 		var bal []string
@@ -590,12 +616,279 @@ func summary(b *strings.Builder, res *Results, ov []*ovAgg) {
 		}
 	}
 	if len(res.Scale) > 0 {
-		var sc []string
+		type key struct {
+			peer string
+			n    int
+		}
+		runs := map[key][]ScaleRun{}
+		var keys []key
 		for _, s := range res.Scale {
-			if s.Err == "" && (s.Peer == "sockd-go" || s.Peer == "pm2" || s.Peer == "gunicorn") {
-				sc = append(sc, fmt.Sprintf("%s×%d %.0f", s.Peer, s.Workers, s.ReadyMS))
+			if s.Peer == "sockd-go" || s.Peer == "pm2" || s.Peer == "gunicorn" {
+				k := key{s.Peer, s.Workers}
+				if runs[k] == nil {
+					keys = append(keys, k)
+				}
+				runs[k] = append(runs[k], s)
 			}
 		}
-		w("- **Time to all ready** (ms): %s.\n", strings.Join(sc, ", "))
+		sort.SliceStable(keys, func(i, j int) bool {
+			if keys[i].n != keys[j].n {
+				return keys[i].n < keys[j].n
+			}
+			return false
+		})
+		var sc []string
+		for _, k := range keys {
+			if c := scaleCell(runs[k]); c != "failed" {
+				sc = append(sc, fmt.Sprintf("%s×%d %s", k.peer, k.n, c))
+			}
+		}
+		w("- **Time to all ready** (ms; for sockd in parentheses its own `pool_ready` figure): %s.\n", strings.Join(sc, ", "))
 	}
+}
+
+// ---- sockd's own account of its reloads ----
+
+type sockdShare struct {
+	n                            int
+	start, ready, handover, gone []float64
+}
+
+func sockdShares(evs []ReloadEvent) sockdShare {
+	var sk sockdShare
+	for _, e := range evs {
+		if e.Err != "" || e.Sockd == nil || e.Sockd.TotalMS == 0 {
+			continue
+		}
+		sk.n++
+		sk.start = append(sk.start, e.Sockd.StartMS)
+		sk.ready = append(sk.ready, e.Sockd.ReadyMS)
+		sk.handover = append(sk.handover, e.Sockd.HandoverMS)
+		if e.Sockd.OldGoneMS > 0 {
+			sk.gone = append(sk.gone, e.Sockd.OldGoneMS)
+		}
+	}
+	return sk
+}
+
+// msf formats milliseconds: one decimal below 10 ms, none above.
+func msf(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// ---- (2b) throughput and latency during reloads ----
+
+type tputAgg struct {
+	name                   string
+	rounds                 int
+	planned, done, late    int
+	failedReloads          int
+	capped                 bool
+	rpsS, rpsD             []float64
+	rpsRatio, p99Ratio     []float64 // per round, sorted
+	p50S, p50D, p99S, p99D []float64
+	cpuS, cpuD             []float64
+	failedS, failedD       int
+	cmdCPUms               float64 // per reload
+	secS, secD             []float64
+}
+
+// sockd's targets for reloads (issue 5): p99 during reloads at most 1.2×
+// steady, throughput at least 0.95× steady.
+const (
+	targetP99Ratio = 1.2
+	targetRPSRatio = 0.95
+)
+
+func tputAggs(res *Results) []*tputAgg {
+	by := map[string]*tputAgg{}
+	var out []*tputAgg
+	for _, r := range res.ReloadTput {
+		a := by[r.Peer]
+		if a == nil {
+			a = &tputAgg{name: r.Peer}
+			by[r.Peer] = a
+			out = append(out, a)
+		}
+		a.rounds++
+		a.planned += r.Planned
+		a.done += r.Done
+		a.late += r.Late
+		a.failedReloads += r.FailedReloads
+		a.capped = a.capped || r.Capped
+		a.rpsS = append(a.rpsS, r.Steady.RPS)
+		a.rpsD = append(a.rpsD, r.During.RPS)
+		if r.Steady.RPS > 0 {
+			a.rpsRatio = append(a.rpsRatio, r.During.RPS/r.Steady.RPS)
+		}
+		if r.Steady.P99us > 0 {
+			a.p99Ratio = append(a.p99Ratio, float64(r.During.P99us)/float64(r.Steady.P99us))
+		}
+		a.p50S = append(a.p50S, float64(r.Steady.P50us)/1000)
+		a.p50D = append(a.p50D, float64(r.During.P50us)/1000)
+		a.p99S = append(a.p99S, float64(r.Steady.P99us)/1000)
+		a.p99D = append(a.p99D, float64(r.During.P99us)/1000)
+		a.cpuS = append(a.cpuS, r.Steady.CPUPerReq)
+		a.cpuD = append(a.cpuD, r.During.CPUPerReq)
+		a.secS = append(a.secS, r.Steady.Seconds)
+		a.secD = append(a.secD, r.During.Seconds)
+		a.failedS += r.Steady.Failed
+		a.failedD += r.During.Failed
+		if len(r.Events) > 0 {
+			a.cmdCPUms += r.CmdCPUsec * 1000 // summed, divided below
+		}
+	}
+	for _, a := range out {
+		sort.Float64s(a.rpsRatio)
+		sort.Float64s(a.p99Ratio)
+		if n := a.done + a.failedReloads; n > 0 {
+			a.cmdCPUms /= float64(n)
+		}
+	}
+	return out
+}
+
+// ratioText is "median (lo–hi)" of sorted per-round ratios.
+func ratioText(xs []float64) string {
+	switch len(xs) {
+	case 0:
+		return "–"
+	case 1:
+		return fmt.Sprintf("%.2f×", xs[0])
+	}
+	return fmt.Sprintf("%.2f× (%.2f–%.2f)", median(xs), xs[0], xs[len(xs)-1])
+}
+
+// targetText is sockd's verdict: ✓ or ✗ for p99 and for throughput.
+func targetText(a *tputAgg) string {
+	if infoOf(a.name).sup != "sockd" || len(a.rpsRatio) == 0 || len(a.p99Ratio) == 0 {
+		return "–"
+	}
+	mark := func(ok bool) string {
+		if ok {
+			return "✓"
+		}
+		return "✗"
+	}
+	return fmt.Sprintf("p99 %s, req/s %s", mark(median(a.p99Ratio) <= targetP99Ratio), mark(median(a.rpsRatio) >= targetRPSRatio))
+}
+
+func reloadTputSection(b *strings.Builder, res *Results) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p := res.Params
+	w("## 2b. Throughput and latency during reloads\n\n")
+	aggs := tputAggs(res)
+	if len(aggs) == 0 {
+		w("Not run.\n\n")
+		return
+	}
+	every := (p.TputWindow / time.Duration(max(p.TputReloads, 1))).Round(time.Millisecond)
+	w("Closed loop (each client sends its next request as soon as the previous one ended, so the load takes whatever the servers give), %d clients (half keep-alive), 2 workers. ", p.TputClients)
+	w("Each peer is started afresh for each round; after %s of warm-up a steady window of %s, then a window of the same length with %d reloads, one every %s (the first at its start), each waited for until it is over as in section 2; ", p.TputWarm, p.TputWindow, p.TputReloads, every)
+	w("a reload still running when the next one is due delays that one (\"late\"), and the window then lasts until the last one is over. ")
+	alt := ", the peers alternated (A B C … A B C …)"
+	if p.TputRounds < 2 {
+		alt = ""
+	}
+	w("%s%s, so every peer had %d reloads in %s of reload window in all. Ratios are reload window / steady window of the same run, median (and range) over the rounds; the other figures are medians over the rounds. ", plural(p.TputRounds, "round"), alt, p.TputRounds*p.TputReloads, time.Duration(p.TputRounds)*p.TputWindow)
+	w("**sockd's target** (issue 5): p99 during reloads ≤ %.1f× steady and throughput during reloads ≥ %.2f× steady, checked on the medians.\n\n", targetP99Ratio, targetRPSRatio)
+	w("| peer | reloads done (late) | req/s steady → during | req/s during / steady | p99 ms steady → during | p99 during / steady | p50 ms steady → during | failed requests steady / during | server CPU µs/req steady → during | sockd's target: p99 ≤ %.1f×, req/s ≥ %.2f× |\n", targetP99Ratio, targetRPSRatio)
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	var cmds []string
+	for _, a := range aggs {
+		done := fmt.Sprintf("%d / %d", a.done, a.planned)
+		if a.late > 0 {
+			done += fmt.Sprintf(" (%d late)", a.late)
+		}
+		if a.failedReloads > 0 {
+			done += fmt.Sprintf(", %d failed", a.failedReloads)
+		}
+		if a.capped {
+			done += ", capped"
+		}
+		if d, s := median(a.secD), median(a.secS); s > 0 && d > s*1.05 {
+			done += fmt.Sprintf(", window %.1f s", d)
+		}
+		w("| %s | %s | %.0f → %.0f | **%s** | %.2f → %.2f | **%s** | %.2f → %.2f | %d / %d | %.1f → %.1f | %s |\n", infoOf(a.name).label, done,
+			median(a.rpsS), median(a.rpsD), ratioText(a.rpsRatio), median(a.p99S), median(a.p99D), ratioText(a.p99Ratio),
+			median(a.p50S), median(a.p50D), a.failedS, a.failedD, median(a.cpuS), median(a.cpuD), targetText(a))
+		if a.cmdCPUms > 0 {
+			cmds = append(cmds, fmt.Sprintf("%s %.0f ms", a.name, a.cmdCPUms))
+		}
+	}
+	w("\nThe load generator runs in the runner and shares the 2 cores with the servers, so whatever CPU a reload costs is taken from the throughput: starting the new workers (a Node or Python interpreter costs far more than the Go demo worker; it shows in the CPU per request during reloads) and, for the peers reloaded by a command, the command itself")
+	if len(cmds) > 0 {
+		w(" (CPU per reload: %s; not in the server CPU column)", strings.Join(cmds, ", "))
+	}
+	w(". That is a real cost of reloading on a small machine, so it is left in.\n\n")
+}
+
+func tputSummary(res *Results) string {
+	aggs := tputAggs(res)
+	if len(aggs) == 0 {
+		return ""
+	}
+	p := res.Params
+	var parts, failed []string
+	for _, a := range aggs {
+		if len(a.rpsRatio) == 0 || len(a.p99Ratio) == 0 {
+			continue
+		}
+		part := fmt.Sprintf("%s **%.2f×** / **%.2f×**", a.name, median(a.rpsRatio), median(a.p99Ratio))
+		if t := targetText(a); t != "–" {
+			part += " (" + t + ")"
+		}
+		parts = append(parts, part)
+		if a.failedD > 0 {
+			failed = append(failed, fmt.Sprintf("%s %d", a.name, a.failedD))
+		}
+	}
+	s := fmt.Sprintf("- **Throughput and p99 during reloads** (closed loop, %d clients, %d reloads in %s against a steady %s, medians of %s; reload window / steady window, req/s / p99; sockd's target ≥ %.2f× / ≤ %.1f×): %s.",
+		p.TputClients, p.TputReloads, p.TputWindow, p.TputWindow, plural(p.TputRounds, "round"), targetRPSRatio, targetP99Ratio, strings.Join(parts, ", "))
+	if len(failed) > 0 {
+		s += fmt.Sprintf(" Failed requests in the reload windows: %s; none for the others.", strings.Join(failed, ", "))
+	} else {
+		s += " No failed request in any reload window."
+	}
+	return s + "\n"
+}
+
+// scaleCell is the median of the runs that worked, with sockd's own
+// pool_ready figure in parentheses.
+func scaleCell(runs []ScaleRun) string {
+	if len(runs) == 0 {
+		return "–"
+	}
+	var ready, logged []float64
+	for _, r := range runs {
+		if r.Err != "" {
+			continue
+		}
+		ready = append(ready, r.ReadyMS)
+		if r.LogMS > 0 {
+			logged = append(logged, r.LogMS)
+		}
+	}
+	if len(ready) == 0 {
+		return "failed"
+	}
+	c := fmt.Sprintf("%.0f", median(ready))
+	if len(logged) > 0 {
+		c += " (" + msf(median(logged)) + ")"
+	}
+	if n := len(runs) - len(ready); n > 0 {
+		c += fmt.Sprintf(", %d failed", n)
+	}
+	return c
+}
+
+// plural is "1 round", "2 rounds".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

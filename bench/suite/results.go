@@ -3,16 +3,19 @@ package suite
 // Results is everything a run measured; results.json holds it, and the
 // report is made from it alone (sockd-bench report re-renders it).
 type Results struct {
-	Meta      Meta
-	Overhead  []OverheadRun `json:",omitempty"`
-	Reloads   []ReloadRun   `json:",omitempty"`
-	Timelines []Timeline    `json:",omitempty"`
-	Crashes   []CrashRun    `json:",omitempty"`
-	Footprint *Footprint    `json:",omitempty"`
-	Scale     []ScaleRun    `json:",omitempty"`
-	Commands  map[string][]string
-	Notes     []string `json:",omitempty"`
-	Params    Params
+	Meta     Meta
+	Overhead []OverheadRun `json:",omitempty"`
+	Reloads  []ReloadRun   `json:",omitempty"`
+	// ReloadTput is throughput and latency during reloads under a
+	// closed-loop load, one entry per peer and round.
+	ReloadTput []ReloadTputRun `json:",omitempty"`
+	Timelines  []Timeline      `json:",omitempty"`
+	Crashes    []CrashRun      `json:",omitempty"`
+	Footprint  *Footprint      `json:",omitempty"`
+	Scale      []ScaleRun      `json:",omitempty"`
+	Commands   map[string][]string
+	Notes      []string `json:",omitempty"`
+	Params     Params
 }
 
 // NamedFloat is a name and a number.
@@ -77,6 +80,21 @@ type ReloadEvent struct {
 	Err      string `json:",omitempty"`
 	Failed   int    // failed requests that started between T0 and Done
 	Retries  int    `json:",omitempty"` // triggers sent again (tableflip refuses an upgrade until it noticed its parent exited)
+	// Sockd is the same reload as sockd's own log tells it (sockd peers
+	// whose stderr the run directory holds).
+	Sockd *SockdReload `json:",omitempty"`
+}
+
+// SockdReload is one reload from sockd's log: its reload_start line, its
+// reload_done line (ready_seconds, handover_seconds, old_gone_seconds) and
+// the worker_exit lines of the retired generation. Milliseconds.
+type SockdReload struct {
+	Generation int
+	StartMS    float64 // trigger sent (the runner's clock) → sockd logs reload_start
+	ReadyMS    float64 // reload_start → every new worker ready (ready_seconds): the new workers' start-up
+	HandoverMS float64 // SIGTERM to the old workers → none holds a listener (handover_seconds)
+	OldGoneMS  float64 // SIGTERM → the last old worker exited (old_gone_seconds, else its worker_exit line); 0: not in the log
+	TotalMS    float64 // reload_start → reload_done (seconds)
 }
 
 // Failure is one failed request.
@@ -111,6 +129,27 @@ type ReloadRun struct {
 	CmdCPUsec     float64             // total CPU of the reload commands (pm2 reload, nginx -s reload)
 	Before, After *ProcCount          `json:",omitempty"` // sockd's fds, threads and processes
 	RSSEvery100   []int64             `json:",omitempty"` // sockd's RSS in KiB before reload 1, 101, 201, …
+}
+
+// ReloadTputRun is one round of one peer under a closed-loop load: a
+// steady window, then a window of the same length with reloads spread
+// evenly across it (each one waited for before the next is due).
+type ReloadTputRun struct {
+	Peer          string
+	Round         int
+	Workers       int
+	Clients       int
+	Planned       int
+	Done          int
+	FailedReloads int
+	Late          int  // reloads that started after their time because the previous one was not over
+	Capped        bool // stopped reloading at 3× the window length
+	Steady        Window
+	During        Window
+	Events        []ReloadEvent
+	Failures      []Failure           `json:",omitempty"`
+	ErrText       map[string][]string `json:",omitempty"`
+	CmdCPUsec     float64             // the reload commands' CPU (pm2 reload, nginx -s reload), not in the windows'
 }
 
 // Bucket is 100 ms of a timeline.
@@ -170,5 +209,8 @@ type ScaleRun struct {
 	Peer    string
 	Workers int
 	ReadyMS float64
-	Err     string `json:",omitempty"`
+	// LogMS is sockd's own pool_ready seconds (pool start → every worker
+	// ready), 0 for other peers.
+	LogMS float64 `json:",omitempty"`
+	Err   string  `json:",omitempty"`
 }

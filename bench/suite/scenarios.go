@@ -133,6 +133,10 @@ func (s *Suite) reloads() error {
 		s.logf("reload %-14s %d/%d reloads (%d failed) in %.1fs: %d failed requests of %d; p99 steady %.2f ms, during %.2f ms; first new answer %.0f ms, old gone %.0f ms (medians)",
 			p.name, r.Done, r.Planned, r.FailedReloads, r.During.Seconds, r.During.Failed+r.Steady.Failed, r.During.OK+r.During.Failed+r.Steady.OK+r.Steady.Failed,
 			float64(r.Steady.P99us)/1000, float64(r.During.P99us)/1000, median(first), median(gone))
+		if sk := sockdShares(r.Events); sk.n > 0 {
+			s.logf("reload %-14s sockd's log (medians, %d reloads): trigger → reload_start %.2f ms, new workers ready %.1f ms, SIGTERM → listeners released %.1f ms, SIGTERM → old workers exited %.1f ms",
+				p.name, sk.n, median(sk.start), median(sk.ready), median(sk.handover), median(sk.gone))
+		}
 	}
 	return nil
 }
@@ -215,6 +219,9 @@ func (s *Suite) reloadRun(p *peer, planned int, budget time.Duration) (*ReloadRu
 		r.Failures = append(r.Failures, Failure{T: time.Duration(f.Start).Seconds(), Kind: f.Kind.String(), KeepAlive: f.KeepAlive, Reused: f.Reused})
 	}
 	countFailures(r.Events, r.Failures)
+	if in.logFile != "" {
+		attachSockdLog(in.logFile, run.StartTime(), r.Events)
+	}
 	return r, err
 }
 
@@ -319,6 +326,114 @@ func (s *Suite) reloadOnce(in *instance, run *load.Run) (ReloadEvent, time.Durat
 	}
 	run.Retire(old...)
 	return ev, cpu
+}
+
+// ---- (2b) throughput and latency during reloads, closed loop ----
+
+// reloadTputs runs, for every peer the reload scenario covers, a closed-loop
+// load with a steady window and then a window of the same length with
+// reloads spread evenly across it; rounds alternate the peers (A B C … A B
+// C …) so that the machine's drifts hit every peer alike.
+func (s *Suite) reloadTputs() error {
+	names := reloadPeers
+	if len(s.Peers) == 0 && len(s.P.TputPeers) > 0 {
+		names = s.P.TputPeers // the mode's subset, unless --peers chose
+	}
+	peers := s.selected(names...)
+	for round := 1; round <= s.P.TputRounds; round++ {
+		for _, p := range peers {
+			if s.ctx.Err() != nil {
+				return s.ctx.Err()
+			}
+			r, err := s.reloadTputRun(p, round)
+			if err != nil {
+				s.warnf("reloadtput %s round %d: %v", p.name, round, err)
+			}
+			if r == nil {
+				continue
+			}
+			s.res.ReloadTput = append(s.res.ReloadTput, *r)
+			s.logf("reloadtput %-14s round %d: %d/%d reloads (%d late) in %.1fs; req/s %.0f → %.0f (%.2f×), p99 %.2f → %.2f ms (%.2f×), p50 %.2f → %.2f ms, CPU %.1f → %.1f µs/req, failed %d → %d",
+				p.name, round, r.Done, r.Planned, r.Late, r.During.Seconds, r.Steady.RPS, r.During.RPS, ratio(r.During.RPS, r.Steady.RPS),
+				float64(r.Steady.P99us)/1000, float64(r.During.P99us)/1000, ratio(float64(r.During.P99us), float64(r.Steady.P99us)),
+				float64(r.Steady.P50us)/1000, float64(r.During.P50us)/1000, r.Steady.CPUPerReq, r.During.CPUPerReq, r.Steady.Failed, r.During.Failed)
+		}
+	}
+	return nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func (s *Suite) reloadTputRun(p *peer, round int) (*ReloadTputRun, error) {
+	in, err := p.start(s, s.P.Workers)
+	if err != nil {
+		return nil, err
+	}
+	defer in.stop()
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	length, planned := s.P.TputWindow, s.P.TputReloads
+	run := load.Start(ctx, load.Config{Addr: in.addr, Clients: s.P.TputClients})
+	r := &ReloadTputRun{Peer: p.name, Round: round, Workers: in.n, Clients: s.P.TputClients, Planned: planned}
+	s.sleep(s.P.TputWarm)
+	t0 := run.Since()
+	m0 := s.procs.mark()
+	s.sleep(length)
+	t1 := run.Since()
+	m1 := s.procs.mark()
+	// Reload i is due at t1 + i×length/planned: the first at the start of
+	// the window, the last one interval before its end. A reload still
+	// running when the next is due delays that one (counted as late).
+	every := length / time.Duration(max(planned, 1))
+	var cmdCPU time.Duration
+	for i := 0; i < planned && s.ctx.Err() == nil; i++ {
+		due := t1 + time.Duration(i)*every
+		if d := due - run.Since(); d > 0 {
+			s.sleep(d)
+		} else if i > 0 && -d > 5*time.Millisecond {
+			r.Late++
+		}
+		if run.Since() > t1+3*length {
+			r.Capped = true
+			break
+		}
+		ev, cpu := s.reloadOnce(in, run)
+		cmdCPU += cpu
+		r.Events = append(r.Events, ev)
+		if ev.Err != "" {
+			r.FailedReloads++
+			s.logf("reloadtput %s #%d: %s", p.name, i+1, ev.Err)
+			if r.FailedReloads >= 3 {
+				err = fmt.Errorf("giving up after 3 failed reloads: %s", ev.Err)
+				break
+			}
+		}
+	}
+	r.Done = len(r.Events) - r.FailedReloads
+	if d := t1 + length - run.Since(); d > 0 {
+		s.sleep(d)
+	}
+	t2 := run.Since()
+	m2 := s.procs.mark()
+	cancel()
+	res := run.Wait()
+	r.Steady = window(res, t0, t1, m0.to(m1))
+	r.During = window(res, t1, t2, m1.to(m2))
+	r.CmdCPUsec = cmdCPU.Seconds()
+	r.ErrText = errText(res)
+	for _, f := range res.Failures() {
+		r.Failures = append(r.Failures, Failure{T: time.Duration(f.Start).Seconds(), Kind: f.Kind.String(), KeepAlive: f.KeepAlive, Reused: f.Reused})
+	}
+	countFailures(r.Events, r.Failures)
+	if in.logFile != "" {
+		attachSockdLog(in.logFile, run.StartTime(), r.Events)
+	}
+	return r, err
 }
 
 // ---- latency over time across reloads (the plot) ----
@@ -546,22 +661,57 @@ func (s *Suite) footprint() error {
 // ---- (7) scale ----
 
 func (s *Suite) scale() error {
-	for _, n := range s.P.ScaleSizes {
+	isGo := func(p *peer) bool { return p.name == "sockd-go" }
+	has := func(xs []int, n int) bool {
+		for _, x := range xs {
+			if x == n {
+				return true
+			}
+		}
+		return false
+	}
+	var sizes []int
+	for _, n := range append(append([]int{}, s.P.ScaleSizes...), s.P.ScaleSizesGo...) {
+		if !has(sizes, n) {
+			sizes = append(sizes, n)
+		}
+	}
+	sort.Ints(sizes)
+	for _, n := range sizes {
 		for _, p := range s.selected(s.P.ScalePeers...) {
-			if s.ctx.Err() != nil {
-				return s.ctx.Err()
+			if !has(s.P.ScaleSizes, n) && !(isGo(p) && has(s.P.ScaleSizesGo, n)) {
+				continue
 			}
-			t0 := time.Now()
-			in, err := p.start(s, n)
-			r := ScaleRun{Peer: p.name, Workers: n, ReadyMS: ms(time.Since(t0))}
-			if err != nil {
-				r.Err = err.Error()
-				s.warnf("scale %s %d: %v", p.name, n, err)
-			} else {
-				in.stop()
+			runs := 1
+			if isGo(p) && s.P.ScaleRunsGo > 1 {
+				runs = s.P.ScaleRunsGo
 			}
-			s.res.Scale = append(s.res.Scale, r)
-			s.logf("scale %-14s %3d workers ready in %6.0f ms", p.name, n, r.ReadyMS)
+			for i := 0; i < runs; i++ {
+				if s.ctx.Err() != nil {
+					return s.ctx.Err()
+				}
+				t0 := time.Now()
+				in, err := p.start(s, n)
+				r := ScaleRun{Peer: p.name, Workers: n, ReadyMS: ms(time.Since(t0))}
+				if err != nil {
+					r.Err = err.Error()
+					s.warnf("scale %s %d: %v", p.name, n, err)
+				} else {
+					// sockd's own figure means "every worker ready" only
+					// for workers that send READY=1 (not the Node app's
+					// --ready after:300ms, which may pass before it listens).
+					if in.logFile != "" && p.app != "node" {
+						r.LogMS = poolReadySeconds(in.logFile) * 1000
+					}
+					in.stop()
+				}
+				s.res.Scale = append(s.res.Scale, r)
+				if r.LogMS > 0 {
+					s.logf("scale %-14s %3d workers ready in %6.0f ms (sockd's pool_ready: %.1f ms)", p.name, n, r.ReadyMS, r.LogMS)
+				} else {
+					s.logf("scale %-14s %3d workers ready in %6.0f ms", p.name, n, r.ReadyMS)
+				}
+			}
 		}
 	}
 	return nil

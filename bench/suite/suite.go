@@ -47,6 +47,16 @@ type Params struct {
 	ReloadsSockdGo int           // for the sockd Go demo peers
 	ReloadBudget   time.Duration // per peer: stop reloading after this long
 
+	// reloadtput: a closed-loop load of TputClients; per peer and round a
+	// steady window of TputWindow, then one as long with TputReloads
+	// reloads spread evenly; TputRounds rounds, peers alternated.
+	TputPeers   []string // nil: every peer the reload scenario covers
+	TputClients int
+	TputWarm    time.Duration
+	TputWindow  time.Duration
+	TputReloads int
+	TputRounds  int
+
 	TimelinePeers  []string
 	TimelineLength time.Duration
 	TimelineEvery  time.Duration
@@ -56,8 +66,10 @@ type Params struct {
 
 	IdleSeconds time.Duration
 
-	ScaleSizes []int
-	ScalePeers []string
+	ScaleSizes   []int // every scale peer
+	ScaleSizesGo []int // sockd-go also (it takes milliseconds)
+	ScaleRunsGo  int   // runs of sockd-go per size (the others: one)
+	ScalePeers   []string
 }
 
 func paramsFor(m Mode) Params {
@@ -65,25 +77,37 @@ func paramsFor(m Mode) Params {
 	case Tiny:
 		return Params{Workers: 2, OverheadRounds: 1, PairRounds: 1, OverheadRun: 700 * time.Millisecond, OverheadWarm: 200 * time.Millisecond, OverheadClients: 4,
 			ReloadRate: 300, ReloadClients: 4, ReloadSteady: 500 * time.Millisecond, Reloads: 3, ReloadsSockdGo: 3, ReloadBudget: 10 * time.Second,
+			TputPeers: []string{"sockd-go", "sockd-go-rp"}, TputClients: 4, TputWarm: 200 * time.Millisecond, TputWindow: time.Second, TputReloads: 2, TputRounds: 1,
 			TimelinePeers: []string{"sockd-go"}, TimelineLength: 2 * time.Second, TimelineEvery: time.Second,
 			CrashWorkers: 2, CrashRate: 200, IdleSeconds: time.Second, ScaleSizes: []int{1, 4}, ScalePeers: []string{"sockd-go"}}
 	case Quick:
 		return Params{Workers: 2, OverheadRounds: 3, PairRounds: 3, OverheadRun: 700 * time.Millisecond, OverheadWarm: 200 * time.Millisecond, OverheadClients: 16,
 			ReloadRate: 1000, ReloadClients: 16, ReloadSteady: time.Second, Reloads: 5, ReloadsSockdGo: 20, ReloadBudget: 15 * time.Second,
+			TputPeers: []string{"sockd-go", "pm2"}, TputClients: 16, TputWarm: 500 * time.Millisecond, TputWindow: 4 * time.Second, TputReloads: 3, TputRounds: 1,
 			TimelinePeers: []string{"sockd-node", "pm2", "sockd-python", "gunicorn"}, TimelineLength: 4 * time.Second, TimelineEvery: 1500 * time.Millisecond,
-			CrashWorkers: 2, CrashRate: 500, IdleSeconds: 5 * time.Second, ScaleSizes: []int{1, 8},
+			CrashWorkers: 2, CrashRate: 500, IdleSeconds: 5 * time.Second, ScaleSizes: []int{1, 8}, ScaleSizesGo: []int{4, 16}, ScaleRunsGo: 3,
 			ScalePeers: []string{"sockd-go", "sockd-node", "pm2", "cluster-rr", "sockd-python", "gunicorn", "nginx"}}
 	default:
-		return Params{Workers: 2, OverheadRounds: 3, PairRounds: 5, OverheadRun: 3 * time.Second, OverheadWarm: 500 * time.Millisecond, OverheadClients: 16,
-			ReloadRate: 1000, ReloadClients: 16, ReloadSteady: 2 * time.Second, Reloads: 100, ReloadsSockdGo: 1000, ReloadBudget: 120 * time.Second,
-			TimelinePeers: []string{"sockd-node", "pm2", "sockd-python", "gunicorn"}, TimelineLength: 15 * time.Second, TimelineEvery: 1500 * time.Millisecond,
-			CrashWorkers: 4, CrashRate: 500, IdleSeconds: 60 * time.Second, ScaleSizes: []int{1, 8, 64},
+		// Budget (2 cores, about 14 minutes in all, from the scenario times
+		// of the last full run): overhead ~145 s (54 runs × ~2.7 s), reload
+		// ~230 s, reloadtput ~280 s (9 peers × 2 rounds × ~15 s), timeline
+		// ~42 s, crash ~42 s, footprint ~64 s, scale ~25 s. To make
+		// room for reloadtput, overhead runs are 2 s (were 3 s) with 4
+		// sockd/direct rounds (were 5), the reload runs' steady part is 1 s
+		// (was 2 s) and the timelines 10 s (were 15 s). reloadtput itself
+		// does issue 5's 10 reloads in 14 s per peer as 2 rounds of 5
+		// reloads in 7 s (same cadence: one reload every 1.4 s).
+		return Params{Workers: 2, OverheadRounds: 3, PairRounds: 4, OverheadRun: 2 * time.Second, OverheadWarm: 500 * time.Millisecond, OverheadClients: 16,
+			ReloadRate: 1000, ReloadClients: 16, ReloadSteady: time.Second, Reloads: 100, ReloadsSockdGo: 1000, ReloadBudget: 120 * time.Second,
+			TputClients: 16, TputWarm: 500 * time.Millisecond, TputWindow: 7 * time.Second, TputReloads: 5, TputRounds: 2,
+			TimelinePeers: []string{"sockd-node", "pm2", "sockd-python", "gunicorn"}, TimelineLength: 10 * time.Second, TimelineEvery: 1500 * time.Millisecond,
+			CrashWorkers: 4, CrashRate: 500, IdleSeconds: 60 * time.Second, ScaleSizes: []int{1, 8, 64}, ScaleSizesGo: []int{4, 16}, ScaleRunsGo: 3,
 			ScalePeers: []string{"sockd-go", "sockd-node", "pm2", "cluster-rr", "sockd-python", "gunicorn", "nginx"}}
 	}
 }
 
 // Scenarios, in the order they run.
-var Scenarios = []string{"overhead", "reload", "timeline", "crash", "footprint", "scale"}
+var Scenarios = []string{"overhead", "reload", "reloadtput", "timeline", "crash", "footprint", "scale"}
 
 // Config is what to run.
 type Config struct {
@@ -151,6 +175,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			err = s.overhead()
 		case "reload":
 			err = s.reloads()
+		case "reloadtput":
+			err = s.reloadTputs()
 		case "timeline":
 			err = s.timelines()
 		case "crash":

@@ -194,12 +194,13 @@ func TestInheritEnvErrors(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{map[string]string{"LISTEN_FDS": "x"}, "not a count"},
-		{map[string]string{"LISTEN_FDS": "-1"}, "not a count"},
-		{map[string]string{"LISTEN_FDS": "5000"}, "more than"},
+		{map[string]string{"LISTEN_FDS": "x", "LISTEN_PID": "4242"}, "not a count"},
+		{map[string]string{"LISTEN_FDS": "-1", "LISTEN_PID": "4242"}, "not a count"},
+		{map[string]string{"LISTEN_FDS": "5000", "LISTEN_PID": "4242"}, "more than"},
 		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
-		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "another process"},
-		{map[string]string{"LISTEN_FDS": "2", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
+		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1, this is 4242"},
+		{map[string]string{"LISTEN_FDS": "1"}, "without LISTEN_PID"},
+		{map[string]string{"LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
 	}
 	for _, c := range cases {
 		_, err := activation.Inherit(func(k string) string { return c.env[k] }, 4242)
@@ -210,6 +211,10 @@ func TestInheritEnvErrors(t *testing.T) {
 	_, err := activation.Inherit(func(k string) string { return map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}[k] }, 4242)
 	if !errors.Is(err, activation.ErrNotOurs) {
 		t.Fatalf("LISTEN_PID of another process: %v, want ErrNotOurs", err)
+	}
+	_, err = activation.Inherit(func(k string) string { return map[string]string{"LISTEN_FDS": "1"}[k] }, 4242)
+	if !errors.Is(err, activation.ErrNotOurs) {
+		t.Fatalf("LISTEN_FDS without LISTEN_PID: %v, want ErrNotOurs", err)
 	}
 	set, err := activation.Inherit(func(string) string { return "" }, 4242)
 	if set != nil || err != nil {

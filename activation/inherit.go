@@ -16,9 +16,9 @@ const listenFdsStart = 3
 // descriptors is far below it.
 const MaxInherited = 1024
 
-// ErrNotOurs means LISTEN_PID names another process: the descriptors were
-// meant for someone else and must be left alone.
-var ErrNotOurs = errors.New("LISTEN_PID names another process")
+// ErrNotOurs means LISTEN_PID names another process, or is missing: the
+// descriptors were meant for someone else and must be left alone.
+var ErrNotOurs = errors.New("the sockets are not ours")
 
 // Inherit takes the sockets passed by systemd (or any sd_listen_fds(3)
 // parent) as described by LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, read
@@ -57,14 +57,17 @@ func parseEnv(getenv func(string) string, pid int) (int, []string, error) {
 		return 0, nil, nil
 	}
 	pidVar := getenv("LISTEN_PID")
-	if pidVar != "" {
-		p, err := strconv.Atoi(pidVar)
-		if err != nil || p <= 0 {
-			return 0, nil, fmt.Errorf("LISTEN_PID=%q is not a process id", pidVar)
-		}
-		if p != pid {
-			return 0, nil, fmt.Errorf("LISTEN_PID=%d, this is %d: %w", p, pid, ErrNotOurs)
-		}
+	if pidVar == "" {
+		// sd_listen_fds(3) takes nothing without LISTEN_PID either: the
+		// variables may have leaked from a parent's environment.
+		return 0, nil, fmt.Errorf("LISTEN_FDS=%s without LISTEN_PID: %w", fdsVar, ErrNotOurs)
+	}
+	p, err := strconv.Atoi(pidVar)
+	if err != nil || p <= 0 {
+		return 0, nil, fmt.Errorf("LISTEN_PID=%q is not a process id", pidVar)
+	}
+	if p != pid {
+		return 0, nil, fmt.Errorf("LISTEN_PID=%d, this is %d: %w", p, pid, ErrNotOurs)
 	}
 	n, err := strconv.Atoi(fdsVar)
 	if err != nil || n < 0 {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
 )
@@ -150,5 +152,120 @@ func TestStoppedWorkersGroupGetsTheStopTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took < 700*time.Millisecond {
 		t.Fatalf("the worker's child was killed after %s, before the stop timeout", took)
+	}
+}
+
+// inode is what /proc shows for a descriptor: "socket:[12345]".
+func inode(t *testing.T, fd int) string {
+	t.Helper()
+	target, err := procfs.FDTarget(os.Getpid(), fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+// With --reuseport every slot has its own socket, and whichever worker
+// runs in slot i gets slot i's socket: after a crash, after a reload. So
+// the reuseport group never loses a member and no accept queue is
+// orphaned.
+func TestReuseportSlotKeepsItsSocket(t *testing.T) {
+	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 3 }, "reuseport")
+	h.waitReady()
+	want := map[int]string{}
+	for slot := 0; slot < 3; slot++ {
+		want[slot] = inode(t, h.ls[0].FD(slot))
+		for other := 0; other < slot; other++ {
+			if want[other] == want[slot] {
+				t.Fatalf("slots %d and %d share socket %s", other, slot, want[slot])
+			}
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, w := range h.status().Workers {
+			r := readReport(t, h.dir, w.PID)
+			if got := r.FDs[3]; got != want[w.Slot] {
+				t.Fatalf("%s: worker %d in slot %d has %s at fd 3, want slot %d's socket %s", when, w.PID, w.Slot, got, w.Slot, want[w.Slot])
+			}
+			for fd, target := range r.FDs {
+				if fd != 3 && strings.HasPrefix(target, "socket:") {
+					t.Fatalf("%s: worker %d got more than its slot's socket: %v", when, w.PID, r.FDs)
+				}
+			}
+		}
+	}
+	check("at start")
+	victim := h.status().Workers[1]
+	syscall.Kill(victim.PID, syscall.SIGKILL)
+	waitFor(t, 10*time.Second, "replacement ready", func() bool {
+		s := h.status()
+		return s.Ready == 3 && !contains(pids(s), victim.PID)
+	})
+	check("after a crash")
+	if err := reload(t, h); err != nil {
+		t.Fatal(err)
+	}
+	check("after a reload")
+}
+
+// Every worker exits by itself within the stop timeout: the listener it
+// got was non-blocking (a blocking one leaves Go servers stuck in accept),
+// sockd never made it blocking, and nobody needed SIGKILL.
+func TestWorkersGetNonBlockingListenersAndStopInTime(t *testing.T) {
+	h := startPool(t, "serve", func(o *pool.Options) {
+		o.Workers = 4
+		o.StopTimeout = time.Minute // a SIGKILL would come far too late
+	})
+	h.waitReady()
+	for _, w := range h.status().Workers {
+		if r := readReport(t, h.dir, w.PID); r.Blocked {
+			t.Fatalf("worker %d found its listener blocking at start", w.PID)
+		}
+	}
+	for round := 0; round < 3; round++ {
+		if err := reload(t, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.p.Shutdown(ctx); err != nil {
+		t.Fatalf("workers did not all exit on SIGTERM within 20s (stop timeout 1m): %v", err)
+	}
+	fl, err := unix.FcntlInt(uintptr(h.ls[0].FD(0)), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_NONBLOCK == 0 {
+		t.Fatalf("listener flags %#x (%v): lost O_NONBLOCK", fl, err)
+	}
+}
+
+// A worker of the old generation that ignores SIGTERM keeps the reload
+// from being over (it may still accept) until the stop timeout, when it is
+// killed; then the reload is done and the worker gone.
+func TestReloadWaitsForAnOldWorkerThatIgnoresSIGTERM(t *testing.T) {
+	path, set := modeFile(t, "ignoreterm")
+	h := startPool(t, "", func(o *pool.Options) {
+		withModeFile(path)(o)
+		o.Workers = 1
+		o.StopTimeout = 1500 * time.Millisecond
+	})
+	h.waitReady()
+	old := h.status().Workers[0]
+	set("serve")
+	start := time.Now()
+	if err := reload(t, h); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if procfs.Alive(old.PID) {
+		waitGone(t, []int{old.PID}, 5*time.Second)
+	}
+	if took < 1500*time.Millisecond {
+		t.Fatalf("reload over after %s, while the old worker still held the socket (stop timeout 1.5s)", took)
+	}
+	waitFor(t, 5*time.Second, "the old worker reaped", func() bool { return len(h.status().Workers) == 1 })
+	s := h.status()
+	if s.Generation != 2 || s.LastReload == nil || !s.LastReload.OK {
+		t.Fatalf("after the reload: %+v", s)
 	}
 }

@@ -180,7 +180,9 @@ func TestReloadStormIsCoalesced(t *testing.T) {
 	if most := <-maxGens; most > 2 {
 		t.Fatalf("%d generations alive at once", most)
 	}
-	if s.Generation < 2 || s.Generation > 10 {
+	// The first reload runs, the other nine wait as one; a third one can
+	// only come from requests made after a reload finished.
+	if s.Generation < 2 || s.Generation > 5 {
 		t.Fatalf("10 reload requests ended in generation %d: not coalesced", s.Generation)
 	}
 	t.Logf("10 reload requests became %d reloads", s.Generation-1)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,37 +35,54 @@ func TestMain(m *testing.M) {
 }
 
 // sockdCmd prepares a sockd process.
-func sockdCmd(t *testing.T, env []string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func sockdCmd(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "SOCKDTEST_MAIN=1", "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &lockedWriter{w: &stderr}
-	cmd.Stdout = cmd.Stderr
-	return cmd, &stderr
+	out := &syncBuffer{}
+	cmd.Stderr = out
+	cmd.Stdout = out
+	return cmd, out
 }
 
-type lockedWriter struct {
-	mu chanMutex
-	w  io.Writer
+// syncBuffer collects a process's output while tests read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-type chanMutex struct{ c chan struct{} }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
 
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	if w.mu.c == nil {
-		w.mu.c = make(chan struct{}, 1)
-	}
-	w.mu.c <- struct{}{}
-	defer func() { <-w.mu.c }()
-	return w.w.Write(b)
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // exitCode runs sockd to completion (bounded) and returns its exit code and
 // output.
 func exitCode(t *testing.T, env []string, files []*os.File, args ...string) (int, string) {
 	t.Helper()
-	cmd, out := sockdCmd(t, env, args...)
+	// "LISTEN_PID=self" stands for sockd's own pid, which only the process
+	// itself can know: a shell sets it and execs sockd, as systemd would.
+	self := false
+	var rest []string
+	for _, kv := range env {
+		if kv == "LISTEN_PID=self" {
+			self = true
+		} else {
+			rest = append(rest, kv)
+		}
+	}
+	cmd, out := sockdCmd(t, rest, args...)
+	if self {
+		cmd.Path = "/bin/sh"
+		cmd.Args = append([]string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0]}, args...)
+	}
 	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -83,7 +101,7 @@ func exitCode(t *testing.T, env []string, files []*os.File, args ...string) (int
 
 type daemonProc struct {
 	cmd     *exec.Cmd
-	out     *bytes.Buffer
+	out     *syncBuffer
 	control string
 	t       *testing.T
 }
@@ -99,7 +117,7 @@ func startSockd(t *testing.T, env []string, args ...string) *daemonProc {
 // launch starts a prepared sockd, stops it at the end of the test (by the
 // pid its status names: after an upgrade that is not our child) and waits
 // until it serves.
-func launch(t *testing.T, cmd *exec.Cmd, out *bytes.Buffer, ctl string) *daemonProc {
+func launch(t *testing.T, cmd *exec.Cmd, out *syncBuffer, ctl string) *daemonProc {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -360,12 +378,17 @@ func TestBadInput(t *testing.T) {
 		{"port in use", nil, nil, append([]string{"run", "--listen", "tcp://" + busy.Addr().String()}, ctl...), exitListeners, "address already in use"},
 		{"bad ready rule", nil, nil, append(append([]string{"run"}, listen...), "--ready", "soon"), exitUsage, "want notify or after"},
 		{"bad restart limit", nil, nil, append(append([]string{"run"}, listen...), "--restart-limit", "ten"), exitUsage, "N/DURATION"},
-		{"LISTEN_FDS not a number", []string{"LISTEN_FDS=abc"}, nil, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDS"},
-		{"LISTEN_FDS huge", []string{"LISTEN_FDS=100000"}, nil, append([]string{"run"}, ctl...), exitListeners, "more than"},
-		{"LISTEN_FDNAMES count", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=a:b"}, []*os.File{plain}, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDNAMES has 2 names"},
-		{"inherited fd not a socket", []string{"LISTEN_FDS=1"}, []*os.File{plain}, append([]string{"run"}, ctl...), exitListeners, "not a socket"},
-		{"inherited connected socket", []string{"LISTEN_FDS=1"}, []*os.File{connFile}, append([]string{"run"}, ctl...), exitListeners, "Accept=no"},
+		{"LISTEN_FDS not a number", []string{"LISTEN_FDS=abc", "LISTEN_PID=self"}, nil, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDS"},
+		{"LISTEN_FDS huge", []string{"LISTEN_FDS=100000", "LISTEN_PID=self"}, nil, append([]string{"run"}, ctl...), exitListeners, "more than"},
+		{"LISTEN_FDNAMES count", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=a:b", "LISTEN_PID=self"}, []*os.File{plain}, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDNAMES has 2 names"},
+		{"inherited fd not a socket", []string{"LISTEN_FDS=1", "LISTEN_PID=self"}, []*os.File{plain}, append([]string{"run"}, ctl...), exitListeners, "not a socket"},
+		{"inherited connected socket", []string{"LISTEN_FDS=1", "LISTEN_PID=self"}, []*os.File{connFile}, append([]string{"run"}, ctl...), exitListeners, "Accept=no"},
 		{"LISTEN_PID of another process", []string{"LISTEN_FDS=1", "LISTEN_PID=1"}, []*os.File{plain}, append(append([]string{"run"}, ctl...), "--", "/bin/true"), exitUsage, "no listeners"},
+		{"LISTEN_FDS without LISTEN_PID", []string{"LISTEN_FDS=1"}, []*os.File{plain}, append(append([]string{"run"}, ctl...), "--", "/bin/true"), exitUsage, "no listeners"},
+		{"zero stop timeout", nil, nil, append(append([]string{"run"}, listen...), "--stop-timeout", "0s"), exitUsage, "--stop-timeout 0s: must be positive"},
+		{"negative ready timeout", nil, nil, append(append([]string{"run"}, listen...), "--ready-timeout", "-1s"), exitUsage, "--ready-timeout -1s: must be positive"},
+		{"bad log format", nil, nil, append(append([]string{"run"}, listen...), "--log-format", "xml"), exitUsage, "--log-format"},
+		{"bad log level", nil, nil, append(append([]string{"run"}, listen...), "--log-level", "loud"), exitUsage, "--log-level"},
 		{"crash loop", nil, nil, append(append([]string{"run", "--workers", "2", "--restart-limit", "3/60s"}, listen...), "--", crash), exitWorkers, "restart limit reached"},
 		{"never ready", nil, nil, append(append([]string{"run", "--workers", "1", "--ready-timeout", "200ms", "--restart-limit", "1/60s", "--stop-timeout", "1s"}, listen...), "--", "/bin/sleep", "60"), exitWorkers, "not ready within"},
 		{"status without sockd", nil, nil, append([]string{"status"}, ctl...), exitUnreachable, "cannot reach sockd"},
@@ -426,5 +449,189 @@ func TestTakesInheritedListener(t *testing.T) {
 	}
 	if g := getGen(t, d.url()); g != "1" {
 		t.Fatalf("generation %q", g)
+	}
+}
+
+// Sockets whose LISTEN_PID names another process (or is missing) are not
+// sockd's: it says so and goes on with its own --listen sockets.
+func TestForeignInheritedSocketsIgnoredWithAWarning(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, _ := l.(*net.TCPListener).File()
+	defer f.Close()
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, []string{"LISTEN_FDS=1", "LISTEN_PID=1", "LISTEN_FDNAMES=web"},
+		"run", "--control", ctl, "--workers", "1", "--listen", "own=tcp://127.0.0.1:0")
+	cmd.ExtraFiles = []*os.File{f}
+	d := launch(t, cmd, out, ctl)
+	s := d.mustStatus()
+	if len(s.Listeners) != 1 || s.Listeners[0].Name != "own" || s.Listeners[0].Inherited {
+		t.Fatalf("listeners: %+v", s.Listeners)
+	}
+	if !strings.Contains(out.String(), "ignoring inherited sockets") || !strings.Contains(out.String(), "LISTEN_PID=1") {
+		t.Fatalf("no warning about the foreign sockets:\n%s", out)
+	}
+	if g := getGen(t, d.url()); g != "1" {
+		t.Fatalf("generation %q", g)
+	}
+}
+
+// A second sockd on the same control socket fails before it binds
+// anything: no unix socket file of its own is left behind, and the first
+// sockd's control socket still answers.
+func TestSecondSockdOnTheSameControlSocketLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	sock := filepath.Join(dir, "app.sock")
+	code, out := exitCode(t, nil, nil, "run", "--control", d.control, "--listen", "unix://"+sock, "--", "/bin/true")
+	if code != exitListeners || !strings.Contains(out, "in use by another sockd") {
+		t.Fatalf("second sockd: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("the failed sockd left %s behind: %v", sock, err)
+	}
+	if s := d.mustStatus(); s.State != pool.StateRunning {
+		t.Fatalf("first sockd: %+v", s)
+	}
+}
+
+// help, version and --help on every command: text on stdout, exit 0.
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"version"}, {"run", "--help"}, {"status", "--help"},
+		{"reload", "--help"}, {"upgrade", "--help"}} {
+		var stdout, stderr bytes.Buffer
+		code := sockd(args, &stdout, &stderr)
+		want := "Usage"
+		if args[0] == "version" {
+			want = "sockd "
+		}
+		if code != exitOK || !strings.Contains(stdout.String()+stderr.String(), want) {
+			t.Errorf("sockd %v: exit %d, stdout %q, stderr %q", args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// --log-format json: every line sockd writes to stderr is a JSON object.
+func TestJSONLogs(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0", "--log-format", "json", "--log-level", "debug",
+		"--", "/bin/sh", "-c", `exec "$0" demo-worker 2>/dev/null`, os.Args[0])
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	n, debug := 0, false
+	for _, line := range strings.Split(strings.TrimSpace(d.out.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		if m["@level"] == "debug" {
+			debug = true
+		}
+		n++
+	}
+	if n < 5 || !debug {
+		t.Fatalf("%d JSON lines, debug lines: %v\n%s", n, debug, d.out)
+	}
+}
+
+// 10 SIGHUPs within 100 ms: never more than two generations alive, and
+// the pool ends in one generation, newer than the first.
+func TestSIGHUPStormIsCoalesced(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	stop := make(chan struct{})
+	most := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				most <- n
+				return
+			default:
+			}
+			if s, err := d.status(); err == nil {
+				gens := map[int]bool{}
+				for _, w := range s.Workers {
+					if procfs.Alive(w.PID) {
+						gens[w.Generation] = true
+					}
+				}
+				n = max(n, len(gens))
+			}
+		}
+	}()
+	for i := 0; i < 10; i++ {
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		syscall.Nanosleep(&syscall.Timespec{Nsec: 10e6}, nil)
+	}
+	var s pool.Status
+	waitFor(t, 30*time.Second, "one generation again", func() bool {
+		var err error
+		s, err = d.status()
+		return err == nil && s.State == pool.StateRunning && s.Reload == nil && len(s.Workers) == 2 &&
+			s.Workers[0].Generation == s.Workers[1].Generation && s.Generation > 1
+	})
+	close(stop)
+	if n := <-most; n > 2 {
+		t.Fatalf("%d generations alive at once", n)
+	}
+	if s.Generation > 6 {
+		t.Fatalf("10 SIGHUPs made %d reloads: not coalesced", s.Generation-1)
+	}
+	t.Logf("10 SIGHUPs in 100 ms: %d reloads", s.Generation-1)
+}
+
+// A deploy whose workers never become ready: `reload --wait` fails with the
+// reason once --reload-timeout passes, the old generation keeps serving and
+// `sockd status` says why.
+func TestNeverReadyReloadRollsBack(t *testing.T) {
+	mode := filepath.Join(t.TempDir(), "mode")
+	os.WriteFile(mode, []byte("ok\n"), 0o644)
+	script := `if grep -q hang "$MODE"; then exec sleep 60; fi; exec "$0" demo-worker`
+	d := startSockd(t, []string{"MODE=" + mode}, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--reload-timeout", "1s",
+		"--", "/bin/sh", "-c", script, os.Args[0])
+	url := d.url()
+	os.WriteFile(mode, []byte("hang\n"), 0o644)
+	var stderr bytes.Buffer
+	code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, &stderr)
+	if code != exitFailed || !strings.Contains(stderr.String(), "not every worker was ready within 1s") {
+		t.Fatalf("reload --wait of a never-ready deploy: exit %d, %q", code, stderr.String())
+	}
+	if g := getGen(t, url); g != "1" {
+		t.Fatalf("after the failed reload generation %q serves, want 1", g)
+	}
+	s := d.mustStatus()
+	if s.LastReload == nil || s.LastReload.OK || !strings.Contains(s.LastReload.Error, "ready within") || !strings.Contains(s.Summary, "last reload failed") {
+		t.Fatalf("status does not say why the reload failed: %+v %+v", s.Summary, s.LastReload)
+	}
+	var text bytes.Buffer
+	sockd([]string{"status", "--control", d.control}, &text, io.Discard)
+	if !strings.Contains(text.String(), "ready within") {
+		t.Fatalf("sockd status text does not say why:\n%s", text.String())
+	}
+}
+
+// Workers that report SOCKD_REQUESTS= have their counts in sockd status.
+func TestStatusShowsWorkersRequestCounts(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	url := d.url()
+	for i := 0; i < 20; i++ {
+		getGen(t, url)
+	}
+	waitFor(t, 10*time.Second, "20 requests counted in status", func() bool {
+		var sum int64
+		for _, w := range d.mustStatus().Workers {
+			if w.Requests != nil {
+				sum += *w.Requests
+			}
+		}
+		return sum >= 20
+	})
+	var text bytes.Buffer
+	sockd([]string{"status", "--control", d.control}, &text, io.Discard)
+	if !strings.Contains(text.String(), "REQUESTS") {
+		t.Fatalf("status text has no REQUESTS column:\n%s", text.String())
 	}
 }

@@ -94,8 +94,12 @@ func (c *runConfig) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"ready-timeout", c.readyTimeout}, {"stop-timeout", c.stopTimeout}, {"reload-timeout", c.reloadTimeout}, {"worker-watchdog", c.watchdog}} {
-		if d.v < 0 {
+		min  time.Duration
+	}{{"ready-timeout", c.readyTimeout, 1}, {"stop-timeout", c.stopTimeout, 1}, {"reload-timeout", c.reloadTimeout, 0}, {"worker-watchdog", c.watchdog, 0}} {
+		if d.v < d.min {
+			if d.min > 0 {
+				return usagef("--%s %s: must be positive", d.name, d.v)
+			}
 			return usagef("--%s %s: must not be negative", d.name, d.v)
 		}
 	}
@@ -154,8 +158,16 @@ func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
 		d.sd.set(false)
 		log.Info("took the sockets from the old sockd", "event", "upgrade_accept", "listeners", len(d.ls), "generation", first)
 	} else {
+		// The control socket first: a second sockd on the same one must
+		// fail before it binds anything (and leaves unix socket files).
+		if d.ctl, err = control.Listen(ctlPath); err != nil {
+			return exitListeners, err
+		}
 		var usage usageError
 		d.ls, err = acquireListeners(specs, c, log)
+		if err != nil {
+			d.ctl.Close() // and unlinks it
+		}
 		if errors.As(err, &usage) {
 			return exitUsage, err
 		}
@@ -269,17 +281,17 @@ func (d *daemon) supervise(opts pool.Options) (int, error) {
 			}
 		}()
 	}
+	d.ctl.SetUnlinkOnClose(false) // removed below, by the sockd in charge
 	p, err := pool.New(opts)
 	if err != nil {
-		return exitUsage, err
+		d.ctl.Close()
+		if d.child == nil {
+			os.Remove(d.ctlPath)
+			d.ls.Remove()
+		}
+		return exitFailed, err
 	}
 	d.pool = p
-	if d.ctl == nil {
-		if d.ctl, err = control.Listen(d.ctlPath); err != nil {
-			return exitListeners, err
-		}
-	}
-	d.ctl.SetUnlinkOnClose(false) // removed below unless handed on
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ctlCtx, stopControl := context.WithCancel(ctx)

@@ -269,3 +269,31 @@ func TestReloadWaitsForAnOldWorkerThatIgnoresSIGTERM(t *testing.T) {
 		t.Fatalf("after the reload: %+v", s)
 	}
 }
+
+// Healthy, which gates sockd's WATCHDOG=1 to systemd, holds only while a
+// worker of the serving generation is ready: not while every worker is
+// down and restarting, not once the pool stops.
+func TestHealthyOnlyWithAReadyWorker(t *testing.T) {
+	path, set := modeFile(t, "serve")
+	h := startPool(t, "", func(o *pool.Options) {
+		withModeFile(path)(o)
+		o.Workers = 1
+		o.BackoffMin = 300 * time.Millisecond
+	})
+	h.waitReady()
+	healthy := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h.p.Healthy(ctx)
+	}
+	if !healthy() {
+		t.Fatal("not healthy with its worker ready")
+	}
+	set("crash")
+	syscall.Kill(h.status().Workers[0].PID, syscall.SIGKILL)
+	waitFor(t, 10*time.Second, "unhealthy while the only worker crash-loops", func() bool { return !healthy() })
+	set("serve")
+	waitFor(t, 20*time.Second, "healthy again once a worker is ready", healthy)
+	h.p.Stop()
+	waitFor(t, 20*time.Second, "unhealthy once stopping", func() bool { return !healthy() })
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -357,12 +358,26 @@ func TestNotifyFromForeignProcessIgnored(t *testing.T) {
 	h := startPool(t, "noready", func(o *pool.Options) { o.NotifySocket = addr; o.Workers = 1 })
 	waitFor(t, 10*time.Second, "worker started", func() bool { return len(h.status().Workers) == 1 })
 	w := h.status().Workers[0]
-	// Forged READY=1 from this test process, garbage, an oversized message
-	// and a descriptor: all dropped.
-	for _, msg := range []string{"READY=1", "garbage\x00\xff", "", strings.Repeat("X=1\n", 2000), "=1", "STOPPING=1"} {
-		if err := sendAs(0, addr, msg, msg == "STOPPING=1"); err != nil {
-			t.Fatal(err)
+	// A process that is not a worker: its READY=1 and STOPPING=1, garbage,
+	// an oversized message, a descriptor, and a forged exit mark (sockd's
+	// own, from the wrong sender): all dropped.
+	stranger := exec.Command("sleep", "60")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stranger.Process.Kill(); stranger.Wait() }()
+	for _, msg := range []string{"READY=1", "STOPPING=1", "garbage\x00\xff", "", strings.Repeat("X=1\n", 2000), "=1",
+		fmt.Sprintf("SOCKD_MARK=%d", w.PID)} {
+		if err := sendAs(stranger.Process.Pid, addr, msg, false); err != nil {
+			t.Fatalf("forging a stranger's credentials needs root: %v", err)
 		}
+	}
+	if err := sendAs(stranger.Process.Pid, addr, "READY=1", true); err != nil {
+		t.Fatal(err)
+	}
+	// The exit mark is honoured only for a worker that really exited.
+	if err := sendAs(0, addr, fmt.Sprintf("SOCKD_MARK=%d", w.PID), false); err != nil {
+		t.Fatal(err)
 	}
 	// Datagrams are read in order: once a marker from the worker's pid
 	// shows, every message before it has been judged.

@@ -51,4 +51,12 @@ func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
 	if n := sb.prop(t, "selfbound.service", "NFileDescriptorStore"); n != "2" {
 		t.Fatalf("NFileDescriptorStore=%s after restart: stored twice or lost", n)
 	}
+	// systemd 252 keeps the fd store across `systemctl restart` too (it
+	// drops it on stop): the same sockets again.
+	sb.MustRun(t, "systemctl", "restart", "selfbound.service")
+	again := sb.waitServing(t, ctl, 1, 2)
+	got = []string{inode(again.PID, again.Listeners[0].SockdFDs[0]), inode(again.PID, again.Listeners[0].SockdFDs[1])}
+	if again.PID == after.PID || strings.Join(got, " ") != strings.Join(before, " ") {
+		t.Fatalf("after systemctl restart: pid %d, sockets %v; before %v", again.PID, got, before)
+	}
 }

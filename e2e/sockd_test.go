@@ -64,8 +64,9 @@ func TestSockdSocketActivation(t *testing.T) {
 		t.Errorf("MainPID %d runs %q, want /usr/local/bin/sockd", mainPID, exe)
 	}
 	// sockd and every worker in the service's cgroup, nothing else; the
-	// workers are sockd's children; all run as the dynamic user "sockd".
-	want := append([]int{mainPID}, workers...)
+	// workers are sockd's children, and so is its guard; all run as the
+	// dynamic user "sockd".
+	want := append([]int{mainPID, st.GuardPID}, workers...)
 	slices.Sort(want)
 	if got := sb.cgroupPIDs(t, "sockd.service", p["ControlGroup"]); !slices.Equal(got, want) {
 		t.Errorf("cgroup %s holds %v, want sockd and its workers %v", p["ControlGroup"], got, want)
@@ -414,23 +415,23 @@ func TestSockdKill9(t *testing.T) {
 	sb.once(t, addr)
 	st := sb.waitServing(t, "", 1, 3)
 	oldMain := st.PID
-	old := sb.procs(t, append([]int{oldMain}, workerPIDs(st)...)...)
-	if len(old) != 4 {
-		t.Fatalf("/proc of sockd and its workers: %+v", old)
+	old := sb.procs(t, append([]int{oldMain, st.GuardPID}, workerPIDs(st)...)...)
+	if len(old) != 5 {
+		t.Fatalf("/proc of sockd, its guard and its workers: %+v", old)
 	}
 	const clients = 5
 	l := sb.startLoad(t, "-addr", addr, "-keepalive", "2", "-fresh", "2", "-sporadic", "1", "-pause", "1ms", "-slow", "200ms")
 
 	sb.MustRun(t, "kill", "-KILL", strconv.Itoa(oldMain))
 	killed := time.Now()
-	// No worker outlives sockd: each is gone from /proc, or a zombie, or its
-	// pid belongs to a newer process.
+	// No worker outlives sockd, nor does its guard: each is gone from
+	// /proc, or a zombie, or its pid belongs to a newer process.
 	WaitFor(t, 5*time.Second, func() (bool, string) {
 		alive := sb.running(t, old)
 		return len(alive) == 0, fmt.Sprintf("still running: %+v", alive)
 	})
 	dead := time.Now()
-	t.Logf("sockd and its workers gone %v after kill -9", dead.Sub(killed).Round(time.Millisecond))
+	t.Logf("sockd, its guard and its workers gone %v after kill -9", dead.Sub(killed).Round(time.Millisecond))
 	// New connections now, while no sockd runs (systemd waits RestartSec=1s):
 	// they must wait in the socket's queue and be answered after the restart.
 	type probe struct {
@@ -456,10 +457,10 @@ func TestSockdKill9(t *testing.T) {
 	if nr := sb.prop(t, "sockd.service", "NRestarts"); nr != "1" || st.PID != newMain {
 		t.Errorf("NRestarts %s (want 1), sockd status pid %d (want MainPID %d)", nr, st.PID, newMain)
 	}
-	want := append([]int{newMain}, workerPIDs(st)...)
+	want := append([]int{newMain, st.GuardPID}, workerPIDs(st)...)
 	slices.Sort(want)
 	if got := sb.cgroupPIDs(t, "sockd.service", ""); !slices.Equal(got, want) {
-		t.Errorf("cgroup holds %v after the restart, want only the new sockd and its workers %v", got, want)
+		t.Errorf("cgroup holds %v after the restart, want only the new sockd, its guard and its workers %v", got, want)
 	}
 	for i := 0; i < cap(probes); i++ {
 		p := <-probes

@@ -146,6 +146,7 @@ type Options struct {
 type Guard interface {
 	Add(pgid int) error
 	Remove(pgid int) error
+	PID() int
 }
 
 // withDefaults validates o and fills in the defaults.

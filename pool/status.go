@@ -38,6 +38,9 @@ type Status struct {
 	LastReload *ReloadResult    `json:"last_reload,omitempty"`
 	Workers    []WorkerStatus   `json:"workers"`
 	Listeners  []ListenerStatus `json:"listeners"`
+	// GuardPID is the guard process that kills the workers' process
+	// groups should sockd die (0: none).
+	GuardPID int `json:"guard_pid,omitempty"`
 }
 
 // WorkerStatus describes one live worker process.
@@ -89,6 +92,9 @@ func (p *Pool) status() Status {
 		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.current.num,
 		Size: p.opts.Workers, Ready: countReady(st.current), Restarts: st.restarts,
 		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
+	}
+	if g := p.opts.Guard; g != nil {
+		s.GuardPID = g.PID()
 	}
 	if st.reload != nil {
 		s.Reload = &ReloadProgress{Generation: st.next.num, StartedAt: st.reload.started, Ready: countReady(st.next), Queued: st.queued != nil}

@@ -82,7 +82,11 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		return fmt.Errorf("bad status from sockd: %w", err)
 	}
 	fmt.Fprintf(w, "sockd pid %d: %s\n  %s\n", s.PID, s.State, s.Summary)
-	fmt.Fprintf(w, "  up since %s, ready rule %s\n\n", s.StartedAt.Format(time.RFC3339), s.ReadyRule)
+	fmt.Fprintf(w, "  up since %s, ready rule %s", s.StartedAt.Format(time.RFC3339), s.ReadyRule)
+	if s.GuardPID != 0 {
+		fmt.Fprintf(w, ", guard pid %d", s.GuardPID)
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LISTENER\tNETWORK\tADDRESS\tFD\tSOCKETS")
 	for _, l := range s.Listeners {

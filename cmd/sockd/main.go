@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/demo"
 	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/pool"
@@ -37,6 +38,7 @@ Run 'sockd COMMAND --help' for the flags of a command.
 func main() {
 	pool.Trampoline()
 	guard.Main()
+	handoff.MainPIDHelper()
 	// sockd allocates little and lives long: with Go's default GOGC=100 the
 	// heap may grow to its 4 MB minimum goal between collections, which
 	// shows as RSS after many reloads. 25 lowers that floor to 1 MB for a

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
@@ -28,6 +29,7 @@ import (
 func TestMain(m *testing.M) {
 	pool.Trampoline()
 	guard.Main()
+	handoff.MainPIDHelper()
 	if os.Getenv("SOCKDTEST_MAIN") == "1" {
 		os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
 	}

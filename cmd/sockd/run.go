@@ -370,7 +370,24 @@ func (d *daemon) takeOver(ctx, ctlCtx context.Context, served chan struct{}) {
 		d.sd.Notify("READY=1\nSTATUS=" + s.Summary)
 	}
 	d.log.Info("upgrade: this sockd is in charge now", "event", "upgrade_done", "pid", os.Getpid())
+	go d.adoptMainPID(ctx)
 	d.serveControl(ctlCtx, served)
+}
+
+// adoptMainPID makes this sockd systemd's own child once the old sockd is
+// gone (see handoff.AdoptMainPID): otherwise systemd cannot see it exit and
+// `systemctl stop` would SIGKILL the service instead of letting it drain.
+func (d *daemon) adoptMainPID(ctx context.Context) {
+	err := handoff.AdoptMainPID(ctx, func(helper int) {
+		d.sd.lastWord(fmt.Sprintf("MAINPID=%d", helper))
+	}, func() { d.sd.set(true) })
+	if err != nil {
+		d.log.Warn("upgrade: systemd may not see this sockd exit; a stop may SIGKILL it", "event", "upgrade_mainpid", "error", err)
+		return
+	}
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		d.log.Info("upgrade: systemd's main pid and child again", "event", "upgrade_mainpid", "ppid", os.Getppid())
+	}
 }
 
 func (d *daemon) onSignal(sig syscall.Signal) {
@@ -449,8 +466,9 @@ func (d *daemon) handOn(ctx context.Context) error {
 	if err := u.WaitReady(rctx); err != nil {
 		return err
 	}
-	d.sd.Notify(fmt.Sprintf("MAINPID=%d\nSTATUS=handed over to pid %d", u.PID(), u.PID()))
-	d.sd.set(false) // not the main pid any more
+	// Not the main pid any more: nothing more to systemd (no watchdog ping
+	// may slip in between).
+	d.sd.lastWord(fmt.Sprintf("MAINPID=%d\nSTATUS=handed over to pid %d", u.PID(), u.PID()))
 	if err := u.Commit(); err != nil {
 		// The new sockd died between ready and commit. Take the main pid
 		// back; under NotifyAccess=main systemd may refuse that, since it
@@ -477,6 +495,17 @@ func (n *notifier) set(on bool) {
 	n.mu.Lock()
 	n.on = on
 	n.mu.Unlock()
+}
+
+// lastWord sends state and turns the notifier off, with nothing sent in
+// between.
+func (n *notifier) lastWord(state string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.on {
+		sddaemon.SdNotify(false, state)
+	}
+	n.on = false
 }
 
 func (n *notifier) Notify(state string) {

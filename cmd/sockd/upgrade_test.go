@@ -143,6 +143,7 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 			oldFDs = fds
 		}
 	}
+	oldTargets := fdTargets(before.PID, oldFDs)
 	oldSockets := socketInodes(t, before.PID)
 	oldLeaks := withoutCloexec(t, before.PID)
 	// The listener (one socket, or one per slot) and the control socket.
@@ -193,11 +194,20 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 			t.Errorf("new sockd holds a descriptor without close-on-exec: %s", l)
 		}
 	}
-	var newFDs []int
-	waitFor(t, 5*time.Second, "the new sockd's fd count to match the old one's", func() bool {
-		newFDs, _ = procfs.FDs(after.PID)
-		return len(newFDs) == len(oldFDs)
-	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		newFDs, _ := procfs.FDs(after.PID)
+		// No more than the old one (whose reading may include a passing
+		// control connection); the listening sockets were compared above.
+		if len(newFDs) <= len(oldFDs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new sockd holds %d descriptors, the old one %d:\nnew %v\nold %v", len(newFDs), len(oldFDs),
+				fdTargets(after.PID, newFDs), oldTargets)
+		}
+		<-time.After(5 * time.Millisecond) // polling with a deadline
+	}
 	// And the new sockd reloads and answers as usual.
 	if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
 		t.Fatalf("reload after upgrade: exit %d", code)
@@ -248,6 +258,11 @@ func newFakeSystemd(t *testing.T) *fakeSystemd {
 				for i := range msgs {
 					if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
 						pid = int(cred.Pid)
+					}
+					if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+						for _, fd := range fds { // BARRIER=1: closing it answers
+							unix.Close(fd)
+						}
 					}
 				}
 			}
@@ -322,6 +337,21 @@ func TestUpgradeMovesMainPIDAndWatchdog(t *testing.T) {
 	if st, err := d.cmd.Process.Wait(); err != nil || !st.Success() {
 		t.Fatalf("old sockd: %v %v", st, err)
 	}
+	// Once the old sockd is gone, the new one becomes systemd's child
+	// again: MAINPID= a helper, which says MAINPID= the new sockd, then
+	// BARRIER=1.
+	waitFor(t, 10*time.Second, "the main pid handed to a helper and back", func() bool {
+		helper := 0
+		for _, m := range sd.messages() {
+			if v, ok := strings.CutPrefix(m.text, "MAINPID="); ok && m.pid == newPID {
+				fmt.Sscan(v, &helper)
+			}
+			if helper != 0 && m.pid == helper && m.text == fmt.Sprintf("MAINPID=%d", newPID) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // A new sockd that fails takes nothing of the old one's with it: the
@@ -411,4 +441,13 @@ func TestBrokenUpgradeKeepsOldSockdServing(t *testing.T) {
 	if procfs.Alive(before.PID) != true {
 		t.Fatal("old sockd died")
 	}
+}
+
+func fdTargets(pid int, fds []int) []string {
+	var ts []string
+	for _, fd := range fds {
+		target, _ := procfs.FDTarget(pid, fd)
+		ts = append(ts, fmt.Sprintf("%d:%s", fd, target))
+	}
+	return ts
 }

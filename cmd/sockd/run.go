@@ -263,6 +263,7 @@ type daemon struct {
 	stopControl   context.CancelFunc
 	upgrading     atomic.Bool
 	handedOff     atomic.Bool
+	trim *trimmer
 	// inCharge: this sockd owns the control socket and the unix socket
 	// files (a new sockd only once the old one committed the upgrade), so
 	// it removes them when it exits, unless it handed them on.
@@ -301,7 +302,16 @@ func (d *daemon) supervise(opts pool.Options) (int, error) {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	d.inCharge.Store(d.child == nil)
+	d.trim = newTrimmer()
+	defer d.trim.stop()
 	p.Start()
+	go func() {
+		select {
+		case <-p.Ready():
+			d.trim.soon()
+		case <-p.Done():
+		}
+	}()
 	if d.child != nil {
 		go d.takeOver(ctx, ctlCtx, served)
 	} else {
@@ -415,9 +425,11 @@ func (d *daemon) Reload(ctx context.Context, wait bool) error {
 		return errors.New("an upgrade is running; reload refused")
 	}
 	if wait {
+		defer d.trim.soon()
 		return d.pool.Reload(ctx)
 	}
 	go func() {
+		defer d.trim.soon()
 		if err := d.pool.Reload(context.Background()); err != nil {
 			d.log.Warn("reload did not take effect", "error", err)
 		}

@@ -1,26 +1,34 @@
-// Package demo is the demo HTTP worker: sockd embeds it (as a hidden
-// subcommand) and examples/hello wraps it. It serves the sockets passed by
-// sockd or systemd, answers every request with who served it, and drains
-// carefully on SIGTERM (see package worker).
+// Package demo is the demo HTTP worker that sockd embeds (as a hidden
+// subcommand, the default worker of `sockd run`). It serves the sockets
+// passed by sockd or systemd (LISTEN_FDS), answers every request with who
+// served it, and drains carefully on SIGTERM, like package worker does. It
+// is what examples/hello is, plus a few knobs for tests (HELLO_CONFIG,
+// HELLO_DELAY), written without net/http to keep the sockd binary small
+// (see server.go).
 package demo
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"net/http"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/sockd/sockd/worker"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/sockd/sockd/activation"
 )
+
+// DefaultDrainTimeout bounds the drain; keep it below sockd's stop timeout.
+const DefaultDrainTimeout = 25 * time.Second
 
 // Exit codes of Main.
 const (
@@ -57,23 +65,106 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hello: %v\n", err)
 		return ExitFailed
 	}
-	ls, err := worker.Listeners()
-	if errors.Is(err, worker.ErrNotActivated) {
-		fmt.Fprintln(stderr, "hello: no listening sockets: LISTEN_FDS is not set (run it under sockd or systemd socket activation; it binds no port itself)")
-		return ExitUsage
-	}
+	lns, err := listeners()
 	if err != nil {
 		fmt.Fprintf(stderr, "hello: %v\n", err)
 		return ExitUsage
 	}
 	logger := log.New(stderr, fmt.Sprintf("hello[%d]: ", os.Getpid()), 0)
-	srv := &http.Server{Handler: Handler(cfg.delay), ReadHeaderTimeout: 10 * time.Second}
-	opts := worker.Options{DrainTimeout: cfg.drainTimeout, Logger: logger}
-	if err := worker.ServeHTTP(context.Background(), srv, ls, opts); err != nil {
+	srv := newServer(cfg.delay, envInt("SOCKD_WORKER", 0), envInt("SOCKD_GENERATION", 1), logger)
+	return serve(srv, lns, cfg.drainTimeout, logger)
+}
+
+// serve runs srv until SIGTERM or SIGINT (or a failing accept loop), then
+// drains. It tells sockd READY=1 once it accepts, SOCKD_REQUESTS=n at most
+// once a second, WATCHDOG=1 when WATCHDOG_USEC asks for it, STATUS=draining,
+// and STOPPING=1 first when the drain is its own decision.
+func serve(srv *server, lns []net.Listener, drainTimeout time.Duration, logger *log.Logger) int {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	srv.start(lns)
+	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+	logger.Printf("ready: serving %d listeners", len(lns))
+	report := time.NewTicker(time.Second)
+	defer report.Stop()
+	var ping <-chan time.Time
+	if d, err := sddaemon.SdWatchdogEnabled(false); err == nil && d > 0 {
+		t := time.NewTicker(d / 2)
+		defer t.Stop()
+		ping = t.C
+	}
+	reported := int64(-1)
+	sendCount := func() {
+		if n := srv.requests.Load(); n != reported {
+			reported = n
+			sddaemon.SdNotify(false, "SOCKD_REQUESTS="+strconv.FormatInt(n, 10))
+		}
+	}
+loop:
+	for {
+		select {
+		case sig := <-sigs:
+			logger.Printf("stopping: %v signal received", sig)
+			break loop
+		case err := <-srv.errs:
+			logger.Printf("stopping: %v", err)
+			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+			break loop
+		case <-report.C:
+			sendCount()
+		case <-ping:
+			sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+		}
+	}
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT) // sockd SIGKILLs an overlong drain
+	sddaemon.SdNotify(false, "STATUS=draining")
+	err := srv.drain(time.Now().Add(drainTimeout))
+	sendCount()
+	if err != nil {
 		logger.Print(err)
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// listeners takes the stream sockets passed as LISTEN_FDS (checked
+// against LISTEN_PID), as sockd's own activation package reads them.
+func listeners() ([]net.Listener, error) {
+	set, err := activation.Inherit(os.Getenv, os.Getpid())
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(set) == 0 {
+		return nil, errors.New("no listening sockets: LISTEN_FDS is not set (run it under sockd or systemd socket activation; it binds no port itself)")
+	}
+	var lns []net.Listener
+	for _, l := range set {
+		if strings.HasPrefix(l.Network, "udp") || l.Network == "unixgram" {
+			continue // a datagram socket: nothing for an HTTP server
+		}
+		f := os.NewFile(uintptr(l.FD(0)), l.Name)
+		ln, err := net.FileListener(f) // a duplicate; never makes the socket blocking
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		return nil, errors.New("no stream socket among LISTEN_FDS")
+	}
+	return lns, nil
+}
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n >= 0 {
+		return n
+	}
+	return def
 }
 
 // parseArgs reads the flags, defaulting to HELLO_* from getenv. On -h it
@@ -89,7 +180,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	if cfg.delay, err = envDuration(getenv, "HELLO_DELAY", 0); err != nil {
 		return cfg, err
 	}
-	if cfg.drainTimeout, err = envDuration(getenv, "HELLO_DRAIN_TIMEOUT", worker.DefaultDrainTimeout); err != nil {
+	if cfg.drainTimeout, err = envDuration(getenv, "HELLO_DRAIN_TIMEOUT", DefaultDrainTimeout); err != nil {
 		return cfg, err
 	}
 	fs.DurationVar(&cfg.delay, "delay", cfg.delay, "artificial latency of every request (env HELLO_DELAY)")
@@ -137,30 +228,4 @@ func checkConfig(file string) error {
 		return fmt.Errorf("config %s is broken: refusing to start", file)
 	}
 	return nil
-}
-
-// Handler answers every request with 200 and
-// "hello from pid=<pid> worker=<slot> generation=<gen>\n", in headers
-// X-Sockd-Pid, X-Sockd-Worker and X-Sockd-Generation too, after delay.
-func Handler(delay time.Duration) http.Handler {
-	pid := strconv.Itoa(os.Getpid())
-	slot, gen := strconv.Itoa(worker.Slot()), strconv.Itoa(worker.Generation())
-	body := fmt.Sprintf("hello from pid=%s worker=%s generation=%s\n", pid, slot, gen)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		h := w.Header()
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("X-Sockd-Pid", pid)
-		h.Set("X-Sockd-Worker", slot)
-		h.Set("X-Sockd-Generation", gen)
-		io.WriteString(w, body)
-	})
 }

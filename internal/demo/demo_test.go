@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockd/sockd/worker"
 )
 
 const helperEnv = "DEMO_TEST_HELPER"
@@ -30,13 +29,13 @@ func TestParseArgs(t *testing.T) {
 		want    config
 		wantErr string
 	}{
-		{name: "defaults", want: config{drainTimeout: worker.DefaultDrainTimeout}},
+		{name: "defaults", want: config{drainTimeout: DefaultDrainTimeout}},
 		{name: "flags", args: []string{"--config", "c.conf", "--delay", "5ms", "--drain-timeout", "3s"},
 			want: config{file: "c.conf", delay: 5 * time.Millisecond, drainTimeout: 3 * time.Second}},
 		{name: "env", env: map[string]string{"HELLO_CONFIG": "e.conf", "HELLO_DELAY": "1s", "HELLO_DRAIN_TIMEOUT": "7s"},
 			want: config{file: "e.conf", delay: time.Second, drainTimeout: 7 * time.Second}},
 		{name: "flags override env", args: []string{"-delay=2ms"}, env: map[string]string{"HELLO_DELAY": "1s"},
-			want: config{delay: 2 * time.Millisecond, drainTimeout: worker.DefaultDrainTimeout}},
+			want: config{delay: 2 * time.Millisecond, drainTimeout: DefaultDrainTimeout}},
 		{name: "bad env", env: map[string]string{"HELLO_DELAY": "soon"}, wantErr: "invalid HELLO_DELAY"},
 		{name: "bad flag", args: []string{"--delay", "x"}, wantErr: "invalid value"},
 		{name: "unknown flag", args: []string{"--port", "80"}, wantErr: "not defined"},
@@ -126,5 +125,5 @@ func TestNoListenFDs(t *testing.T) {
 func TestBadListenEnv(t *testing.T) {
 	t.Setenv("LISTEN_FDS", "1")
 	t.Setenv("LISTEN_PID", "1")
-	runMain(t, nil, ExitUsage, "not this process")
+	runMain(t, nil, ExitUsage, "the sockets are not ours")
 }

@@ -263,7 +263,7 @@ type daemon struct {
 	stopControl   context.CancelFunc
 	upgrading     atomic.Bool
 	handedOff     atomic.Bool
-	trim *trimmer
+	trim          *trimmer
 	// inCharge: this sockd owns the control socket and the unix socket
 	// files (a new sockd only once the old one committed the upgrade), so
 	// it removes them when it exits, unless it handed them on.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 const helperEnv = "DEMO_TEST_HELPER"

@@ -69,6 +69,12 @@ func helperWorker() int {
 	case "sleeper": // a wrapper's child: ignores SIGTERM, never ends by itself
 		signal.Ignore(syscall.SIGTERM)
 		select {}
+	case "lingerer": // a wrapper's child: exits 200 ms after SIGTERM
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM)
+		<-sigs
+		<-time.After(200 * time.Millisecond) // a drain that takes a while
+		return 0
 	case "leaveearly": // announces its exit as soon as it is ready
 		sddaemon.SdNotify(false, "READY=1")
 		sddaemon.SdNotify(false, "STOPPING=1")
@@ -77,7 +83,11 @@ func helperWorker() int {
 		// Starts a child in its own process group, as a wrapper script
 		// would, and says its pid.
 		child := exec.Command(os.Args[0])
-		child.Env = []string{"POOL_TEST_WORKER=1", "POOL_TEST_MODE=sleeper", "GORACE=atexit_sleep_ms=0"}
+		childMode := os.Getenv("POOL_TEST_CHILD_MODE")
+		if childMode == "" {
+			childMode = "sleeper"
+		}
+		child.Env = []string{"POOL_TEST_WORKER=1", "POOL_TEST_MODE=" + childMode, "GORACE=atexit_sleep_ms=0"}
 		if err := child.Start(); err != nil {
 			fmt.Fprintf(os.Stderr, "helper: %v\n", err)
 			return 5

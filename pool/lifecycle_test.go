@@ -131,6 +131,27 @@ func TestCrashedWorkersProcessGroupIsKilled(t *testing.T) {
 	})
 }
 
+// A worker's group that empties by itself after the worker exited does
+// not hold the pool up until the stop deadline.
+func TestStoppedWorkersGroupThatEmptiesIsNotWaitedFor(t *testing.T) {
+	h := startPool(t, "forker", func(o *pool.Options) {
+		o.Workers = 1
+		o.StopTimeout = time.Minute
+		o.Env = append(o.Env, "POOL_TEST_CHILD_MODE=lingerer")
+	})
+	h.waitReady()
+	w := h.status().Workers[0]
+	child := childOf(t, h.dir, w.PID) // exits 200 ms after SIGTERM
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.p.Shutdown(ctx); err != nil {
+		t.Fatalf("the pool waited for a process group that had emptied: %v", err)
+	}
+	if procfs.Alive(child) {
+		t.Fatal("the pool stopped while the worker's child still ran")
+	}
+}
+
 // A worker asked to stop leaves the rest of its group until the stop
 // deadline; then it is killed, and the pool is done only after that.
 func TestStoppedWorkersGroupGetsTheStopTimeout(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/notify"
-	"github.com/sockd/sockd/internal/procfs"
 )
 
 // worker is one worker process. Only the loop touches it.
@@ -73,6 +72,7 @@ type (
 	readyTimeout   struct{ w *worker }
 	killTimer      struct{ w *worker }
 	groupKillTimer struct{ pgid int }
+	groupPollTimer struct{}
 	watchdogTimer  struct{ w *worker }
 	restartTimer   struct{ gen, slot int }
 	handoverTimer  struct{}
@@ -133,6 +133,8 @@ func (p *Pool) handle(ev any) {
 		}
 	case groupKillTimer:
 		p.killGroup(ev.pgid)
+	case groupPollTimer:
+		p.pollGroups()
 	case watchdogTimer:
 		p.onWatchdogTimer(ev.w)
 	case restartTimer:
@@ -227,6 +229,9 @@ func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 	}
 	if (w.stopSent || w.leaving) && w.failure == "" && time.Until(w.killAt) > 0 {
 		log.Debug("worker's process group drains on until its stop deadline", "deadline", w.killAt)
+		if len(p.st.lingering) == 0 {
+			p.after(groupPoll, groupPollTimer{})
+		}
 		p.st.lingering[w.pid] = true
 		p.after(time.Until(w.killAt), groupKillTimer{pgid: w.pid})
 		return
@@ -234,6 +239,23 @@ func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 	log.Info("killing what is left of the worker's process group", "event", "worker_group_kill")
 	unix.Kill(-w.pid, unix.SIGKILL)
 	p.guardRemove(w.pid)
+}
+
+// groupPoll is how often lingering process groups are checked for being
+// empty: nothing tells when the last member of a group exits.
+const groupPoll = 20 * time.Millisecond
+
+// pollGroups forgets the lingering groups that emptied.
+func (p *Pool) pollGroups() {
+	for pgid := range p.st.lingering {
+		if unix.Kill(-pgid, 0) == unix.ESRCH {
+			delete(p.st.lingering, pgid)
+			p.guardRemove(pgid)
+		}
+	}
+	if len(p.st.lingering) > 0 {
+		p.after(groupPoll, groupPollTimer{})
+	}
 }
 
 // killGroup ends a lingering process group at its deadline.
@@ -441,7 +463,7 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 }
 
 func (p *Pool) onNotify(m notify.Message) {
-	w := p.sender(m.PID)
+	w := p.sender(m)
 	if w == nil {
 		p.log.Debug("notify message from a process that is not a live worker dropped", "event", "notify_dropped", "sender_pid", m.PID)
 		return
@@ -464,13 +486,14 @@ func (p *Pool) onNotify(m notify.Message) {
 }
 
 // sender finds the worker a message came from: the worker itself or one of
-// its descendants (a server started by a shell script, say).
-func (p *Pool) sender(pid int) *worker {
-	if w := p.st.byPID[pid]; w != nil {
+// its descendants (a server started by a shell script, systemd-notify(1)
+// run by the server), by the ancestry looked up when it arrived.
+func (p *Pool) sender(m notify.Message) *worker {
+	if w := p.st.byPID[m.PID]; w != nil {
 		return w
 	}
-	for _, w := range p.st.byPID {
-		if procfs.IsDescendant(pid, w.pid, 8) {
+	for _, a := range m.Ancestors {
+		if w := p.st.byPID[a]; w != nil {
 			return w
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/notify"
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 // Errors callers can branch on.
@@ -222,6 +223,9 @@ func (p *Pool) receiveNotify() {
 			p.log.Error("notify socket failed", "error", err)
 			return
 		default:
+			// Now, while the sender surely runs (systemd-notify waits on a
+			// BARRIER=1 that is answered only after this is read).
+			m.Ancestors = procfs.Ancestors(m.PID, 8)
 			if !p.post(notifyEvent{msg: m}) {
 				return
 			}

@@ -238,7 +238,8 @@ func (s *Suite) startSockd(app string, reuseport bool, n int) (*instance, error)
 	}
 	switch app {
 	case "node":
-		argv = append(append(argv, "--ready", "after:300ms", "--"), s.appCommand(app)...)
+		// The app says READY=1 through systemd-notify(1) once it listens.
+		argv = append(append(argv, "--"), s.appCommand(app)...)
 	case "python":
 		argv = append(append(argv, "--"), s.appCommand(app)...)
 	}

@@ -196,7 +196,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 		if len(shares) > 0 {
 			w("\nsockd's own share of a reload (trigger → `reload_start`, median) against the whole of it (trigger → old generation gone, median): %s. The rest is the new workers starting and the old ones draining (and, in the runner's figure, its own polling of `/proc` every 2 ms).\n", strings.Join(shares, ", "))
 		}
-		w("\nsockd and PM2 start the new workers and stop the old ones only once the new ones are ready (for the Node app under sockd that is the `--ready after:300ms` rule, since Node cannot send `READY=1`); gunicorn and nginx stop the old workers right away and let the new ones catch up; tableflip hands over as soon as the new process calls `Ready()`.\n\n")
+		w("\nsockd and PM2 start the new workers and stop the old ones only once the new ones are ready (the Node app sends `READY=1` through `systemd-notify --ready` once it listens, since Node cannot send unix datagrams itself); gunicorn and nginx stop the old workers right away and let the new ones catch up; tableflip hands over as soon as the new process calls `Ready()`.\n\n")
 	}
 
 	// ---- balance ----
@@ -251,7 +251,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 			}
 			w("| %s | %s | %.0f | %s | %.0f / %.0f | %.0f / %d |\n", infoOf(c.Peer).label, kills, median(sp), ready, median(sv), maxf(sv), median(fl), total)
 		}
-		w("\nA SIGKILL loses the requests in the killed worker's hands and resets its keep-alive connections under every supervisor; what differs is how fast a replacement serves. For the Node app under sockd, 'listening' comes before sockd calls it ready (after:300ms), and connections are queued on the socket meanwhile.\n\n")
+		w("\nA SIGKILL loses the requests in the killed worker's hands and resets its keep-alive connections under every supervisor; what differs is how fast a replacement serves.\n\n")
 	}
 
 	// ---- footprint ----
@@ -313,7 +313,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 		}
 		sort.Ints(sizes)
 		w("From the start command to every worker ready: sockd's Go demo worker when sockd logs `pool_ready` (every worker sent `READY=1`); the Node and Python apps when every worker has written its pid after it started listening (gunicorn: `post_worker_init`); nginx when its workers exist and the port answers. ")
-		w("ms; the runner polls for readiness every 5 ms. sockd-go ran %d times per size (median shown); every other cell is one run. In parentheses, for sockd with workers that send `READY=1` (Go, Python), its own figure from its `pool_ready` line (`seconds`: from the start of its worker pool, just before the first worker is forked, to the last `READY=1`; without sockd's own start-up before it and the runner's polling). For the Node app sockd's figure is only its `--ready after:300ms` rule, which can pass before Node listens on a busy machine, so the runner's is the one to read. With 64 workers on 2 cores these times depend heavily on what else the machine runs (sockd with 64 Node workers took from 2.3 s to 9 s in our runs).\n\n", max(p.ScaleRunsGo, 1))
+		w("ms; the runner polls for readiness every 5 ms. sockd-go ran %d times per size (median shown); every other cell is one run. In parentheses, sockd's own figure from its `pool_ready` line (`seconds`: from the start of its worker pool, just before the first worker is forked, to the last `READY=1`; without sockd's own start-up before it and the runner's polling); the Node app sends `READY=1` through `systemd-notify --ready`. With 64 workers on 2 cores these times depend heavily on what else the machine runs (sockd with 64 Node workers took from 2.3 s to 9 s in our runs).\n\n", max(p.ScaleRunsGo, 1))
 		w("| peer \\ workers |")
 		for _, n := range sizes {
 			w(" %d |", n)

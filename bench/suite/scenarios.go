@@ -697,10 +697,9 @@ func (s *Suite) scale() error {
 					r.Err = err.Error()
 					s.warnf("scale %s %d: %v", p.name, n, err)
 				} else {
-					// sockd's own figure means "every worker ready" only
-					// for workers that send READY=1 (not the Node app's
-					// --ready after:300ms, which may pass before it listens).
-					if in.logFile != "" && p.app != "node" {
+					// sockd's own figure: every worker sent READY=1 (the
+					// Node app through systemd-notify).
+					if in.logFile != "" {
 						r.LogMS = poolReadySeconds(in.logFile) * 1000
 					}
 					in.stop()

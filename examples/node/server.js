@@ -11,12 +11,15 @@
 // connections that stay idle for IDLE_GRACE_MS, and exits 0 once no
 // connection is open, or 1 at DRAIN_TIMEOUT_MS.
 //
-// Node cannot send unix datagrams, so it sends no READY=1: run it with
-// sockd's `--ready after:DURATION` rule (see README.md).
+// Node cannot send unix datagrams itself, so once every socket accepts it
+// runs systemd-notify(1) --ready, which sends READY=1 to the NOTIFY_SOCKET
+// sockd gave it (sockd accepts notifications from a worker's descendants).
+// Without systemd-notify, run it with sockd's `--ready after:DURATION`.
 'use strict';
 
 const http = require('http');
 const net = require('net');
+const { execFile } = require('child_process');
 
 const LISTEN_FDS_START = 3;
 const pid = process.pid;
@@ -77,7 +80,9 @@ function handle(req, res) {
   req.on('end', () => { res.writeHead(200, headers); res.end(body); });
 }
 
-const servers = listenFDs().map((fd) => {
+const fds = listenFDs();
+let listening = fds.length;
+const servers = fds.map((fd) => {
   const srv = http.createServer(handle);
   srv.on('connection', (socket) => {
     markIdle(socket);
@@ -87,9 +92,19 @@ const servers = listenFDs().map((fd) => {
   // Node calls listen(2) again on the fd, which resets the shared backlog
   // for every worker; ask for the most, which the kernel caps at
   // net.core.somaxconn, the value Go (and so sockd) uses.
-  srv.listen({ fd }, 65535); // for an fd, only the second argument sets it
+  srv.listen({ fd }, 65535, () => { if (--listening === 0) ready(); }); // for an fd, only the second argument sets the backlog
   return srv;
 });
+
+// ready tells sockd READY=1 through systemd-notify, which waits until the
+// message was read (BARRIER=1), so it is still running when sockd checks
+// that it descends from this worker.
+function ready() {
+  if (!process.env.NOTIFY_SOCKET) return;
+  execFile('systemd-notify', ['--ready'], (err) => {
+    if (err) process.stderr.write(`server.js: systemd-notify --ready: ${err.message}\n`);
+  });
+}
 
 // sweep closes the connections idle for the grace period, counted from
 // the later of the drain start and the moment they became idle, unless

@@ -32,6 +32,11 @@ type Message struct {
 	PID, UID, GID int
 	// Fields holds every VAR=VALUE assignment, last one winning.
 	Fields map[string]string
+	// Ancestors are the sender's parent, grandparent, …, as the receiver
+	// looked them up when the datagram arrived: a short-lived sender
+	// (systemd-notify(1) started by a worker) may be gone by the time the
+	// message is judged.
+	Ancestors []int
 }
 
 // Ready reports READY=1.

@@ -38,20 +38,19 @@ func Alive(pid int) bool {
 	return err == nil && state != 'Z' && state != 'X' && state != 'x'
 }
 
-// IsDescendant reports whether pid is ancestor or one of its descendants,
-// walking parent links at most depth steps.
-func IsDescendant(pid, ancestor, depth int) bool {
-	for i := 0; i <= depth && pid > 1; i++ {
-		if pid == ancestor {
-			return true
-		}
+// Ancestors returns pid's parent, grandparent, … up to depth of them,
+// stopping at init or at a process that is gone.
+func Ancestors(pid, depth int) []int {
+	var as []int
+	for i := 0; i < depth && pid > 1; i++ {
 		_, ppid, err := Stat(pid)
-		if err != nil {
-			return false
+		if err != nil || ppid <= 1 {
+			break
 		}
+		as = append(as, ppid)
 		pid = ppid
 	}
-	return false
+	return as
 }
 
 // FDs lists the open descriptors of pid (use os.Getpid() for self).

@@ -47,6 +47,13 @@ function fail(msg) {
 function announce() {
   const f = process.env.BENCH_READY_FILE;
   if (f) fs.appendFileSync(f, `${pid}\n`);
+  // Under sockd: READY=1 through systemd-notify(1), since Node cannot send
+  // unix datagrams itself.
+  if (process.env.NOTIFY_SOCKET) {
+    require('child_process').execFile('systemd-notify', ['--ready'], (err) => {
+      if (err) process.stderr.write(`app.js[${pid}]: systemd-notify --ready: ${err.message}\n`);
+    });
+  }
 }
 
 if (cluster.isPrimary && process.env.BENCH_CLUSTER && !process.env.LISTEN_FDS) {

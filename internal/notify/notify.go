@@ -124,13 +124,6 @@ const MarkField = "SOCKD_MARK"
 func (s *Server) Mark(tag string, timeout time.Duration) error {
 	s.markMu.Lock()
 	defer s.markMu.Unlock()
-	if s.marker == nil {
-		c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.addr, Net: "unixgram"})
-		if err != nil {
-			return fmt.Errorf("notify socket mark: %w", err)
-		}
-		s.marker = c
-	}
 	s.marker.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := s.marker.Write([]byte(MarkField + "=" + tag)); err != nil {
 		return fmt.Errorf("notify socket mark: %w", err)
@@ -152,7 +145,14 @@ func Listen(addr string) (*Server, error) {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
-	return &Server{conn: conn, addr: addr, buf: make([]byte, MaxMessage+1), oob: make([]byte, 512)}, nil
+	// The sending end for Mark, made now so that sockd's descriptor count
+	// does not change at the first worker exit.
+	marker, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	return &Server{conn: conn, addr: addr, buf: make([]byte, MaxMessage+1), oob: make([]byte, 512), marker: marker}, nil
 }
 
 // Addr is the value for NOTIFY_SOCKET.
@@ -161,9 +161,7 @@ func (s *Server) Addr() string { return s.addr }
 // Close stops the server; a blocked Receive returns net.ErrClosed.
 func (s *Server) Close() error {
 	s.markMu.Lock()
-	if s.marker != nil {
-		s.marker.Close()
-	}
+	s.marker.Close()
 	s.markMu.Unlock()
 	return s.conn.Close()
 }

@@ -215,14 +215,22 @@ func (s *Suite) reloadRun(p *peer, planned int, budget time.Duration) (*ReloadRu
 	r.During = window(res, t1, t2, m1.to(m2))
 	r.CmdCPUsec = cmdCPU.Seconds()
 	r.ErrText = errText(res)
-	for _, f := range res.Failures() {
-		r.Failures = append(r.Failures, Failure{T: time.Duration(f.Start).Seconds(), Kind: f.Kind.String(), KeepAlive: f.KeepAlive, Reused: f.Reused})
-	}
-	countFailures(r.Events, r.Failures)
+	r.Failures = chargeFailures(res, r.Events)
 	if in.logFile != "" {
 		attachSockdLog(in.logFile, run.StartTime(), r.Events)
 	}
 	return r, err
+}
+
+// chargeFailures lists the failed requests of res and charges each to the
+// reload it started in.
+func chargeFailures(res *load.Result, evs []ReloadEvent) []Failure {
+	var fs []Failure
+	for _, f := range res.Failures() {
+		fs = append(fs, Failure{T: time.Duration(f.Start).Seconds(), Kind: f.Kind.String(), KeepAlive: f.KeepAlive, Reused: f.Reused})
+	}
+	countFailures(evs, fs)
+	return fs
 }
 
 // countFailures charges every failed request to the reload it started in.
@@ -426,10 +434,7 @@ func (s *Suite) reloadTputRun(p *peer, round int) (*ReloadTputRun, error) {
 	r.During = window(res, t1, t2, m1.to(m2))
 	r.CmdCPUsec = cmdCPU.Seconds()
 	r.ErrText = errText(res)
-	for _, f := range res.Failures() {
-		r.Failures = append(r.Failures, Failure{T: time.Duration(f.Start).Seconds(), Kind: f.Kind.String(), KeepAlive: f.KeepAlive, Reused: f.Reused})
-	}
-	countFailures(r.Events, r.Failures)
+	r.Failures = chargeFailures(res, r.Events)
 	if in.logFile != "" {
 		attachSockdLog(in.logFile, run.StartTime(), r.Events)
 	}
@@ -482,10 +487,7 @@ func (s *Suite) timeline(p *peer) (*Timeline, error) {
 		t.Buckets = append(t.Buckets, Bucket{T: b.Start.Seconds(), OK: b.OK, Failed: b.Failed,
 			P50ms: float64(b.P50.Microseconds()) / 1000, P99ms: float64(b.P99.Microseconds()) / 1000})
 	}
-	for _, f := range res.Failures() {
-		t.Failures = append(t.Failures, Failure{T: time.Duration(f.Start).Seconds(), Kind: f.Kind.String(), KeepAlive: f.KeepAlive, Reused: f.Reused})
-	}
-	countFailures(t.Reloads, t.Failures)
+	t.Failures = chargeFailures(res, t.Reloads)
 	return t, nil
 }
 

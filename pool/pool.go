@@ -225,7 +225,8 @@ func (p *Pool) receiveNotify() {
 		default:
 			// Now, while the sender surely runs (systemd-notify waits on a
 			// BARRIER=1 that is answered only after this is read).
-			m.Ancestors = procfs.Ancestors(m.PID, 8)
+			// One /proc read for a worker itself (its parent is sockd).
+			m.Ancestors = procfs.Ancestors(m.PID, self, 8)
 			if !p.post(notifyEvent{msg: m}) {
 				return
 			}

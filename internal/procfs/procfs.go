@@ -39,12 +39,13 @@ func Alive(pid int) bool {
 }
 
 // Ancestors returns pid's parent, grandparent, … up to depth of them,
-// stopping at init or at a process that is gone.
-func Ancestors(pid, depth int) []int {
+// stopping before init, at a process that is gone, or at stop (not
+// included): nothing above sockd can be one of its workers.
+func Ancestors(pid, stop, depth int) []int {
 	var as []int
 	for i := 0; i < depth && pid > 1; i++ {
 		_, ppid, err := Stat(pid)
-		if err != nil || ppid <= 1 {
+		if err != nil || ppid <= 1 || ppid == stop {
 			break
 		}
 		as = append(as, ppid)

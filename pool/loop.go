@@ -371,9 +371,10 @@ func (p *Pool) beginStop() {
 		}
 	}
 	if st.handover != nil {
-		// Committed: the new generation took over; only the old one's
-		// letting go was still being watched.
-		st.handover.finish(nil)
+		// Committed: the new generation took over (or, after a rollback,
+		// the reload failed); only the retired workers' letting go was
+		// still being watched.
+		st.handover.finish(st.handover.err)
 	}
 	st.reload, st.handover, st.queued = nil, nil, nil
 	for _, w := range st.byPID {

@@ -17,8 +17,11 @@ type reloadJob struct {
 	old      []*worker // the retired generation, after commit
 	oldGen   int
 	// committed is when every new worker was ready and the old ones got
-	// SIGTERM; oldGone when the last old worker exited.
-	committed, oldGone time.Time
+	// SIGTERM.
+	committed time.Time
+	// err is why a rolled-back reload failed; it is reported once the
+	// failed generation has let go of the sockets.
+	err error
 }
 
 func (j *reloadJob) finish(err error) {
@@ -118,7 +121,10 @@ func (p *Pool) commitReload() {
 
 // checkHandover finishes the committed reload once the old workers have
 // let go of the listeners, polling their descriptors until then (at most
-// StopTimeout: by then they are killed).
+// StopTimeout: by then they are killed). A rolled-back reload waits the
+// same way for its failed workers: one that was not ready may still
+// accept, and an answer of the failed deploy must not come after the
+// caller was told the reload failed.
 func (p *Pool) checkHandover() {
 	st := &p.st
 	job := st.handover
@@ -132,6 +138,11 @@ func (p *Pool) checkHandover() {
 		}
 	}
 	st.handover = nil
+	if job.err != nil { // a rollback: the failed workers no longer accept
+		job.finish(job.err)
+		p.maybeStartQueued()
+		return
+	}
 	took := time.Since(job.started)
 	st.lastReload = &ReloadResult{Generation: st.current.num, OK: true, FinishedAt: time.Now(), Seconds: took.Seconds()}
 	// The timings split the reload into the new workers' start-up
@@ -180,16 +191,22 @@ func (p *Pool) abortReload(reason string) {
 	st := &p.st
 	job, failed := st.reload, st.next
 	st.next, st.reload = nil, nil
+	job.old = job.old[:0]
 	for _, w := range failed.slots {
 		if w != nil {
 			p.stopWorker(w)
+			job.old = append(job.old, w)
 		}
 	}
 	err := &ReloadError{Generation: failed.num, Serving: st.current.num, Reason: reason}
 	st.lastReload = &ReloadResult{Generation: failed.num, Error: reason, FinishedAt: time.Now(), Seconds: time.Since(job.started).Seconds()}
 	p.log.Error("reload failed; previous generation keeps serving", "event", "reload_failed",
 		"generation", failed.num, "serving", st.current.num, "reason", reason)
-	job.finish(err)
+	if job.deadline != nil {
+		job.deadline.Stop()
+	}
+	job.err = err
+	st.handover = job
 	st.lastStatus = p.summary()
 	p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
 	for slot, w := range st.current.slots {
@@ -199,7 +216,7 @@ func (p *Pool) abortReload(reason string) {
 			p.spawnInto(st.current, slot)
 		}
 	}
-	p.maybeStartQueued()
+	p.checkHandover()
 }
 
 // lastExit is when the last of ws exited, or zero while one still runs.

@@ -398,6 +398,21 @@ func rssKB(pid int) int64 {
 	return st.rssPages * pageSize() / 1024
 }
 
+// peakRSSKB is pid's VmHWM (proc(5)): its peak resident set so far, in KiB.
+func peakRSSKB(pid int) int64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
 // fdCount is the number of open descriptors of pid.
 func fdCount(pid int) int {
 	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))

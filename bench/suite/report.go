@@ -274,10 +274,11 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 	}
 	if len(counted) > 0 {
 		w("sockd itself before and after the reloads of section 2 (descriptors, threads, processes: sockd, its workers and its guard if any, RSS):\n\n")
-		w("| peer | reloads | fds before → after | threads | processes | sockd RSS (MiB) |\n|---|---:|---:|---:|---:|---:|\n")
+		w("| peer | reloads | fds before → after | threads | processes | sockd RSS (MiB) | sockd peak RSS (VmHWM, MiB) |\n|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range counted {
-			w("| %s | %d | %d → %d | %d → %d | %d → %d | %.1f → %.1f |\n", infoOf(r.Peer).label, r.Done, r.Before.FDs, r.After.FDs,
-				r.Before.Threads, r.After.Threads, r.Before.Procs, r.After.Procs, float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024)
+			w("| %s | %d | %d → %d | %d → %d | %d → %d | %.1f → %.1f | %.1f |\n", infoOf(r.Peer).label, r.Done, r.Before.FDs, r.After.FDs,
+				r.Before.Threads, r.After.Threads, r.Before.Procs, r.After.Procs, float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024,
+				float64(r.After.PeakRSSKB)/1024)
 		}
 		for _, r := range counted {
 			if len(r.RSSEvery100) > 2 {
@@ -285,7 +286,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 				for _, kb := range r.RSSEvery100 {
 					mb = append(mb, float64(kb)/1024)
 				}
-				w("\nsockd's RSS every 100 reloads (%s, MiB): %s, %.1f at the end: it grows while the Go heap warms up, then stays flat.\n", r.Peer, joinf(mb, "%.1f"), float64(r.After.RSSKB)/1024)
+				w("\nsockd's RSS every 100 reloads (%s, MiB): %s, %.1f at the end; %.1f at most (VmHWM).\n", r.Peer, joinf(mb, "%.1f"), float64(r.After.RSSKB)/1024, float64(r.After.PeakRSSKB)/1024)
 			}
 		}
 		w("\n")
@@ -612,7 +613,8 @@ func summary(b *strings.Builder, res *Results, ov []*ovAgg) {
 	}
 	for _, r := range res.Reloads {
 		if r.Before != nil && r.After != nil && r.Peer == "sockd-go" {
-			w("- **No leak across reloads**: after %d reloads sockd holds %d descriptors (%d before) and runs %d processes with its workers (%d before).\n", r.Done, r.After.FDs, r.Before.FDs, r.After.Procs, r.Before.Procs)
+			w("- **No leak across reloads**: after %d reloads sockd holds %d descriptors (%d before) and runs %d processes with its workers (%d before); its RSS went %.1f → %.1f MiB, %.1f MiB at most (VmHWM; target ≤ 7 MB = 6.7 MiB).\n",
+				r.Done, r.After.FDs, r.Before.FDs, r.After.Procs, r.Before.Procs, float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024, float64(r.After.PeakRSSKB)/1024)
 		}
 	}
 	if len(res.Scale) > 0 {

@@ -109,6 +109,7 @@ type Failure struct {
 type ProcCount struct {
 	FDs, Threads, Procs int
 	RSSKB               int64
+	PeakRSSKB           int64 // VmHWM: the most RSS sockd ever had, between the samples too
 }
 
 // ReloadRun is reloads one after another under a paced load.

@@ -162,7 +162,7 @@ func (s *Suite) sockdCount(in *instance) *ProcCount {
 		return nil
 	}
 	st, _ := readStat(pid)
-	return &ProcCount{FDs: fdCount(pid), Threads: st.threads, Procs: len(liveDescendants(pid)) + 1, RSSKB: rssKB(pid)}
+	return &ProcCount{FDs: fdCount(pid), Threads: st.threads, Procs: len(liveDescendants(pid)) + 1, RSSKB: rssKB(pid), PeakRSSKB: peakRSSKB(pid)}
 }
 
 func (s *Suite) reloadRun(p *peer, planned int, budget time.Duration) (*ReloadRun, error) {

@@ -44,9 +44,10 @@ func TestSuiteRuns(t *testing.T) {
 	tools := suite.Detect(root)
 	tools.Sockd = sockd
 	scenarios := []string{"overhead", "reload", "reloadtput", "crash", "scale"}
-	peers := []string{"direct-go", "sockd-go", "sockd-go-rp"}
+	peers := []string{"direct-go", "sockd-go", "sockd-go-rp", "restart-go"}
+	overheadPeers := 3 // restart-go is only in reloadtput
 	if testing.Short() {
-		scenarios, peers = []string{"overhead"}, []string{"direct-go", "sockd-go"}
+		scenarios, peers, overheadPeers = []string{"overhead"}, []string{"direct-go", "sockd-go"}, 2
 	}
 	var log strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -60,8 +61,8 @@ func TestSuiteRuns(t *testing.T) {
 	if len(res.Notes) > 0 {
 		t.Errorf("problems: %q", res.Notes)
 	}
-	if len(res.Overhead) != len(peers) {
-		t.Fatalf("%d throughput runs, want %d", len(res.Overhead), len(peers))
+	if len(res.Overhead) != overheadPeers {
+		t.Fatalf("%d throughput runs, want %d", len(res.Overhead), overheadPeers)
 	}
 	for _, r := range res.Overhead {
 		if r.W.OK == 0 || r.W.CPUsec <= 0 || len(r.PerWorker) != 2 {
@@ -85,8 +86,8 @@ func TestSuiteRuns(t *testing.T) {
 				t.Logf("%s: %d failed requests during %d reloads: %v", r.Peer, n, r.Done, r.ErrText)
 			}
 		}
-		if len(res.ReloadTput) != 2 {
-			t.Fatalf("%d reloadtput runs, want 2", len(res.ReloadTput))
+		if len(res.ReloadTput) != 3 {
+			t.Fatalf("%d reloadtput runs, want 3 (restart-go, sockd-go, sockd-go-rp)", len(res.ReloadTput))
 		}
 		for _, r := range res.ReloadTput {
 			if r.Done != r.Planned || r.Steady.OK == 0 || r.During.OK == 0 || r.Steady.RPS <= 0 || r.During.CPUsec <= 0 {

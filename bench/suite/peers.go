@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -108,6 +109,8 @@ func (s *Suite) peers() []*peer {
 	node, py := t.Node != "", t.Python != ""
 	add(true, &peer{name: "direct-go", label: "direct, Go demo worker, shared socket", app: "go", sup: "direct", mode: "shared",
 		start: func(s *Suite, n int) (*instance, error) { return s.startDirect("go", false, n) }})
+	add(true, &peer{name: "restart-go", label: "no supervisor: the runner restarts the Go demo worker (new ready, then old SIGTERMed)", app: "go", sup: "direct", mode: "shared", reload: true,
+		start: func(s *Suite, n int) (*instance, error) { return s.startDirectAs(s.peer("restart-go"), "go", false, n) }})
 	add(true, &peer{name: "sockd-go", label: "sockd, Go demo worker, shared socket", app: "go", sup: "sockd", mode: "shared", reload: true, crash: true,
 		start: func(s *Suite, n int) (*instance, error) { return s.startSockd("go", false, n) }})
 	add(true, &peer{name: "direct-go-rp", label: "direct, Go demo worker, SO_REUSEPORT", app: "go", sup: "direct", mode: "reuseport",
@@ -116,6 +119,10 @@ func (s *Suite) peers() []*peer {
 		start: func(s *Suite, n int) (*instance, error) { return s.startSockd("go", true, n) }})
 	add(node, &peer{name: "direct-node", label: "direct, Node app on fd 3, shared socket", app: "node", sup: "direct", mode: "shared",
 		start: func(s *Suite, n int) (*instance, error) { return s.startDirect("node", false, n) }})
+	add(node, &peer{name: "restart-node", label: "no supervisor: the runner restarts the Node app (new ready, then old SIGTERMed)", app: "node", sup: "direct", mode: "shared", reload: true,
+		start: func(s *Suite, n int) (*instance, error) {
+			return s.startDirectAs(s.peer("restart-node"), "node", false, n)
+		}})
 	add(node, &peer{name: "sockd-node", label: "sockd, Node app on fd 3, shared socket", app: "node", sup: "sockd", mode: "shared", reload: true, crash: true,
 		start: func(s *Suite, n int) (*instance, error) { return s.startSockd("node", false, n) }})
 	add(node, &peer{name: "sockd-node-rp", label: "sockd --reuseport, Node app on fd 3", app: "node", sup: "sockd", mode: "reuseport", reload: true, crash: true,
@@ -128,6 +135,10 @@ func (s *Suite) peers() []*peer {
 		start: func(s *Suite, n int) (*instance, error) { return s.startCluster("none", n) }})
 	add(py, &peer{name: "direct-python", label: "direct, Python fdserve.py on fd 3", app: "python", sup: "direct", mode: "shared",
 		start: func(s *Suite, n int) (*instance, error) { return s.startDirect("python", false, n) }})
+	add(py, &peer{name: "restart-python", label: "no supervisor: the runner restarts fdserve.py (new ready, then old SIGTERMed)", app: "python", sup: "direct", mode: "shared", reload: true,
+		start: func(s *Suite, n int) (*instance, error) {
+			return s.startDirectAs(s.peer("restart-python"), "python", false, n)
+		}})
 	add(py, &peer{name: "sockd-python", label: "sockd, Python fdserve.py on fd 3", app: "python", sup: "sockd", mode: "shared", reload: true, crash: true,
 		start: func(s *Suite, n int) (*instance, error) { return s.startSockd("python", false, n) }})
 	add(t.Gunicorn != "", &peer{name: "gunicorn", label: "gunicorn, sync workers", app: "python", sup: "gunicorn", mode: "shared", reload: true, crash: true,
@@ -296,7 +307,16 @@ func (s *Suite) peerByShape(sup, app string, reuseport bool) *peer {
 // ---- direct: the runner binds and starts the same worker processes ----
 
 func (s *Suite) startDirect(app string, reuseport bool, n int) (*instance, error) {
-	p := s.peerByShape("direct", app, reuseport)
+	return s.startDirectAs(s.peerByShape("direct", app, reuseport), app, reuseport, n)
+}
+
+// startDirectAs starts peer p as the runner's own workers. Its reload is a
+// supervisor's reload done by hand, the least any supervisor has to do: start
+// n new workers on the same sockets, wait until every one said it is ready,
+// then SIGTERM the old ones. The "restart-*" peers measure with it what a
+// reload costs an app by itself (its start-up, its warm-up), so that
+// sockd's reloads can be compared with that physical limit.
+func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*instance, error) {
 	in, err := s.newInstance(p, p.name, n)
 	if err != nil {
 		return nil, err
@@ -328,6 +348,7 @@ func (s *Suite) startDirect(app string, reuseport bool, n int) (*instance, error
 	})
 	var ns *notifySock
 	if app == "go" {
+		in.readyFile = "" // the demo worker sends READY=1, it writes no file
 		if ns, err = listenNotify(); err != nil {
 			in.stop()
 			return nil, err
@@ -335,35 +356,93 @@ func (s *Suite) startDirect(app string, reuseport bool, n int) (*instance, error
 		in.closers = append(in.closers, ns.close)
 	}
 	// LISTEN_PID must be the worker's own pid: a shell sets it and execs.
-	var procsList []*proc
-	for i := 0; i < n; i++ {
-		argv := append([]string{"/bin/sh", "-c", `export LISTEN_PID=$$; exec "$0" "$@"`}, s.appCommand(app)...)
-		if i == 0 {
-			s.note(p.name, argv)
+	spawnGen := func(gen int) ([]*proc, error) {
+		var prs []*proc
+		for i := 0; i < n; i++ {
+			argv := append([]string{"/bin/sh", "-c", `export LISTEN_PID=$$; exec "$0" "$@"`}, s.appCommand(app)...)
+			if i == 0 && gen == 1 {
+				s.note(p.name, argv)
+			}
+			env := []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=http", "SOCKD_WORKER=" + strconv.Itoa(i), "SOCKD_GENERATION=" + strconv.Itoa(gen),
+				"BENCH_READY_FILE=" + in.readyFile}
+			if ns != nil {
+				env = append(env, "NOTIFY_SOCKET="+ns.addr)
+			}
+			pr, err := s.procs.spawn(spawnSpec{name: fmt.Sprintf("%s[%d.%d]", p.name, gen, i), argv: argv, env: env,
+				extra: []int{fds[i%len(fds)]}, log: filepath.Join(dir, "workers.log"), server: true, pgrp: true})
+			if err != nil {
+				for _, pr := range prs {
+					unix.Kill(pr.pid, unix.SIGKILL)
+				}
+				return nil, err
+			}
+			prs = append(prs, pr)
 		}
-		env := []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=http", "SOCKD_WORKER=" + strconv.Itoa(i), "SOCKD_GENERATION=1",
-			"BENCH_READY_FILE=" + in.readyFile}
-		if ns != nil {
-			env = append(env, "NOTIFY_SOCKET="+ns.addr)
+		return prs, nil
+	}
+	var mu sync.Mutex // procsList, gen
+	gen := 1
+	procsList, err := spawnGen(gen)
+	if err != nil {
+		in.stop()
+		return nil, err
+	}
+	live := func() []*proc {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []*proc
+		for _, pr := range procsList {
+			if alive(pr.pid) {
+				out = append(out, pr)
+			}
 		}
-		pr, err := s.procs.spawn(spawnSpec{name: fmt.Sprintf("%s[%d]", p.name, i), argv: argv, env: env,
-			extra: []int{fds[i%len(fds)]}, log: filepath.Join(dir, "workers.log"), server: true, pgrp: true})
-		if err != nil {
-			in.stop()
-			return nil, err
-		}
-		procsList = append(procsList, pr)
+		procsList = out
+		return append([]*proc(nil), out...)
 	}
 	in.workers = func() []int {
 		var pids []int
-		for _, pr := range procsList {
-			if alive(pr.pid) {
-				pids = append(pids, pr.pid)
-			}
+		for _, pr := range live() {
+			pids = append(pids, pr.pid)
 		}
 		return pids
 	}
+	in.reloadFn = func() (time.Duration, error) {
+		old := live()
+		mu.Lock()
+		gen++
+		g := gen
+		mu.Unlock()
+		news, err := spawnGen(g)
+		if err != nil {
+			return 0, err
+		}
+		mu.Lock()
+		procsList = append(procsList, news...)
+		mu.Unlock()
+		go func() {
+			err := waitFor(60*time.Second, 2*time.Millisecond, func() bool {
+				if ns != nil {
+					return ns.readyCount() >= n*g
+				}
+				ready := in.readyPIDs()
+				for _, pr := range news {
+					if !ready[pr.pid] {
+						return false
+					}
+				}
+				return true
+			})
+			if err != nil {
+				return // the reload is not over: reloadOnce reports it
+			}
+			for _, pr := range old {
+				unix.Kill(pr.pid, unix.SIGTERM)
+			}
+		}()
+		return 0, nil
+	}
 	in.stopFn = func() error {
+		procsList := live()
 		for _, pr := range procsList {
 			unix.Kill(pr.pid, unix.SIGTERM)
 		}

@@ -789,7 +789,7 @@ func reloadTputSection(b *strings.Builder, res *Results) {
 	}
 	every := (p.TputWindow / time.Duration(max(p.TputReloads, 1))).Round(time.Millisecond)
 	w("Closed loop (each client sends its next request as soon as the previous one ended, so the load takes whatever the servers give), %d clients (half keep-alive), 2 workers. ", p.TputClients)
-	w("Each peer is started afresh for each round; after %s of warm-up a steady window of %s, then a window of the same length with %d reloads, one every %s (the first at its start), each waited for until it is over as in section 2; ", p.TputWarm, p.TputWindow, p.TputReloads, every)
+	w("Each peer is started afresh for each round; after %s of warm-up a steady window of %s, then a window of %s with %d reloads, one every %s (the first at its start), each waited for until it is over as in section 2; ", p.TputWarm, tputSteady(p), p.TputWindow, p.TputReloads, every)
 	w("a reload still running when the next one is due delays that one (\"late\"), and the window then lasts until the last one is over. ")
 	alt := ", the peers alternated (A B C … A B C …)"
 	if p.TputRounds < 2 {
@@ -826,6 +826,44 @@ func reloadTputSection(b *strings.Builder, res *Results) {
 		w(" (CPU per reload: %s; not in the server CPU column)", strings.Join(cmds, ", "))
 	}
 	w(". That is a real cost of reloading on a small machine, so it is left in.\n\n")
+	restartTable(b, aggs)
+}
+
+// restartTable compares each sockd peer with the same app restarted by the
+// runner itself (the restart-* peers): what any supervisor's reload must
+// cost that app at the least.
+func restartTable(b *strings.Builder, aggs []*tputAgg) {
+	by := map[string]*tputAgg{}
+	for _, a := range aggs {
+		by[a.name] = a
+	}
+	var rows []string
+	for _, a := range aggs {
+		i := infoOf(a.name)
+		r := by["restart-"+i.app]
+		if i.sup != "sockd" || r == nil || len(a.rpsRatio) == 0 || len(r.rpsRatio) == 0 || len(a.p99Ratio) == 0 || len(r.p99Ratio) == 0 {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %.2f× | %.2f× | **%.2f** | %.2f× | %.2f× | **%.2f** |\n", i.label,
+			median(r.rpsRatio), median(a.rpsRatio), median(a.rpsRatio)/median(r.rpsRatio),
+			median(r.p99Ratio), median(a.p99Ratio), median(a.p99Ratio)/median(r.p99Ratio)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "**Against the app restarted by hand.** The `restart-*` rows above are no supervisor at all: the runner itself does what a reload must do at the least (start new workers on the same socket, wait until each one is ready, SIGTERM the old ones), with the same app, the same reloads and the same load. What they lose is what reloading costs that app by itself: its interpreter's start-up and, for Node, V8's warm-up (a fresh worker serves far fewer requests per CPU second until its JIT has compiled the hot paths). sockd's own cost is what it loses beyond that:\n\n")
+	b.WriteString("| sockd peer | restarted by hand: req/s during / steady | sockd: req/s during / steady | sockd / by hand | by hand: p99 during / steady | sockd: p99 during / steady | sockd / by hand |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		b.WriteString(r)
+	}
+	b.WriteString("\n")
+}
+
+func tputSteady(p Params) time.Duration {
+	if p.TputSteady > 0 {
+		return p.TputSteady
+	}
+	return p.TputWindow
 }
 
 func tputSummary(res *Results) string {
@@ -849,7 +887,7 @@ func tputSummary(res *Results) string {
 		}
 	}
 	s := fmt.Sprintf("- **Throughput and p99 during reloads** (closed loop, %d clients, %d reloads in %s against a steady %s, medians of %s; reload window / steady window, req/s / p99; sockd's target ≥ %.2f× / ≤ %.1f×): %s.",
-		p.TputClients, p.TputReloads, p.TputWindow, p.TputWindow, plural(p.TputRounds, "round"), targetRPSRatio, targetP99Ratio, strings.Join(parts, ", "))
+		p.TputClients, p.TputReloads, p.TputWindow, tputSteady(p), plural(p.TputRounds, "round"), targetRPSRatio, targetP99Ratio, strings.Join(parts, ", "))
 	if len(failed) > 0 {
 		s += fmt.Sprintf(" Failed requests in the reload windows: %s; none for the others.", strings.Join(failed, ", "))
 	} else {

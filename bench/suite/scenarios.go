@@ -24,6 +24,13 @@ var overheadPeers = []string{
 // reloadPeers are reloaded one reload after another under load.
 var reloadPeers = []string{"sockd-go", "sockd-go-rp", "sockd-node", "sockd-node-rp", "pm2", "sockd-python", "gunicorn", "nginx", "tableflip"}
 
+// tputPeers are the peers of the closed-loop reload runs: the reload peers
+// and, before each app's sockd peers, the same app restarted by the runner
+// with no supervisor (the least a reload of that app can cost). The full
+// run takes a subset (Params.TputPeers).
+var tputPeers = []string{"restart-go", "sockd-go", "sockd-go-rp", "restart-node", "sockd-node", "sockd-node-rp", "pm2",
+	"restart-python", "sockd-python", "gunicorn", "nginx", "tableflip"}
+
 func window(res *load.Result, from, to time.Duration, cpu time.Duration) Window {
 	st := res.Window(from, to)
 	w := Window{From: st.From.Seconds(), To: st.To.Seconds(), Seconds: (st.To - st.From).Seconds(), OK: st.OK, Failed: st.Failed, RPS: st.Throughput(),
@@ -343,7 +350,7 @@ func (s *Suite) reloadOnce(in *instance, run *load.Run) (ReloadEvent, time.Durat
 // reloads spread evenly across it; rounds alternate the peers (A B C … A B
 // C …) so that the machine's drifts hit every peer alike.
 func (s *Suite) reloadTputs() error {
-	names := reloadPeers
+	names := tputPeers
 	if len(s.Peers) == 0 && len(s.P.TputPeers) > 0 {
 		names = s.P.TputPeers // the mode's subset, unless --peers chose
 	}
@@ -386,12 +393,16 @@ func (s *Suite) reloadTputRun(p *peer, round int) (*ReloadTputRun, error) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	length, planned := s.P.TputWindow, s.P.TputReloads
+	steady := s.P.TputSteady
+	if steady == 0 {
+		steady = length
+	}
 	run := load.Start(ctx, load.Config{Addr: in.addr, Clients: s.P.TputClients})
 	r := &ReloadTputRun{Peer: p.name, Round: round, Workers: in.n, Clients: s.P.TputClients, Planned: planned}
 	s.sleep(s.P.TputWarm)
 	t0 := run.Since()
 	m0 := s.procs.mark()
-	s.sleep(length)
+	s.sleep(steady)
 	t1 := run.Since()
 	m1 := s.procs.mark()
 	// Reload i is due at t1 + i×length/planned: the first at the start of

@@ -346,9 +346,16 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 			unix.Close(f)
 		}
 	})
+	// The restart peers, like sockd, wait for READY=1 on a notify socket
+	// (the Node app then runs systemd-notify(1), as under sockd); the
+	// plain direct peers only need it for the Go demo worker, which writes
+	// no ready file.
+	restart := strings.HasPrefix(p.name, "restart-")
 	var ns *notifySock
-	if app == "go" {
-		in.readyFile = "" // the demo worker sends READY=1, it writes no file
+	if app == "go" || restart {
+		if app == "go" {
+			in.readyFile = ""
+		}
 		if ns, err = listenNotify(); err != nil {
 			in.stop()
 			return nil, err
@@ -406,40 +413,37 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 		}
 		return pids
 	}
-	in.reloadFn = func() (time.Duration, error) {
-		old := live()
-		mu.Lock()
-		gen++
-		g := gen
-		mu.Unlock()
-		news, err := spawnGen(g)
-		if err != nil {
-			return 0, err
-		}
-		mu.Lock()
-		procsList = append(procsList, news...)
-		mu.Unlock()
-		go func() {
-			err := waitFor(60*time.Second, 2*time.Millisecond, func() bool {
-				if ns != nil {
+	if restart {
+		in.reloadFn = func() (time.Duration, error) {
+			old := live()
+			mu.Lock()
+			gen++
+			g := gen
+			mu.Unlock()
+			news, err := spawnGen(g)
+			if err != nil {
+				return 0, err
+			}
+			mu.Lock()
+			procsList = append(procsList, news...)
+			mu.Unlock()
+			go func() {
+				err := waitFor(60*time.Second, 2*time.Millisecond, func() bool {
 					return ns.readyCount() >= n*g
+				})
+				if err != nil {
+					return // the reload is not over: reloadOnce reports it
 				}
-				ready := in.readyPIDs()
-				for _, pr := range news {
-					if !ready[pr.pid] {
-						return false
+				for _, pr := range old {
+					select {
+					case <-pr.done: // already reaped: its pid may be another's
+					default:
+						unix.Kill(pr.pid, unix.SIGTERM)
 					}
 				}
-				return true
-			})
-			if err != nil {
-				return // the reload is not over: reloadOnce reports it
-			}
-			for _, pr := range old {
-				unix.Kill(pr.pid, unix.SIGTERM)
-			}
-		}()
-		return 0, nil
+			}()
+			return 0, nil
+		}
 	}
 	in.stopFn = func() error {
 		procsList := live()

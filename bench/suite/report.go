@@ -121,7 +121,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 	if len(res.Reloads) == 0 {
 		w("Not run.\n\n")
 	} else {
-		w("2 workers, %.0f requests/s paced, %d clients (half keep-alive). First %s steady, then reloads one after another until the planned number or %s have passed.\n\n", p.ReloadRate, p.ReloadClients, p.ReloadSteady, p.ReloadBudget)
+		w("2 workers, %.0f requests/s paced, %d clients (half keep-alive). First %s steady, then reloads one after another until the planned number, or until %s per %d planned reloads have passed.\n\n", p.ReloadRate, p.ReloadClients, p.ReloadSteady, p.ReloadBudget, p.Reloads)
 		retried := false
 		w("| peer | reloads done / planned | failed requests during reloads | of requests | how they failed | p99 steady → during (ms) | req/s steady → during | server CPU µs/req steady → during | reload command CPU per reload |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
 		for _, r := range res.Reloads {

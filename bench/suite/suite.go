@@ -95,9 +95,10 @@ func paramsFor(m Mode) Params {
 		// 1000 reloads for each sockd Go peer ~80 s each, PM2 90 s), then
 		// reloadtput ~280 s (9 peers × 2 rounds × ~15 s), timeline ~44 s,
 		// crash ~48 s, footprint ~65 s, scale ~73 s. To stay under 15
-		// minutes there: a peer stops reloading after 60 s (was 90 s; only
-		// PM2, whose reloads take 1-2 s each, should get there: 100 Node
-		// reloads under sockd took 45-53 s); reloadtput's
+		// minutes there: a peer stops reloading after 60 s per 100 planned
+		// reloads (was 90 s; only PM2, whose reloads take 1-2 s each,
+		// should get there: 100 Node reloads under sockd took 45-53 s,
+		// 1000 of the Go demo 76-83 s); reloadtput's
 		// steady window is 4 s (its p99 rests on some 50000 requests) and
 		// runs neither restart-go (the Go demo worker meets sockd's target
 		// anyway) nor sockd-node-rp (sockd-node tells the same); the scale runs skip the peers whose

@@ -277,7 +277,7 @@ func SkipUnlessCapable(t testing.TB) {
 	case os.Geteuid() != 0:
 		why = fmt.Sprintf("needs root to boot systemd in fresh namespaces (euid %d); run the e2e tests as root", os.Geteuid())
 	default:
-		for _, tool := range []string{"unshare", "nsenter", "setpriv", "findmnt"} {
+		for _, tool := range []string{"unshare", "nsenter", "setpriv", "findmnt", "mount", "umount", "pivot_root", "timeout", "tail"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				why = "needs " + tool + " (util-linux) in PATH"
 				break
@@ -288,6 +288,9 @@ func SkipUnlessCapable(t testing.TB) {
 				why = "needs systemd installed (" + systemdBin + ": " + err.Error() + ")"
 			}
 		}
+		if why == "" {
+			why = namespaceProbe()
+		}
 	}
 	if why == "" {
 		return
@@ -297,6 +300,26 @@ func SkipUnlessCapable(t testing.TB) {
 		t.Fatal(msg + " (" + RequireEnv + "=1)")
 	}
 	t.Skip(msg)
+}
+
+var (
+	probeOnce sync.Once
+	probeWhy  string
+)
+
+// namespaceProbe creates, once per test binary, the namespaces the sandbox
+// needs (unshare(1) with the flags scripts/systemd-sandbox uses): root
+// without CAP_SYS_ADMIN, as in many containers, cannot. It returns why
+// not, or "".
+func namespaceProbe() string {
+	probeOnce.Do(func() {
+		out, err := exec.Command("unshare", "--mount", "--pid", "--fork", "--net", "--uts", "--ipc", "--cgroup", "true").CombinedOutput()
+		if err != nil {
+			probeWhy = fmt.Sprintf("cannot create mount, pid, net, uts, ipc and cgroup namespaces (unshare: %v: %s); needs CAP_SYS_ADMIN",
+				err, strings.TrimSpace(string(out)))
+		}
+	})
+	return probeWhy
 }
 
 func tail(s string, n int) string {

@@ -133,25 +133,34 @@ func AdoptMainPID(ctx context.Context, handOver func(pid int), resume func()) er
 
 // waitParentExit returns once the process that started this one (the old
 // sockd) has exited. A pidfd polls readable when its process exits; by
-// then the process's children (this one) have been reparented.
+// then the process's children (this one) have been reparented. The wait
+// is on Go's poller, not in a blocking poll(2): the supervisor runs with
+// one P, which a thread blocked in a system call would hold until the
+// runtime takes it back.
 func waitParentExit(ctx context.Context) error {
-	pfd, err := unix.PidfdOpen(os.Getppid(), 0)
+	pfd, err := unix.PidfdOpen(os.Getppid(), unix.PIDFD_NONBLOCK)
 	if errors.Is(err, unix.ESRCH) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("watch the old sockd: %w", err)
 	}
-	defer unix.Close(pfd)
-	fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
-	for ctx.Err() == nil {
-		n, err := unix.Poll(fds, 200) // wakes up to look at ctx
-		if err != nil && err != unix.EINTR {
-			return fmt.Errorf("watch the old sockd: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
+	f := os.NewFile(uintptr(pfd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("watch the old sockd: %w", err)
 	}
-	return ctx.Err()
+	defer context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Now()) })()
+	err = rc.Read(func(fd uintptr) bool {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("watch the old sockd: %w", err)
+	}
+	return nil
 }

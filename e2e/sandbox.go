@@ -279,7 +279,7 @@ func SkipUnlessCapable(t testing.TB) {
 	default:
 		for _, tool := range []string{"unshare", "nsenter", "setpriv", "findmnt", "mount", "umount", "pivot_root", "timeout", "tail"} {
 			if _, err := exec.LookPath(tool); err != nil {
-				why = "needs " + tool + " (util-linux) in PATH"
+				why = "needs " + tool + " in PATH (util-linux, coreutils)"
 				break
 			}
 		}

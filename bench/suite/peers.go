@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -310,12 +311,11 @@ func (s *Suite) startDirect(app string, reuseport bool, n int) (*instance, error
 	return s.startDirectAs(s.peerByShape("direct", app, reuseport), app, reuseport, n)
 }
 
-// startDirectAs starts peer p as the runner's own workers. Its reload is a
-// supervisor's reload done by hand, the least any supervisor has to do: start
-// n new workers on the same sockets, wait until every one said it is ready,
-// then SIGTERM the old ones. The "restart-*" peers measure with it what a
-// reload costs an app by itself (its start-up, its warm-up), so that
-// sockd's reloads can be compared with that physical limit.
+// startDirectAs starts peer p as the runner's own workers. The restart-*
+// peers also reload, by hand the way sockd does it: start n new workers on
+// the same sockets, wait for their READY=1, then SIGTERM the old ones. They
+// show what reloads cost an app without sockd (its start-up, its
+// warm-up), to compare sockd's reloads with.
 func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*instance, error) {
 	in, err := s.newInstance(p, p.name, n)
 	if err != nil {
@@ -394,12 +394,16 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 		in.stop()
 		return nil, err
 	}
+	// A worker is live until the runner reaped it (its pid is then free
+	// for another process).
 	live := func() []*proc {
 		mu.Lock()
 		defer mu.Unlock()
 		var out []*proc
 		for _, pr := range procsList {
-			if alive(pr.pid) {
+			select {
+			case <-pr.done:
+			default:
 				out = append(out, pr)
 			}
 		}
@@ -413,6 +417,7 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 		}
 		return pids
 	}
+	stopped := make(chan struct{}) // closed by stopFn: pending reloads give up
 	if restart {
 		in.reloadFn = func() (time.Duration, error) {
 			old := live()
@@ -420,6 +425,7 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 			gen++
 			g := gen
 			mu.Unlock()
+			want := ns.readyCount() + n // this generation's READY=1s on top of all so far
 			news, err := spawnGen(g)
 			if err != nil {
 				return 0, err
@@ -428,15 +434,20 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 			procsList = append(procsList, news...)
 			mu.Unlock()
 			go func() {
-				err := waitFor(60*time.Second, 2*time.Millisecond, func() bool {
-					return ns.readyCount() >= n*g
-				})
-				if err != nil {
-					return // the reload is not over: reloadOnce reports it
+				deadline := time.Now().Add(60 * time.Second)
+				for ns.readyCount() < want {
+					select {
+					case <-stopped:
+						return
+					case <-time.After(2 * time.Millisecond):
+					}
+					if time.Now().After(deadline) {
+						return // the reload is not over: reloadOnce reports it
+					}
 				}
 				for _, pr := range old {
 					select {
-					case <-pr.done: // already reaped: its pid may be another's
+					case <-pr.done: // reaped: its pid may be another's by now
 					default:
 						unix.Kill(pr.pid, unix.SIGTERM)
 					}
@@ -445,7 +456,9 @@ func (s *Suite) startDirectAs(p *peer, app string, reuseport bool, n int) (*inst
 			return 0, nil
 		}
 	}
+	var stopOnce sync.Once
 	in.stopFn = func() error {
+		stopOnce.Do(func() { close(stopped) })
 		procsList := live()
 		for _, pr := range procsList {
 			unix.Kill(pr.pid, unix.SIGTERM)
@@ -506,7 +519,7 @@ func bindTCP(addr string, reuseport bool) (int, error) {
 type notifySock struct {
 	addr  string
 	conn  *net.UnixConn
-	ready chan struct{}
+	ready atomic.Int64 // READY=1 messages so far
 }
 
 func listenNotify() (*notifySock, error) {
@@ -515,7 +528,7 @@ func listenNotify() (*notifySock, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns := &notifySock{addr: name, conn: c, ready: make(chan struct{}, 1024)}
+	ns := &notifySock{addr: name, conn: c}
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -525,7 +538,7 @@ func listenNotify() (*notifySock, error) {
 			}
 			for _, l := range strings.Split(string(buf[:n]), "\n") {
 				if l == "READY=1" {
-					ns.ready <- struct{}{}
+					ns.ready.Add(1)
 				}
 			}
 		}
@@ -533,7 +546,7 @@ func listenNotify() (*notifySock, error) {
 	return ns, nil
 }
 
-func (ns *notifySock) readyCount() int { return len(ns.ready) }
+func (ns *notifySock) readyCount() int { return int(ns.ready.Load()) }
 func (ns *notifySock) close()          { ns.conn.Close() }
 
 // ---- PM2 cluster mode ----

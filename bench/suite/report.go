@@ -276,9 +276,9 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 		w("sockd itself before and after the reloads of section 2 (descriptors, threads, processes: sockd, its workers and its guard if any, RSS):\n\n")
 		w("| peer | reloads | fds before → after | threads | processes | sockd RSS (MiB) | sockd peak RSS (VmHWM, MiB) |\n|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range counted {
-			w("| %s | %d | %d → %d | %d → %d | %d → %d | %.1f → %.1f | %.1f |\n", infoOf(r.Peer).label, r.Done, r.Before.FDs, r.After.FDs,
+			w("| %s | %d | %d → %d | %d → %d | %d → %d | %.1f → %.1f | %s |\n", infoOf(r.Peer).label, r.Done, r.Before.FDs, r.After.FDs,
 				r.Before.Threads, r.After.Threads, r.Before.Procs, r.After.Procs, float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024,
-				float64(r.After.PeakRSSKB)/1024)
+				peakText(r.After.PeakRSSKB))
 		}
 		for _, r := range counted {
 			if len(r.RSSEvery100) > 2 {
@@ -286,7 +286,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 				for _, kb := range r.RSSEvery100 {
 					mb = append(mb, float64(kb)/1024)
 				}
-				w("\nsockd's RSS every 100 reloads (%s, MiB): %s, %.1f at the end; %.1f at most (VmHWM).\n", r.Peer, joinf(mb, "%.1f"), float64(r.After.RSSKB)/1024, float64(r.After.PeakRSSKB)/1024)
+				w("\nsockd's RSS every 100 reloads (%s, MiB): %s, %.1f at the end; %s MiB at most (VmHWM).\n", r.Peer, joinf(mb, "%.1f"), float64(r.After.RSSKB)/1024, peakText(r.After.PeakRSSKB))
 			}
 		}
 		w("\n")
@@ -613,8 +613,8 @@ func summary(b *strings.Builder, res *Results, ov []*ovAgg) {
 	}
 	for _, r := range res.Reloads {
 		if r.Before != nil && r.After != nil && r.Peer == "sockd-go" {
-			w("- **No leak across reloads**: after %d reloads sockd holds %d descriptors (%d before) and runs %d processes with its workers (%d before); its RSS went %.1f → %.1f MiB, %.1f MiB at most (VmHWM; target ≤ 7 MB = 6.7 MiB).\n",
-				r.Done, r.After.FDs, r.Before.FDs, r.After.Procs, r.Before.Procs, float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024, float64(r.After.PeakRSSKB)/1024)
+			w("- **No leak across reloads**: after %d reloads sockd holds %d descriptors (%d before) and runs %d processes with its workers (%d before); its RSS went %.1f → %.1f MiB, %s MiB at most (VmHWM; target ≤ 7 MB = 6.7 MiB).\n",
+				r.Done, r.After.FDs, r.Before.FDs, r.After.Procs, r.Before.Procs, float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024, peakText(r.After.PeakRSSKB))
 		}
 	}
 	if len(res.Scale) > 0 {
@@ -829,9 +829,16 @@ func reloadTputSection(b *strings.Builder, res *Results) {
 	restartTable(b, aggs)
 }
 
+// peakText is a VmHWM in MiB, "–" when the results predate it.
+func peakText(kb int64) string {
+	if kb <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", float64(kb)/1024)
+}
+
 // restartTable compares each sockd peer with the same app restarted by the
-// runner itself (the restart-* peers): what any supervisor's reload must
-// cost that app at the least.
+// runner itself (the restart-* peers): the same reloads made without sockd.
 func restartTable(b *strings.Builder, aggs []*tputAgg) {
 	by := map[string]*tputAgg{}
 	for _, a := range aggs {
@@ -851,7 +858,7 @@ func restartTable(b *strings.Builder, aggs []*tputAgg) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "**Against the app restarted by hand.** The `restart-*` rows above are no supervisor at all: the runner itself does what a reload must do at the least (start new workers on the same socket, wait until each one is ready, SIGTERM the old ones), with the same app, the same reloads and the same load. What they lose is what reloading costs that app by itself: its interpreter's start-up and, for Node, V8's warm-up (a fresh worker serves far fewer requests per CPU second until its JIT has compiled the hot paths). sockd's own cost is what it loses beyond that:\n\n")
+	fmt.Fprintf(b, "**Against the app restarted by hand.** The `restart-*` rows above are no supervisor at all: the runner itself restarts the app the way sockd reloads it (start new workers on the same socket, wait until each one said `READY=1`, SIGTERM the old ones), with the same app, the same reloads and the same load; a reference made the same way without sockd. What they lose comes from the app: its interpreter's start-up and, for Node, V8's warm-up (a fresh worker answers far fewer requests until its JIT has compiled the hot paths; see the addendum if there is one). The sockd / by hand columns compare the two (1.00: the same; within this machine's noise otherwise):\n\n")
 	b.WriteString("| sockd peer | restarted by hand: req/s during / steady | sockd: req/s during / steady | sockd / by hand | by hand: p99 during / steady | sockd: p99 during / steady | sockd / by hand |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r)

@@ -26,7 +26,7 @@ var reloadPeers = []string{"sockd-go", "sockd-go-rp", "sockd-node", "sockd-node-
 
 // tputPeers are the peers of the closed-loop reload runs: the reload peers
 // and, before each app's sockd peers, the same app restarted by the runner
-// with no supervisor (the least a reload of that app can cost). The full
+// with no supervisor (what reloads cost that app without sockd). The full
 // run takes a subset (Params.TputPeers).
 var tputPeers = []string{"restart-go", "sockd-go", "sockd-go-rp", "restart-node", "sockd-node", "sockd-node-rp", "pm2",
 	"restart-python", "sockd-python", "gunicorn", "nginx", "tableflip"}
@@ -397,10 +397,7 @@ func (s *Suite) reloadTputRun(p *peer, round int) (*ReloadTputRun, error) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	length, planned := s.P.TputWindow, s.P.TputReloads
-	steady := s.P.TputSteady
-	if steady == 0 {
-		steady = length
-	}
+	steady := tputSteady(s.P)
 	run := load.Start(ctx, load.Config{Addr: in.addr, Clients: s.P.TputClients})
 	r := &ReloadTputRun{Peer: p.name, Round: round, Workers: in.n, Clients: s.P.TputClients, Planned: planned}
 	s.sleep(s.P.TputWarm)

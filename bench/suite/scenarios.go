@@ -205,14 +205,8 @@ func (s *Suite) reloadRun(p *peer, planned int, budget time.Duration) (*ReloadRu
 		}
 		ev, cpu := s.reloadOnce(in, run)
 		cmdCPU += cpu
-		r.Events = append(r.Events, ev)
-		if ev.Err != "" {
-			r.FailedReloads++
-			s.logf("reload %s #%d: %s", p.name, i+1, ev.Err)
-			if r.FailedReloads >= 3 {
-				err = fmt.Errorf("giving up after 3 failed reloads: %s", ev.Err)
-				break
-			}
+		if err = s.bookReload("reload", p.name, ev, &r.Events, &r.FailedReloads); err != nil {
+			break
 		}
 	}
 	r.Done = len(r.Events) - r.FailedReloads
@@ -231,6 +225,22 @@ func (s *Suite) reloadRun(p *peer, planned int, budget time.Duration) (*ReloadRu
 		attachSockdLog(in.logFile, run.StartTime(), r.Events)
 	}
 	return r, err
+}
+
+// bookReload records ev, the next reload of a series, in events and
+// failed; after the third failed reload it returns the error that ends the
+// series.
+func (s *Suite) bookReload(scenario, peer string, ev ReloadEvent, events *[]ReloadEvent, failed *int) error {
+	*events = append(*events, ev)
+	if ev.Err == "" {
+		return nil
+	}
+	*failed++
+	s.logf("%s %s #%d: %s", scenario, peer, len(*events), ev.Err)
+	if *failed >= 3 {
+		return fmt.Errorf("giving up after 3 failed reloads: %s", ev.Err)
+	}
+	return nil
 }
 
 // chargeFailures lists the failed requests of res and charges each to the
@@ -424,14 +434,8 @@ func (s *Suite) reloadTputRun(p *peer, round int) (*ReloadTputRun, error) {
 		}
 		ev, cpu := s.reloadOnce(in, run)
 		cmdCPU += cpu
-		r.Events = append(r.Events, ev)
-		if ev.Err != "" {
-			r.FailedReloads++
-			s.logf("reloadtput %s #%d: %s", p.name, i+1, ev.Err)
-			if r.FailedReloads >= 3 {
-				err = fmt.Errorf("giving up after 3 failed reloads: %s", ev.Err)
-				break
-			}
+		if err = s.bookReload("reloadtput", p.name, ev, &r.Events, &r.FailedReloads); err != nil {
+			break
 		}
 	}
 	r.Done = len(r.Events) - r.FailedReloads

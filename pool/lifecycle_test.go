@@ -23,6 +23,7 @@ import (
 // chatty workers leave at once, 20 times: their last words queue behind
 // each other's.
 func TestStoppingThenImmediateExitIsNeverACrash(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "quit", func(o *pool.Options) {
 		o.Workers = 4
 		o.MinServe = time.Millisecond
@@ -31,9 +32,11 @@ func TestStoppingThenImmediateExitIsNeverACrash(t *testing.T) {
 	h.waitReady()
 	for round := 0; round < 20; round++ {
 		old := h.status().Workers
-		waitFor(t, 5*time.Second, "workers ready for a few milliseconds", func() bool {
+		// Ready for longer than MinServe, so that STOPPING=1 is a
+		// planned exit (sockd's clock: the status comes from this process).
+		waitFor(t, 5*time.Second, "workers ready for longer than MinServe", func() bool {
 			for _, w := range old {
-				if time.Since(w.StartedAt) < 5*time.Millisecond {
+				if w.ReadyAt.IsZero() || time.Since(w.ReadyAt) <= time.Millisecond {
 					return false
 				}
 			}
@@ -63,6 +66,7 @@ func TestStoppingThenImmediateExitIsNeverACrash(t *testing.T) {
 // A worker that announces its exit before it served anything is a crash
 // loop in disguise: it spends the restart budget like any crash.
 func TestEarlyStoppingCountsAsCrash(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "leaveearly", func(o *pool.Options) {
 		o.Workers = 1
 		o.RestartLimit = pool.RestartLimit{Burst: 3, Period: time.Minute}
@@ -85,6 +89,7 @@ func TestEarlyStoppingCountsAsCrash(t *testing.T) {
 // 13th crash would come more than 20 s after the first, every window of
 // 8 s would hold fewer than 13, and sockd would restart it forever.
 func TestFastCrashLoopAlwaysSpendsTheBudget(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "crash", func(o *pool.Options) {
 		o.Workers = 1
 		o.RestartLimit = pool.RestartLimit{Burst: 12, Period: 8 * time.Second}
@@ -113,6 +118,7 @@ func childOf(t *testing.T, dir string, pid int) int {
 // What a crashed worker started goes down with it, at once, so nothing of
 // it keeps accepting beside its replacement.
 func TestCrashedWorkersProcessGroupIsKilled(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "forker", func(o *pool.Options) {
 		o.Workers = 1
 		o.StopTimeout = time.Minute // the child is not given its stop deadline
@@ -134,6 +140,7 @@ func TestCrashedWorkersProcessGroupIsKilled(t *testing.T) {
 // A worker's group that empties by itself after the worker exited does
 // not hold the pool up until the stop deadline.
 func TestStoppedWorkersGroupThatEmptiesIsNotWaitedFor(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "forker", func(o *pool.Options) {
 		o.Workers = 1
 		o.StopTimeout = time.Minute
@@ -155,6 +162,7 @@ func TestStoppedWorkersGroupThatEmptiesIsNotWaitedFor(t *testing.T) {
 // A worker asked to stop leaves the rest of its group until the stop
 // deadline; then it is killed, and the pool is done only after that.
 func TestStoppedWorkersGroupGetsTheStopTimeout(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "forker", func(o *pool.Options) {
 		o.Workers = 1
 		o.StopTimeout = 700 * time.Millisecond
@@ -191,6 +199,7 @@ func inode(t *testing.T, fd int) string {
 // the reuseport group never loses a member and no accept queue is
 // orphaned.
 func TestReuseportSlotKeepsItsSocket(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 3 }, "reuseport")
 	h.waitReady()
 	want := map[int]string{}
@@ -234,6 +243,7 @@ func TestReuseportSlotKeepsItsSocket(t *testing.T) {
 // got was non-blocking (a blocking one leaves Go servers stuck in accept),
 // sockd never made it blocking, and nobody needed SIGKILL.
 func TestWorkersGetNonBlockingListenersAndStopInTime(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "serve", func(o *pool.Options) {
 		o.Workers = 4
 		o.StopTimeout = time.Minute // a SIGKILL would come far too late
@@ -264,6 +274,7 @@ func TestWorkersGetNonBlockingListenersAndStopInTime(t *testing.T) {
 // from being over (it may still accept) until the stop timeout, when it is
 // killed; then the reload is done and the worker gone.
 func TestReloadWaitsForAnOldWorkerThatIgnoresSIGTERM(t *testing.T) {
+	t.Parallel()
 	path, set := modeFile(t, "ignoreterm")
 	h := startPool(t, "", func(o *pool.Options) {
 		withModeFile(path)(o)
@@ -295,6 +306,7 @@ func TestReloadWaitsForAnOldWorkerThatIgnoresSIGTERM(t *testing.T) {
 // worker of the serving generation is ready: not while every worker is
 // down and restarting, not once the pool stops.
 func TestHealthyOnlyWithAReadyWorker(t *testing.T) {
+	t.Parallel()
 	path, set := modeFile(t, "serve")
 	h := startPool(t, "", func(o *pool.Options) {
 		withModeFile(path)(o)

@@ -28,34 +28,28 @@ type worker struct {
 	exited         bool
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
-	timers         []*time.Timer
-}
-
-// generation is one set of worker slots; a nil slot is empty (restarting).
-type generation struct {
-	num   int
-	slots []*worker
+	timers         []timer
 }
 
 // state is everything the loop owns.
 type state struct {
-	started      time.Time
-	genSeq       int
-	current      *generation
-	next         *generation // during a reload
-	byPID        map[int]*worker
-	crashes      []time.Time // crash times within the restart period
-	slotCrashes  []int       // consecutive crashes per slot, for backoff
-	slotRestarts []int
-	restarts     int
-	stopping     bool
-	fatal        error
-	announced    bool       // first READY=1 sent
-	reload       *reloadJob // starting the next generation
-	handover     *reloadJob // committed, waiting for the old one to let go
-	queued       *reloadJob
-	lastReload   *ReloadResult
-	lastStatus   string
+	started   time.Time
+	genSeq    int     // the highest generation number given out
+	gen       int     // the serving generation: the newest one that took over slots
+	slots     []*slot // the desired size is len(slots)
+	byPID     map[int]*worker
+	crashes   []time.Time // crash times within the restart period
+	restarts  int
+	stopping  bool
+	fatal     error
+	announced bool // first READY=1 sent
+	// reload is the reload under way, from its first new worker to the
+	// last old one letting go of the listeners (or a rollback's failed
+	// workers doing so); queued are the requests coalesced behind it.
+	reload     *rollout
+	queued     *reloadJob
+	lastReload *ReloadResult
+	lastStatus string
 	// lingering holds the process groups of exited workers whose other
 	// members may still drain until the worker's stop deadline.
 	lingering map[int]bool
@@ -63,7 +57,7 @@ type state struct {
 
 // Events handled by the loop.
 type (
-	exitEvent      struct{ w *worker }
+	exitEvent      struct{ pid int }
 	notifyEvent    struct{ msg notify.Message }
 	stopRequest    struct{}
 	reloadRequest  struct{ reply chan error }
@@ -74,9 +68,10 @@ type (
 	groupKillTimer struct{ pgid int }
 	groupPollTimer struct{}
 	watchdogTimer  struct{ w *worker }
-	restartTimer   struct{ gen, slot int }
+	restartTimer   struct{ s *slot }
 	handoverTimer  struct{}
-	reloadDeadline struct{ gen int }
+	reloadDeadline struct{ gen, batch int }
+	soakTimer      struct{ gen int }
 )
 
 func (p *Pool) run() error {
@@ -84,36 +79,39 @@ func (p *Pool) run() error {
 	// Linux sends when the *thread* that forked them exits. This thread
 	// lives exactly as long as the loop.
 	runtime.LockOSThread()
+	p.begin()
 	st := &p.st
-	st.started = time.Now()
-	st.byPID = make(map[int]*worker)
-	st.lingering = make(map[int]bool)
-	st.genSeq = p.opts.FirstGeneration
-	st.current = p.newGeneration(st.genSeq)
-	p.log.Info("starting workers", "event", "pool_start", "generation", st.genSeq, "workers", p.opts.Workers,
-		"command", p.command, "ready", p.opts.Ready.String())
-	for slot := range st.current.slots {
-		p.spawnInto(st.current, slot)
-	}
-	p.updateStatus()
 	for !(st.stopping && len(st.byPID) == 0 && len(st.lingering) == 0) {
-		p.handle(<-p.events)
-		p.updateStatus()
+		p.step(<-p.events)
 	}
 	p.log.Info("all workers stopped", "event", "pool_stopped")
 	return st.fatal
 }
 
-func (p *Pool) newGeneration(num int) *generation {
-	p.st.slotCrashes = make([]int, p.opts.Workers)
-	p.st.slotRestarts = make([]int, p.opts.Workers)
-	return &generation{num: num, slots: make([]*worker, p.opts.Workers)}
+// begin sets the loop's state up and starts the first generation.
+func (p *Pool) begin() {
+	st := &p.st
+	st.started = p.env.now()
+	st.byPID = make(map[int]*worker)
+	st.lingering = make(map[int]bool)
+	st.genSeq = p.opts.FirstGeneration
+	st.gen = st.genSeq
+	p.log.Info("starting workers", "event", "pool_start", "generation", st.gen, "workers", p.opts.Workers,
+		"command", p.command, "ready", p.opts.Ready.String())
+	p.resize(p.opts.Workers)
+	p.updateStatus()
+}
+
+// step handles one event and tells systemd if the summary changed.
+func (p *Pool) step(ev any) {
+	p.handle(ev)
+	p.updateStatus()
 }
 
 func (p *Pool) handle(ev any) {
 	switch ev := ev.(type) {
 	case exitEvent:
-		p.onExit(ev.w)
+		p.onExit(ev.pid)
 	case notifyEvent:
 		p.onNotify(ev.msg)
 	case stopRequest:
@@ -129,7 +127,7 @@ func (p *Pool) handle(ev any) {
 	case killTimer:
 		if !ev.w.exited {
 			p.wlog(ev.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", p.opts.StopTimeout)
-			signal(ev.w, unix.SIGKILL)
+			p.env.signal(ev.w.pid, unix.SIGKILL)
 		}
 	case groupKillTimer:
 		p.killGroup(ev.pgid)
@@ -138,79 +136,68 @@ func (p *Pool) handle(ev any) {
 	case watchdogTimer:
 		p.onWatchdogTimer(ev.w)
 	case restartTimer:
-		p.onRestartTimer(ev.gen, ev.slot)
+		p.onRestartTimer(ev.s)
 	case handoverTimer:
 		p.checkHandover()
 	case reloadDeadline:
-		if st := &p.st; st.reload != nil && st.next.num == ev.gen {
-			p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)",
-				p.opts.ReloadTimeout, countReady(st.next), p.opts.Workers))
-		}
+		p.onReloadDeadline(ev.gen, ev.batch)
+	case soakTimer:
+		p.onSoakOver(ev.gen)
 	}
 }
 
-// spawnInto starts the worker of slot in g. A failure to fork counts as a
-// crash (or fails the reload).
-func (p *Pool) spawnInto(g *generation, slot int) {
+// after posts ev to the loop once d has passed.
+func (p *Pool) after(d time.Duration, ev any) timer { return p.env.after(d, ev) }
+
+// onExit handles a worker's exit: a crash of the worker serving its slot
+// (or of the one starting there), a failed reload, or the end of a worker
+// that was retiring anyway.
+func (p *Pool) onExit(pid int) {
 	st := &p.st
-	w, err := p.spawn(g.num, slot)
-	if err != nil {
-		p.log.Error("cannot start worker", "event", "worker_spawn_failed", "generation", g.num, "worker", slot, "error", err)
-		if st.next == g {
-			p.abortReload(err.Error())
-		} else {
-			p.crashed(&worker{slot: slot, gen: g.num}, err.Error())
-		}
+	w := st.byPID[pid]
+	if w == nil {
 		return
 	}
-	if g == st.current {
-		w.restarts = st.slotRestarts[slot]
-	}
-	g.slots[slot] = w
-	st.byPID[w.pid] = w
-	p.wlog(w).Info("worker started", "event", "worker_start")
-	if d := p.opts.Ready.After; d > 0 {
-		w.timers = append(w.timers, p.after(d, readyTimer{w}))
-	} else {
-		w.timers = append(w.timers, p.after(p.opts.ReadyTimeout, readyTimeout{w}))
-	}
-}
-
-func (p *Pool) onExit(w *worker) {
-	st := &p.st
-	ws, ru := reap(w.pid)
+	es := p.env.reap(pid)
 	// Does anything of its process group live on? (Asked after reaping: a
 	// zombie leader still counts as a member.)
-	groupLeft := unix.Kill(-w.pid, 0) == nil
-	delete(st.byPID, w.pid)
-	w.exited, w.exitedAt = true, time.Now()
+	groupLeft := p.env.groupAlive(pid)
+	delete(st.byPID, pid)
+	w.exited, w.exitedAt = true, p.env.now()
 	for _, t := range w.timers {
 		t.Stop()
 	}
-	how := describeExit(ws)
-	log := p.wlog(w).With("event", "worker_exit", "status", how,
-		"cpu_seconds", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e9)
+	how := es.String()
+	log := p.wlog(w).With("event", "worker_exit", "status", how, "cpu_seconds", es.cpu.Seconds())
 	p.afterLeader(w, groupLeft, log)
+	s, role := p.slotOf(w)
 	switch {
 	case st.stopping:
 		log.Info("worker exited")
 	case w.leaving:
-		log.Info("worker exited after announcing it")
-	case st.next != nil && w.gen == st.next.num && st.next.slots[w.slot] == w:
-		st.next.slots[w.slot] = nil
-		log.Warn("worker of the new generation exited")
-		if w.state == Ready {
-			p.abortReload(fmt.Sprintf("worker %d exited after it was ready (%s)", w.slot, how))
-		} else {
-			p.abortReload(fmt.Sprintf("worker %d exited before it was ready (%s)", w.slot, how))
+		if role == roleCur {
+			s.cur = nil // its replacement is starting as s.next
 		}
-	case st.current.slots[w.slot] == w && w.gen == st.current.num:
-		st.current.slots[w.slot] = nil
+		log.Info("worker exited after announcing it")
+	case role == roleNext && s.batch:
+		s.next = nil
+		log.Warn("worker of the new generation exited")
+		when := "before"
+		if w.state == Ready {
+			when = "after"
+		}
+		p.abortReload(fmt.Sprintf("worker %d exited %s it was ready (%s)", w.slot, when, how))
+	case role != roleNone:
+		if role == roleCur {
+			s.cur = nil
+		} else {
+			s.next = nil
+		}
 		if w.failure != "" {
 			how = w.failure + ", then " + how
 		}
 		log.Warn("worker crashed")
-		p.crashed(w, how)
+		p.crashed(s, w, how)
 	default:
 		log.Info("worker exited")
 	}
@@ -227,17 +214,17 @@ func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 		p.guardRemove(w.pid)
 		return
 	}
-	if (w.stopSent || w.leaving) && w.failure == "" && time.Until(w.killAt) > 0 {
+	if left := w.killAt.Sub(p.env.now()); (w.stopSent || w.leaving) && w.failure == "" && left > 0 {
 		log.Debug("worker's process group drains on until its stop deadline", "deadline", w.killAt)
 		if len(p.st.lingering) == 0 {
 			p.after(groupPoll, groupPollTimer{})
 		}
 		p.st.lingering[w.pid] = true
-		p.after(time.Until(w.killAt), groupKillTimer{pgid: w.pid})
+		p.after(left, groupKillTimer{pgid: w.pid})
 		return
 	}
 	log.Info("killing what is left of the worker's process group", "event", "worker_group_kill")
-	unix.Kill(-w.pid, unix.SIGKILL)
+	p.env.killGroup(w.pid)
 	p.guardRemove(w.pid)
 }
 
@@ -248,7 +235,7 @@ const groupPoll = 20 * time.Millisecond
 // pollGroups forgets the lingering groups that emptied.
 func (p *Pool) pollGroups() {
 	for pgid := range p.st.lingering {
-		if unix.Kill(-pgid, 0) == unix.ESRCH {
+		if !p.env.groupAlive(pgid) {
 			delete(p.st.lingering, pgid)
 			p.guardRemove(pgid)
 		}
@@ -264,10 +251,18 @@ func (p *Pool) killGroup(pgid int) {
 		return
 	}
 	delete(p.st.lingering, pgid)
-	if unix.Kill(-pgid, unix.SIGKILL) == nil {
+	if p.env.killGroup(pgid) {
 		p.log.Warn("process group of an exited worker did not stop in time; killed it", "event", "worker_group_kill", "pgid", pgid)
 	}
 	p.guardRemove(pgid)
+}
+
+func (p *Pool) guardAdd(pgid int) {
+	if g := p.opts.Guard; g != nil {
+		if err := g.Add(pgid); err != nil {
+			p.log.Warn("guard", "error", err)
+		}
+	}
 }
 
 func (p *Pool) guardRemove(pgid int) {
@@ -276,84 +271,6 @@ func (p *Pool) guardRemove(pgid int) {
 			p.log.Warn("guard", "error", err)
 		}
 	}
-}
-
-// crashed accounts for a worker of the serving generation that died
-// without being asked to and schedules its replacement with backoff, or
-// gives up when the restart budget is spent.
-func (p *Pool) crashed(w *worker, how string) {
-	st := &p.st
-	now := time.Now()
-	lim := p.opts.RestartLimit
-	kept := st.crashes[:0]
-	for _, t := range st.crashes {
-		if now.Sub(t) < lim.Period {
-			kept = append(kept, t)
-		}
-	}
-	st.crashes = append(kept, now)
-	if len(st.crashes) > lim.Burst {
-		p.giveUp(fmt.Errorf("%w: %d crashes within %s (last: worker %d, %s)", ErrRestartLimit, len(st.crashes), lim.Period, w.slot, how))
-		return
-	}
-	if st.next != nil {
-		p.log.Info("not restarting a worker of the old generation during a reload", "generation", w.gen, "worker", w.slot)
-		return
-	}
-	if !w.readyAt.IsZero() && now.Sub(w.readyAt) >= DefaultStableAfter {
-		st.slotCrashes[w.slot] = 0
-	}
-	st.slotCrashes[w.slot]++
-	delay := p.backoff(st.slotCrashes[w.slot])
-	st.slotRestarts[w.slot]++
-	st.restarts++
-	p.log.Info("restarting worker", "event", "worker_restart", "generation", w.gen, "worker", w.slot, "delay", delay)
-	if delay == 0 {
-		p.spawnInto(st.current, w.slot)
-		return
-	}
-	p.after(delay, restartTimer{gen: w.gen, slot: w.slot})
-}
-
-// backoff is 0 for a slot's first crash, then BackoffMin doubling up to
-// maxBackoff.
-func (p *Pool) backoff(consecutive int) time.Duration {
-	if consecutive <= 1 {
-		return 0
-	}
-	top := p.maxBackoff()
-	d := p.opts.BackoffMin
-	for i := 2; i < consecutive && d < top; i++ {
-		d *= 2
-	}
-	return min(d, top)
-}
-
-// maxBackoff is BackoffMax, but never more than Period/(2·Burst) of the
-// restart limit: the backoff must not stretch a crash loop so thin that it
-// never spends the budget. With it, a worker that crashes within
-// Period/(2·Burst) of starting (3 s with 10/60s) always exhausts the budget
-// and sockd gives up, instead of restarting it every BackoffMax forever.
-func (p *Pool) maxBackoff() time.Duration {
-	top := p.opts.BackoffMax
-	if lim := p.opts.RestartLimit; lim.Burst > 0 {
-		top = min(top, lim.Period/time.Duration(2*lim.Burst))
-	}
-	return max(top, p.opts.BackoffMin)
-}
-
-func (p *Pool) onRestartTimer(gen, slot int) {
-	st := &p.st
-	if st.stopping || st.next != nil || st.current.num != gen || st.current.slots[slot] != nil {
-		return
-	}
-	p.spawnInto(st.current, slot)
-}
-
-func (p *Pool) giveUp(err error) {
-	p.log.Error("giving up", "event", "give_up", "error", err)
-	p.st.fatal = err
-	p.beginStop()
 }
 
 // beginStop drains every worker of every generation.
@@ -365,18 +282,7 @@ func (p *Pool) beginStop() {
 	st.stopping = true
 	p.log.Info("stopping all workers", "event", "pool_stop", "workers", len(st.byPID), "stop_timeout", p.opts.StopTimeout)
 	p.opts.Notify("STOPPING=1")
-	for _, job := range []*reloadJob{st.reload, st.queued} {
-		if job != nil {
-			job.finish(ErrStopping)
-		}
-	}
-	if st.handover != nil {
-		// Committed: the new generation took over (or, after a rollback,
-		// the reload failed); only the retired workers' letting go was
-		// still being watched.
-		st.handover.finish(st.handover.err)
-	}
-	st.reload, st.handover, st.queued = nil, nil, nil
+	p.endReloadsForStop()
 	for _, w := range st.byPID {
 		p.stopWorker(w)
 	}
@@ -390,30 +296,36 @@ func (p *Pool) stopWorker(w *worker) {
 	w.stopSent = true
 	w.state = Stopping
 	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
-	if err := signal(w, unix.SIGTERM); err != nil {
+	if err := p.env.signal(w.pid, unix.SIGTERM); err != nil {
 		p.wlog(w).Warn("cannot signal worker", "error", err)
 	}
-	w.killAt = time.Now().Add(p.opts.StopTimeout)
+	w.killAt = p.env.now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 }
 
+// markReady handles READY=1 (or the after:D rule): a worker starting in a
+// slot takes it over, or, in a reload's batch, waits for the batch.
 func (p *Pool) markReady(w *worker) {
 	st := &p.st
 	if w.exited || w.state != Starting {
 		return
 	}
 	w.state = Ready
-	w.readyAt = time.Now()
+	w.readyAt = p.env.now()
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())
 	if d := p.opts.WorkerWatchdog; d > 0 {
 		w.timers = append(w.timers, p.after(d, watchdogTimer{w}))
 	}
-	switch {
-	case st.next != nil && w.gen == st.next.num:
-		if countReady(st.next) == p.opts.Workers {
-			p.commitReload()
-		}
-	case w.gen == st.current.num && !st.announced && countReady(st.current) == p.opts.Workers:
+	s, role := p.slotOf(w)
+	if role != roleNext {
+		return
+	}
+	if s.batch {
+		p.batchProgress()
+		return
+	}
+	p.promote(s)
+	if !st.announced && st.reload == nil && p.countReady() == len(st.slots) {
 		p.announce()
 	}
 }
@@ -422,20 +334,18 @@ func (p *Pool) announce() {
 	st := &p.st
 	st.announced = true
 	close(p.ready)
-	p.log.Info("all workers ready", "event", "pool_ready", "generation", st.current.num,
-		"seconds", time.Since(st.started).Seconds())
+	p.log.Info("all workers ready", "event", "pool_ready", "generation", st.gen,
+		"seconds", p.env.now().Sub(st.started).Seconds())
 	st.lastStatus = p.summary()
 	p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
 }
 
 func (p *Pool) onReadyTimeout(w *worker) {
-	st := &p.st
 	if w.exited || w.state != Starting || w.stopSent {
 		return
 	}
-	reason := fmt.Sprintf("worker %d was not ready within %s", w.slot, p.opts.ReadyTimeout)
-	if st.next != nil && w.gen == st.next.num {
-		p.abortReload(reason)
+	if s, role := p.slotOf(w); role == roleNext && s.batch {
+		p.abortReload(fmt.Sprintf("worker %d was not ready within %s", w.slot, p.opts.ReadyTimeout))
 		return
 	}
 	p.wlog(w).Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
@@ -451,15 +361,15 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 	if w.lastPing.After(last) {
 		last = w.lastPing
 	}
-	if left := p.opts.WorkerWatchdog - time.Since(last); left > 0 {
+	if left := p.opts.WorkerWatchdog - p.env.now().Sub(last); left > 0 {
 		w.timers = append(w.timers, p.after(left, watchdogTimer{w}))
 		return
 	}
 	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", p.opts.WorkerWatchdog)
 	w.state = Stopping
 	w.failure = fmt.Sprintf("silent for %s (watchdog)", p.opts.WorkerWatchdog)
-	signal(w, unix.SIGABRT)
-	w.killAt = time.Now().Add(p.opts.StopTimeout)
+	p.env.signal(w.pid, unix.SIGABRT)
+	w.killAt = p.env.now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 }
 
@@ -476,7 +386,7 @@ func (p *Pool) onNotify(m notify.Message) {
 		w.requests, w.hasRequests = n, true
 	}
 	if m.Watchdog() {
-		w.lastPing = time.Now()
+		w.lastPing = p.env.now()
 	}
 	if m.Ready() {
 		p.markReady(w)
@@ -505,35 +415,37 @@ func (p *Pool) sender(m notify.Message) *worker {
 // "suicide" message of Node's cluster): its replacement starts at once and
 // its exit is not a crash.
 func (p *Pool) onStopping(w *worker) {
-	st := &p.st
-	if w.stopSent || w.leaving || st.stopping || w.failure != "" {
+	if w.stopSent || w.leaving || p.st.stopping || w.failure != "" {
 		return
 	}
-	if st.current.slots[w.slot] == w && (w.state != Ready || time.Since(w.readyAt) < p.opts.MinServe) {
-		// Announcing an exit before serving (or right after) is a crash
-		// loop in disguise: no early replacement, and the exit counts
-		// against the restart budget with backoff.
-		if w.state != Ready {
-			w.failure = "announced STOPPING=1 before it was ready"
-		} else {
-			w.failure = fmt.Sprintf("announced STOPPING=1 %s after it was ready (less than %s)", time.Since(w.readyAt).Round(time.Millisecond), p.opts.MinServe)
+	s, role := p.slotOf(w)
+	inBatch := role == roleNext && s.batch
+	if role != roleNone && !inBatch {
+		if served := p.env.now().Sub(w.readyAt); w.state != Ready || served < p.opts.MinServe {
+			// Announcing an exit before serving (or right after) is a crash
+			// loop in disguise: no early replacement, and the exit counts
+			// against the restart budget with backoff.
+			if w.state != Ready {
+				w.failure = "announced STOPPING=1 before it was ready"
+			} else {
+				w.failure = fmt.Sprintf("announced STOPPING=1 %s after it was ready (less than %s)", served.Round(time.Millisecond), p.opts.MinServe)
+			}
+			p.wlog(w).Warn("worker announced its exit too early; its exit will count as a crash", "event", "worker_leaving_early", "reason", w.failure)
+			return
 		}
-		p.wlog(w).Warn("worker announced its exit too early; its exit will count as a crash", "event", "worker_leaving_early", "reason", w.failure)
-		return
 	}
 	w.leaving = true
-	w.killAt = time.Now().Add(p.opts.StopTimeout)
+	w.killAt = p.env.now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 	switch {
-	case st.next != nil && w.gen == st.next.num:
-		st.next.slots[w.slot] = nil
+	case inBatch:
+		s.next = nil
 		p.abortReload(fmt.Sprintf("worker %d announced it is stopping", w.slot))
-	case st.current.slots[w.slot] == w:
+	case role == roleCur:
 		w.state = Stopping
-		st.current.slots[w.slot] = nil
-		if st.next == nil {
+		if s.next == nil {
 			p.wlog(w).Info("worker announced its exit; starting its replacement", "event", "worker_leaving")
-			p.spawnInto(st.current, w.slot)
+			p.startOrCrash(s)
 		}
 	}
 }

@@ -103,6 +103,16 @@ type Options struct {
 	// ReloadTimeout bounds a reload's wait for the new generation;
 	// ReadyTimeout if 0.
 	ReloadTimeout time.Duration
+	// ReloadBatch is how many slots a reload moves to the new generation
+	// at a time: their new workers start, and once all of them are ready
+	// their old workers drain, then the next batch starts. 0 means every
+	// slot at once.
+	ReloadBatch int
+	// ReloadSoak is how long the first batch of a reload (the canary)
+	// serves beside the old workers, once ready, before they drain and the
+	// rest follows; if one of its workers exits meanwhile the reload is
+	// rolled back untouched. 0: no soak.
+	ReloadSoak time.Duration
 	// StopTimeout is how long a worker may drain after SIGTERM before it is
 	// killed; DefaultStopTimeout if 0.
 	StopTimeout time.Duration
@@ -162,6 +172,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Workers < 1 || o.Workers > MaxWorkers {
 		return o, fmt.Errorf("workers %d: want 1 to %d", o.Workers, MaxWorkers)
+	}
+	if o.ReloadBatch < 0 || o.ReloadSoak < 0 {
+		return o, fmt.Errorf("reload batch %d, soak %s: must not be negative", o.ReloadBatch, o.ReloadSoak)
 	}
 	setDur(&o.ReadyTimeout, DefaultReadyTimeout)
 	setDur(&o.ReloadTimeout, o.ReadyTimeout)

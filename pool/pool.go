@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -28,14 +27,22 @@ var (
 )
 
 // ReloadError says why a reload was rolled back. The previous generation
-// kept serving.
+// kept serving every slot the reload had not taken over yet: all of them
+// unless a batch after the first one failed (Replaced > 0: the reload
+// halted with those slots on the new generation).
 type ReloadError struct {
 	Generation int // the generation that failed
-	Serving    int // the generation still serving
+	Serving    int // the generation still serving the slots not taken over
 	Reason     string
+	Slots      int // the pool's size
+	Replaced   int // slots that took the new generation before the failure
 }
 
 func (e *ReloadError) Error() string {
+	if e.Replaced > 0 {
+		return fmt.Sprintf("reload to generation %d halted after %d of %d slots: %s; the other slots still run generation %d",
+			e.Generation, e.Replaced, e.Slots, e.Reason, e.Serving)
+	}
 	return fmt.Sprintf("reload to generation %d failed: %s; generation %d still serving", e.Generation, e.Reason, e.Serving)
 }
 
@@ -47,6 +54,7 @@ type Pool struct {
 	command string // resolved Command[0]
 	devnull int
 	nsrv    *notify.Server
+	env     env
 
 	events chan any
 	done   chan struct{} // closed when run returns
@@ -58,8 +66,8 @@ type Pool struct {
 
 	listenerInodes map[string]bool // "socket:[ino]" of every listening socket
 
-	// exiting holds workers that have exited until their exit reaches the
-	// loop through the notify socket (pid → *worker); notifyDead says the
+	// exiting holds the pids of workers that have exited until their exit
+	// reaches the loop through the notify socket; notifyDead says the
 	// notify socket stopped, so exits go to the loop directly.
 	exiting    sync.Map
 	notifyDead atomic.Bool
@@ -73,6 +81,7 @@ func New(opts Options) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
+	p.env = osEnv{p}
 	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
 		return nil, err
 	}
@@ -189,11 +198,6 @@ func (p *Pool) post(ev any) bool {
 	case <-p.done:
 		return false
 	}
-}
-
-// after posts ev once d has passed.
-func (p *Pool) after(d time.Duration, ev any) *time.Timer {
-	return time.AfterFunc(d, func() { p.post(ev) })
 }
 
 func (p *Pool) receiveNotify() {

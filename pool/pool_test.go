@@ -141,6 +141,7 @@ func waitGone(t *testing.T, pids []int, timeout time.Duration) {
 }
 
 func TestWorkersServeOnSharedListener(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 3 })
 	h.waitReady()
 	s := h.status()
@@ -180,6 +181,7 @@ func TestWorkersServeOnSharedListener(t *testing.T) {
 }
 
 func TestWorkerGetsExactlyItsListenersAndEnv(t *testing.T) {
+	t.Parallel()
 	sock := t.TempDir() + "/w.sock"
 	h := startPool(t, "serve", func(o *pool.Options) {
 		o.Env = append(o.Env, "SOCKD_CONTROL=/leak", "WATCHDOG_USEC=1", "LISTEN_FDNAMES=leak", "NOTIFY_SOCKET=/leak")
@@ -227,6 +229,7 @@ func TestWorkerGetsExactlyItsListenersAndEnv(t *testing.T) {
 }
 
 func TestStopLeavesListenerNonBlockingAndWorkersGone(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 4 })
 	h.waitReady()
 	ws := pids(h.status())
@@ -256,6 +259,7 @@ func TestStopLeavesListenerNonBlockingAndWorkersGone(t *testing.T) {
 }
 
 func TestKilledWorkerIsReplaced(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "serve", nil)
 	h.waitReady()
 	victim := h.status().Workers[0]
@@ -276,6 +280,7 @@ func TestKilledWorkerIsReplaced(t *testing.T) {
 }
 
 func TestCrashLoopGivesUp(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "crash", func(o *pool.Options) {
 		o.RestartLimit = pool.RestartLimit{Burst: 4, Period: time.Minute}
 		o.BackoffMin = time.Millisecond
@@ -296,6 +301,7 @@ func TestCrashLoopGivesUp(t *testing.T) {
 }
 
 func TestReadyTimeoutCountsAsCrash(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "noready", func(o *pool.Options) {
 		o.ReadyTimeout = 200 * time.Millisecond
 		o.RestartLimit = pool.RestartLimit{Burst: 1, Period: time.Minute}
@@ -312,9 +318,13 @@ func TestReadyTimeoutCountsAsCrash(t *testing.T) {
 }
 
 func TestStoppingStartsReplacementBeforeExit(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "suicide", func(o *pool.Options) { o.MinServe = time.Millisecond })
 	h.waitReady()
 	old := h.status().Workers[0]
+	// STOPPING=1 within MinServe of READY=1 would be a crash loop in
+	// disguise (TestSimMinServe); this worker has served a while.
+	waitFor(t, 5*time.Second, "the worker ready for longer than MinServe", func() bool { return time.Since(old.ReadyAt) > time.Millisecond })
 	syscall.Kill(old.PID, syscall.SIGUSR1) // worker sends STOPPING=1 and keeps running
 	var repl pool.WorkerStatus
 	waitFor(t, 10*time.Second, "replacement of the leaving worker", func() bool {
@@ -338,6 +348,7 @@ func TestStoppingStartsReplacementBeforeExit(t *testing.T) {
 }
 
 func TestIgnoredSIGTERMIsKilledAtStopTimeout(t *testing.T) {
+	t.Parallel()
 	h := startPool(t, "ignoreterm", func(o *pool.Options) { o.StopTimeout = 300 * time.Millisecond })
 	h.waitReady()
 	ws := pids(h.status())
@@ -432,6 +443,7 @@ func contains(xs []int, x int) bool {
 }
 
 func TestSilentWorkerIsReplacedByWatchdog(t *testing.T) {
+	t.Parallel()
 	// The helper in "serve" mode never sends WATCHDOG=1.
 	h := startPool(t, "serve", func(o *pool.Options) {
 		o.Workers = 1
@@ -452,6 +464,7 @@ func TestSilentWorkerIsReplacedByWatchdog(t *testing.T) {
 }
 
 func TestPingingWorkerSurvivesWatchdog(t *testing.T) {
+	t.Parallel()
 	addr := t.TempDir() + "/notify.sock"
 	h := startPool(t, "serve", func(o *pool.Options) {
 		o.Workers = 1

@@ -1,37 +1,79 @@
 package pool
 
 import (
+	"fmt"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
-
-	"github.com/sockd/sockd/internal/procfs"
 )
 
-// reloadJob is one reload: requested, running, then finished for every
-// caller that asked for it (coalesced requests share a job).
-type reloadJob struct {
-	waiters  []chan error
-	started  time.Time
-	deadline *time.Timer
-	old      []*worker // the retired generation, after commit
-	oldGen   int
-	// committed is when every new worker was ready and the old ones got
-	// SIGTERM.
-	committed time.Time
-	// err is why a rolled-back reload failed; it is reported once the
-	// failed generation has let go of the sockets.
-	err error
-}
+// A reload, from request to end, in this one file:
+//
+//  1. onReloadRequest: a request starts a reload, or joins the one queued
+//     behind the running reload (coalescing: at most one waits).
+//  2. maybeStartQueued: the queued reload starts once the previous one is
+//     over and no worker of a generation that no slot runs is alive, so
+//     there are never three generations alive. systemd hears RELOADING=1.
+//  3. startBatch: the next ReloadBatch slots (all of them by default) get
+//     the new generation as their wanted one, and a new worker starts in
+//     each as the slot's next (slot.go), while the old workers serve on.
+//  4. batchProgress: once every worker of the batch is ready, the first
+//     batch soaks for ReloadSoak beside the old workers (the canary), then
+//  5. commitBatch promotes the batch's workers and asks the old ones to
+//     drain; checkHandover waits until none of those holds a listening
+//     socket any more. Then the next batch starts (3), or
+//  6. finishReload: the reload is done; systemd hears READY=1.
+//
+// If a worker of the batch exits, announces STOPPING=1 or is not ready in
+// time, abortReload stops the batch's new workers; the slots keep their
+// old workers, untouched. When that happens to the first batch, the reload
+// failed and the pool is as before; when it happens to a later one, the
+// reload halted with the earlier batches' slots on the new generation
+// (sockd cannot bring back old code: the old workers of those slots are
+// gone). Either way the caller hears it only once the failed workers let
+// go of the listeners, so that no answer of the failed deploy comes after
+// it was told the reload failed.
+
+// reloadJob is the callers waiting for one reload (coalesced requests
+// share it).
+type reloadJob struct{ waiters []chan error }
 
 func (j *reloadJob) finish(err error) {
-	if j.deadline != nil {
-		j.deadline.Stop()
-	}
 	for _, w := range j.waiters {
 		w <- err // buffered, one send each
 	}
 	j.waiters = nil
+}
+
+// rolloutPhase is where a reload stands.
+type rolloutPhase int
+
+const (
+	phaseStarting rolloutPhase = iota // a batch's new workers are starting
+	phaseSoaking                      // the ready canary batch serves beside the old workers
+	phaseHandover                     // the batch took over; its old workers are letting go of the listeners
+	phaseRollback                     // failed; the batch's new workers are letting go of the listeners
+)
+
+// rollout is the reload under way.
+type rollout struct {
+	job       *reloadJob
+	gen, from int // the generation rolled out, and the one serving before
+	phase     rolloutPhase
+	started   time.Time
+	batch     int           // batches started so far
+	done      int           // slots that took the new generation
+	prev      map[*slot]int // the wanted generation of the batch's slots before
+	deadline  timer
+	committed time.Time // when the last batch took over (or failed)
+	// dropped are old-generation workers that were starting in the
+	// batch's slots (a restart, a replacement) when the batch began.
+	dropped []*worker
+	// retired are the workers watched until they let go of the
+	// listeners: the batch's old ones after a commit, its new ones after
+	// a rollback.
+	retired []*worker
+	err     error
 }
 
 // onReloadRequest starts a reload, or queues it behind the running one.
@@ -46,116 +88,199 @@ func (p *Pool) onReloadRequest(reply chan error) {
 		st.queued.waiters = append(st.queued.waiters, reply)
 	default:
 		st.queued = &reloadJob{waiters: []chan error{reply}}
-		if st.reload != nil || p.retiring() > 0 {
+		if st.reload != nil || p.strayGeneration() {
 			p.log.Info("reload queued behind the running one", "event", "reload_queued")
 		}
 		p.maybeStartQueued()
 	}
 }
 
-// retiring counts live workers of generations that are neither serving
-// nor starting: the ones draining after a reload or a rollback.
-func (p *Pool) retiring() int {
+// strayGeneration reports whether a worker is alive whose generation no
+// slot runs: the old generation of the last reload, still draining.
+func (p *Pool) strayGeneration() bool {
+	running := map[int]bool{}
+	for _, s := range p.st.slots {
+		for _, w := range []*worker{s.cur, s.next} {
+			if w != nil {
+				running[w.gen] = true
+			}
+		}
+	}
+	for _, w := range p.st.byPID {
+		if !running[w.gen] {
+			return true
+		}
+	}
+	return false
+}
+
+// maybeStartQueued starts the queued reload once the previous one is over
+// and its retired generation is gone.
+func (p *Pool) maybeStartQueued() {
 	st := &p.st
+	if st.queued == nil || st.reload != nil || st.stopping || p.strayGeneration() {
+		return
+	}
+	st.genSeq++
+	r := &rollout{job: st.queued, gen: st.genSeq, from: st.gen, started: p.env.now(), prev: map[*slot]int{}}
+	st.queued, st.reload = nil, r
+	p.log.Info("reload started", "event", "reload_start", "generation", r.gen)
+	st.lastStatus = p.summary()
+	p.opts.Notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + st.lastStatus)
+	p.startBatch()
+}
+
+// startBatch moves the next ReloadBatch slots to the new generation: a new
+// worker starts in each beside the old one.
+func (p *Pool) startBatch() {
+	st := &p.st
+	r := st.reload
+	r.phase = phaseStarting
+	r.batch++
+	r.deadline = p.after(p.opts.ReloadTimeout, reloadDeadline{gen: r.gen, batch: r.batch})
+	var batch []*slot
+	for _, s := range st.slots {
+		if s.want != r.gen && (p.opts.ReloadBatch == 0 || len(batch) < p.opts.ReloadBatch) {
+			batch = append(batch, s)
+		}
+	}
+	if r.batch > 1 {
+		p.log.Info("reload batch started", "event", "reload_batch", "generation", r.gen, "batch", r.batch, "slots", len(batch))
+	}
+	for _, s := range batch {
+		r.prev[s] = s.want
+		s.want, s.batch = r.gen, true
+		if w := s.next; w != nil { // a restart or replacement of the old generation
+			s.next = nil
+			p.stopWorker(w)
+			r.dropped = append(r.dropped, w)
+		}
+	}
+	for _, s := range batch {
+		if err := p.startNext(s); err != nil {
+			p.abortReload(err.Error())
+			return
+		}
+	}
+}
+
+// batchProgress commits the batch once all of its workers are ready, after
+// the canary's soak.
+func (p *Pool) batchProgress() {
+	r := p.st.reload
+	if r == nil || r.phase != phaseStarting {
+		return
+	}
+	for _, s := range p.st.slots {
+		if s.batch && (s.next == nil || s.next.state != Ready) {
+			return
+		}
+	}
+	if d := p.opts.ReloadSoak; d > 0 && r.batch == 1 {
+		r.deadline.Stop()
+		r.phase = phaseSoaking
+		p.log.Info("canary batch ready; soaking beside the old workers", "event", "reload_soak", "generation", r.gen, "soak", d)
+		p.after(d, soakTimer{gen: r.gen})
+		return
+	}
+	p.commitBatch()
+}
+
+func (p *Pool) onSoakOver(gen int) {
+	if r := p.st.reload; r != nil && r.gen == gen && r.phase == phaseSoaking {
+		p.commitBatch()
+	}
+}
+
+// commitBatch makes the batch's ready workers the serving ones and asks
+// the old ones to drain. The listening sockets never close, so connections
+// the old workers did not accept wait in the queue for the new ones.
+func (p *Pool) commitBatch() {
+	st := &p.st
+	r := st.reload
+	r.deadline.Stop()
+	r.retired = append(r.retired[:0], r.dropped...)
+	r.dropped = nil
+	for _, s := range st.slots {
+		if !s.batch {
+			continue
+		}
+		s.batch = false
+		s.crashes, s.restarts = 0, 0
+		if old := p.promote(s); old != nil {
+			r.retired = append(r.retired, old)
+		}
+		r.done++
+	}
+	st.gen = r.gen
+	r.committed = p.env.now()
+	r.phase = phaseHandover
+	p.checkHandover()
+}
+
+// checkHandover moves the reload on once the workers it retired have let
+// go of the listeners, polling their descriptors until then (at most
+// ReloadTimeout+StopTimeout: they are killed by then).
+func (p *Pool) checkHandover() {
+	r := p.st.reload
+	if r == nil || r.phase != phaseHandover && r.phase != phaseRollback {
+		return
+	}
+	for _, w := range r.retired {
+		if !w.exited && p.env.now().Sub(r.committed) < p.opts.ReloadTimeout+p.opts.StopTimeout && p.env.holdsListener(w.pid) {
+			p.after(handoverPoll, handoverTimer{})
+			return
+		}
+	}
+	switch {
+	case r.phase == phaseRollback:
+		p.finishReload(r.err)
+	case p.slotsLeft(r.gen) > 0:
+		p.startBatch()
+	default:
+		p.finishReload(nil)
+	}
+}
+
+// handoverPoll is how often a reload looks at the retired workers'
+// descriptors.
+const handoverPoll = 2 * time.Millisecond
+
+// slotsLeft counts the slots that do not run gen yet.
+func (p *Pool) slotsLeft(gen int) int {
 	n := 0
-	for _, w := range st.byPID {
-		if w.gen != st.current.num && (st.next == nil || w.gen != st.next.num) {
+	for _, s := range p.st.slots {
+		if s.want != gen {
 			n++
 		}
 	}
 	return n
 }
 
-// maybeStartQueued starts the queued reload once the previous one is over
-// and its retired generation is gone, so no third generation is ever alive.
-func (p *Pool) maybeStartQueued() {
+// finishReload ends the reload: its callers hear how it went.
+func (p *Pool) finishReload(err error) {
 	st := &p.st
-	if st.queued == nil || st.reload != nil || st.handover != nil || st.stopping || p.retiring() > 0 {
-		return
-	}
-	job := st.queued
-	st.queued = nil
-	st.reload = job
-	job.started = time.Now()
-	st.genSeq++
-	st.next = &generation{num: st.genSeq, slots: make([]*worker, p.opts.Workers)}
-	p.log.Info("reload started", "event", "reload_start", "generation", st.next.num)
-	st.lastStatus = p.summary()
-	p.opts.Notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + st.lastStatus)
-	job.deadline = p.after(p.opts.ReloadTimeout, reloadDeadline{gen: st.next.num})
-	next := st.next
-	for slot := range next.slots {
-		if st.next != next { // a spawn failure aborted the reload
-			return
-		}
-		p.spawnInto(next, slot)
-	}
-}
-
-// commitReload makes the ready new generation the serving one and asks the
-// old one to drain. The listening sockets never close, so connections the
-// old workers did not accept wait in the queue for the new ones. The reload
-// is over once no old worker holds a listening socket any more (it stopped
-// accepting, or exited): from then on only the new generation accepts.
-func (p *Pool) commitReload() {
-	st := &p.st
-	job, old := st.reload, st.current
-	st.current, st.next, st.reload = st.next, nil, nil
-	st.slotCrashes = make([]int, p.opts.Workers)
-	st.slotRestarts = make([]int, p.opts.Workers)
-	job.old = job.old[:0]
-	for _, w := range old.slots {
-		if w != nil {
-			p.stopWorker(w)
-			job.old = append(job.old, w)
-		}
-	}
-	job.oldGen = old.num
-	job.committed = time.Now()
-	if job.deadline != nil {
-		job.deadline.Stop()
-	}
-	st.handover = job
-	p.checkHandover()
-}
-
-// checkHandover finishes the committed reload once the old workers have
-// let go of the listeners, polling their descriptors until then (at most
-// StopTimeout: by then they are killed). A rolled-back reload waits the
-// same way for its failed workers: one that was not ready may still
-// accept, and an answer of the failed deploy must not come after the
-// caller was told the reload failed.
-func (p *Pool) checkHandover() {
-	st := &p.st
-	job := st.handover
-	if job == nil {
-		return
-	}
-	for _, w := range job.old {
-		if !w.exited && time.Since(job.started) < p.opts.ReloadTimeout+p.opts.StopTimeout && p.holdsListener(w.pid) {
-			p.after(handoverPoll, handoverTimer{})
-			return
-		}
-	}
-	st.handover = nil
-	if job.err != nil { // a rollback: the failed workers no longer accept
-		job.finish(job.err)
+	r := st.reload
+	st.reload = nil
+	if err != nil {
+		r.job.finish(err)
 		p.maybeStartQueued()
 		return
 	}
-	took := time.Since(job.started)
-	st.lastReload = &ReloadResult{Generation: st.current.num, OK: true, FinishedAt: time.Now(), Seconds: took.Seconds()}
-	// The timings split the reload into the new workers' start-up
-	// (ready_seconds), the old workers letting go of the sockets after
-	// SIGTERM (handover_seconds) and, when they have all exited by now,
-	// how long their drain took (old_gone_seconds).
-	log := p.log.With("event", "reload_done", "generation", st.current.num, "retired", job.oldGen, "seconds", took.Seconds(),
-		"ready_seconds", job.committed.Sub(job.started).Seconds(), "handover_seconds", time.Since(job.committed).Seconds())
-	if gone := lastExit(job.old); !gone.IsZero() {
-		log = log.With("old_gone_seconds", gone.Sub(job.committed).Seconds())
+	now := p.env.now()
+	took := now.Sub(r.started)
+	st.lastReload = &ReloadResult{Generation: r.gen, OK: true, FinishedAt: now, Seconds: took.Seconds()}
+	// The timings split the (last batch of the) reload into the new
+	// workers' start-up (ready_seconds), the old workers letting go of the
+	// sockets after SIGTERM (handover_seconds) and, when they have all
+	// exited by now, how long their drain took (old_gone_seconds).
+	log := p.log.With("event", "reload_done", "generation", r.gen, "retired", r.from, "seconds", took.Seconds(),
+		"ready_seconds", r.committed.Sub(r.started).Seconds(), "handover_seconds", now.Sub(r.committed).Seconds())
+	if gone := lastExit(r.retired); !gone.IsZero() {
+		log = log.With("old_gone_seconds", gone.Sub(r.committed).Seconds())
 	}
 	log.Info("reload finished")
-	job.finish(nil)
+	r.job.finish(nil)
 	if !st.announced {
 		p.announce()
 	} else {
@@ -165,58 +290,86 @@ func (p *Pool) checkHandover() {
 	p.maybeStartQueued()
 }
 
-// handoverPoll is how often a committed reload looks at the old workers'
-// descriptors.
-const handoverPoll = 2 * time.Millisecond
-
-// holdsListener reports whether pid still has one of the pool's listening
-// sockets open (compared by socket inode, as /proc/PID/fd shows it).
-func (p *Pool) holdsListener(pid int) bool {
-	fds, err := procfs.FDs(pid)
-	if err != nil {
-		return false
+func (p *Pool) onReloadDeadline(gen, batch int) {
+	r := p.st.reload
+	if r == nil || r.gen != gen || r.batch != batch || r.phase != phaseStarting {
+		return
 	}
-	for _, fd := range fds {
-		target, err := procfs.FDTarget(pid, fd)
-		if err == nil && p.listenerInodes[target] {
-			return true
+	ready, size := 0, 0
+	for _, s := range p.st.slots {
+		if s.batch {
+			size++
+			if s.next != nil && s.next.state == Ready {
+				ready++
+			}
 		}
 	}
-	return false
+	p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)", p.opts.ReloadTimeout, ready, size))
 }
 
-// abortReload rolls back: the new generation drains away, the serving one
-// was never touched (but slots that crashed meanwhile are refilled).
+// abortReload rolls the running batch back: its new workers drain away,
+// the old ones were never touched (but slots whose worker crashed
+// meanwhile are refilled).
 func (p *Pool) abortReload(reason string) {
 	st := &p.st
-	job, failed := st.reload, st.next
-	st.next, st.reload = nil, nil
-	job.old = job.old[:0]
-	for _, w := range failed.slots {
-		if w != nil {
+	r := st.reload
+	r.deadline.Stop()
+	r.retired = append(r.retired[:0], r.dropped...)
+	r.dropped = nil
+	for _, s := range st.slots {
+		if !s.batch {
+			continue
+		}
+		s.batch, s.want = false, r.prev[s]
+		if w := s.next; w != nil {
+			s.next = nil
 			p.stopWorker(w)
-			job.old = append(job.old, w)
+			r.retired = append(r.retired, w)
 		}
 	}
-	err := &ReloadError{Generation: failed.num, Serving: st.current.num, Reason: reason}
-	st.lastReload = &ReloadResult{Generation: failed.num, Error: reason, FinishedAt: time.Now(), Seconds: time.Since(job.started).Seconds()}
-	p.log.Error("reload failed; previous generation keeps serving", "event", "reload_failed",
-		"generation", failed.num, "serving", st.current.num, "reason", reason)
-	if job.deadline != nil {
-		job.deadline.Stop()
+	now := p.env.now()
+	err := &ReloadError{Generation: r.gen, Serving: r.from, Reason: reason, Slots: len(st.slots), Replaced: r.done}
+	st.lastReload = &ReloadResult{Generation: r.gen, Error: reason, Replaced: r.done, FinishedAt: now, Seconds: now.Sub(r.started).Seconds()}
+	if r.done == 0 {
+		p.log.Error("reload failed; previous generation keeps serving", "event", "reload_failed",
+			"generation", r.gen, "serving", r.from, "reason", reason)
+	} else {
+		p.log.Error("reload halted; the slots not reached keep their workers", "event", "reload_failed",
+			"generation", r.gen, "replaced", r.done, "slots", len(st.slots), "reason", reason)
 	}
-	job.err = err
-	st.handover = job
+	r.err, r.phase, r.committed = err, phaseRollback, now
 	st.lastStatus = p.summary()
 	p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
-	for slot, w := range st.current.slots {
-		if w == nil && !st.stopping {
-			st.slotRestarts[slot]++
+	for _, s := range st.slots {
+		if s.cur == nil && s.next == nil && !s.restartArmed && !st.stopping {
+			s.restarts++
 			st.restarts++
-			p.spawnInto(st.current, slot)
+			p.startOrCrash(s)
 		}
 	}
 	p.checkHandover()
+}
+
+// endReloadsForStop answers the reload callers when the pool stops: a
+// reload that took every slot over is done, a rolled-back one failed, any
+// other is cut short.
+func (p *Pool) endReloadsForStop() {
+	st := &p.st
+	if r := st.reload; r != nil {
+		r.deadline.Stop()
+		switch {
+		case r.phase == phaseRollback:
+			r.job.finish(r.err)
+		case r.phase == phaseHandover && p.slotsLeft(r.gen) == 0:
+			r.job.finish(nil)
+		default:
+			r.job.finish(ErrStopping)
+		}
+	}
+	if st.queued != nil {
+		st.queued.finish(ErrStopping)
+	}
+	st.reload, st.queued = nil, nil
 }
 
 // lastExit is when the last of ws exited, or zero while one still runs.

@@ -94,9 +94,10 @@ func workerEnv(base []string, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// spawn starts one worker. It must run on the pool's locked OS thread: the
-// parent-death signal fires when the thread that forked exits.
-func (p *Pool) spawn(gen, slot int) (*worker, error) {
+// spawn forks the worker of slot in generation gen through the trampoline.
+// It must run on the pool's locked OS thread: the parent-death signal
+// fires when the thread that forked exits.
+func (p *Pool) spawn(gen, slot int) (int, error) {
 	o := &p.opts
 	env := workerEnv(o.Env,
 		"LISTEN_FDS="+strconv.Itoa(len(o.Listeners)),
@@ -120,43 +121,36 @@ func (p *Pool) spawn(gen, slot int) (*worker, error) {
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start worker %d of generation %d: %w", slot, gen, err)
+		return 0, fmt.Errorf("start worker %d of generation %d: %w", slot, gen, err)
 	}
-	if o.Guard != nil {
-		if err := o.Guard.Add(pid); err != nil {
-			p.log.Warn("guard", "error", err)
-		}
-	}
-	w := &worker{slot: slot, gen: gen, pid: pid, state: Starting, started: time.Now()}
-	go p.watch(w)
-	return w, nil
+	return pid, nil
 }
 
 // watch waits for the worker to exit without reaping it (WNOWAIT), so its
 // pid cannot be reused before the loop has reaped it and forgotten it. It
 // waits on a pidfd through Go's network poller, so a thousand workers do
 // not hold a thousand OS threads blocked in waitid.
-func (p *Pool) watch(w *worker) {
-	if err := waitPidfd(w.pid); err != nil {
+func (p *Pool) watch(pid int) {
+	if err := waitPidfd(pid); err != nil {
 		// No pidfd (kernel < 5.3): block a thread in waitid instead.
 		var info unix.Siginfo
-		for unix.Waitid(unix.P_PID, w.pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+		for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
 		}
 	}
 	// The exit reaches the loop behind every notify message the worker
 	// sent before it exited (a STOPPING=1 just before exit(0) must not
 	// make the exit look like a crash): the exit travels as a mark through
 	// the notify socket's own queue.
-	p.exiting.Store(w.pid, w)
-	if p.notifyDead.Load() || p.nsrv.Mark(strconv.Itoa(w.pid), time.Second) != nil {
-		p.exited(w.pid)
+	p.exiting.Store(pid, true)
+	if p.notifyDead.Load() || p.nsrv.Mark(strconv.Itoa(pid), time.Second) != nil {
+		p.exited(pid)
 	}
 }
 
 // exited posts the exit of a worker that watch saw exit, once.
 func (p *Pool) exited(pid int) {
-	if v, ok := p.exiting.LoadAndDelete(pid); ok {
-		p.post(exitEvent{w: v.(*worker)})
+	if _, ok := p.exiting.LoadAndDelete(pid); ok {
+		p.post(exitEvent{pid: pid})
 	}
 }
 
@@ -182,38 +176,4 @@ func waitPidfd(pid int) error {
 		werr = nil
 	}
 	return errors.Join(err, werr)
-}
-
-// reap collects the exit status of a worker that watch saw exit.
-func reap(pid int) (unix.WaitStatus, unix.Rusage) {
-	var ws unix.WaitStatus
-	var ru unix.Rusage
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, &ru)
-		if err != unix.EINTR {
-			return ws, ru
-		}
-	}
-}
-
-// signal sends sig to the worker's process group (so a shell wrapper's
-// children get it too), or to the worker alone if it left its group. The
-// worker is not reaped yet, so its pid and group id cannot have been reused.
-func signal(w *worker, sig unix.Signal) error {
-	err := unix.Kill(-w.pid, sig)
-	if err == unix.ESRCH || err == unix.EPERM {
-		err = unix.Kill(w.pid, sig)
-	}
-	return err
-}
-
-func describeExit(ws unix.WaitStatus) string {
-	switch {
-	case ws.Exited():
-		return fmt.Sprintf("exit status %d", ws.ExitStatus())
-	case ws.Signaled():
-		return "killed by " + unix.SignalName(ws.Signal())
-	default:
-		return fmt.Sprintf("wait status %#x", uint32(ws))
-	}
 }

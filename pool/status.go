@@ -50,6 +50,7 @@ type WorkerStatus struct {
 	PID           int       `json:"pid"`
 	State         string    `json:"state"`
 	StartedAt     time.Time `json:"started_at"`
+	ReadyAt       time.Time `json:"ready_at,omitzero"` // when it became ready (zero: not yet)
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Restarts      int       `json:"restarts"`
 	// Requests is what the worker last reported with SOCKD_REQUESTS=.
@@ -78,29 +79,32 @@ type ReloadProgress struct {
 
 // ReloadResult is the outcome of the last finished reload.
 type ReloadResult struct {
-	Generation int       `json:"generation"`
-	OK         bool      `json:"ok"`
-	Error      string    `json:"error,omitempty"`
+	Generation int    `json:"generation"`
+	OK         bool   `json:"ok"`
+	Error      string `json:"error,omitempty"`
+	// Replaced counts the slots a failed reload had moved to its
+	// generation before it halted (0: the pool is as before).
+	Replaced   int       `json:"replaced,omitempty"`
 	FinishedAt time.Time `json:"finished_at"`
 	Seconds    float64   `json:"seconds"`
 }
 
 func (p *Pool) status() Status {
 	st := &p.st
-	now := time.Now()
+	now := p.env.now()
 	s := Status{
-		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.current.num,
-		Size: p.opts.Workers, Ready: countReady(st.current), Restarts: st.restarts,
+		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
+		Size: len(st.slots), Ready: p.countReady(), Restarts: st.restarts,
 		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
 	}
 	if g := p.opts.Guard; g != nil {
 		s.GuardPID = g.PID()
 	}
-	if st.reload != nil {
-		s.Reload = &ReloadProgress{Generation: st.next.num, StartedAt: st.reload.started, Ready: countReady(st.next), Queued: st.queued != nil}
+	if r := st.reload; r != nil && r.phase != phaseRollback {
+		s.Reload = &ReloadProgress{Generation: r.gen, StartedAt: r.started, Ready: p.reloadReady(), Queued: st.queued != nil}
 	}
 	for _, w := range st.byPID {
-		ws := WorkerStatus{Slot: w.slot, Generation: w.gen, PID: w.pid, State: w.state, StartedAt: w.started,
+		ws := WorkerStatus{Slot: w.slot, Generation: w.gen, PID: w.pid, State: w.state, StartedAt: w.started, ReadyAt: w.readyAt,
 			UptimeSeconds: now.Sub(w.started).Seconds(), Restarts: w.restarts, Status: w.status}
 		if w.hasRequests {
 			n := w.requests
@@ -127,13 +131,29 @@ func (p *Pool) state() string {
 	switch {
 	case st.stopping:
 		return StateStopping
-	case st.reload != nil || st.handover != nil:
+	case st.reload != nil:
 		return StateReloading
 	case !st.announced:
 		return StateStarting
 	default:
 		return StateRunning
 	}
+}
+
+// reloadReady counts the slots on the reload's generation: taken over, or
+// ready in the running batch.
+func (p *Pool) reloadReady() int {
+	r := p.st.reload
+	n := 0
+	for _, s := range p.st.slots {
+		switch {
+		case s.batch && s.next != nil && s.next.state == Ready:
+			n++
+		case !s.batch && s.want == r.gen && s.cur != nil && s.cur.gen == r.gen:
+			n++
+		}
+	}
+	return n
 }
 
 // summary is the one line for systemd's STATUS=.
@@ -146,25 +166,17 @@ func (p *Pool) summary() string {
 		return fmt.Sprintf("stopping, %d workers left", len(st.byPID))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", countReady(st.current), p.opts.Workers, st.current.num, st.restarts)
-	if st.reload != nil {
-		fmt.Fprintf(&b, "; reloading to generation %d (%d/%d ready)", st.next.num, countReady(st.next), p.opts.Workers)
-	}
-	if st.handover != nil {
-		fmt.Fprintf(&b, "; retiring generation %d", st.handover.oldGen)
+	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", p.countReady(), len(st.slots), st.gen, st.restarts)
+	if r := st.reload; r != nil {
+		switch {
+		case r.phase == phaseStarting || r.phase == phaseSoaking || r.phase == phaseHandover && p.slotsLeft(r.gen) > 0:
+			fmt.Fprintf(&b, "; reloading to generation %d (%d/%d ready)", r.gen, p.reloadReady(), len(st.slots))
+		case r.phase == phaseHandover:
+			fmt.Fprintf(&b, "; retiring generation %d", r.from)
+		}
 	}
 	if r := st.lastReload; r != nil && !r.OK {
 		fmt.Fprintf(&b, "; last reload failed: %s", r.Error)
 	}
 	return b.String()
-}
-
-func countReady(g *generation) int {
-	n := 0
-	for _, w := range g.slots {
-		if w != nil && w.state == Ready {
-			n++
-		}
-	}
-	return n
 }

@@ -1,0 +1,809 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/notify"
+)
+
+// sim runs the pool's loop by hand on a fake process table and a fake
+// clock: every decision of the loop, with no fork and no waiting.
+type sim struct {
+	t    *testing.T
+	p    *Pool
+	now  time.Time
+	seq  int // timers created, for a stable firing order
+	next int // next pid
+	// timers pending, in no particular order.
+	timers []*simTimer
+	// procs is every worker started, by pid.
+	procs map[int]*simProc
+	// holding: pids that still hold a listening socket after they were
+	// asked to stop (default: they let go at once).
+	holding map[int]bool
+	// failStart makes the next starts fail.
+	failStart int
+	sent      []string // what systemd was told
+}
+
+type simProc struct {
+	pid, slot, gen int
+	exited         bool
+	signals        []unix.Signal
+	group          bool // a process of its group outlives it
+}
+
+type simTimer struct {
+	at      time.Time
+	seq     int
+	ev      any
+	stopped bool
+	fired   bool
+}
+
+func (t *simTimer) Stop() bool {
+	was := !t.stopped && !t.fired
+	t.stopped = true
+	return was
+}
+
+func (s *sim) start(w *worker) (int, error) {
+	if s.failStart > 0 {
+		s.failStart--
+		return 0, errors.New("fork: resource temporarily unavailable")
+	}
+	s.next++
+	s.procs[s.next] = &simProc{pid: s.next, slot: w.slot, gen: w.gen}
+	return s.next, nil
+}
+
+func (s *sim) reap(pid int) exitStatus {
+	pr := s.procs[pid]
+	pr.exited = true
+	return exitStatus{ws: pr.status()}
+}
+
+// status is the exit status a proc leaves: 0 after SIGTERM, killed by
+// SIGKILL, else 1.
+func (pr *simProc) status() unix.WaitStatus {
+	for _, sig := range pr.signals {
+		switch sig {
+		case unix.SIGKILL:
+			return unix.WaitStatus(unix.SIGKILL)
+		case unix.SIGTERM:
+			return 0
+		}
+	}
+	return 1 << 8
+}
+
+func (s *sim) signal(pid int, sig unix.Signal) error {
+	pr := s.procs[pid]
+	if pr == nil || pr.exited {
+		return unix.ESRCH
+	}
+	pr.signals = append(pr.signals, sig)
+	return nil
+}
+
+func (s *sim) groupAlive(pgid int) bool { return s.procs[pgid].group }
+func (s *sim) killGroup(pgid int) bool {
+	g := s.procs[pgid].group
+	s.procs[pgid].group = false
+	return g
+}
+func (s *sim) holdsListener(pid int) bool { return s.holding[pid] }
+func (s *sim) now_() time.Time            { return s.now }
+func (s *sim) after(d time.Duration, ev any) timer {
+	s.seq++
+	t := &simTimer{at: s.now.Add(d), seq: s.seq, ev: ev}
+	s.timers = append(s.timers, t)
+	return t
+}
+
+// simEnv adapts sim to env (now is a field of sim).
+type simEnv struct{ *sim }
+
+func (e simEnv) now() time.Time { return e.now_() }
+
+func newSim(t *testing.T, edit func(*Options)) *sim {
+	t.Helper()
+	s := &sim{t: t, now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), procs: map[int]*simProc{}, holding: map[int]bool{}, next: 100}
+	o := Options{
+		Command:   []string{"/bin/true"},
+		Listeners: activation.Set{&activation.Listener{Name: "http"}},
+		Workers:   2,
+		Notify:    func(m string) { s.sent = append(s.sent, m) },
+		Logger:    hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: simLog{t}}),
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	o, err := o.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.p = &Pool{opts: o, log: o.Logger, command: o.Command[0], events: make(chan any, 1), done: make(chan struct{}), ready: make(chan struct{})}
+	s.p.env = simEnv{s}
+	s.p.begin()
+	return s
+}
+
+type simLog struct{ t *testing.T }
+
+func (l simLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func (s *sim) step(ev any) { s.p.step(ev) }
+
+// advance moves the clock by d, firing every timer due on the way, in
+// order.
+func (s *sim) advance(d time.Duration) {
+	end := s.now.Add(d)
+	for {
+		var due *simTimer
+		for _, t := range s.timers {
+			if !t.stopped && !t.fired && !t.at.After(end) && (due == nil || t.at.Before(due.at) || t.at.Equal(due.at) && t.seq < due.seq) {
+				due = t
+			}
+		}
+		if due == nil {
+			break
+		}
+		due.fired = true
+		if due.at.After(s.now) {
+			s.now = due.at
+		}
+		s.step(due.ev)
+	}
+	s.now = end
+}
+
+func (s *sim) notify(pid int, msg string) {
+	fields, err := notify.Parse([]byte(msg))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.step(notifyEvent{msg: notify.Message{PID: pid, Fields: fields}})
+}
+
+func (s *sim) ready(pids ...int) {
+	for _, pid := range pids {
+		s.notify(pid, "READY=1")
+	}
+}
+
+// exit makes pid exit (with the status its signals imply) and the loop
+// see it.
+func (s *sim) exit(pid int) { s.step(exitEvent{pid: pid}) }
+
+// exitStopped makes every live worker that was sent SIGTERM or SIGKILL
+// exit.
+func (s *sim) exitStopped() {
+	for _, pid := range s.livePIDs() {
+		pr := s.procs[pid]
+		for _, sig := range pr.signals {
+			if sig == unix.SIGTERM || sig == unix.SIGKILL {
+				s.exit(pid)
+				break
+			}
+		}
+	}
+}
+
+func (s *sim) livePIDs() []int {
+	var pids []int
+	for pid := range s.p.st.byPID {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+// starting lists the pids of workers not ready yet.
+func (s *sim) starting() []int {
+	var pids []int
+	for _, pid := range s.livePIDs() {
+		if s.p.st.byPID[pid].state == Starting {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func (s *sim) readyAll() { s.ready(s.starting()...) }
+
+func (s *sim) reload() chan error {
+	reply := make(chan error, 1)
+	s.step(reloadRequest{reply: reply})
+	return reply
+}
+
+func (s *sim) status() Status { return s.p.status() }
+
+func (s *sim) signalled(pid int, sig unix.Signal) bool {
+	for _, got := range s.procs[pid].signals {
+		if got == sig {
+			return true
+		}
+	}
+	return false
+}
+
+// gens lists the generations alive.
+func (s *sim) gens() map[int]int {
+	g := map[int]int{}
+	for _, w := range s.p.st.byPID {
+		g[w.gen]++
+	}
+	return g
+}
+
+func noReply(t *testing.T, c chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-c:
+		t.Fatalf("%s: reload answered %v too early", what, err)
+	default:
+	}
+}
+
+func reply(t *testing.T, c chan error) error {
+	t.Helper()
+	select {
+	case err := <-c:
+		return err
+	default:
+		t.Fatal("the reload has not answered")
+		return nil
+	}
+}
+
+func TestSimStartAndAnnounce(t *testing.T) {
+	s := newSim(t, nil)
+	if got := s.starting(); len(got) != 2 {
+		t.Fatalf("starting %v, want 2 workers", got)
+	}
+	s.ready(101)
+	if s.p.st.announced || s.status().Ready != 1 {
+		t.Fatalf("announced with 1 of 2 ready: %+v", s.status())
+	}
+	s.ready(102)
+	if !s.p.st.announced || s.sent[len(s.sent)-1] != "READY=1\nSTATUS=2/2 workers ready, generation 1, 0 restarts" {
+		t.Fatalf("not announced: %q", s.sent)
+	}
+}
+
+// The crash budget and the backoff, against the clock: a slot's first
+// crash restarts at once, then BackoffMin doubling up to
+// Period/(2·Burst); more than Burst crashes within Period: give up.
+func TestSimBackoffAndBudget(t *testing.T) {
+	for _, c := range []struct {
+		limit  RestartLimit
+		min    time.Duration
+		delays []time.Duration // between a crash and the restart, crash by crash
+	}{
+		{RestartLimit{10, 60 * time.Second}, 100 * time.Millisecond,
+			[]time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond, 3 * time.Second, 3 * time.Second, 3 * time.Second, 3 * time.Second}},
+		{RestartLimit{4, time.Minute}, time.Millisecond, []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}},
+		{RestartLimit{3, 600 * time.Millisecond}, 100 * time.Millisecond, []time.Duration{0, 100 * time.Millisecond, 100 * time.Millisecond}},
+	} {
+		t.Run(c.limit.String(), func(t *testing.T) {
+			s := newSim(t, func(o *Options) { o.Workers = 1; o.RestartLimit = c.limit; o.BackoffMin = c.min })
+			pid := s.starting()[0]
+			for i, want := range c.delays {
+				s.exit(pid)
+				if want > 0 {
+					if len(s.starting()) != 0 {
+						t.Fatalf("crash %d: restarted at once, want after %s", i+1, want)
+					}
+					s.advance(want - time.Nanosecond)
+					if len(s.starting()) != 0 {
+						t.Fatalf("crash %d: restarted before %s", i+1, want)
+					}
+					s.advance(time.Nanosecond)
+				}
+				got := s.starting()
+				if len(got) != 1 {
+					t.Fatalf("crash %d: not restarted after %s: %v", i+1, want, got)
+				}
+				pid = got[0]
+			}
+			if s.p.st.fatal != nil {
+				t.Fatalf("gave up after %d crashes: %v", len(c.delays), s.p.st.fatal)
+			}
+			s.exit(pid)
+			if err := s.p.st.fatal; !errors.Is(err, ErrRestartLimit) {
+				t.Fatalf("after %d crashes: fatal %v, status %+v", c.limit.Burst+1, err, s.status())
+			}
+		})
+	}
+}
+
+// A worker that stayed ready for StableAfter restarts at once after a
+// crash again; a crash loop's budget forgets crashes older than Period.
+func TestSimStableWorkerResetsBackoffAndBudget(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1; o.RestartLimit = RestartLimit{2, time.Minute} })
+	for round := 0; round < 5; round++ {
+		pid := s.starting()[0]
+		s.ready(pid)
+		s.advance(DefaultStableAfter + 30*time.Second) // and older than Period/2
+		s.exit(pid)
+		if len(s.starting()) != 1 {
+			t.Fatalf("round %d: a stable worker's crash was not restarted at once", round)
+		}
+	}
+	if s.p.st.fatal != nil || s.status().Restarts != 5 {
+		t.Fatalf("5 crashes 40 s apart under 2/60s: %v, %+v", s.p.st.fatal, s.status())
+	}
+}
+
+// Ten reload requests while one runs are two reloads, never three
+// generations alive; the queued one starts once the old generation is gone.
+func TestSimReloadsAreCoalesced(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	var replies []chan error
+	for i := 0; i < 10; i++ {
+		replies = append(replies, s.reload())
+		s.advance(time.Millisecond)
+	}
+	if g := s.status().Generation; g != 1 || s.p.st.reload == nil || s.p.st.reload.gen != 2 {
+		t.Fatalf("first reload not running: %+v", s.status())
+	}
+	s.readyAll() // generation 2 ready: gen 1 asked to stop
+	if err := reply(t, replies[0]); err != nil {
+		t.Fatal(err)
+	}
+	if s.p.st.reload != nil || len(s.gens()) != 2 {
+		t.Fatalf("queued reload started while generation 1 still runs: gens %v", s.gens())
+	}
+	s.exitStopped()
+	if s.p.st.reload == nil || s.p.st.reload.gen != 3 {
+		t.Fatalf("queued reload did not start once generation 1 was gone")
+	}
+	s.readyAll()
+	s.exitStopped()
+	for i, r := range replies[1:] {
+		if err := reply(t, r); err != nil {
+			t.Fatalf("request %d: %v", i+2, err)
+		}
+	}
+	if st := s.status(); st.Generation != 3 || len(s.gens()) != 1 {
+		t.Fatalf("10 requests: generation %d, gens alive %v; want 3 and one", st.Generation, s.gens())
+	}
+}
+
+// STOPPING=1 less than MinServe after READY=1 is a crash in disguise;
+// from MinServe on it is a planned exit with its replacement started first.
+func TestSimMinServe(t *testing.T) {
+	for _, c := range []struct {
+		served time.Duration
+		crash  bool
+	}{{0, true}, {time.Second - time.Nanosecond, true}, {time.Second, false}, {time.Hour, false}} {
+		t.Run(c.served.String(), func(t *testing.T) {
+			s := newSim(t, func(o *Options) { o.Workers = 1 })
+			pid := s.starting()[0]
+			s.ready(pid)
+			s.advance(c.served)
+			s.notify(pid, "STOPPING=1")
+			if replaced := len(s.starting()) == 1; replaced == c.crash {
+				t.Fatalf("after %s: replacement started %v", c.served, replaced)
+			}
+			s.exit(pid)
+			if got := s.status().Restarts; (got == 1) != c.crash {
+				t.Fatalf("after %s: %d restarts", c.served, got)
+			}
+			if len(s.starting()) != 1 {
+				t.Fatal("no worker starting after the exit")
+			}
+		})
+	}
+}
+
+// A worker that announced STOPPING=1 keeps its slot until its replacement
+// is ready; sockd does not SIGTERM it.
+func TestSimStoppingReplacementFirst(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1 })
+	old := s.starting()[0]
+	s.ready(old)
+	s.advance(time.Minute)
+	s.notify(old, "STOPPING=1")
+	repl := s.starting()
+	if len(repl) != 1 || s.status().Ready != 0 {
+		t.Fatalf("replacement %v, status %+v", repl, s.status())
+	}
+	s.ready(repl[0])
+	if s.signalled(old, unix.SIGTERM) || s.status().Ready != 1 {
+		t.Fatalf("leaving worker was signalled, or replacement not serving: %+v", s.status())
+	}
+	s.advance(DefaultStopTimeout)
+	if !s.signalled(old, unix.SIGKILL) {
+		t.Fatal("a leaving worker that never exits is not killed at its stop deadline")
+	}
+	s.exit(old)
+	if s.status().Restarts != 0 {
+		t.Fatal("announced exit counted as a crash")
+	}
+}
+
+func TestSimReloadRollsBack(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		fail   func(s *sim, newPIDs []int)
+		reason string
+	}{
+		{"exit before ready", func(s *sim, n []int) { s.exit(n[0]) }, "worker 0 exited before it was ready (exit status 1)"},
+		{"exit after ready", func(s *sim, n []int) { s.ready(n[0]); s.exit(n[0]) }, "worker 0 exited after it was ready (exit status 1)"},
+		{"STOPPING", func(s *sim, n []int) { s.notify(n[1], "STOPPING=1") }, "worker 1 announced it is stopping"},
+		{"ready timeout", func(s *sim, n []int) { s.ready(n[0]); s.advance(10 * time.Second) }, "worker 1 was not ready within 10s"},
+		{"reload timeout", func(s *sim, n []int) { s.ready(n[0]); s.advance(20 * time.Second) }, "not every worker was ready within 20s (1/2 ready)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSim(t, func(o *Options) {
+				o.ReloadTimeout = 20 * time.Second
+				if c.name == "ready timeout" {
+					o.ReadyTimeout, o.ReloadTimeout = 10*time.Second, time.Minute
+				}
+			})
+			s.readyAll()
+			old := s.livePIDs()
+			res := s.reload()
+			newPIDs := s.starting()
+			s.holding[newPIDs[0]], s.holding[newPIDs[1]] = true, true
+			c.fail(s, newPIDs)
+			noReply(t, res, "failed workers still hold the listeners")
+			delete(s.holding, newPIDs[0])
+			delete(s.holding, newPIDs[1])
+			s.advance(handoverPoll)
+			err := reply(t, res)
+			var re *ReloadError
+			if !errors.As(err, &re) || re.Reason != c.reason || re.Generation != 2 || re.Serving != 1 || re.Replaced != 0 {
+				t.Fatalf("reload error %v, want reason %q", err, c.reason)
+			}
+			for _, pid := range old {
+				if len(s.procs[pid].signals) > 0 {
+					t.Fatalf("old worker %d was signalled %v", pid, s.procs[pid].signals)
+				}
+			}
+			st := s.status()
+			if st.Generation != 1 || st.Ready != 2 || st.Restarts != 0 || !strings.Contains(st.Summary, "; last reload failed: "+c.reason) {
+				t.Fatalf("after rollback: %+v", st)
+			}
+		})
+	}
+}
+
+// A worker of the old generation that crashed during the reload is not
+// restarted into it; after a rollback its slot is refilled.
+func TestSimRollbackRefillsCrashedSlot(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	old := s.livePIDs()
+	res := s.reload()
+	newPIDs := s.starting()
+	s.exit(old[0])
+	if got := s.starting(); len(got) != 2 {
+		t.Fatalf("old worker restarted during a reload: starting %v", got)
+	}
+	s.exit(newPIDs[0])
+	if err := reply(t, res); err == nil {
+		t.Fatal("reload succeeded")
+	}
+	refill := s.starting()
+	if len(refill) != 1 || s.p.st.byPID[refill[0]].gen != 1 || s.p.st.byPID[refill[0]].slot != 0 {
+		t.Fatalf("slot 0 not refilled with generation 1: starting %v", refill)
+	}
+}
+
+// Reloads in batches: never more than the batch starting at once, slot i's
+// old worker drains only once slot i's new one (and its batch) is ready.
+func TestSimRollingReload(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 4; o.ReloadBatch = 1 })
+	s.readyAll()
+	old := s.livePIDs()
+	res := s.reload()
+	for i := 0; i < 4; i++ {
+		n := s.starting()
+		if len(n) != 1 {
+			t.Fatalf("batch %d: %v starting, want 1", i+1, n)
+		}
+		w := s.p.st.byPID[n[0]]
+		if w.slot != i || w.gen != 2 {
+			t.Fatalf("batch %d started slot %d gen %d", i+1, w.slot, w.gen)
+		}
+		for j, pid := range old {
+			if got := s.signalled(pid, unix.SIGTERM); got != (j < i) {
+				t.Fatalf("batch %d: old worker of slot %d signalled: %v", i+1, j, got)
+			}
+		}
+		if st := s.status(); st.Ready != 4 || st.Reload == nil || st.Reload.Ready != i {
+			t.Fatalf("batch %d: %+v", i+1, st)
+		}
+		s.ready(n[0])
+	}
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.status(); st.Generation != 2 || st.Ready != 4 {
+		t.Fatalf("after a rolling reload: %+v", st)
+	}
+}
+
+// A failing canary leaves every old worker untouched; a later batch that
+// fails halts the reload with the slots reached on the new generation.
+func TestSimRollingReloadFailures(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 4; o.ReloadBatch = 2 })
+	s.readyAll()
+	old := s.livePIDs()
+	res := s.reload()
+	s.exit(s.starting()[1])
+	err := reply(t, res)
+	var re *ReloadError
+	if !errors.As(err, &re) || re.Replaced != 0 {
+		t.Fatalf("canary failure: %v", err)
+	}
+	for _, pid := range old {
+		if len(s.procs[pid].signals) > 0 {
+			t.Fatalf("a failing canary touched old worker %d", pid)
+		}
+	}
+	s.exitStopped()
+	res = s.reload()
+	s.readyAll() // batch 1 (slots 0, 1) takes over
+	n := s.starting()
+	if len(n) != 2 || s.p.st.byPID[n[0]].slot != 2 {
+		t.Fatalf("second batch: %v", n)
+	}
+	s.exit(n[0])
+	err = reply(t, res)
+	if !errors.As(err, &re) || re.Replaced != 2 || re.Generation != 3 || re.Serving != 1 ||
+		err.Error() != "reload to generation 3 halted after 2 of 4 slots: worker 2 exited before it was ready (exit status 1); the other slots still run generation 1" {
+		t.Fatalf("later batch failure: %v", err)
+	}
+	gens := map[int]int{}
+	for _, w := range s.status().Workers {
+		if w.State == Ready {
+			gens[w.Generation]++
+		}
+	}
+	if gens[3] != 2 || gens[1] != 2 {
+		t.Fatalf("after a halted reload: ready workers by generation %v", gens)
+	}
+	// The next reload takes every slot, whatever it runs.
+	s.exitStopped()
+	res = s.reload()
+	for len(s.starting()) > 0 {
+		s.readyAll()
+		s.exitStopped()
+	}
+	if err := reply(t, res); err != nil || s.status().Generation != 4 || len(s.gens()) != 1 {
+		t.Fatalf("reload after a halt: %v, gens %v", err, s.gens())
+	}
+}
+
+// The canary batch serves beside the old workers for ReloadSoak; an exit
+// meanwhile rolls back with every old worker untouched.
+func TestSimCanarySoak(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 3; o.ReloadBatch = 1; o.ReloadSoak = 10 * time.Second })
+	s.readyAll()
+	old := s.livePIDs()
+	res := s.reload()
+	canary := s.starting()[0]
+	s.ready(canary)
+	s.advance(9 * time.Second)
+	if s.signalled(old[0], unix.SIGTERM) || len(s.starting()) != 0 {
+		t.Fatal("the rest followed before the soak was over")
+	}
+	s.exit(canary)
+	if err := reply(t, res); err == nil || !strings.Contains(err.Error(), "exited after it was ready") {
+		t.Fatalf("canary crash during the soak: %v", err)
+	}
+	for _, pid := range old {
+		if len(s.procs[pid].signals) > 0 {
+			t.Fatalf("old worker %d touched by a failed canary", pid)
+		}
+	}
+	res = s.reload()
+	s.readyAll()
+	s.advance(10 * time.Second)
+	if !s.signalled(old[0], unix.SIGTERM) || len(s.starting()) != 1 {
+		t.Fatal("after the soak the canary did not take over, or the next batch did not start")
+	}
+	for len(s.starting()) > 0 {
+		s.readyAll()
+	}
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSimSpawnFailure(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	s.failStart = 1
+	res := s.reload()
+	if err := reply(t, res); err == nil || !strings.Contains(err.Error(), "resource temporarily unavailable") {
+		t.Fatalf("a fork failure during a reload: %v", err)
+	}
+	if st := s.status(); st.Ready != 2 || st.Generation != 1 {
+		t.Fatalf("after a failed fork: %+v", st)
+	}
+	// Outside a reload it counts as a crash and is retried with backoff.
+	s.exit(s.livePIDs()[0]) // crash 1: restarted at once
+	s.exit(s.starting()[0]) // crash 2: restart in 100 ms
+	s.failStart = 1
+	s.advance(DefaultBackoffMin) // that fork fails: crash 3, retried in 200 ms
+	if st := s.status(); st.Restarts != 3 || len(s.starting()) != 0 {
+		t.Fatalf("after a failed restart: %+v", st)
+	}
+	s.advance(2*DefaultBackoffMin - time.Nanosecond)
+	if len(s.starting()) != 0 {
+		t.Fatal("retried before the backoff")
+	}
+	s.advance(time.Nanosecond)
+	if len(s.starting()) != 1 {
+		t.Fatal("not retried after the backoff")
+	}
+}
+
+func TestSimStopDuringReload(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	res := s.reload()
+	queued := s.reload()
+	s.step(stopRequest{})
+	for _, c := range []chan error{res, queued} {
+		if err := reply(t, c); !errors.Is(err, ErrStopping) {
+			t.Fatalf("reload during stop: %v", err)
+		}
+	}
+	for _, pid := range s.livePIDs() {
+		if !s.signalled(pid, unix.SIGTERM) {
+			t.Fatalf("worker %d not stopped", pid)
+		}
+	}
+	if s.sent[len(s.sent)-1] != "STATUS=stopping, 4 workers left" || !contains(s.sent, "STOPPING=1") {
+		t.Fatalf("systemd told %q", s.sent)
+	}
+}
+
+// A reload is over only once every old worker let go of the listeners,
+// or was killed at its stop deadline.
+func TestSimHandoverWaitsForTheListeners(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.StopTimeout = 5 * time.Second })
+	s.readyAll()
+	old := s.livePIDs()
+	s.holding[old[0]] = true
+	res := s.reload()
+	s.readyAll()
+	s.advance(4 * time.Second)
+	noReply(t, res, "an old worker holds a listener")
+	if st := s.status(); st.State != StateReloading || !strings.Contains(st.Summary, "retiring generation 1") {
+		t.Fatalf("while handing over: %+v", st)
+	}
+	s.advance(time.Second) // the stop deadline: SIGKILL
+	if !s.signalled(old[0], unix.SIGKILL) {
+		t.Fatal("old worker not killed at its stop deadline")
+	}
+	s.exit(old[0])
+	s.advance(handoverPoll)
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Notifications from processes that are not live workers change nothing.
+func TestSimForeignNotifications(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1 })
+	pid := s.starting()[0]
+	before := fmt.Sprintf("%+v", s.status())
+	for _, m := range []string{"READY=1", "STOPPING=1", "WATCHDOG=1", "STATUS=x", "SOCKD_REQUESTS=5"} {
+		s.notify(pid+1000, m)
+		s.step(notifyEvent{msg: notify.Message{PID: 7, Ancestors: []int{1}, Fields: map[string]string{"READY": "1"}}})
+	}
+	if after := fmt.Sprintf("%+v", s.status()); after != before {
+		t.Fatalf("foreign messages changed the status:\n%s\n%s", before, after)
+	}
+	// A descendant of the worker is heard.
+	s.step(notifyEvent{msg: notify.Message{PID: 9999, Ancestors: []int{4242, pid}, Fields: map[string]string{"READY": "1"}}})
+	if s.status().Ready != 1 {
+		t.Fatal("READY=1 from the worker's descendant ignored")
+	}
+}
+
+// A ready worker silent for WorkerWatchdog is aborted and replaced; one
+// that pings is left alone.
+func TestSimWorkerWatchdog(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 2; o.WorkerWatchdog = time.Second })
+	s.readyAll()
+	quiet, pinging := s.livePIDs()[0], s.livePIDs()[1]
+	for i := 0; i < 5; i++ {
+		s.advance(500 * time.Millisecond)
+		s.notify(pinging, "WATCHDOG=1")
+	}
+	if !s.signalled(quiet, unix.SIGABRT) || s.signalled(pinging, unix.SIGABRT) {
+		t.Fatal("watchdog hit the wrong worker")
+	}
+	s.exit(quiet)
+	if st := s.status(); st.Restarts != 1 || len(s.starting()) != 1 {
+		t.Fatalf("silent worker not replaced: %+v", st)
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// What is left of a worker's process group: killed at once after a crash;
+// after a requested stop it drains until the stop deadline, unless it
+// empties first.
+func TestSimProcessGroups(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1; o.StopTimeout = 10 * time.Second })
+	pid := s.starting()[0]
+	s.ready(pid)
+	s.procs[pid].group = true
+	s.exit(pid)
+	if s.procs[pid].group {
+		t.Fatal("a crashed worker's group was not killed at once")
+	}
+	pid = s.starting()[0]
+	s.ready(pid)
+	s.procs[pid].group = true
+	s.step(stopRequest{})
+	s.exit(pid)
+	if !s.procs[pid].group || len(s.p.st.lingering) != 1 {
+		t.Fatal("a stopped worker's group was not left to drain")
+	}
+	s.advance(5 * time.Second)
+	if !s.procs[pid].group {
+		t.Fatal("group killed before the stop deadline")
+	}
+	s.advance(5 * time.Second)
+	if s.procs[pid].group || len(s.p.st.lingering) != 0 {
+		t.Fatal("group not killed at the stop deadline")
+	}
+}
+
+func TestSimGroupThatEmptiesIsForgotten(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1; o.StopTimeout = time.Minute })
+	pid := s.starting()[0]
+	s.ready(pid)
+	s.procs[pid].group = true
+	s.step(stopRequest{})
+	s.exit(pid)
+	s.procs[pid].group = false // its last member exited by itself
+	s.advance(groupPoll)
+	if len(s.p.st.lingering) != 0 {
+		t.Fatal("an emptied group is still waited for")
+	}
+}
+
+// --ready after:D: ready that long after the start, whatever it says.
+func TestSimReadyAfter(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Ready = ReadyRule{After: 500 * time.Millisecond} })
+	s.advance(499 * time.Millisecond)
+	if s.status().Ready != 0 {
+		t.Fatal("ready too early")
+	}
+	s.advance(time.Millisecond)
+	if s.status().Ready != 2 || !s.p.st.announced {
+		t.Fatalf("not ready after 500ms: %+v", s.status())
+	}
+}

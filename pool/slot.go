@@ -1,0 +1,216 @@
+package pool
+
+import (
+	"fmt"
+	"time"
+)
+
+// slot is one place in the pool, and the pool's one mechanism: replacing
+// the worker of a slot. At most two workers belong to a slot: cur, the one
+// that took the slot over (once it was ready), and next, the one starting
+// to take its place. Every worker enters a slot as next; when it is ready
+// it is promoted to cur and the worker it replaces is asked to drain. If
+// next fails before that, cur was never touched.
+//
+// What differs between a first start, a crash restart, a scale-up, a
+// replacement after STOPPING=1, a recycle and a reload is only when a next
+// is started and whether its promotion waits: a reload marks the slots of
+// its batch, whose workers are promoted together once the whole batch is
+// ready (reload.go).
+type slot struct {
+	index int
+	cur   *worker
+	next  *worker
+	// want is the generation the slot runs, or is being moved to by a
+	// reload's batch.
+	want int
+	// batch: next belongs to the running reload's batch.
+	batch bool
+	// crashes counts consecutive crashes, for backoff; restarts counts
+	// crash restarts since the slot's generation took over (shown per
+	// worker in status).
+	crashes, restarts int
+	restartArmed      bool // a restartTimer is pending
+	removed           bool // dropped by a scale-down
+}
+
+type role int
+
+const (
+	roleNone role = iota // retiring, or of a slot that no longer exists
+	roleCur
+	roleNext
+)
+
+// slotOf finds w's slot and w's role in it.
+func (p *Pool) slotOf(w *worker) (*slot, role) {
+	st := &p.st
+	if w.slot < 0 || w.slot >= len(st.slots) {
+		return nil, roleNone
+	}
+	s := st.slots[w.slot]
+	switch w {
+	case s.cur:
+		return s, roleCur
+	case s.next:
+		return s, roleNext
+	}
+	return s, roleNone
+}
+
+// resize makes the pool n slots long: new slots run the serving
+// generation and start at once.
+func (p *Pool) resize(n int) {
+	st := &p.st
+	for len(st.slots) < n {
+		s := &slot{index: len(st.slots), want: st.gen}
+		st.slots = append(st.slots, s)
+		p.startOrCrash(s)
+		if p.st.fatal != nil {
+			return
+		}
+	}
+}
+
+// startNext forks the worker that is to take slot s over, of the slot's
+// wanted generation.
+func (p *Pool) startNext(s *slot) error {
+	w := &worker{slot: s.index, gen: s.want, state: Starting, started: p.env.now()}
+	pid, err := p.env.start(w)
+	if err != nil {
+		p.log.Error("cannot start worker", "event", "worker_spawn_failed", "generation", w.gen, "worker", w.slot, "error", err)
+		return err
+	}
+	w.pid = pid
+	if !s.batch {
+		w.restarts = s.restarts
+	}
+	s.next = w
+	p.st.byPID[pid] = w
+	p.guardAdd(pid)
+	p.wlog(w).Info("worker started", "event", "worker_start")
+	if d := p.opts.Ready.After; d > 0 {
+		w.timers = append(w.timers, p.after(d, readyTimer{w}))
+	} else {
+		w.timers = append(w.timers, p.after(p.opts.ReadyTimeout, readyTimeout{w}))
+	}
+	return nil
+}
+
+// startOrCrash starts a worker in s outside a reload; a failure to fork
+// counts as a crash of the slot.
+func (p *Pool) startOrCrash(s *slot) {
+	if err := p.startNext(s); err != nil {
+		p.crashed(s, &worker{slot: s.index, gen: s.want}, err.Error())
+	}
+}
+
+// promote makes s.next the worker of slot s and asks the one it replaces to
+// drain (unless it is leaving on its own already). It returns that one.
+func (p *Pool) promote(s *slot) *worker {
+	old := s.cur
+	s.cur, s.next = s.next, nil
+	if old != nil && !old.leaving {
+		p.stopWorker(old)
+	}
+	return old
+}
+
+// countReady counts the slots whose worker is ready and serving.
+func (p *Pool) countReady() int {
+	n := 0
+	for _, s := range p.st.slots {
+		if s.cur != nil && s.cur.state == Ready {
+			n++
+		}
+	}
+	return n
+}
+
+// crashed accounts for a worker of a slot that died without being asked
+// to (or failed to start) and schedules its replacement with backoff, or
+// gives up when the restart budget is spent.
+func (p *Pool) crashed(s *slot, w *worker, how string) {
+	st := &p.st
+	now := p.env.now()
+	lim := p.opts.RestartLimit
+	kept := st.crashes[:0]
+	for _, t := range st.crashes {
+		if now.Sub(t) < lim.Period {
+			kept = append(kept, t)
+		}
+	}
+	st.crashes = append(kept, now)
+	if len(st.crashes) > lim.Burst {
+		p.giveUp(fmt.Errorf("%w: %d crashes within %s (last: worker %d, %s)", ErrRestartLimit, len(st.crashes), lim.Period, w.slot, how))
+		return
+	}
+	switch {
+	case s.removed:
+		return
+	case s.next != nil:
+		// A reload's worker is already starting in this slot.
+		p.log.Info("not restarting a worker whose slot is being taken over", "generation", w.gen, "worker", w.slot)
+		return
+	case s.cur != nil && !s.cur.leaving:
+		// A replacement that failed: the worker it was to replace keeps
+		// serving.
+		p.log.Info("replacement failed; the slot's worker keeps serving", "generation", s.cur.gen, "worker", s.index)
+		return
+	}
+	if !w.readyAt.IsZero() && now.Sub(w.readyAt) >= DefaultStableAfter {
+		s.crashes = 0
+	}
+	s.crashes++
+	delay := p.backoff(s.crashes)
+	s.restarts++
+	st.restarts++
+	p.log.Info("restarting worker", "event", "worker_restart", "generation", s.want, "worker", s.index, "delay", delay)
+	if delay == 0 {
+		p.startOrCrash(s)
+		return
+	}
+	s.restartArmed = true
+	p.after(delay, restartTimer{s})
+}
+
+// backoff is 0 for a slot's first crash, then BackoffMin doubling up to
+// maxBackoff.
+func (p *Pool) backoff(consecutive int) time.Duration {
+	if consecutive <= 1 {
+		return 0
+	}
+	top := p.maxBackoff()
+	d := p.opts.BackoffMin
+	for i := 2; i < consecutive && d < top; i++ {
+		d *= 2
+	}
+	return min(d, top)
+}
+
+// maxBackoff is BackoffMax, but never more than Period/(2·Burst) of the
+// restart limit: the backoff must not stretch a crash loop so thin that it
+// never spends the budget. With it, a worker that crashes within
+// Period/(2·Burst) of starting (3 s with 10/60s) always exhausts the budget
+// and sockd gives up, instead of restarting it every BackoffMax forever.
+func (p *Pool) maxBackoff() time.Duration {
+	top := p.opts.BackoffMax
+	if lim := p.opts.RestartLimit; lim.Burst > 0 {
+		top = min(top, lim.Period/time.Duration(2*lim.Burst))
+	}
+	return max(top, p.opts.BackoffMin)
+}
+
+func (p *Pool) onRestartTimer(s *slot) {
+	s.restartArmed = false
+	if p.st.stopping || s.removed || s.cur != nil || s.next != nil {
+		return
+	}
+	p.startOrCrash(s)
+}
+
+func (p *Pool) giveUp(err error) {
+	p.log.Error("giving up", "event", "give_up", "error", err)
+	p.st.fatal = err
+	p.beginStop()
+}

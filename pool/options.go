@@ -31,6 +31,13 @@ const (
 	MaxWorkers      = 1024
 )
 
+// DefaultRestartLimit is the crash budget when none is set: 10 in 60 s.
+var DefaultRestartLimit = RestartLimit{Burst: DefaultRestartBurst, Period: DefaultRestartPeriod}
+
+// DefaultWorkers is the number of worker slots when none is set: one per
+// CPU sockd may run on.
+func DefaultWorkers() int { return runtime.NumCPU() }
+
 // ReadyRule says when a worker counts as ready.
 type ReadyRule struct {
 	// After, when non-zero, makes a worker ready that long after it started
@@ -79,7 +86,12 @@ func ParseRestartLimit(s string) (RestartLimit, error) {
 	return RestartLimit{Burst: burst, Period: period}, nil
 }
 
-func (r RestartLimit) String() string { return fmt.Sprintf("%d/%s", r.Burst, r.Period) }
+func (r RestartLimit) String() string {
+	if r.Period%time.Second == 0 {
+		return fmt.Sprintf("%d/%ds", r.Burst, r.Period/time.Second)
+	}
+	return fmt.Sprintf("%d/%s", r.Burst, r.Period)
+}
 
 // Options configure a Pool. The zero value of every field but Command and
 // Listeners is a useful default.
@@ -168,7 +180,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("no listeners")
 	}
 	if o.Workers == 0 {
-		o.Workers = runtime.NumCPU()
+		o.Workers = DefaultWorkers()
 	}
 	if o.Workers < 1 || o.Workers > MaxWorkers {
 		return o, fmt.Errorf("workers %d: want 1 to %d", o.Workers, MaxWorkers)
@@ -183,7 +195,7 @@ func (o Options) withDefaults() (Options, error) {
 	setDur(&o.BackoffMax, DefaultBackoffMax)
 	setDur(&o.MinServe, DefaultMinServe)
 	if o.RestartLimit == (RestartLimit{}) {
-		o.RestartLimit = RestartLimit{Burst: DefaultRestartBurst, Period: DefaultRestartPeriod}
+		o.RestartLimit = DefaultRestartLimit
 	}
 	if o.Env == nil {
 		o.Env = os.Environ()

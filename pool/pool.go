@@ -237,3 +237,6 @@ func (p *Pool) receiveNotify() {
 		}
 	}
 }
+
+// Options returns the pool's options with every default filled in.
+func (p *Pool) Options() Options { return p.opts }

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/pool"
 )
@@ -45,9 +46,12 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	if fs.NArg() > 0 {
 		return exitUsage, usagef("sockd %s: unexpected argument %q", name, fs.Arg(0))
 	}
-	path, err := controlPath(*ctl)
-	if err != nil {
-		return exitUsage, err
+	path := *ctl
+	if path == "" {
+		var err error
+		if path, err = daemon.DefaultControlPath(); err != nil {
+			return exitUsage, err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

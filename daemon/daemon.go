@@ -1,0 +1,388 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/handoff"
+	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/internal/guard"
+	"github.com/sockd/sockd/pool"
+)
+
+// Errors New wraps, so that a caller can tell a bad configuration from
+// sockets it could not get (sockd exits 2 and 3 for them).
+var (
+	// ErrConfig: the configuration cannot work (e.g. nothing to listen on).
+	ErrConfig = errors.New("bad configuration")
+	// ErrSockets: the listening sockets or the control socket could not be
+	// bound or taken over.
+	ErrSockets = errors.New("cannot get the sockets")
+	// ErrRefused: a reload or upgrade was refused because of what the
+	// daemon is doing (an upgrade under way, say).
+	ErrRefused = errors.New("refused")
+)
+
+// kindError tags err with one of the errors above without changing its
+// message.
+type kindError struct{ kind, err error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func tag(kind, err error) error {
+	if err == nil {
+		return nil
+	}
+	return kindError{kind, err}
+}
+
+// DefaultHandoffTimeout bounds how long a new sockd waits for an old one's
+// sockets.
+const DefaultHandoffTimeout = 30 * time.Second
+
+// Options configure a Daemon. Every field but Pool.Command has a useful
+// zero value.
+type Options struct {
+	// Listen are the listeners to bind, unless systemd (LISTEN_FDS) or an
+	// old sockd (an upgrade) passes one of that name.
+	Listen []activation.Spec
+	// ReusePort binds one SO_REUSEPORT socket per worker slot for the TCP
+	// and UDP listeners sockd binds itself.
+	ReusePort bool
+	// ControlPath is the control socket; "" means DefaultControlPath().
+	ControlPath string
+	// Pool configures the workers. The daemon sets Listeners, Notify,
+	// Guard, FirstGeneration and Logger (to Logger.Named("pool")).
+	Pool pool.Options
+	// Logger defaults to hclog.NewNullLogger().
+	Logger hclog.Logger
+}
+
+type phase int
+
+const (
+	phaseTakingOver phase = iota
+	phaseRunning
+	phaseUpgrading
+	phaseHandedOff
+)
+
+// Daemon is one sockd process's service. The environment it runs in is
+// the process's own: LISTEN_* and NOTIFY_SOCKET from systemd,
+// SOCKD_UPGRADE_FD from an old sockd.
+type Daemon struct {
+	opts    Options
+	log     hclog.Logger
+	ctlPath string
+	ls      activation.Set
+	ctl     *net.UnixListener
+	child   *handoff.Child // set while taking over from an old sockd
+	guard   *guard.Guard
+	pool    *pool.Pool
+	sd      *notifier
+	trim    *trimmer
+
+	reqs    chan any
+	stopped chan struct{} // closed when Run returns
+
+	// Owned by Run.
+	phase         phase
+	reloads       int                // reloads under way
+	inCharge      bool               // this sockd removes the control socket and unix socket files when it exits
+	cancelUpgrade context.CancelFunc // ends the upgrade under way
+}
+
+// Requests and news for Run.
+type (
+	reloadRequest  struct{ reply chan error }
+	reloadDone     struct{}
+	upgradeRequest struct {
+		ctx   context.Context
+		wait  bool
+		reply chan error
+	}
+	upgradeDone struct {
+		err   error
+		reply chan error // nil if nobody waits
+	}
+	tookOver    struct{ err error }
+	stopRequest struct{}
+)
+
+// New takes the sockets (from an old sockd, from systemd, or by binding
+// opts.Listen) and the control socket, and prepares the pool. Nothing is
+// forked but the guard until Run.
+func New(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, sd: &notifier{on: true}, reqs: make(chan any, 16), stopped: make(chan struct{})}
+	var err error
+	if d.ctlPath, err = controlPath(opts.ControlPath); err != nil {
+		return nil, tag(ErrConfig, err)
+	}
+	if d.child, err = handoff.Accept(os.Getenv, DefaultHandoffTimeout); err != nil {
+		return nil, tag(ErrSockets, err)
+	}
+	first := 1
+	if d.child != nil {
+		// Taking over from an old sockd: its sockets, its control socket
+		// and its generation numbering. Not the main pid yet: quiet.
+		d.ls, d.ctl = d.child.Listeners, d.child.Control
+		first = d.child.State.Generation + 1
+		d.sd.set(false)
+		d.log.Info("took the sockets from the old sockd", "event", "upgrade_accept", "listeners", len(d.ls), "generation", first)
+	} else {
+		// The control socket first: a second sockd on the same one must
+		// fail before it binds anything (and leaves unix socket files).
+		if d.ctl, err = control.Listen(d.ctlPath); err != nil {
+			return nil, tag(ErrSockets, err)
+		}
+		if d.ls, err = d.acquire(); err != nil {
+			d.ctl.Close() // and unlinks it
+			return nil, err
+		}
+		d.phase, d.inCharge = phaseRunning, true
+	}
+	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
+	popts := opts.Pool
+	popts.Listeners, popts.FirstGeneration = d.ls, first
+	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
+	// The guard kills whatever the workers started should sockd die.
+	if g, err := guard.Start("/proc/self/exe"); err != nil {
+		d.log.Warn("no guard: if sockd is killed, processes started by workers may survive it", "error", err)
+	} else {
+		d.guard, popts.Guard = g, g
+	}
+	if d.pool, err = pool.New(popts); err != nil {
+		d.release()
+		return nil, err
+	}
+	return d, nil
+}
+
+// release gives back what New took, for a daemon that will not run.
+func (d *Daemon) release() {
+	d.closeGuard()
+	d.ctl.Close()
+	if d.child == nil {
+		os.Remove(d.ctlPath)
+		d.ls.Remove()
+	}
+	d.ls.Close()
+}
+
+func (d *Daemon) closeGuard() {
+	if d.guard != nil {
+		if err := d.guard.Close(); err != nil {
+			d.log.Warn("guard", "error", err)
+		}
+	}
+}
+
+// Run supervises the workers until the pool stops: after Stop (nil), after
+// an upgrade handed the service to a new sockd (nil), or when workers
+// crashed beyond the restart limit (an error wrapping pool.ErrRestartLimit).
+func (d *Daemon) Run() error {
+	defer close(d.stopped)
+	defer d.ls.Close()
+	defer d.closeGuard()
+	d.trim = newTrimmer()
+	defer d.trim.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctlCtx, stopControl := context.WithCancel(ctx)
+	served := make(chan struct{})
+	d.pool.Start()
+	go func() {
+		select {
+		case <-d.pool.Ready():
+			d.trim.soon()
+		case <-d.pool.Done():
+		}
+	}()
+	if d.child != nil {
+		go func() { d.post(tookOver{d.takeOver(ctx)}) }()
+	} else {
+		go d.serveControl(ctlCtx, served)
+	}
+	go d.watchdog(ctx)
+	for done := false; !done; {
+		select {
+		case req := <-d.reqs:
+			switch req := req.(type) {
+			case tookOver:
+				d.onTookOver(req.err, ctx, ctlCtx, served)
+			case upgradeDone:
+				d.onUpgradeDone(req)
+				if req.err == nil {
+					stopControl()
+				}
+			default:
+				d.handle(req)
+			}
+		case <-d.pool.Done():
+			done = true
+		}
+	}
+	stopControl()
+	d.ctl.Close()
+	if d.phase != phaseTakingOver {
+		<-served
+	}
+	if d.inCharge && d.phase != phaseHandedOff {
+		os.Remove(d.ctlPath)
+		d.ls.Remove()
+	}
+	if err := d.pool.Wait(); err != nil {
+		return err
+	}
+	d.log.Info("sockd stopped", "event", "sockd_exit", "handed_off", d.phase == phaseHandedOff)
+	return nil
+}
+
+// post hands a request to Run; false once Run is over.
+func (d *Daemon) post(req any) bool {
+	select {
+	case d.reqs <- req:
+		return true
+	case <-d.stopped:
+		return false
+	}
+}
+
+func (d *Daemon) handle(req any) {
+	switch req := req.(type) {
+	case reloadRequest:
+		switch d.phase {
+		case phaseRunning:
+			d.reloads++
+			req.reply <- nil
+		case phaseHandedOff:
+			req.reply <- tag(ErrRefused, errors.New("this sockd handed over to a new one; reload refused"))
+		default:
+			// The new sockd numbers its generation after the old one's: a
+			// reload now would make a third generation, with a clashing
+			// number.
+			req.reply <- tag(ErrRefused, errors.New("an upgrade is running; reload refused"))
+		}
+	case reloadDone:
+		d.reloads--
+	case upgradeRequest:
+		switch {
+		case d.phase == phaseUpgrading:
+			req.reply <- tag(ErrRefused, errors.New("an upgrade is already running"))
+		case d.phase != phaseRunning:
+			req.reply <- tag(ErrRefused, errors.New("this sockd is not in charge; upgrade refused"))
+		case d.reloads > 0:
+			req.reply <- tag(ErrRefused, errors.New("sockd is reloading; upgrade when it is running"))
+		default:
+			d.phase = phaseUpgrading
+			reply := req.reply
+			if !req.wait {
+				reply <- nil
+				reply = nil
+			}
+			ctx, cancel := context.WithCancel(req.ctx)
+			d.cancelUpgrade = cancel
+			go func() { d.post(upgradeDone{d.handOn(ctx), reply}) }()
+		}
+	case stopRequest:
+		if d.cancelUpgrade != nil {
+			d.cancelUpgrade() // the new sockd, not ready yet, is killed
+		}
+		d.pool.Stop()
+	}
+}
+
+func (d *Daemon) onUpgradeDone(u upgradeDone) {
+	d.cancelUpgrade()
+	d.cancelUpgrade = nil
+	err := u.err
+	if err != nil {
+		d.phase = phaseRunning
+		d.log.Error("upgrade failed; this sockd keeps serving", "event", "upgrade_failed", "error", err)
+		d.sd.Notify("STATUS=upgrade failed: " + oneLine(err))
+		err = fmt.Errorf("upgrade failed, old sockd keeps serving: %w", err)
+	} else {
+		d.phase = phaseHandedOff
+		d.pool.Stop()
+	}
+	if u.reply != nil {
+		u.reply <- err
+	}
+}
+
+func (d *Daemon) serveControl(ctx context.Context, served chan<- struct{}) {
+	control.Serve(ctx, d.ctl, d, d.log.Named("control"))
+	close(served)
+}
+
+// Stop drains the workers (and abandons an upgrade whose new sockd is not
+// in charge yet); Run returns once they are gone.
+func (d *Daemon) Stop() {
+	if !d.post(stopRequest{}) {
+		d.pool.Stop()
+	}
+}
+
+// Status is the pool's status.
+func (d *Daemon) Status(ctx context.Context) (any, error) { return d.pool.Status(ctx) }
+
+// Reload starts a new generation of workers. With wait it returns the
+// outcome; without, it returns once the reload is accepted (and logs the
+// outcome).
+func (d *Daemon) Reload(ctx context.Context, wait bool) error {
+	reply := make(chan error, 1)
+	if !d.post(reloadRequest{reply}) {
+		return pool.ErrStopping
+	}
+	if err := <-reply; err != nil {
+		return err
+	}
+	run := func(ctx context.Context) error {
+		defer d.post(reloadDone{})
+		defer d.trim.soon()
+		return d.pool.Reload(ctx)
+	}
+	if wait {
+		return run(ctx)
+	}
+	go func() {
+		if err := run(context.Background()); err != nil {
+			d.log.Warn("reload did not take effect", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Upgrade hands the sockets to the sockd binary now at sockd's own path.
+// With wait it returns the outcome; a failed upgrade leaves this sockd
+// serving.
+func (d *Daemon) Upgrade(ctx context.Context, wait bool) error {
+	if !wait {
+		ctx = context.Background()
+	}
+	reply := make(chan error, 1)
+	if !d.post(upgradeRequest{ctx: ctx, wait: wait, reply: reply}) {
+		return pool.ErrStopping
+	}
+	// Not on ctx: the upgrade itself ends with it, and answers.
+	select {
+	case err := <-reply:
+		return err
+	case <-d.stopped:
+		return pool.ErrStopping
+	}
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ") }

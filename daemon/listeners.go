@@ -1,0 +1,88 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/handoff"
+)
+
+// acquire takes systemd's sockets, then binds the Listen ones whose names
+// systemd did not pass (sockets sockd bound before a restart come back
+// from the fd store under their own names).
+func (d *Daemon) acquire() (activation.Set, error) {
+	log := d.log
+	inherited, err := activation.Inherit(os.Getenv, os.Getpid())
+	if errors.Is(err, activation.ErrNotOurs) {
+		log.Warn("ignoring inherited sockets", "reason", err)
+	} else if err != nil {
+		return nil, tag(ErrSockets, err)
+	}
+	if inherited, err = handoff.Regroup(inherited); err != nil {
+		return nil, tag(ErrSockets, err)
+	}
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
+	have := map[string]bool{}
+	for _, l := range inherited {
+		// A socket unit's unnamed sockets do not stand for an unnamed
+		// --listen; sockets back from the fd store do.
+		have[l.Name] = have[l.Name] || !l.Inherited || l.Name != activation.DefaultName
+		log.Info("took inherited listener", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
+	}
+	var todo []activation.Spec
+	for _, s := range d.opts.Listen {
+		if !have[s.Name] {
+			todo = append(todo, s)
+		}
+	}
+	bound, err := activation.Bind(context.Background(), todo, activation.BindOptions{ReusePort: d.opts.ReusePort, Slots: d.opts.Pool.Workers})
+	if err != nil {
+		inherited.Close()
+		return nil, tag(ErrSockets, err)
+	}
+	for _, l := range bound {
+		log.Info("listening", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
+	}
+	all := append(inherited, bound...)
+	if len(all) == 0 {
+		return nil, tag(ErrConfig, errors.New("no listeners: pass --listen or run under a systemd .socket unit"))
+	}
+	// Sockets sockd bound survive a restart of the service in systemd's
+	// fd store (FileDescriptorStoreMax=), queued connections included.
+	if n, err := handoff.Store(os.Getenv("NOTIFY_SOCKET"), all); err != nil {
+		log.Warn("cannot put sockets into systemd's fd store", "error", err)
+	} else if n > 0 {
+		log.Debug("sockets sent to systemd's fd store", "event", "fdstore", "sockets", n)
+	}
+	return all, nil
+}
+
+// DefaultControlPath is where the control socket goes when none is given:
+// $RUNTIME_DIRECTORY/sockd.sock (systemd's RuntimeDirectory=), else
+// /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock.
+func DefaultControlPath() (string, error) {
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		return filepath.Join(strings.Split(d, ":")[0], "sockd.sock"), nil
+	}
+	if os.Geteuid() == 0 {
+		return "/run/sockd/sockd.sock", nil
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "sockd", "sockd.sock"), nil
+	}
+	return "", fmt.Errorf("no place for the control socket: pass --control or set XDG_RUNTIME_DIR")
+}
+
+func controlPath(p string) (string, error) {
+	if p != "" {
+		return p, nil
+	}
+	return DefaultControlPath()
+}

@@ -76,6 +76,11 @@ func reuseAddr(requested, bound string) string {
 
 func bindIP(ctx context.Context, network, addr string, reuse bool) (int, error) {
 	lc := net.ListenConfig{}
+	// Plain TCP, as systemd binds: Go (1.24+) would make an MPTCP
+	// listener, which takes fewer socket options (no reuseport steering,
+	// no TCP_INFO on the listener) and which a worker in another language
+	// does not expect.
+	lc.SetMultipathTCP(false)
 	if reuse {
 		lc.Control = func(_, _ string, c syscall.RawConn) error {
 			var serr error

@@ -156,6 +156,9 @@ func New(opts Options) (*Daemon, error) {
 	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
 	popts := opts.Pool
 	popts.Listeners, popts.FirstGeneration = d.ls, first
+	if d.child != nil && d.child.State.Workers > 0 {
+		popts.Workers = d.child.State.Workers // scaled at run time: kept
+	}
 	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
 	// The guard kills whatever the workers started should sockd die.
 	if g, err := guard.Start("/proc/self/exe"); err != nil {
@@ -363,6 +366,40 @@ func (d *Daemon) Reload(ctx context.Context, wait bool) error {
 		}
 	}()
 	return nil
+}
+
+// Scale sets the number of worker slots to n (or changes it by n, if
+// relative) and returns the new number. New reuseport sockets go into
+// systemd's fd store like the first ones. With wait it returns once that
+// many workers are ready and retired ones have drained.
+func (d *Daemon) Scale(ctx context.Context, n int, relative, wait bool) (int, error) {
+	target, err := d.pool.Scale(ctx, n, relative)
+	if err != nil {
+		return target, err
+	}
+	d.storeSockets()
+	if !wait {
+		return target, nil
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s, err := d.pool.Status(ctx)
+		if err != nil {
+			return target, err
+		}
+		if s.Size != target {
+			return s.Size, fmt.Errorf("scaled to %d meanwhile", s.Size)
+		}
+		if s.Ready == target && s.Current == target && s.Reload == nil {
+			return target, nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return target, ctx.Err()
+		}
+	}
 }
 
 // Upgrade hands the sockets to the sockd binary now at sockd's own path.

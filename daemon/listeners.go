@@ -54,14 +54,24 @@ func (d *Daemon) acquire() (activation.Set, error) {
 	if len(all) == 0 {
 		return nil, tag(ErrConfig, errors.New("no listeners: pass --listen or run under a systemd .socket unit"))
 	}
-	// Sockets sockd bound survive a restart of the service in systemd's
-	// fd store (FileDescriptorStoreMax=), queued connections included.
-	if n, err := handoff.Store(os.Getenv("NOTIFY_SOCKET"), all); err != nil {
-		log.Warn("cannot put sockets into systemd's fd store", "error", err)
-	} else if n > 0 {
-		log.Debug("sockets sent to systemd's fd store", "event", "fdstore", "sockets", n)
-	}
+	d.ls = all
+	d.storeSockets()
 	return all, nil
+}
+
+// storeSockets puts the sockets sockd bound into systemd's fd store
+// (FileDescriptorStoreMax=), so that they survive a restart of the
+// service, queued connections included. systemd ignores the ones it holds
+// already.
+func (d *Daemon) storeSockets() {
+	if !d.sd.isOn() {
+		return
+	}
+	if n, err := handoff.Store(os.Getenv("NOTIFY_SOCKET"), d.ls); err != nil {
+		d.log.Warn("cannot put sockets into systemd's fd store", "error", err)
+	} else if n > 0 {
+		d.log.Debug("sockets sent to systemd's fd store", "event", "fdstore", "sockets", n)
+	}
 }
 
 // DefaultControlPath is where the control socket goes when none is given:

@@ -22,6 +22,12 @@ func (n *notifier) set(on bool) {
 	n.mu.Unlock()
 }
 
+func (n *notifier) isOn() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.on
+}
+
 // lastWord sends state and turns the notifier off, with nothing sent in
 // between.
 func (n *notifier) lastWord(state string) {

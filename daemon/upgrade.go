@@ -23,7 +23,7 @@ func (d *Daemon) handOn(ctx context.Context) error {
 	if s.State != pool.StateRunning {
 		return fmt.Errorf("sockd is %s; upgrade when it is running", s.State)
 	}
-	u, err := handoff.Start(handoff.Options{Generation: s.Generation, Listeners: d.ls, Control: d.ctl, Logger: d.log.Named("upgrade")})
+	u, err := handoff.Start(handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Logger: d.log.Named("upgrade")})
 	if err != nil {
 		return err
 	}

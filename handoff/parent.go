@@ -26,6 +26,9 @@ type Options struct {
 	Env []string
 	// Generation is the old sockd's serving generation.
 	Generation int
+	// Workers is the old sockd's number of worker slots, which the new
+	// one keeps (a size set at run time survives the upgrade).
+	Workers int
 	// Listeners are passed on; the old sockd keeps its own copies.
 	Listeners activation.Set
 	// Control, if set, is the control socket listener, passed on too.
@@ -107,7 +110,7 @@ func Start(o Options) (*Upgrade, error) {
 
 // collect duplicates every descriptor to send, in protocol order.
 func collect(o Options) (State, []int, error) {
-	st := State{Version: version, Generation: o.Generation}
+	st := State{Version: version, Generation: o.Generation, Workers: o.Workers}
 	var fds []int
 	for _, l := range o.Listeners {
 		for _, fd := range l.FDs() {

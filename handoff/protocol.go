@@ -24,7 +24,8 @@ const (
 // State is what the old sockd tells the new one besides the descriptors.
 type State struct {
 	Version    int             `json:"version"`
-	Generation int             `json:"generation"` // the old sockd's serving generation
+	Generation int             `json:"generation"`        // the old sockd's serving generation
+	Workers    int             `json:"workers,omitempty"` // its number of worker slots (0: the new sockd's own setting)
 	Listeners  []ListenerState `json:"listeners"`
 	Control    bool            `json:"control"` // the last descriptor is the control socket
 	FDs        int             `json:"fds"`     // how many descriptors follow

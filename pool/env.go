@@ -33,6 +33,14 @@ type env interface {
 	// holdsListener reports whether pid still has one of the pool's
 	// listening sockets open.
 	holdsListener(pid int) bool
+	// grow gives every reuseport listener a socket for each of n slots,
+	// the new ones steered out; steer makes the kernel hand new
+	// connections to the first n slots' sockets only (false: no listener
+	// is a reuseport group, so nothing is steered); queued counts the
+	// connections waiting in slot's reuseport sockets.
+	grow(n int) error
+	steer(n int) bool
+	queued(slot int) int
 	now() time.Time
 	// after posts ev to the loop once d has passed.
 	after(d time.Duration, ev any) timer
@@ -108,6 +116,40 @@ func (e osEnv) holdsListener(pid int) bool {
 		}
 	}
 	return false
+}
+
+func (e osEnv) grow(n int) error {
+	for _, l := range e.p.opts.Listeners {
+		if _, err := l.Grow(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e osEnv) steer(n int) bool {
+	steered := false
+	for _, l := range e.p.opts.Listeners {
+		if l.Growable() {
+			if err := l.Steer(min(n, l.Slots())); err != nil {
+				e.p.log.Warn("cannot steer connections", "error", err)
+			}
+			steered = true
+		}
+	}
+	return steered
+}
+
+func (e osEnv) queued(slot int) int {
+	n := 0
+	for _, l := range e.p.opts.Listeners {
+		if l.Growable() && slot < l.Slots() {
+			if d, _, err := l.Queue(slot); err == nil {
+				n += d
+			}
+		}
+	}
+	return n
 }
 
 func (osEnv) now() time.Time { return time.Now() }

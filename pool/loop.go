@@ -53,6 +53,13 @@ type state struct {
 	// lingering holds the process groups of exited workers whose other
 	// members may still drain until the worker's stop deadline.
 	lingering map[int]bool
+	// pendingSize is a size asked for during a reload (0: none); parked
+	// are slots a scale-down retired whose workers still take the
+	// connections queued on their reuseport sockets; steered is how many
+	// slots' sockets the kernel hands new connections to.
+	pendingSize int
+	parked      []*slot
+	steered     int
 }
 
 // Events handled by the loop.
@@ -72,6 +79,12 @@ type (
 	handoverTimer  struct{}
 	reloadDeadline struct{ gen, batch int }
 	soakTimer      struct{ gen int }
+	scaleRequest   struct {
+		n        int
+		relative bool
+		reply    chan scaleReply
+	}
+	parkTimer struct{}
 )
 
 func (p *Pool) run() error {
@@ -98,7 +111,9 @@ func (p *Pool) begin() {
 	st.gen = st.genSeq
 	p.log.Info("starting workers", "event", "pool_start", "generation", st.gen, "workers", p.opts.Workers,
 		"command", p.command, "ready", p.opts.Ready.String())
-	p.resize(p.opts.Workers)
+	if err := p.resize(p.opts.Workers, true); err != nil {
+		p.giveUp(err)
+	}
 	p.updateStatus()
 }
 
@@ -143,6 +158,10 @@ func (p *Pool) handle(ev any) {
 		p.onReloadDeadline(ev.gen, ev.batch)
 	case soakTimer:
 		p.onSoakOver(ev.gen)
+	case scaleRequest:
+		p.onScale(ev)
+	case parkTimer:
+		p.onParkTimer()
 	}
 }
 

@@ -262,6 +262,9 @@ func (p *Pool) finishReload(err error) {
 	st := &p.st
 	r := st.reload
 	st.reload = nil
+	if st.pendingSize > 0 {
+		defer p.scaleTo(st.pendingSize)
+	}
 	if err != nil {
 		r.job.finish(err)
 		p.maybeStartQueued()

@@ -32,6 +32,13 @@ type sim struct {
 	holding map[int]bool
 	// failStart makes the next starts fail.
 	failStart int
+	// reuseport: the listener is a reuseport group of sockets sockets,
+	// the kernel hands connections to the first steeredTo; queue is what
+	// waits on each.
+	reuseport bool
+	sockets   int
+	steeredTo int
+	queue     map[int]int
 	sent      []string // what systemd was told
 }
 
@@ -102,7 +109,20 @@ func (s *sim) killGroup(pgid int) bool {
 	return g
 }
 func (s *sim) holdsListener(pid int) bool { return s.holding[pid] }
-func (s *sim) now_() time.Time            { return s.now }
+func (s *sim) grow(n int) error {
+	if s.reuseport {
+		s.sockets = max(s.sockets, n)
+	}
+	return nil
+}
+func (s *sim) steer(n int) bool {
+	if s.reuseport {
+		s.steeredTo = n
+	}
+	return s.reuseport
+}
+func (s *sim) queued(slot int) int { return s.queue[slot] }
+func (s *sim) now_() time.Time     { return s.now }
 func (s *sim) after(d time.Duration, ev any) timer {
 	s.seq++
 	t := &simTimer{at: s.now.Add(d), seq: s.seq, ev: ev}
@@ -115,9 +135,12 @@ type simEnv struct{ *sim }
 
 func (e simEnv) now() time.Time { return e.now_() }
 
-func newSim(t *testing.T, edit func(*Options)) *sim {
+func newSim(t *testing.T, edit func(*Options)) *sim { return newSimMode(t, false, edit) }
+
+// newSimMode makes a sim whose listener is a reuseport group, or shared.
+func newSimMode(t *testing.T, reuseport bool, edit func(*Options)) *sim {
 	t.Helper()
-	s := &sim{t: t, now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), procs: map[int]*simProc{}, holding: map[int]bool{}, next: 100}
+	s := &sim{t: t, now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), procs: map[int]*simProc{}, holding: map[int]bool{}, next: 100, queue: map[int]int{}}
 	o := Options{
 		Command:   []string{"/bin/true"},
 		Listeners: activation.Set{&activation.Listener{Name: "http"}},
@@ -132,6 +155,7 @@ func newSim(t *testing.T, edit func(*Options)) *sim {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.reuseport = reuseport
 	s.p = &Pool{opts: o, log: o.Logger, command: o.Command[0], events: make(chan any, 1), done: make(chan struct{}), ready: make(chan struct{})}
 	s.p.env = simEnv{s}
 	s.p.begin()
@@ -805,5 +829,141 @@ func TestSimReadyAfter(t *testing.T) {
 	s.advance(time.Millisecond)
 	if s.status().Ready != 2 || !s.p.st.announced {
 		t.Fatalf("not ready after 500ms: %+v", s.status())
+	}
+}
+
+func (s *sim) scale(n int, relative bool) (int, error) {
+	reply := make(chan scaleReply, 1)
+	s.step(scaleRequest{n: n, relative: relative, reply: reply})
+	r := <-reply
+	return r.target, r.err
+}
+
+func TestSimScaleShared(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	if n, err := s.scale(4, false); n != 4 || err != nil {
+		t.Fatalf("scale 4: %d %v", n, err)
+	}
+	if st := s.status(); st.Size != 4 || st.Current != 4 || st.Ready != 2 || len(s.starting()) != 2 {
+		t.Fatalf("scaling to 4: %+v", st)
+	}
+	s.readyAll()
+	if st := s.status(); st.Ready != 4 || st.Summary != "4/4 workers ready, generation 1, 0 restarts" {
+		t.Fatalf("after scaling to 4: %+v", st)
+	}
+	pids := s.livePIDs()
+	if n, err := s.scale(-3, true); n != 1 || err != nil {
+		t.Fatalf("scale -3: %d %v", n, err)
+	}
+	for i, pid := range pids {
+		if got := s.signalled(pid, unix.SIGTERM); got != (s.p.st.byPID[pid].slot > 0) {
+			t.Fatalf("slot %d's worker signalled: %v", i, got)
+		}
+	}
+	s.exitStopped()
+	if st := s.status(); st.Size != 1 || st.Current != 1 || st.Ready != 1 || len(st.Workers) != 1 {
+		t.Fatalf("after scaling to 1: %+v", st)
+	}
+	for _, c := range []struct {
+		n   int
+		rel bool
+	}{{0, false}, {-1, true}, {MaxWorkers + 1, false}, {MaxWorkers, true}} {
+		if n, err := s.scale(c.n, c.rel); err == nil || n != 1 {
+			t.Fatalf("scale(%d, %v): %d %v, want refused", c.n, c.rel, n, err)
+		}
+	}
+}
+
+// In reuseport mode a new slot's socket gets connections once its worker
+// is ready; a retired slot's worker drains only once its socket's queue is
+// empty, after the steering had time to take effect; a slot still
+// draining is taken back by a scale-up.
+func TestSimScaleReuseport(t *testing.T) {
+	s := newSimMode(t, true, nil)
+	s.readyAll()
+	if s.steeredTo != 2 {
+		t.Fatalf("steered to %d at start", s.steeredTo)
+	}
+	s.scale(4, false)
+	if s.sockets != 4 || s.steeredTo != 2 {
+		t.Fatalf("scaling up: %d sockets, steered to %d", s.sockets, s.steeredTo)
+	}
+	starting := s.starting()
+	s.ready(starting[1]) // slot 3 first: not steered to before slot 2
+	if s.steeredTo != 2 {
+		t.Fatalf("steered to %d with slot 2 not ready", s.steeredTo)
+	}
+	s.ready(starting[0])
+	if s.steeredTo != 4 {
+		t.Fatalf("steered to %d with all 4 ready", s.steeredTo)
+	}
+	w3 := s.p.st.slots[3].cur.pid
+	w2 := s.p.st.slots[2].cur.pid
+	s.queue[2] = 5
+	s.scale(2, false)
+	if s.steeredTo != 2 || s.signalled(w2, unix.SIGTERM) || s.signalled(w3, unix.SIGTERM) {
+		t.Fatal("scale-down retired workers before steering away and draining")
+	}
+	if st := s.status(); st.Size != 2 || st.Current != 4 || !strings.Contains(st.Summary, "2 retired workers draining") {
+		t.Fatalf("while draining: %+v", st)
+	}
+	s.advance(parkDwell)
+	if s.signalled(w2, unix.SIGTERM) || !s.signalled(w3, unix.SIGTERM) {
+		t.Fatal("after the dwell: the empty queue's worker should drain, the full one's not")
+	}
+	s.scale(3, false) // slot 2 is still draining: taken back
+	if len(s.starting()) != 0 || s.p.st.slots[2].cur.pid != w2 || s.steeredTo != 3 {
+		t.Fatalf("scale-up did not take the draining slot back: starting %v", s.starting())
+	}
+	s.scale(2, false)
+	s.queue[2] = 0
+	s.advance(parkDwell)
+	if !s.signalled(w2, unix.SIGTERM) {
+		t.Fatal("drained slot not retired")
+	}
+	// A queue that never drains (a hung worker) is given up on after the
+	// stop timeout.
+	s.exitStopped()
+	s.scale(3, false)
+	s.readyAll()
+	w := s.p.st.slots[2].cur.pid
+	s.queue[2] = 1
+	s.scale(2, false)
+	s.advance(DefaultStopTimeout)
+	if !s.signalled(w, unix.SIGTERM) {
+		t.Fatal("a slot whose queue never drains was never retired")
+	}
+}
+
+// A scale request during a reload applies once the reload is over.
+func TestSimScaleDuringReload(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	res := s.reload()
+	if n, err := s.scale(+1, true); n != 3 || err != nil {
+		t.Fatalf("scale during reload: %d %v", n, err)
+	}
+	if st := s.status(); st.Size != 3 || len(s.p.st.slots) != 2 {
+		t.Fatalf("target during the reload: %+v", st)
+	}
+	if n, _ := s.scale(+1, true); n != 4 {
+		t.Fatalf("second relative scale during the reload: %d, want 4", n)
+	}
+	s.readyAll()
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.status(); len(s.p.st.slots) != 4 || st.Generation != 2 {
+		t.Fatalf("after the reload: %d slots, %+v", len(s.p.st.slots), st)
+	}
+	for _, pid := range s.starting() {
+		if s.p.st.byPID[pid].gen != 2 {
+			t.Fatal("a slot added after the reload runs the old generation")
+		}
+	}
+	s.step(stopRequest{})
+	if _, err := s.scale(5, false); !errors.Is(err, ErrStopping) {
+		t.Fatalf("scale while stopping: %v", err)
 	}
 }

@@ -32,6 +32,10 @@ type slot struct {
 	crashes, restarts int
 	restartArmed      bool // a restartTimer is pending
 	removed           bool // dropped by a scale-down
+	// served: new connections are steered to the slot's reuseport
+	// sockets (it had a ready worker, or was there from the start).
+	served   bool
+	parkedAt time.Time // when a scale-down steered connections away from it
 }
 
 type role int
@@ -56,20 +60,6 @@ func (p *Pool) slotOf(w *worker) (*slot, role) {
 		return s, roleNext
 	}
 	return s, roleNone
-}
-
-// resize makes the pool n slots long: new slots run the serving
-// generation and start at once.
-func (p *Pool) resize(n int) {
-	st := &p.st
-	for len(st.slots) < n {
-		s := &slot{index: len(st.slots), want: st.gen}
-		st.slots = append(st.slots, s)
-		p.startOrCrash(s)
-		if p.st.fatal != nil {
-			return
-		}
-	}
 }
 
 // startNext forks the worker that is to take slot s over, of the slot's
@@ -110,6 +100,10 @@ func (p *Pool) startOrCrash(s *slot) {
 func (p *Pool) promote(s *slot) *worker {
 	old := s.cur
 	s.cur, s.next = s.next, nil
+	if !s.served {
+		s.served = true
+		p.steer()
+	}
 	if old != nil && !old.leaving {
 		p.stopWorker(old)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,7 @@ func Trampoline() {
 		fmt.Fprintf(os.Stderr, "sockd: close_range: %v\n", err)
 		os.Exit(127)
 	}
+	defaultSignal34()
 	pid := strconv.Itoa(os.Getpid())
 	env := append(os.Environ(), "LISTEN_PID="+pid)
 	if os.Getenv("WATCHDOG_USEC") != "" {
@@ -48,6 +50,17 @@ func Trampoline() {
 	err := unix.Exec(os.Args[1], os.Args[2:], env)
 	fmt.Fprintf(os.Stderr, "sockd: exec %s: %v\n", os.Args[1], err)
 	os.Exit(127)
+}
+
+// defaultSignal34 gives signal 34 back its default action, which sockd
+// ignores (Go cannot handle it): an ignored signal stays ignored across
+// execve.
+func defaultSignal34() {
+	var sa struct {
+		handler, flags, restorer uintptr
+		mask                     uint64
+	} // SIG_DFL
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, 34, uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
 }
 
 // ResolveCommand finds the worker program before any worker is forked, so

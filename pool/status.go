@@ -29,7 +29,8 @@ type Status struct {
 	State      string           `json:"state"`
 	Summary    string           `json:"summary"`
 	Generation int              `json:"generation"`
-	Size       int              `json:"size"`
+	Size       int              `json:"size"`    // the number of slots asked for
+	Current    int              `json:"current"` // slots with a worker, and retired slots still draining
 	Ready      int              `json:"ready"`
 	Restarts   int              `json:"restarts"`
 	StartedAt  time.Time        `json:"started_at"`
@@ -94,7 +95,7 @@ func (p *Pool) status() Status {
 	now := p.env.now()
 	s := Status{
 		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
-		Size: len(st.slots), Ready: p.countReady(), Restarts: st.restarts,
+		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts,
 		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
 	}
 	if g := p.opts.Guard; g != nil {
@@ -166,7 +167,10 @@ func (p *Pool) summary() string {
 		return fmt.Sprintf("stopping, %d workers left", len(st.byPID))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", p.countReady(), len(st.slots), st.gen, st.restarts)
+	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", p.countReady(), p.targetSize(), st.gen, st.restarts)
+	if n := len(st.parked); n > 0 {
+		fmt.Fprintf(&b, "; %d retired workers draining", n)
+	}
 	if r := st.reload; r != nil {
 		switch {
 		case r.phase == phaseStarting || r.phase == phaseSoaking || r.phase == phaseHandover && p.slotsLeft(r.gen) > 0:
@@ -179,4 +183,16 @@ func (p *Pool) summary() string {
 		fmt.Fprintf(&b, "; last reload failed: %s", r.Error)
 	}
 	return b.String()
+}
+
+// current counts the slots that have a worker, and the retired slots
+// whose worker still drains.
+func (p *Pool) current() int {
+	n := len(p.st.parked)
+	for _, s := range p.st.slots {
+		if s.cur != nil || s.next != nil {
+			n++
+		}
+	}
+	return n
 }

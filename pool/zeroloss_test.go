@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -50,5 +51,53 @@ func testZeroLoss(t *testing.T, extra ...string) {
 	}
 	if last := fmt.Sprint(reloads + 1); gens[last] == 0 || len(gens) < reloads/2 {
 		t.Fatalf("answers did not follow the reloads: %v", gens)
+	}
+}
+
+// Scaling 2 → 4 → 1 → 3 under a load of new and keep-alive connections
+// fails no request, in either sharing mode: new slots take connections
+// once ready, retired ones drain what they were given (with --reuseport,
+// what waits in their sockets' queues too).
+func TestScaleUnderLoadLosesNothingShared(t *testing.T) { testScaleUnderLoad(t) }
+
+func TestScaleUnderLoadLosesNothingReuseport(t *testing.T) { testScaleUnderLoad(t, "reuseport") }
+
+func testScaleUnderLoad(t *testing.T, extra ...string) {
+	h := startPool(t, "careful", func(o *pool.Options) { o.Workers = 2 }, extra...)
+	h.waitReady()
+	var mu sync.Mutex
+	pids := map[string]int{}
+	load := workertest.StartLoad(workertest.LoadConfig{
+		URL: h.url, KeepAlive: 4, NewConns: 4, Sporadic: 2,
+		Check: func(resp *http.Response, _ []byte) error {
+			mu.Lock()
+			pids[resp.Header.Get("X-Pid")]++
+			mu.Unlock()
+			return nil
+		},
+	})
+	load.WaitOK(t, 200, 20*time.Second)
+	for _, n := range []int{4, 1, 3} {
+		got, err := h.p.Scale(context.Background(), n, false)
+		if err != nil || got != n {
+			load.Stop()
+			t.Fatalf("scale to %d: %d %v", n, got, err)
+		}
+		waitFor(t, 30*time.Second, fmt.Sprintf("%d workers, all ready, none draining", n), func() bool {
+			s := h.status()
+			return s.Size == n && s.Ready == n && s.Current == n && len(s.Workers) == n
+		})
+		if l := h.ls[0]; len(extra) > 0 && l.Slots() < n {
+			t.Fatalf("reuseport listener has %d sockets for %d slots", l.Slots(), n)
+		}
+		load.WaitOK(t, 100, 20*time.Second)
+	}
+	stats := load.Stop()
+	t.Logf("scaled 2 → 4 → 1 → 3 under load: %s; answers per pid: %v", stats, pids)
+	if stats.Errors != 0 {
+		t.Fatalf("%d requests failed while scaling: %v", stats.Errors, stats.Samples)
+	}
+	if len(pids) < 5 {
+		t.Fatalf("answers came from %d workers; the scaled-up ones never served", len(pids))
 	}
 }

@@ -22,6 +22,18 @@ var clientHelp = map[string]string{
 	"status":  "Shows the serving generation, every worker (slot, pid, state, uptime, restarts) and the listeners.\n",
 	"reload":  "Starts a new generation of workers on the same sockets; once it is ready the old one drains.\nWith --wait it returns when the reload is over: exit 0 if the new generation took over,\nexit 1 with the reason if it was rolled back (the old generation keeps serving).\n",
 	"upgrade": "Starts the sockd binary found at sockd's own path and hands it the listening sockets.\n",
+	"scale":   "Sets the number of workers to N, or changes it by +K or -K (1 to 1024). New workers start at once;\nthe highest slots drain. During a reload the change waits for the reload's end. With --wait it\nreturns once that many workers are ready. Prints the new number.\n",
+}
+
+// scaleArg takes scale's N, +K or -K out of args before the flags are
+// parsed (the flag package would read -1 as a flag).
+func scaleArg(args []string) (string, []string) {
+	for i, a := range args {
+		if strings.TrimLeft(strings.TrimLeft(a, "+-"), "0123456789") == "" && strings.Trim(a, "+-") != "" {
+			return a, append(args[:i:i], args[i+1:]...)
+		}
+	}
+	return "", args
 }
 
 func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
@@ -30,12 +42,19 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	asJSON, wait := new(bool), new(bool)
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
 	synopsis := "sockd " + name + " [--control PATH]"
+	var workers string
+	if name == "scale" {
+		workers, args = scaleArg(args)
+	}
 	if name == "status" {
 		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in README.md)")
 		synopsis = "sockd status [--json] [--control PATH]"
 	} else {
 		fs.BoolVar(wait, "wait", false, "wait for the outcome and exit non-zero if it failed")
 		synopsis = "sockd " + name + " [--wait] [--control PATH]"
+		if name == "scale" {
+			synopsis = "sockd scale [--wait] [--control PATH] N|+K|-K"
+		}
 	}
 	fs.Usage = usageFunc(fs, synopsis, clientHelp[name])
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
@@ -45,6 +64,14 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	}
 	if fs.NArg() > 0 {
 		return exitUsage, usagef("sockd %s: unexpected argument %q", name, fs.Arg(0))
+	}
+	if name == "scale" {
+		if workers == "" {
+			return exitUsage, usagef("sockd scale: want the number of workers: N, +K or -K (see sockd scale --help)")
+		}
+		if _, _, err := control.ParseScale(workers); err != nil {
+			return exitUsage, usagef("sockd scale: %v", err)
+		}
 	}
 	path := *ctl
 	if path == "" {
@@ -60,15 +87,19 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	resp, err := control.Call(ctx, path, control.Request{Command: name, Wait: *wait})
+	resp, err := control.Call(ctx, path, control.Request{Command: name, Wait: *wait, Workers: workers})
 	if errors.Is(err, control.ErrUnreachable) {
 		return exitUnreachable, err
 	}
 	if err != nil {
 		return exitFailed, err
 	}
-	if name == "status" {
+	switch {
+	case name == "status":
 		return exitOK, printStatus(stdout, resp.Status, *asJSON)
+	case name == "scale":
+		fmt.Fprintf(stdout, "%d\n", resp.Workers)
+		return exitOK, nil
 	}
 	if *wait {
 		fmt.Fprintf(stdout, "%s done\n", name)

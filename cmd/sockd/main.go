@@ -30,6 +30,7 @@ Usage:
   sockd status [--json] [--control PATH]      show generation, workers and listeners
   sockd reload [--wait] [--control PATH]      start a new generation, retire the old one
   sockd upgrade [--wait] [--control PATH]     hand the sockets to a new sockd binary
+  sockd scale [--wait] N|+K|-K                set the number of workers at run time
   sockd version                               print the version
   sockd help                                  this text
 
@@ -55,6 +56,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "run" && os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "run" {
+		ignoreSignal34()
+	}
 	os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -68,7 +72,7 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		code, err = runCommand(args[1:], stdout, stderr)
-	case "status", "reload", "upgrade":
+	case "status", "reload", "upgrade", "scale":
 		code, err = clientCommand(args[0], args[1:], stdout)
 	case "demo-worker": // hidden: the embedded demo worker sockd runs by default
 		return demo.Main(args[1:], stdout, stderr)

@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	guard.Main()
 	handoff.MainPIDHelper()
 	if os.Getenv("SOCKDTEST_MAIN") == "1" {
+		if len(os.Args) > 1 && os.Args[1] == "run" {
+			ignoreSignal34()
+		}
 		os.Exit(sockd(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())

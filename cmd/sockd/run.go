@@ -149,8 +149,8 @@ func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
 	case err != nil:
 		return exitFailed, err
 	}
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, handledSignals...)
 	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
@@ -167,20 +167,50 @@ func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
 	return exitOK, nil
 }
 
+// handledSignals are the signals sockd acts on or ignores; README.md's
+// table says what each does. The real-time signals are among them: Go
+// leaves them at their default action, which ends the process. (Not
+// signal.Ignore: an ignored signal stays ignored in the workers sockd
+// execs.)
+var handledSignals = func() []os.Signal {
+	sigs := []os.Signal{
+		syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGTSTP, syscall.SIGPIPE,
+	}
+	for n := 34; n <= 64; n++ { // SIGRTMIN to SIGRTMAX
+		sigs = append(sigs, syscall.Signal(n))
+	}
+	return sigs
+}()
+
 // onSignal turns a signal into a call of the daemon.
 func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal) {
-	log.Info("signal received", "event", "signal", "signal", sig.String())
+	ctx := context.Background()
 	switch sig {
-	case syscall.SIGTERM, syscall.SIGINT:
+	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+		log.Info("signal received", "event", "signal", "signal", sig.String())
 		d.Stop()
 	case syscall.SIGHUP:
-		if err := d.Reload(context.Background(), false); err != nil {
+		log.Info("signal received", "event", "signal", "signal", sig.String())
+		if err := d.Reload(ctx, false); err != nil {
 			log.Warn("reload refused", "error", err)
 		}
 	case syscall.SIGUSR2:
-		if err := d.Upgrade(context.Background(), false); err != nil {
+		log.Info("signal received", "event", "signal", "signal", sig.String())
+		if err := d.Upgrade(ctx, false); err != nil {
 			log.Warn("upgrade refused", "error", err)
 		}
+	case syscall.SIGTTIN, syscall.SIGTTOU:
+		delta := +1
+		if sig == syscall.SIGTTOU {
+			delta = -1
+		}
+		log.Info("signal received", "event", "signal", "signal", sig.String(), "scale", delta)
+		if _, err := d.Scale(ctx, delta, true, false); err != nil {
+			log.Warn("scale refused", "error", err)
+		}
+	default: // SIGUSR1, SIGTSTP, SIGPIPE, real-time signals
+		log.Debug("signal ignored", "event", "signal", "signal", sig.String())
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package control is sockd's control socket: a unix stream socket (mode
-// 0600) on which `sockd status`, `sockd reload` and `sockd upgrade` talk to
-// a running sockd. Each connection carries one request and one response,
+// 0600) on which `sockd status`, `sockd reload`, `sockd upgrade` and
+// `sockd scale` talk to a running sockd. Each connection carries one request and one response,
 // both a single line of JSON:
 //
 //	→ {"command":"reload","wait":true}
@@ -20,6 +20,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,8 +38,10 @@ const requestTimeout = 5 * time.Second
 
 // Request is what a client sends.
 type Request struct {
-	Command string `json:"command"` // "status", "reload" or "upgrade"
+	Command string `json:"command"` // "status", "reload", "upgrade" or "scale"
 	Wait    bool   `json:"wait,omitempty"`
+	// Workers is scale's argument: "N", "+K" or "-K".
+	Workers string `json:"workers,omitempty"`
 }
 
 // Response is what the server answers.
@@ -45,6 +49,8 @@ type Response struct {
 	OK     bool            `json:"ok"`
 	Error  string          `json:"error,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
+	// Workers is the size scale set.
+	Workers int `json:"workers,omitempty"`
 }
 
 // Handler carries out requests; cmd/sockd hands one to Serve, so this
@@ -53,6 +59,19 @@ type Handler interface {
 	Status(ctx context.Context) (any, error)
 	Reload(ctx context.Context, wait bool) error
 	Upgrade(ctx context.Context, wait bool) error
+	// Scale sets the number of workers to n, or changes it by n if
+	// relative, and returns the new number.
+	Scale(ctx context.Context, n int, relative, wait bool) (int, error)
+}
+
+// ParseScale reads scale's argument: "N" (set), "+K" or "-K" (change).
+func ParseScale(s string) (n int, relative bool, err error) {
+	relative = strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-")
+	n, err = strconv.Atoi(s)
+	if err != nil || !relative && n < 1 || relative && n == 0 {
+		return 0, false, fmt.Errorf("workers %q: want N, +K or -K", s)
+	}
+	return n, relative, nil
 }
 
 // Listen creates the control socket at path with mode 0600. A stale
@@ -143,8 +162,16 @@ func handle(ctx context.Context, h Handler, req Request) Response {
 		err = h.Reload(ctx, req.Wait)
 	case "upgrade":
 		err = h.Upgrade(ctx, req.Wait)
+	case "scale":
+		n, relative, perr := ParseScale(req.Workers)
+		if perr != nil {
+			return Response{Error: perr.Error()}
+		}
+		if n, err = h.Scale(ctx, n, relative, req.Wait); err == nil {
+			return Response{OK: true, Workers: n}
+		}
 	default:
-		err = fmt.Errorf("unknown command %q (want status, reload or upgrade)", req.Command)
+		err = fmt.Errorf("unknown command %q (want status, reload, upgrade or scale)", req.Command)
 	}
 	if err != nil {
 		return Response{Error: err.Error()}

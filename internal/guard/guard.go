@@ -48,7 +48,11 @@ func Main() {
 // terminal or a service manager might send to sockd's whole group, so it
 // lasts exactly as long as sockd.
 func Run(in io.Reader) int {
-	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTSTP)
+	for n := 34; n <= 64; n++ { // real-time signals: Go leaves them deadly
+		signal.Ignore(syscall.Signal(n))
+	}
 	groups := map[int]bool{}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {

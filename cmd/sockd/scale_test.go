@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/pool"
+)
+
+// sockd scale, SIGTTIN and SIGTTOU change the number of workers at run
+// time; the size is kept across a reload and a binary upgrade, and shows
+// in status and STATUS=.
+func TestScaleCommandSignalsReloadAndUpgrade(t *testing.T) {
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) {
+			args := []string{"--workers", "2", "--listen", "tcp://127.0.0.1:0"}
+			if mode == "reuseport" {
+				args = append(args, "--reuseport")
+			}
+			d := startInstalled(t, installCopy(t), args...)
+			scale := func(arg string, wantOut string) {
+				t.Helper()
+				var out, errOut bytes.Buffer
+				if code := sockd([]string{"scale", "--wait", "--control", d.control, arg}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) != wantOut {
+					t.Fatalf("sockd scale %s: exit %d, %q %q", arg, code, out.String(), errOut.String())
+				}
+			}
+			size := func(n int, what string) {
+				t.Helper()
+				waitFor(t, 20*time.Second, what, func() bool {
+					s, err := d.status()
+					return err == nil && s.Size == n && s.Ready == n && s.Current == n && len(s.Workers) == n && s.State == pool.StateRunning
+				})
+			}
+			scale("4", "4")
+			size(4, "4 workers after sockd scale 4")
+			scale("-3", "1")
+			size(1, "1 worker after sockd scale -3")
+			scale("+1", "2")
+			d.cmd.Process.Signal(syscall.SIGTTIN)
+			size(3, "3 workers after SIGTTIN")
+			d.cmd.Process.Signal(syscall.SIGTTIN)
+			d.cmd.Process.Signal(syscall.SIGTTOU)
+			size(3, "3 workers after SIGTTIN and SIGTTOU")
+			if s := d.mustStatus(); !strings.HasPrefix(s.Summary, "3/3 workers ready") {
+				t.Fatalf("summary %q", s.Summary)
+			}
+			if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+				t.Fatalf("reload: exit %d", code)
+			}
+			size(3, "3 workers after a reload")
+			if s := d.mustStatus(); s.Generation != 2 {
+				t.Fatalf("after the reload: %+v", s)
+			}
+			old := d.mustStatus().PID
+			if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+				t.Fatalf("upgrade: exit %d", code)
+			}
+			waitFor(t, 20*time.Second, "the new sockd in charge", func() bool {
+				s, err := d.status()
+				return err == nil && s.PID != old
+			})
+			size(3, "3 workers after the upgrade")
+			if mode == "reuseport" {
+				if s := d.mustStatus(); len(s.Listeners[0].SockdFDs) != 4 {
+					t.Fatalf("the upgraded sockd holds %d reuseport sockets, want the 4 it was grown to", len(s.Listeners[0].SockdFDs))
+				}
+			}
+			// Bad sizes are refused with the reason, and change nothing.
+			for _, bad := range []string{"0", "+2000", "-3"} {
+				var errOut bytes.Buffer
+				if code := sockd([]string{"scale", "--control", d.control, bad}, io.Discard, &errOut); code == 0 || !strings.Contains(errOut.String(), "want") {
+					t.Fatalf("sockd scale %s: exit %d, %q", bad, code, errOut.String())
+				}
+			}
+			if code := sockd([]string{"scale", "--control", d.control}, io.Discard, io.Discard); code != exitUsage {
+				t.Fatalf("sockd scale without a number: exit %d", code)
+			}
+			size(3, "3 workers after refused requests")
+		})
+	}
+}
+
+// No signal sockd does not use stops it, freezes it or kills it: it (and
+// its guard) keeps answering with the same workers. SIGQUIT is a clean
+// stop, like SIGTERM.
+func TestUnusedSignalsLeaveSockdRunning(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	before := d.mustStatus()
+	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGTSTP, syscall.SIGPIPE, syscall.SIGWINCH, syscall.SIGALRM,
+		syscall.SIGURG, syscall.SIGCONT, syscall.SIGVTALRM, syscall.SIGXCPU, syscall.SIGPWR, syscall.Signal(34), syscall.Signal(64)} {
+		if err := syscall.Kill(d.cmd.Process.Pid, sig); err != nil {
+			t.Fatal(err)
+		}
+		syscall.Kill(before.GuardPID, sig)
+		s, err := d.status()
+		if err != nil || s.State != pool.StateRunning || s.GuardPID != before.GuardPID || pids(s) != pids(before) {
+			t.Fatalf("after %s: %v %+v", sig, err, s)
+		}
+	}
+	if state, _, _ := procfs.Stat(before.GuardPID); state == 'T' {
+		t.Fatal("the guard is stopped")
+	}
+	// What sockd ignores, its workers do not: they get every signal's
+	// default action, as systemd would give them.
+	for _, w := range before.Workers {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+				mask, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				if mask&(1<<(34-1)) != 0 {
+					t.Fatalf("worker %d ignores signal 34 (SigIgn %s)", w.PID, strings.TrimSpace(v))
+				}
+			}
+		}
+	}
+	syscall.Kill(d.cmd.Process.Pid, syscall.SIGQUIT)
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("sockd after SIGQUIT: %v", err)
+	}
+}
+
+func pids(s pool.Status) string {
+	var b strings.Builder
+	for _, w := range s.Workers {
+		b.WriteString(" " + strconv.Itoa(w.PID))
+	}
+	return b.String()
+}

@@ -41,6 +41,9 @@ type env interface {
 	grow(n int) error
 	steer(n int) bool
 	queued(slot int) int
+	// usage reads what a worker's process tree uses. It is called off
+	// the loop, by the sampler.
+	usage(pid int) (procfs.Usage, error)
 	now() time.Time
 	// after posts ev to the loop once d has passed.
 	after(d time.Duration, ev any) timer
@@ -151,6 +154,11 @@ func (e osEnv) queued(slot int) int {
 	}
 	return n
 }
+
+func (osEnv) usage(pid int) (procfs.Usage, error) { return procfs.TreeUsage(pid, maxTree) }
+
+// maxTree bounds the processes of one worker's tree that are sampled.
+const maxTree = 1024
 
 func (osEnv) now() time.Time { return time.Now() }
 

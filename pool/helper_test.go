@@ -96,6 +96,17 @@ func helperWorker() int {
 		mode = "serve"
 	case "careful":
 		return carefulWorker()
+	case "bloat": // the first one grows to 256 MiB once ready; its replacements do not
+		if _, err := os.Stat(filepath.Join(os.Getenv("POOL_TEST_DIR"), "bloated")); err != nil {
+			os.WriteFile(filepath.Join(os.Getenv("POOL_TEST_DIR"), "bloated"), nil, 0o644)
+			go func() {
+				ballast = make([]byte, 256<<20)
+				for i := range ballast {
+					ballast[i] = 1
+				}
+			}()
+		}
+		return carefulWorker()
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
 	}
@@ -151,6 +162,9 @@ func helperWorker() int {
 	}
 	return 0
 }
+
+// ballast is what a "bloat" worker holds on to.
+var ballast []byte
 
 // carefulWorker serves with package worker's careful drain.
 func carefulWorker() int {

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/notify"
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 // worker is one worker process. Only the loop touches it.
@@ -29,6 +30,10 @@ type worker struct {
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
 	timers         []timer
+	maxRequests    int64        // its own MaxRequests (0: none)
+	recycle        string       // why it is to be recycled ("": it is not)
+	usage          procfs.Usage // last sample of its process tree
+	sampledAt      time.Time
 }
 
 // state is everything the loop owns.
@@ -60,6 +65,7 @@ type state struct {
 	pendingSize int
 	parked      []*slot
 	steered     int
+	recycles    int // workers replaced for being over a Recycle limit
 }
 
 // Events handled by the loop.
@@ -84,7 +90,14 @@ type (
 		relative bool
 		reply    chan scaleReply
 	}
-	parkTimer struct{}
+	parkTimer   struct{}
+	pidsRequest struct{ reply chan []int }
+	usageEvent  struct{ got map[int]procfs.Usage }
+	ageTimer    struct {
+		w   *worker
+		age time.Duration
+	}
+	recycleRetry struct{ s *slot }
 )
 
 func (p *Pool) run() error {
@@ -162,6 +175,18 @@ func (p *Pool) handle(ev any) {
 		p.onScale(ev)
 	case parkTimer:
 		p.onParkTimer()
+	case pidsRequest:
+		pids := make([]int, 0, len(p.st.byPID))
+		for pid := range p.st.byPID {
+			pids = append(pids, pid)
+		}
+		ev.reply <- pids
+	case usageEvent:
+		p.onUsage(ev.got)
+	case ageTimer:
+		p.onAgeTimer(ev.w, ev.age)
+	case recycleRetry:
+		p.onRecycleRetry(ev.s)
 	}
 }
 
@@ -198,6 +223,13 @@ func (p *Pool) onExit(pid int) {
 			s.cur = nil // its replacement is starting as s.next
 		}
 		log.Info("worker exited after announcing it")
+	case role == roleNext && s.recycling:
+		s.next = nil
+		if w.failure != "" {
+			how = w.failure + ", then " + how
+		}
+		log.Warn("worker's replacement exited before it took over")
+		p.recycleFailed(s, how)
 	case role == roleNext && s.batch:
 		s.next = nil
 		log.Warn("worker of the new generation exited")
@@ -403,6 +435,7 @@ func (p *Pool) onNotify(m notify.Message) {
 	}
 	if n, ok := m.Requests(); ok {
 		w.requests, w.hasRequests = n, true
+		p.onRequests(w)
 	}
 	if m.Watchdog() {
 		w.lastPing = p.env.now()

@@ -139,6 +139,12 @@ type Options struct {
 	// less than MinServe after, is not retiring but crashing: its exit
 	// counts against the restart budget. DefaultMinServe if 0.
 	MinServe time.Duration
+	// Recycle sets the limits over which a worker is replaced by a fresh
+	// one, its replacement first (see Recycle).
+	Recycle Recycle
+	// SampleInterval is how often the workers' memory and CPU time are
+	// read; DefaultSampleInterval if 0.
+	SampleInterval time.Duration
 	// WorkerWatchdog, when non-zero, is passed to workers as WATCHDOG_USEC;
 	// a ready worker silent for that long is killed (SIGABRT, then SIGKILL
 	// after StopTimeout) and replaced.
@@ -194,6 +200,11 @@ func (o Options) withDefaults() (Options, error) {
 	setDur(&o.BackoffMin, DefaultBackoffMin)
 	setDur(&o.BackoffMax, DefaultBackoffMax)
 	setDur(&o.MinServe, DefaultMinServe)
+	setDur(&o.SampleInterval, DefaultSampleInterval)
+	if r := o.Recycle; r.MaxMemory < 0 || r.MaxRequests.N < 0 || r.MaxRequests.J < 0 || r.MaxRequests.J > r.MaxRequests.N ||
+		r.MaxAge.D < 0 || r.MaxAge.J < 0 || r.MaxAge.J > r.MaxAge.D {
+		return o, fmt.Errorf("recycle limits %+v: must not be negative, jitter at most the limit", r)
+	}
 	if o.RestartLimit == (RestartLimit{}) {
 		o.RestartLimit = DefaultRestartLimit
 	}

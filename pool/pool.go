@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -55,6 +56,7 @@ type Pool struct {
 	devnull int
 	nsrv    *notify.Server
 	env     env
+	rand    func(n int64) int64 // [0, n)
 
 	events chan any
 	done   chan struct{} // closed when run returns
@@ -82,6 +84,7 @@ func New(opts Options) (*Pool, error) {
 	}
 	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
 	p.env = osEnv{p}
+	p.rand = rand.Int64N
 	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
 		return nil, err
 	}
@@ -109,6 +112,7 @@ func New(opts Options) (*Pool, error) {
 // every worker is ready and Wait when the pool has stopped.
 func (p *Pool) Start() {
 	go p.receiveNotify()
+	go p.sampleLoop()
 	go func() {
 		p.err = p.run()
 		p.nsrv.Close()

@@ -150,6 +150,7 @@ func (p *Pool) startBatch() {
 	for _, s := range batch {
 		r.prev[s] = s.want
 		s.want, s.batch = r.gen, true
+		s.recycling = false
 		if w := s.next; w != nil { // a restart or replacement of the old generation
 			s.next = nil
 			p.stopWorker(w)

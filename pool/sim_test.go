@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/internal/notify"
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 // sim runs the pool's loop by hand on a fake process table and a fake
@@ -121,8 +123,9 @@ func (s *sim) steer(n int) bool {
 	}
 	return s.reuseport
 }
-func (s *sim) queued(slot int) int { return s.queue[slot] }
-func (s *sim) now_() time.Time     { return s.now }
+func (s *sim) queued(slot int) int                 { return s.queue[slot] }
+func (s *sim) usage(pid int) (procfs.Usage, error) { return procfs.Usage{}, nil }
+func (s *sim) now_() time.Time                     { return s.now }
 func (s *sim) after(d time.Duration, ev any) timer {
 	s.seq++
 	t := &simTimer{at: s.now.Add(d), seq: s.seq, ev: ev}
@@ -158,6 +161,7 @@ func newSimMode(t *testing.T, reuseport bool, edit func(*Options)) *sim {
 	s.reuseport = reuseport
 	s.p = &Pool{opts: o, log: o.Logger, command: o.Command[0], events: make(chan any, 1), done: make(chan struct{}), ready: make(chan struct{})}
 	s.p.env = simEnv{s}
+	s.p.rand = rand.New(rand.NewPCG(1, 2)).Int64N // deterministic
 	s.p.begin()
 	return s
 }
@@ -605,6 +609,11 @@ func TestSimRollingReloadFailures(t *testing.T) {
 	if gens[3] != 2 || gens[1] != 2 {
 		t.Fatalf("after a halted reload: ready workers by generation %v", gens)
 	}
+	s.exitStopped()
+	if st := s.status(); st.Summary != "4/4 workers ready, generations 3 (2 slots) and 1 (2 slots), 0 restarts; last reload halted after 2 slots: worker 2 exited before it was ready (exit status 1)" ||
+		st.LastReload == nil || st.LastReload.Replaced != 2 {
+		t.Fatalf("after a halted reload: %+v", st)
+	}
 	// The next reload takes every slot, whatever it runs.
 	s.exitStopped()
 	res = s.reload()
@@ -965,5 +974,168 @@ func TestSimScaleDuringReload(t *testing.T) {
 	s.step(stopRequest{})
 	if _, err := s.scale(5, false); !errors.Is(err, ErrStopping) {
 		t.Fatalf("scale while stopping: %v", err)
+	}
+}
+
+func (s *sim) usageOf(rss map[int]int64) {
+	got := map[int]procfs.Usage{}
+	for pid, b := range rss {
+		got[pid] = procfs.Usage{RSS: b, Procs: 1}
+	}
+	s.step(usageEvent{got})
+}
+
+// A worker over MaxMemory is replaced, its replacement first, one slot
+// at a time, without counting a crash.
+func TestSimRecycleMemory(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 3; o.Recycle.MaxMemory = 100 << 20 })
+	s.readyAll()
+	pids := s.livePIDs()
+	s.usageOf(map[int]int64{pids[0]: 200 << 20, pids[1]: 150 << 20, pids[2]: 50 << 20})
+	repl := s.starting()
+	if len(repl) != 1 || s.p.st.byPID[repl[0]].slot != 0 {
+		t.Fatalf("recycling: %v starting, want one replacement of slot 0", repl)
+	}
+	if s.signalled(pids[0], unix.SIGTERM) {
+		t.Fatal("the bloated worker was stopped before its replacement was ready")
+	}
+	if w := s.status().Workers; w[0].Recycle == "" || !strings.Contains(w[0].Recycle, "200.0 MiB of memory (limit 100.0 MiB)") {
+		t.Fatalf("status does not say why: %+v", w[0])
+	}
+	s.ready(repl[0])
+	if !s.signalled(pids[0], unix.SIGTERM) {
+		t.Fatal("the bloated worker was not stopped once its replacement was ready")
+	}
+	next := s.starting()
+	if len(next) != 1 || s.p.st.byPID[next[0]].slot != 1 {
+		t.Fatalf("second bloated worker: %v starting", next)
+	}
+	s.ready(next[0])
+	s.exitStopped()
+	if st := s.status(); st.Restarts != 0 || st.Recycles != 2 || st.Ready != 3 || len(st.Workers) != 3 {
+		t.Fatalf("after recycling: %+v", st)
+	}
+}
+
+// MaxRequests with a jitter gives every worker its own limit within N±J.
+func TestSimRecycleRequestsStaggered(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 4; o.Recycle.MaxRequests = Jitter{N: 1000, J: 200} })
+	s.readyAll()
+	limits := map[int64]bool{}
+	for _, pid := range s.livePIDs() {
+		m := s.p.st.byPID[pid].maxRequests
+		if m < 800 || m > 1200 {
+			t.Fatalf("limit %d outside 1000±200", m)
+		}
+		limits[m] = true
+	}
+	if len(limits) < 3 {
+		t.Fatalf("limits %v: not staggered", limits)
+	}
+	pid := s.livePIDs()[0]
+	limit := s.p.st.byPID[pid].maxRequests
+	s.notify(pid, fmt.Sprintf("SOCKD_REQUESTS=%d", limit-1))
+	if len(s.starting()) != 0 {
+		t.Fatal("recycled below its limit")
+	}
+	s.notify(pid, fmt.Sprintf("SOCKD_REQUESTS=%d", limit))
+	if len(s.starting()) != 1 {
+		t.Fatal("not recycled at its limit")
+	}
+}
+
+func TestSimRecycleAge(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1; o.Recycle.MaxAge = DurationJitter{D: time.Hour} })
+	pid := s.starting()[0]
+	s.ready(pid)
+	s.advance(time.Hour - time.Second)
+	if len(s.starting()) != 0 {
+		t.Fatal("recycled before its age limit")
+	}
+	s.advance(time.Second)
+	if len(s.starting()) != 1 {
+		t.Fatal("not recycled at its age limit")
+	}
+}
+
+// A replacement that fails leaves the worker serving; the slot tries
+// again with backoff, and no crash is counted, however often it fails.
+func TestSimRecycleReplacementFails(t *testing.T) {
+	s := newSim(t, func(o *Options) {
+		o.Workers = 1
+		o.Recycle.MaxMemory = 1
+		o.RestartLimit = RestartLimit{2, time.Minute}
+	})
+	pid := s.starting()[0]
+	s.ready(pid)
+	s.usageOf(map[int]int64{pid: 2})
+	for i := 0; i < 20; i++ {
+		repl := s.starting()
+		if len(repl) != 1 {
+			t.Fatalf("round %d: no replacement started", i)
+		}
+		s.exit(repl[0])
+		if len(s.starting()) != 0 {
+			t.Fatalf("round %d: retried at once", i)
+		}
+		s.advance(s.p.maxBackoff())
+	}
+	if s.p.st.fatal != nil || s.signalled(pid, unix.SIGTERM) || s.status().Restarts != 0 || s.status().Ready != 1 {
+		t.Fatalf("after 20 failed replacements: %v, %+v", s.p.st.fatal, s.status())
+	}
+}
+
+// A reload replaces every worker anyway: recycling waits, and a recycle
+// under way gives way.
+func TestSimRecycleAndReload(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Recycle.MaxMemory = 1 })
+	s.readyAll()
+	pids := s.livePIDs()
+	s.usageOf(map[int]int64{pids[0]: 2})
+	recycling := s.starting()[0]
+	res := s.reload()
+	if !s.signalled(recycling, unix.SIGTERM) || len(s.starting()) != 2 {
+		t.Fatal("the reload did not take the recycled slot over")
+	}
+	s.usageOf(map[int]int64{pids[1]: 2})
+	if len(s.starting()) != 2 {
+		t.Fatal("recycling during a reload")
+	}
+	s.readyAll()
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseRecycleLimits(t *testing.T) {
+	for in, want := range map[string]Jitter{"1000": {1000, 0}, "1000±100": {1000, 100}, "1000+-1000": {1000, 1000}, "0": {0, 0}} {
+		if got, err := ParseJitter(in); err != nil || got != want {
+			t.Errorf("ParseJitter(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "10±20", "10±-1", "10±", "1e3"} {
+		if _, err := ParseJitter(bad); err == nil {
+			t.Errorf("ParseJitter(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]DurationJitter{"6h": {6 * time.Hour, 0}, "6h±30m": {6 * time.Hour, 30 * time.Minute}} {
+		if got, err := ParseDurationJitter(in); err != nil || got != want {
+			t.Errorf("ParseDurationJitter(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "6", "1h±2h", "-1h"} {
+		if _, err := ParseDurationJitter(bad); err == nil {
+			t.Errorf("ParseDurationJitter(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]int64{"1048576": 1 << 20, "512K": 512 << 10, "512M": 512 << 20, "2G": 2 << 30, "1GiB": 1 << 30, "10B": 10} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "M", "-1M", "1.5G", "9999999999T", "12X"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
 	}
 }

@@ -36,6 +36,8 @@ type slot struct {
 	// sockets (it had a ready worker, or was there from the start).
 	served   bool
 	parkedAt time.Time // when a scale-down steered connections away from it
+	// recycling: next replaces a worker over a Recycle limit.
+	recycling bool
 }
 
 type role int
@@ -100,12 +102,16 @@ func (p *Pool) startOrCrash(s *slot) {
 func (p *Pool) promote(s *slot) *worker {
 	old := s.cur
 	s.cur, s.next = s.next, nil
+	p.armRecycle(s.cur)
 	if !s.served {
 		s.served = true
 		p.steer()
 	}
 	if old != nil && !old.leaving {
 		p.stopWorker(old)
+	}
+	if s.recycling {
+		p.recycled(s)
 	}
 	return old
 }

@@ -33,6 +33,7 @@ type Status struct {
 	Current    int              `json:"current"` // slots with a worker, and retired slots still draining
 	Ready      int              `json:"ready"`
 	Restarts   int              `json:"restarts"`
+	Recycles   int              `json:"recycles"` // workers replaced for being over a recycle limit
 	StartedAt  time.Time        `json:"started_at"`
 	ReadyRule  string           `json:"ready_rule"`
 	Reload     *ReloadProgress  `json:"reload,omitempty"`
@@ -58,6 +59,13 @@ type WorkerStatus struct {
 	Requests *int64 `json:"requests,omitempty"`
 	// Status is the worker's own STATUS= text.
 	Status string `json:"status,omitempty"`
+	// RSSBytes and CPUSeconds are what the worker's process tree used at
+	// the last sample (see Options.SampleInterval); absent before one.
+	RSSBytes   int64   `json:"rss_bytes,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	// Recycle says why the worker is to be replaced, once it is over a
+	// recycle limit.
+	Recycle string `json:"recycle,omitempty"`
 }
 
 // ListenerStatus describes one listener.
@@ -95,7 +103,7 @@ func (p *Pool) status() Status {
 	now := p.env.now()
 	s := Status{
 		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
-		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts,
+		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: st.recycles,
 		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
 	}
 	if g := p.opts.Guard; g != nil {
@@ -111,6 +119,10 @@ func (p *Pool) status() Status {
 			n := w.requests
 			ws.Requests = &n
 		}
+		if !w.sampledAt.IsZero() {
+			ws.RSSBytes, ws.CPUSeconds = w.usage.RSS, w.usage.CPU.Seconds()
+		}
+		ws.Recycle = w.recycle
 		s.Workers = append(s.Workers, ws)
 	}
 	sort.Slice(s.Workers, func(i, j int) bool {
@@ -167,7 +179,7 @@ func (p *Pool) summary() string {
 		return fmt.Sprintf("stopping, %d workers left", len(st.byPID))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d/%d workers ready, generation %d, %d restarts", p.countReady(), p.targetSize(), st.gen, st.restarts)
+	fmt.Fprintf(&b, "%d/%d workers ready, %s, %d restarts", p.countReady(), p.targetSize(), p.generations(), st.restarts)
 	if n := len(st.parked); n > 0 {
 		fmt.Fprintf(&b, "; %d retired workers draining", n)
 	}
@@ -179,7 +191,9 @@ func (p *Pool) summary() string {
 			fmt.Fprintf(&b, "; retiring generation %d", r.from)
 		}
 	}
-	if r := st.lastReload; r != nil && !r.OK {
+	if r := st.lastReload; r != nil && !r.OK && r.Replaced > 0 {
+		fmt.Fprintf(&b, "; last reload halted after %d slots: %s", r.Replaced, r.Error)
+	} else if r != nil && !r.OK {
 		fmt.Fprintf(&b, "; last reload failed: %s", r.Error)
 	}
 	return b.String()
@@ -195,4 +209,29 @@ func (p *Pool) current() int {
 		}
 	}
 	return n
+}
+
+// generations says which generation the slots' workers run: "generation
+// 3", or after a halted reload "generations 3 (2 slots) and 2 (2 slots)".
+func (p *Pool) generations() string {
+	count := map[int]int{}
+	var gens []int
+	for _, s := range p.st.slots {
+		if s.cur == nil {
+			continue
+		}
+		if count[s.cur.gen] == 0 {
+			gens = append(gens, s.cur.gen)
+		}
+		count[s.cur.gen]++
+	}
+	if len(gens) < 2 {
+		return fmt.Sprintf("generation %d", p.st.gen)
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(gens)))
+	parts := make([]string, len(gens))
+	for i, g := range gens {
+		parts[i] = fmt.Sprintf("%d (%d slot%s)", g, count[g], map[bool]string{true: "s"}[count[g] > 1])
+	}
+	return "generations " + strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }

@@ -101,3 +101,32 @@ func testScaleUnderLoad(t *testing.T, extra ...string) {
 		t.Fatalf("answers came from %d workers; the scaled-up ones never served", len(pids))
 	}
 }
+
+// A worker that grows past MaxMemory is replaced, its replacement first,
+// under load, with no failed request and no crash counted.
+func TestRecycleBloatedWorkerUnderLoad(t *testing.T) {
+	h := startPool(t, "bloat", func(o *pool.Options) {
+		o.Workers = 2
+		o.Recycle.MaxMemory = 200 << 20
+		o.SampleInterval = 50 * time.Millisecond
+	})
+	h.waitReady()
+	load := workertest.StartLoad(workertest.LoadConfig{URL: h.url, KeepAlive: 2, NewConns: 2, Sporadic: 2})
+	load.WaitOK(t, 100, 20*time.Second)
+	waitFor(t, 30*time.Second, "the bloated worker recycled", func() bool {
+		s := h.status()
+		return s.Recycles == 1 && s.Ready == 2 && len(s.Workers) == 2
+	})
+	load.WaitOK(t, 100, 20*time.Second)
+	stats := load.Stop()
+	s := h.status()
+	t.Logf("recycled under load: %s; workers now %+v", stats, s.Workers)
+	if stats.Errors != 0 || s.Restarts != 0 {
+		t.Fatalf("%d failed requests, %d restarts: %v", stats.Errors, s.Restarts, stats.Samples)
+	}
+	for _, w := range s.Workers {
+		if w.RSSBytes == 0 || w.RSSBytes > 200<<20 {
+			t.Fatalf("worker %d: RSS %d after the recycle", w.PID, w.RSSBytes)
+		}
+	}
+}

@@ -32,6 +32,12 @@ type runConfig struct {
 	stopTimeout   time.Duration
 	restartLimit  string
 	watchdog      time.Duration
+	reloadBatch   int
+	reloadSoak    time.Duration
+	maxMemory     string
+	maxRequests   string
+	maxAge        string
+	recycle       pool.Recycle
 	control       string
 	logFormat     string
 	logLevel      string
@@ -52,6 +58,11 @@ func parseRun(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", pool.DefaultStopTimeout, "how long a worker may drain after SIGTERM before SIGKILL")
 	fs.StringVar(&c.restartLimit, "restart-limit", pool.DefaultRestartLimit.String(), "crash budget `N/DURATION`: more crashes than N within DURATION and sockd gives up")
 	fs.DurationVar(&c.watchdog, "worker-watchdog", 0, "pass WATCHDOG_USEC to workers and replace a worker silent for this long (0: off)")
+	fs.IntVar(&c.reloadBatch, "reload-batch", 0, "reload `N` slots at a time: each batch's old workers drain once its new ones are ready (0: all at once)")
+	fs.DurationVar(&c.reloadSoak, "reload-soak", 0, "the first batch of a reload (the canary) serves beside the old workers this long before the rest follows (0: no soak)")
+	fs.StringVar(&c.maxMemory, "worker-max-memory", "", "replace a worker whose process tree's resident memory is over `SIZE` (512M, 2G), its replacement first")
+	fs.StringVar(&c.maxRequests, "worker-max-requests", "", "replace a worker after `N[±J]` requests (it reports them with SOCKD_REQUESTS=), its replacement first")
+	fs.StringVar(&c.maxAge, "worker-max-age", "", "replace a worker `D[±J]` after it was ready (6h±30m), its replacement first")
 	fs.StringVar(&c.control, "control", "", "control socket `path` (default $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json (under systemd sockd logs natively to the journal)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -81,13 +92,43 @@ func (c *runConfig) validate() error {
 	if c.limit, err = pool.ParseRestartLimit(c.restartLimit); err != nil {
 		return usagef("--restart-limit: %v", err)
 	}
+	if c.reloadBatch < 0 || c.reloadBatch > pool.MaxWorkers {
+		return usagef("--reload-batch %d: want 0 (all at once) to %d", c.reloadBatch, pool.MaxWorkers)
+	}
+	positive := func(flag string, err error, zero bool) error {
+		if err == nil && zero {
+			err = errors.New("want more than 0")
+		}
+		if err != nil {
+			return usagef("--%s: %v", flag, err)
+		}
+		return nil
+	}
+	if c.maxMemory != "" {
+		c.recycle.MaxMemory, err = pool.ParseSize(c.maxMemory)
+		if err := positive("worker-max-memory", err, c.recycle.MaxMemory == 0); err != nil {
+			return err
+		}
+	}
+	if c.maxRequests != "" {
+		c.recycle.MaxRequests, err = pool.ParseJitter(c.maxRequests)
+		if err := positive("worker-max-requests", err, c.recycle.MaxRequests.N == 0); err != nil {
+			return err
+		}
+	}
+	if c.maxAge != "" {
+		c.recycle.MaxAge, err = pool.ParseDurationJitter(c.maxAge)
+		if err := positive("worker-max-age", err, c.recycle.MaxAge.D == 0); err != nil {
+			return err
+		}
+	}
 	// On the command line a zero would read as "no time at all", not as
 	// the packages' "default".
 	for _, d := range []struct {
 		name string
 		v    time.Duration
 		min  time.Duration
-	}{{"ready-timeout", c.readyTimeout, 1}, {"stop-timeout", c.stopTimeout, 1}, {"reload-timeout", c.reloadTimeout, 0}, {"worker-watchdog", c.watchdog, 0}} {
+	}{{"ready-timeout", c.readyTimeout, 1}, {"stop-timeout", c.stopTimeout, 1}, {"reload-timeout", c.reloadTimeout, 0}, {"worker-watchdog", c.watchdog, 0}, {"reload-soak", c.reloadSoak, 0}} {
 		if d.v < d.min {
 			if d.min > 0 {
 				return usagef("--%s %s: must be positive", d.name, d.v)
@@ -123,6 +164,7 @@ func (c *runConfig) options(log hclog.Logger) (daemon.Options, error) {
 		Command: cmd, Workers: c.workers, Ready: c.readyRule,
 		ReadyTimeout: c.readyTimeout, ReloadTimeout: c.reloadTimeout, StopTimeout: c.stopTimeout,
 		RestartLimit: c.limit, WorkerWatchdog: c.watchdog,
+		ReloadBatch: c.reloadBatch, ReloadSoak: c.reloadSoak, Recycle: c.recycle,
 	}
 	return o, nil
 }

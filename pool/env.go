@@ -74,11 +74,26 @@ func (e exitStatus) String() string {
 type osEnv struct{ p *Pool }
 
 func (e osEnv) start(w *worker) (int, error) {
-	pid, err := e.p.spawn(w.gen, w.slot)
+	if !e.p.opts.Ready.NodeIPC {
+		pid, err := e.p.spawn(w.gen, w.slot, -1)
+		if err != nil {
+			return 0, err
+		}
+		go e.p.watch(pid)
+		return pid, nil
+	}
+	mine, theirs, err := nodeChannel()
 	if err != nil {
 		return 0, err
 	}
+	pid, err := e.p.spawn(w.gen, w.slot, theirs)
+	unix.Close(theirs)
+	if err != nil {
+		unix.Close(mine)
+		return 0, err
+	}
 	go e.p.watch(pid)
+	go e.p.readNodeChannel(pid, mine)
 	return pid, nil
 }
 

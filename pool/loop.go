@@ -98,6 +98,7 @@ type (
 		age time.Duration
 	}
 	recycleRetry struct{ s *slot }
+	nodeReady    struct{ pid int } // "ready" on a worker's Node IPC channel
 )
 
 func (p *Pool) run() error {
@@ -187,6 +188,10 @@ func (p *Pool) handle(ev any) {
 		p.onAgeTimer(ev.w, ev.age)
 	case recycleRetry:
 		p.onRecycleRetry(ev.s)
+	case nodeReady:
+		if w := p.st.byPID[ev.pid]; w != nil {
+			p.markReady(w)
+		}
 	}
 }
 
@@ -339,7 +344,7 @@ func (p *Pool) beginStop() {
 	}
 }
 
-// stopWorker sends SIGTERM and arms the SIGKILL deadline.
+// stopWorker sends StopSignal (SIGTERM) and arms the SIGKILL deadline.
 func (p *Pool) stopWorker(w *worker) {
 	if w.stopSent || w.exited {
 		return
@@ -347,7 +352,7 @@ func (p *Pool) stopWorker(w *worker) {
 	w.stopSent = true
 	w.state = Stopping
 	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
-	if err := p.env.signal(w.pid, unix.SIGTERM); err != nil {
+	if err := p.env.signal(w.pid, p.opts.StopSignal); err != nil {
 		p.wlog(w).Warn("cannot signal worker", "error", err)
 	}
 	w.killAt = p.env.now().Add(p.opts.StopTimeout)

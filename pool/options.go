@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/activation"
 )
@@ -44,12 +45,20 @@ type ReadyRule struct {
 	// (for servers that cannot notify). Zero means: ready when the worker
 	// sends READY=1 to its NOTIFY_SOCKET.
 	After time.Duration
+	// NodeIPC gives each worker Node.js's IPC channel (NODE_CHANNEL_FD)
+	// and makes it ready when it sends the message "ready" on it, as
+	// process.send('ready') does under PM2's wait_ready. READY=1 counts
+	// too. See nodeipc.go.
+	NodeIPC bool
 }
 
-// ParseReadyRule reads "notify" or "after:DURATION".
+// ParseReadyRule reads "notify", "node-ipc" or "after:DURATION".
 func ParseReadyRule(s string) (ReadyRule, error) {
-	if s == "notify" {
+	switch s {
+	case "notify":
 		return ReadyRule{}, nil
+	case "node-ipc":
+		return ReadyRule{NodeIPC: true}, nil
 	}
 	if d, ok := strings.CutPrefix(s, "after:"); ok {
 		dur, err := time.ParseDuration(d)
@@ -58,14 +67,32 @@ func ParseReadyRule(s string) (ReadyRule, error) {
 		}
 		return ReadyRule{After: dur}, nil
 	}
-	return ReadyRule{}, fmt.Errorf("ready rule %q: want notify or after:DURATION", s)
+	return ReadyRule{}, fmt.Errorf("ready rule %q: want notify, node-ipc or after:DURATION", s)
 }
 
 func (r ReadyRule) String() string {
-	if r.After > 0 {
+	switch {
+	case r.After > 0:
 		return "after:" + r.After.String()
+	case r.NodeIPC:
+		return "node-ipc"
 	}
 	return "notify"
+}
+
+// ParseSignal reads a signal's name: TERM, SIGTERM, INT, … (or its number).
+func ParseSignal(s string) (unix.Signal, error) {
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return unix.Signal(n), nil
+	}
+	return 0, fmt.Errorf("signal %q: want a name like TERM, INT or QUIT", s)
 }
 
 // RestartLimit is the crash budget: more than Burst crashes within Period
@@ -125,6 +152,9 @@ type Options struct {
 	// rest follows; if one of its workers exits meanwhile the reload is
 	// rolled back untouched. 0: no soak.
 	ReloadSoak time.Duration
+	// StopSignal asks a worker to drain; SIGTERM if 0. (PM2 sends
+	// SIGINT, and apps written for it handle that one.)
+	StopSignal unix.Signal
 	// StopTimeout is how long a worker may drain after SIGTERM before it is
 	// killed; DefaultStopTimeout if 0.
 	StopTimeout time.Duration
@@ -197,6 +227,9 @@ func (o Options) withDefaults() (Options, error) {
 	setDur(&o.ReadyTimeout, DefaultReadyTimeout)
 	setDur(&o.ReloadTimeout, o.ReadyTimeout)
 	setDur(&o.StopTimeout, DefaultStopTimeout)
+	if o.StopSignal == 0 {
+		o.StopSignal = unix.SIGTERM
+	}
 	setDur(&o.BackoffMin, DefaultBackoffMin)
 	setDur(&o.BackoffMax, DefaultBackoffMax)
 	setDur(&o.MinServe, DefaultMinServe)

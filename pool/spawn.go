@@ -37,7 +37,11 @@ func Trampoline() {
 		return
 	}
 	nfds, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-	if err := unix.CloseRange(uint(3+nfds), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+	keep := 3 + nfds
+	if os.Getenv("NODE_CHANNEL_FD") == strconv.Itoa(keep) {
+		keep++ // Node's IPC channel, right after the listeners
+	}
+	if err := unix.CloseRange(uint(keep), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		fmt.Fprintf(os.Stderr, "sockd: close_range: %v\n", err)
 		os.Exit(127)
 	}
@@ -88,7 +92,8 @@ func ResolveCommand(name string) (string, error) {
 
 // privateEnv lists the variables that describe sockd's own relation with
 // its parent; a worker must never see them.
-var privateEnv = []string{"LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "SOCKD_"}
+var privateEnv = []string{"LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "SOCKD_",
+	"NODE_CHANNEL_FD=", "NODE_CHANNEL_SERIALIZATION_MODE="}
 
 func workerEnv(base []string, extra ...string) []string {
 	env := make([]string, 0, len(base)+len(extra))
@@ -107,10 +112,11 @@ func workerEnv(base []string, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// spawn forks the worker of slot in generation gen through the trampoline.
-// It must run on the pool's locked OS thread: the parent-death signal
-// fires when the thread that forked exits.
-func (p *Pool) spawn(gen, slot int) (int, error) {
+// spawn forks the worker of slot in generation gen through the trampoline,
+// with channel (if >= 0) as the descriptor right after the listeners. It
+// must run on the pool's locked OS thread: the parent-death signal fires
+// when the thread that forked exits.
+func (p *Pool) spawn(gen, slot, channel int) (int, error) {
 	o := &p.opts
 	env := workerEnv(o.Env,
 		"LISTEN_FDS="+strconv.Itoa(len(o.Listeners)),
@@ -125,6 +131,10 @@ func (p *Pool) spawn(gen, slot int) (int, error) {
 	files := []uintptr{uintptr(p.devnull), 1, 2}
 	for _, fd := range o.Listeners.FDs(slot) {
 		files = append(files, uintptr(fd))
+	}
+	if channel >= 0 {
+		env = append(env, "NODE_CHANNEL_FD="+strconv.Itoa(len(files)), "NODE_CHANNEL_SERIALIZATION_MODE=json")
+		files = append(files, uintptr(channel))
 	}
 	argv := append([]string{trampolineArg0, p.command}, o.Command...)
 	pid, _, err := syscall.StartProcess(o.Trampoline, argv, &syscall.ProcAttr{

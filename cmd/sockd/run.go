@@ -30,6 +30,7 @@ type runConfig struct {
 	readyTimeout  time.Duration
 	reloadTimeout time.Duration
 	stopTimeout   time.Duration
+	stopSignal    string
 	restartLimit  string
 	watchdog      time.Duration
 	reloadBatch   int
@@ -38,6 +39,7 @@ type runConfig struct {
 	maxRequests   string
 	maxAge        string
 	recycle       pool.Recycle
+	signal        syscall.Signal
 	control       string
 	logFormat     string
 	logLevel      string
@@ -56,6 +58,7 @@ func parseRun(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", pool.DefaultReadyTimeout, "how long a worker may take to become ready")
 	fs.DurationVar(&c.reloadTimeout, "reload-timeout", 0, "how long a reload waits for the new generation (default: --ready-timeout)")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", pool.DefaultStopTimeout, "how long a worker may drain after SIGTERM before SIGKILL")
+	fs.StringVar(&c.stopSignal, "stop-signal", "TERM", "the `signal` that asks a worker to drain: TERM, INT (what PM2 sends), QUIT, …")
 	fs.StringVar(&c.restartLimit, "restart-limit", pool.DefaultRestartLimit.String(), "crash budget `N/DURATION`: more crashes than N within DURATION and sockd gives up")
 	fs.DurationVar(&c.watchdog, "worker-watchdog", 0, "pass WATCHDOG_USEC to workers and replace a worker silent for this long (0: off)")
 	fs.IntVar(&c.reloadBatch, "reload-batch", 0, "reload `N` slots at a time: each batch's old workers drain once its new ones are ready (0: all at once)")
@@ -91,6 +94,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.limit, err = pool.ParseRestartLimit(c.restartLimit); err != nil {
 		return usagef("--restart-limit: %v", err)
+	}
+	if c.signal, err = pool.ParseSignal(c.stopSignal); err != nil {
+		return usagef("--stop-signal: %v", err)
 	}
 	if c.reloadBatch < 0 || c.reloadBatch > pool.MaxWorkers {
 		return usagef("--reload-batch %d: want 0 (all at once) to %d", c.reloadBatch, pool.MaxWorkers)
@@ -162,7 +168,7 @@ func (c *runConfig) options(log hclog.Logger) (daemon.Options, error) {
 	}
 	o.Pool = pool.Options{
 		Command: cmd, Workers: c.workers, Ready: c.readyRule,
-		ReadyTimeout: c.readyTimeout, ReloadTimeout: c.reloadTimeout, StopTimeout: c.stopTimeout,
+		ReadyTimeout: c.readyTimeout, ReloadTimeout: c.reloadTimeout, StopTimeout: c.stopTimeout, StopSignal: c.signal,
 		RestartLimit: c.limit, WorkerWatchdog: c.watchdog,
 		ReloadBatch: c.reloadBatch, ReloadSoak: c.reloadSoak, Recycle: c.recycle,
 	}

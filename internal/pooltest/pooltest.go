@@ -5,6 +5,7 @@ package pooltest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -18,6 +19,20 @@ import (
 // set here), waits until every worker is ready and stops the pool at the
 // end of the test. It returns the pool and the URL of the socket.
 func Start(t *testing.T, opts pool.Options) (*pool.Pool, string) {
+	t.Helper()
+	p, url := Run(t, opts)
+	select {
+	case <-p.Ready():
+	case <-p.Done():
+		t.Fatalf("pool stopped before it was ready: %v", p.Wait())
+	case <-time.After(20 * time.Second):
+		t.Fatal("workers not ready (READY=1) within 20s")
+	}
+	return p, url
+}
+
+// Run is Start without waiting for the workers.
+func Run(t *testing.T, opts pool.Options) (*pool.Pool, string) {
 	t.Helper()
 	ls, err := activation.Bind(context.Background(), []activation.Spec{{Name: "http", Network: "tcp", Address: "127.0.0.1:0"}}, activation.BindOptions{})
 	if err != nil {
@@ -33,15 +48,10 @@ func Start(t *testing.T, opts pool.Options) (*pool.Pool, string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
+		if err := p.Shutdown(ctx); err != nil && !errors.Is(err, pool.ErrRestartLimit) {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	select {
-	case <-p.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("workers not ready (READY=1) within 20s")
-	}
 	return p, "http://" + ls[0].Addr + "/"
 }
 

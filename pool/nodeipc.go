@@ -1,0 +1,90 @@
+package pool
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Node.js's IPC channel, the one process.send() writes to (--ready
+// node-ipc). A Node process started with NODE_CHANNEL_FD=n sets up the
+// stream socket on fd n as its channel to the parent; with
+// NODE_CHANNEL_SERIALIZATION_MODE=json every message is one JSON value on
+// a line of its own, so process.send('ready') arrives as the line "ready"
+// (with its quotes). That line marks the worker ready, as it marks a
+// process ready in PM2's wait_ready mode; any other message is logged at
+// debug and dropped. sockd never writes on the channel. A worker that
+// listens for no 'message' has its channel unref'd by Node, so it exits
+// as it would without one.
+//
+// Node documents the channel's use by a parent that is not Node as
+// unsupported (child_process, "serialization"); the json mode is the one
+// it keeps stable for that purpose. Only the worker itself gets the
+// channel: Node removes NODE_CHANNEL_FD from its environment once it has
+// opened it, so a wrapper like `npm start` keeps it for itself. Run node
+// directly, or through a shell that execs it.
+
+// maxNodeMessage bounds one line on the channel; longer ones are skipped.
+const maxNodeMessage = 64 << 10
+
+// nodeChannel makes the socketpair: sockd's end (close-on-exec) and the
+// worker's.
+func nodeChannel() (mine, theirs int, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("node ipc channel: %w", err)
+	}
+	return fds[0], fds[1], nil
+}
+
+// readNodeChannel reads the worker's messages until it closes its end (it
+// exited): "ready" posts its readiness to the loop.
+func (p *Pool) readNodeChannel(pid, fd int) {
+	f := os.NewFile(uintptr(fd), "node-ipc")
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 4096)
+	for {
+		line, err := readLine(r, maxNodeMessage)
+		if err != nil {
+			return
+		}
+		if line == nil {
+			p.log.Debug("node ipc message too long; skipped", "event", "node_ipc", "worker_pid", pid)
+			continue
+		}
+		var msg any
+		if json.Unmarshal(line, &msg) == nil && msg == "ready" {
+			if !p.post(nodeReady{pid}) {
+				return
+			}
+			continue
+		}
+		p.log.Debug("node ipc message ignored", "event", "node_ipc", "worker_pid", pid, "message", string(line[:min(len(line), 200)]))
+	}
+}
+
+// readLine returns the next line without its newline, or nil (and no
+// error) for a line longer than limit, which it skips.
+func readLine(r *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	tooLong := false
+	for {
+		chunk, isPrefix, err := r.ReadLine()
+		if err != nil {
+			return nil, err
+		}
+		if !tooLong {
+			line = append(line, chunk...)
+			tooLong = len(line) > limit
+		}
+		if !isPrefix {
+			if tooLong {
+				return nil, nil
+			}
+			return line, nil
+		}
+	}
+}

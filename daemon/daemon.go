@@ -13,8 +13,10 @@ import (
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/handoff"
+	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/guard"
+	"github.com/sockd/sockd/internal/reaper"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -45,6 +47,13 @@ func tag(kind, err error) error {
 	return kindError{kind, err}
 }
 
+// Values of Options.Cgroups.
+const (
+	CgroupsAuto = "auto"
+	CgroupsYes  = "yes"
+	CgroupsNo   = "no"
+)
+
 // DefaultHandoffTimeout bounds how long a new sockd waits for an old one's
 // sockets.
 const DefaultHandoffTimeout = 30 * time.Second
@@ -61,8 +70,15 @@ type Options struct {
 	// ControlPath is the control socket; "" means DefaultControlPath().
 	ControlPath string
 	// Pool configures the workers. The daemon sets Listeners, Notify,
-	// Guard, FirstGeneration and Logger (to Logger.Named("pool")).
+	// Guard, Reaper, Cgroups, FirstGeneration and Logger (to
+	// Logger.Named("pool")).
 	Pool pool.Options
+	// Cgroups says whether each worker gets a cgroup of its own (see
+	// internal/cgroup): CgroupsAuto (when sockd may manage a cgroup v2
+	// subtree; the zero value), CgroupsYes (required) or CgroupsNo.
+	Cgroups string
+	// Limits are per-worker cgroup limits; they need cgroups.
+	Limits cgroup.Limits
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }
@@ -87,6 +103,8 @@ type Daemon struct {
 	ctl     *net.UnixListener
 	child   *handoff.Child // set while taking over from an old sockd
 	guard   *guard.Guard
+	reaper  *reaper.Reaper
+	tree    *cgroup.Tree // the workers' cgroups, or nil
 	pool    *pool.Pool
 	sd      *notifier
 	trim    *trimmer
@@ -154,17 +172,19 @@ func New(opts Options) (*Daemon, error) {
 		d.phase, d.inCharge = phaseRunning, true
 	}
 	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
+	if err := d.contain(); err != nil {
+		d.release()
+		return nil, err
+	}
 	popts := opts.Pool
 	popts.Listeners, popts.FirstGeneration = d.ls, first
 	if d.child != nil && d.child.State.Workers > 0 {
 		popts.Workers = d.child.State.Workers // scaled at run time: kept
 	}
 	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
-	// The guard kills whatever the workers started should sockd die.
-	if g, err := guard.Start("/proc/self/exe"); err != nil {
-		d.log.Warn("no guard: if sockd is killed, processes started by workers may survive it", "error", err)
-	} else {
-		d.guard, popts.Guard = g, g
+	popts.Reaper, popts.Cgroups = d.reaper, d.tree
+	if d.guard != nil {
+		popts.Guard = d.guard
 	}
 	if d.pool, err = pool.New(popts); err != nil {
 		d.release()
@@ -173,9 +193,67 @@ func New(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
+// contain makes sure nothing a worker starts outlives it or sockd: sockd
+// becomes a child subreaper, the workers get cgroups of their own where
+// sockd may manage some, and the guard (a second process) kills what is
+// left should sockd die.
+func (d *Daemon) contain() error {
+	var err error
+	if d.reaper, err = reaper.New(); err != nil {
+		d.log.Warn("not a subreaper: processes workers leave behind are reparented to init", "error", err)
+	}
+	if d.tree, err = d.cgroups(); err != nil {
+		return err
+	}
+	gopts := guard.Options{Mark: fmt.Sprintf("%s=%d-", pool.WorkerIDVar, os.Getpid()), Reaper: d.reaper}
+	if d.tree != nil {
+		gopts.Cgroup = d.tree.Base
+		if d.tree.Created() {
+			gopts.CgroupOrigin = d.tree.Origin()
+		}
+	}
+	if d.guard, err = guard.Start("/proc/self/exe", gopts); err != nil {
+		d.log.Warn("no guard: if sockd is killed, processes started by workers may survive it", "error", err)
+	}
+	return nil
+}
+
+// cgroups sets the workers' cgroup tree up, as Options.Cgroups says.
+func (d *Daemon) cgroups() (*cgroup.Tree, error) {
+	mode, limits := d.opts.Cgroups, d.opts.Limits
+	limited := limits != (cgroup.Limits{})
+	if mode == CgroupsNo {
+		if limited {
+			return nil, tag(ErrConfig, errors.New("per-worker limits need cgroups, which --cgroups no turns off"))
+		}
+		return nil, nil
+	}
+	copts := cgroup.Options{Limits: limits}
+	if d.child != nil {
+		// An old sockd's subtree, if it had one.
+		copts.Base, copts.Origin = d.child.State.Cgroup, d.child.State.CgroupOrigin
+		if copts.Base == "" {
+			// Under the old sockd's own cgroup, which is no subtree of
+			// this one's: as the old sockd did.
+			return nil, nil
+		}
+	}
+	t, err := cgroup.Setup(copts)
+	switch {
+	case err == nil:
+		d.log.Info("workers get cgroups of their own", "event", "cgroups", "base", t.Base)
+		return t, nil
+	case errors.Is(err, cgroup.ErrUnavailable) && mode != CgroupsYes && !limited:
+		d.log.Info("workers get no cgroups; what they leave behind is found by its SOCKD_WORKER_ID", "event", "cgroups", "reason", err)
+		return nil, nil
+	}
+	return nil, tag(ErrConfig, err)
+}
+
 // release gives back what New took, for a daemon that will not run.
 func (d *Daemon) release() {
 	d.closeGuard()
+	d.closeTree()
 	d.ctl.Close()
 	if d.child == nil {
 		os.Remove(d.ctlPath)
@@ -189,6 +267,17 @@ func (d *Daemon) closeGuard() {
 		if err := d.guard.Close(); err != nil {
 			d.log.Warn("guard", "error", err)
 		}
+		d.guard = nil
+	}
+}
+
+// closeTree removes the cgroup subtree sockd made (not after an upgrade
+// handed it on).
+func (d *Daemon) closeTree() {
+	if d.tree != nil && d.phase != phaseHandedOff {
+		if err := d.tree.Close(); err != nil {
+			d.log.Warn("cannot remove sockd's cgroups", "error", err)
+		}
 	}
 }
 
@@ -198,7 +287,9 @@ func (d *Daemon) closeGuard() {
 func (d *Daemon) Run() error {
 	defer close(d.stopped)
 	defer d.ls.Close()
+	defer d.closeTree()
 	defer d.closeGuard()
+	defer d.endLeftovers()
 	d.trim = newTrimmer()
 	defer d.trim.stop()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -219,6 +310,9 @@ func (d *Daemon) Run() error {
 		go d.serveControl(ctlCtx, served)
 	}
 	go d.watchdog(ctx)
+	if d.reaper != nil {
+		go d.reaper.Run(ctx)
+	}
 	for done := false; !done; {
 		select {
 		case req := <-d.reqs:
@@ -251,6 +345,19 @@ func (d *Daemon) Run() error {
 	}
 	d.log.Info("sockd stopped", "event", "sockd_exit", "handed_off", d.phase == phaseHandedOff)
 	return nil
+}
+
+// endLeftovers kills what the workers left that is still alive once they
+// are all gone (without cgroups: the processes sockd adopted that carried
+// no SOCKD_WORKER_ID of a worker), so that a clean stop leaves nothing.
+func (d *Daemon) endLeftovers() {
+	if d.reaper == nil || d.phase == phaseHandedOff {
+		return
+	}
+	n, err := d.reaper.KillAdopted(nil, time.Now().Add(5*time.Second))
+	if n > 0 || err != nil {
+		d.log.Warn("killed processes the workers left behind", "event", "leftovers_killed", "processes", n, "error", err)
+	}
 }
 
 // post hands a request to Run; false once Run is over.

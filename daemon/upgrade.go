@@ -23,7 +23,14 @@ func (d *Daemon) handOn(ctx context.Context) error {
 	if s.State != pool.StateRunning {
 		return fmt.Errorf("sockd is %s; upgrade when it is running", s.State)
 	}
-	u, err := handoff.Start(handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Logger: d.log.Named("upgrade")})
+	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade")}
+	if d.tree != nil {
+		ho.Cgroup = d.tree.Base
+		if d.tree.Created() {
+			ho.CgroupOrigin = d.tree.Origin()
+		}
+	}
+	u, err := handoff.Start(ho)
 	if err != nil {
 		return err
 	}
@@ -87,7 +94,7 @@ func (d *Daemon) onTookOver(err error, ctx, ctlCtx context.Context, served chan 
 // gone (see handoff.AdoptMainPID): otherwise systemd cannot see it exit and
 // `systemctl stop` would SIGKILL the service instead of letting it drain.
 func (d *Daemon) adoptMainPID(ctx context.Context) {
-	err := handoff.AdoptMainPID(ctx, func(helper int) {
+	err := handoff.AdoptMainPID(ctx, d.reaper, func(helper int) {
 		d.sd.lastWord(fmt.Sprintf("MAINPID=%d", helper))
 	}, func() { d.sd.set(true) })
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/reaper"
 )
 
 // After an upgrade the new sockd is systemd's main pid, but not systemd's
@@ -102,7 +104,7 @@ func barrier(sock string, timeout time.Duration) error {
 // its own child (see above). handOver(pid) must send MAINPID=pid to systemd
 // and then stay quiet until resume is called: meanwhile systemd listens to
 // the helper only. It returns when done, or with why not.
-func AdoptMainPID(ctx context.Context, handOver func(pid int), resume func()) error {
+func AdoptMainPID(ctx context.Context, r *reaper.Reaper, handOver func(pid int), resume func()) error {
 	sock := os.Getenv("NOTIFY_SOCKET")
 	if sock == "" {
 		return nil
@@ -118,9 +120,16 @@ func AdoptMainPID(ctx context.Context, handOver func(pid int), resume func()) er
 		return err
 	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	pid, err := r.Start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	if err != nil {
 		return fmt.Errorf("start %s: %w", mainPIDArg0, err)
 	}
+	defer r.Release(pid)
 	handOver(cmd.Process.Pid)
 	defer resume()
 	io.WriteString(in, "go\n")

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/reaper"
 )
 
 // Options describe an upgrade, from the old sockd's side.
@@ -29,10 +30,16 @@ type Options struct {
 	// Workers is the old sockd's number of worker slots, which the new
 	// one keeps (a size set at run time survives the upgrade).
 	Workers int
+	// Cgroup is the old sockd's cgroup subtree (see internal/cgroup),
+	// which the new one takes over, and CgroupOrigin where the old sockd
+	// came from if it made the subtree.
+	Cgroup, CgroupOrigin string
 	// Listeners are passed on; the old sockd keeps its own copies.
 	Listeners activation.Set
 	// Control, if set, is the control socket listener, passed on too.
 	Control *net.UnixListener
+	// Reaper registers the new sockd as a child this one waits for.
+	Reaper *reaper.Reaper
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
 }
@@ -88,12 +95,19 @@ func Start(o Options) (*Upgrade, error) {
 	u.cmd.Env = append(withoutVar(withoutVar(o.Env, EnvFD), "WATCHDOG_PID"), EnvFD+"=3")
 	u.cmd.ExtraFiles = []*os.File{theirs}
 	u.cmd.Stdout, u.cmd.Stderr = os.Stdout, os.Stderr
-	if err := u.cmd.Start(); err != nil {
+	pid, err := o.Reaper.Start(func() (int, error) {
+		if err := u.cmd.Start(); err != nil {
+			return 0, err
+		}
+		return u.cmd.Process.Pid, nil
+	})
+	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("start new sockd %s: %w", o.Path, err)
 	}
 	go func() {
 		u.cmd.Wait()
+		o.Reaper.Release(pid)
 		close(u.exited)
 	}()
 	u.log.Info("started new sockd", "event", "upgrade_start", "new_pid", u.PID(), "path", o.Path)
@@ -110,7 +124,7 @@ func Start(o Options) (*Upgrade, error) {
 
 // collect duplicates every descriptor to send, in protocol order.
 func collect(o Options) (State, []int, error) {
-	st := State{Version: version, Generation: o.Generation, Workers: o.Workers}
+	st := State{Version: version, Generation: o.Generation, Workers: o.Workers, Cgroup: o.Cgroup, CgroupOrigin: o.CgroupOrigin}
 	var fds []int
 	for _, l := range o.Listeners {
 		for _, fd := range l.FDs() {

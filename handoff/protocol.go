@@ -23,12 +23,16 @@ const (
 
 // State is what the old sockd tells the new one besides the descriptors.
 type State struct {
-	Version    int             `json:"version"`
-	Generation int             `json:"generation"`        // the old sockd's serving generation
-	Workers    int             `json:"workers,omitempty"` // its number of worker slots (0: the new sockd's own setting)
-	Listeners  []ListenerState `json:"listeners"`
-	Control    bool            `json:"control"` // the last descriptor is the control socket
-	FDs        int             `json:"fds"`     // how many descriptors follow
+	Version    int    `json:"version"`
+	Generation int    `json:"generation"`        // the old sockd's serving generation
+	Workers    int    `json:"workers,omitempty"` // its number of worker slots (0: the new sockd's own setting)
+	Cgroup     string `json:"cgroup,omitempty"`  // its workers' cgroup subtree, which the new sockd takes over
+	// CgroupOrigin, if set, is where the old sockd came from when it made
+	// that subtree: the last sockd removes it.
+	CgroupOrigin string          `json:"cgroup_origin,omitempty"`
+	Listeners    []ListenerState `json:"listeners"`
+	Control      bool            `json:"control"` // the last descriptor is the control socket
+	FDs          int             `json:"fds"`     // how many descriptors follow
 }
 
 // ListenerState describes one listener; its Slots descriptors follow in order.

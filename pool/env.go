@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/reaper"
 )
 
 // env is the loop's window on the operating system and on the clock:
@@ -23,13 +24,19 @@ type env interface {
 	start(w *worker) (pid int, err error)
 	// reap collects the exit of a worker whose exitEvent arrived.
 	reap(pid int) exitStatus
-	// signal sends sig to the worker's process group (a wrapper script's
-	// children get it too), or to the worker alone if it left its group.
-	signal(pid int, sig unix.Signal) error
-	// groupAlive reports whether anything is left of process group pgid.
-	groupAlive(pgid int) bool
-	// killGroup sends SIGKILL to process group pgid; false if it was empty.
-	killGroup(pgid int) bool
+	// signal sends sig to the worker's group: its process group (a
+	// wrapper script's children get it too) and what it started outside
+	// that (its cgroup, or the processes sockd adopted from it).
+	signal(w *worker, sig unix.Signal) error
+	// groupAlive reports whether anything is left of w's group.
+	groupAlive(w *worker) bool
+	// killGroup sends SIGKILL to w's group; false if it was empty.
+	killGroup(w *worker) bool
+	// release frees what w's group held (its cgroup) once it is empty.
+	release(w *worker)
+	// orphaned sends sig, after w exited, to what it left behind that
+	// could not get sig before (processes sockd adopted only now).
+	orphaned(w *worker, sig unix.Signal)
 	// holdsListener reports whether pid still has one of the pool's
 	// listening sockets open.
 	holdsListener(pid int) bool
@@ -43,7 +50,7 @@ type env interface {
 	queued(slot int) int
 	// usage reads what a worker's process tree uses. It is called off
 	// the loop, by the sampler.
-	usage(pid int) (procfs.Usage, error)
+	usage(t sampleTarget) (procfs.Usage, error)
 	now() time.Time
 	// after posts ev to the loop once d has passed.
 	after(d time.Duration, ev any) timer
@@ -74,32 +81,45 @@ func (e exitStatus) String() string {
 type osEnv struct{ p *Pool }
 
 func (e osEnv) start(w *worker) (int, error) {
-	if !e.p.opts.Ready.NodeIPC {
-		pid, err := e.p.spawn(w.gen, w.slot, -1)
-		if err != nil {
+	mine, theirs := -1, -1
+	if e.p.opts.Ready.NodeIPC {
+		var err error
+		if mine, theirs, err = nodeChannel(); err != nil {
 			return 0, err
 		}
-		go e.p.watch(pid)
-		return pid, nil
+		defer unix.Close(theirs)
 	}
-	mine, theirs, err := nodeChannel()
-	if err != nil {
-		return 0, err
+	cgroupFD := -1
+	if t := e.p.opts.Cgroups; t != nil {
+		g, err := t.NewGroup()
+		if err != nil {
+			unix.Close(mine)
+			return 0, err
+		}
+		defer g.CloseFD()
+		w.cgroup, cgroupFD = g, g.FD()
 	}
-	pid, err := e.p.spawn(w.gen, w.slot, theirs)
-	unix.Close(theirs)
+	pid, err := e.p.opts.Reaper.Start(func() (int, error) { return e.p.spawn(w, theirs, cgroupFD) })
 	if err != nil {
-		unix.Close(mine)
+		if mine >= 0 {
+			unix.Close(mine)
+		}
+		if w.cgroup != nil {
+			w.cgroup.Remove()
+		}
 		return 0, err
 	}
 	go e.p.watch(pid)
-	go e.p.readNodeChannel(pid, mine)
+	if mine >= 0 {
+		go e.p.readNodeChannel(pid, mine)
+	}
 	return pid, nil
 }
 
-func (osEnv) reap(pid int) exitStatus {
+func (e osEnv) reap(pid int) exitStatus {
 	var ws unix.WaitStatus
 	var ru unix.Rusage
+	defer e.p.opts.Reaper.Release(pid)
 	for {
 		_, err := unix.Wait4(pid, &ws, 0, &ru)
 		if err != unix.EINTR {
@@ -108,17 +128,67 @@ func (osEnv) reap(pid int) exitStatus {
 	}
 }
 
-func (osEnv) signal(pid int, sig unix.Signal) error {
-	err := unix.Kill(-pid, sig)
+func (e osEnv) signal(w *worker, sig unix.Signal) error {
+	err := unix.Kill(-w.pid, sig)
 	if err == unix.ESRCH || err == unix.EPERM {
-		err = unix.Kill(pid, sig)
+		err = unix.Kill(w.pid, sig)
+	}
+	if w.cgroup != nil {
+		w.cgroup.Signal(sig)
+	} else {
+		for _, pid := range e.adopted(w) {
+			unix.Kill(pid, sig)
+		}
 	}
 	return err
 }
 
-func (osEnv) groupAlive(pgid int) bool { return unix.Kill(-pgid, 0) == nil }
+func (e osEnv) groupAlive(w *worker) bool {
+	if w.cgroup != nil {
+		return w.cgroup.Populated()
+	}
+	return unix.Kill(-w.pid, 0) == nil || len(e.adopted(w)) > 0
+}
 
-func (osEnv) killGroup(pgid int) bool { return unix.Kill(-pgid, unix.SIGKILL) == nil }
+func (e osEnv) killGroup(w *worker) bool {
+	if w.cgroup != nil {
+		return w.cgroup.Kill()
+	}
+	killed := unix.Kill(-w.pid, unix.SIGKILL) == nil
+	if n, _ := e.p.opts.Reaper.KillAdopted(func(pid int) bool { return markedBy(pid, w) }, time.Now().Add(time.Second)); n > 0 {
+		killed = true
+	}
+	return killed
+}
+
+func (e osEnv) orphaned(w *worker, sig unix.Signal) {
+	if w.cgroup != nil {
+		return // its cgroup had every signal
+	}
+	for _, pid := range e.adopted(w) {
+		unix.Kill(pid, sig)
+	}
+}
+
+func (osEnv) release(w *worker) {
+	if w.cgroup != nil {
+		w.cgroup.Remove()
+	}
+}
+
+// adopted lists the processes sockd adopted that w started (and their
+// descendants): sockd reads the SOCKD_WORKER_ID they inherited.
+func (e osEnv) adopted(w *worker) []int {
+	var pids []int
+	for _, pid := range e.p.opts.Reaper.Adopted() {
+		if markedBy(pid, w) {
+			pids = append(pids, reaper.Descendants(pid, maxTree)...)
+		}
+	}
+	return pids
+}
+
+func markedBy(pid int, w *worker) bool { return procfs.EnvHas(pid, WorkerIDVar+"="+w.id) }
 
 // holdsListener compares the socket inodes /proc/PID/fd shows with the
 // pool's listening sockets.
@@ -170,7 +240,22 @@ func (e osEnv) queued(slot int) int {
 	return n
 }
 
-func (osEnv) usage(pid int) (procfs.Usage, error) { return procfs.TreeUsage(pid, maxTree) }
+// usage is the worker's cgroup's memory and CPU time when it has a cgroup
+// (the memory of its processes' tree without the memory controller),
+// else its process tree's.
+func (osEnv) usage(t sampleTarget) (procfs.Usage, error) {
+	u, err := procfs.TreeUsage(t.pid, maxTree)
+	if t.cgroup == nil || err != nil {
+		return u, err
+	}
+	if cpu, err := t.cgroup.CPU(); err == nil {
+		u.CPU = cpu
+	}
+	if mem, ok := t.cgroup.Memory(); ok {
+		u.RSS = mem
+	}
+	return u, nil
+}
 
 // maxTree bounds the processes of one worker's tree that are sampled.
 const maxTree = 1024

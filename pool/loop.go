@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/notify"
 	"github.com/sockd/sockd/internal/procfs"
 )
@@ -30,9 +31,11 @@ type worker struct {
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
 	timers         []timer
-	maxRequests    int64        // its own MaxRequests (0: none)
-	recycle        string       // why it is to be recycled ("": it is not)
-	usage          procfs.Usage // last sample of its process tree
+	id             string        // SOCKD_WORKER_ID: unique while sockd runs
+	cgroup         *cgroup.Group // its cgroup, when the pool has a cgroup tree
+	maxRequests    int64         // its own MaxRequests (0: none)
+	recycle        string        // why it is to be recycled ("": it is not)
+	usage          procfs.Usage  // last sample of its process tree
 	sampledAt      time.Time
 }
 
@@ -55,9 +58,10 @@ type state struct {
 	queued     *reloadJob
 	lastReload *ReloadResult
 	lastStatus string
-	// lingering holds the process groups of exited workers whose other
-	// members may still drain until the worker's stop deadline.
-	lingering map[int]bool
+	// lingering holds exited workers whose group (what they started) may
+	// still drain until the worker's stop deadline, by pid.
+	lingering map[int]*worker
+	seq       int // workers started, for their SOCKD_WORKER_ID
 	// pendingSize is a size asked for during a reload (0: none); parked
 	// are slots a scale-down retired whose workers still take the
 	// connections queued on their reuseport sockets; steered is how many
@@ -78,7 +82,7 @@ type (
 	readyTimer     struct{ w *worker } // after:D elapsed
 	readyTimeout   struct{ w *worker }
 	killTimer      struct{ w *worker }
-	groupKillTimer struct{ pgid int }
+	groupKillTimer struct{ w *worker }
 	groupPollTimer struct{}
 	watchdogTimer  struct{ w *worker }
 	restartTimer   struct{ s *slot }
@@ -90,10 +94,10 @@ type (
 		relative bool
 		reply    chan scaleReply
 	}
-	parkTimer   struct{}
-	pidsRequest struct{ reply chan []int }
-	usageEvent  struct{ got map[int]procfs.Usage }
-	ageTimer    struct {
+	parkTimer     struct{}
+	sampleRequest struct{ reply chan []sampleTarget }
+	usageEvent    struct{ got map[int]procfs.Usage }
+	ageTimer      struct {
 		w   *worker
 		age time.Duration
 	}
@@ -120,7 +124,7 @@ func (p *Pool) begin() {
 	st := &p.st
 	st.started = p.env.now()
 	st.byPID = make(map[int]*worker)
-	st.lingering = make(map[int]bool)
+	st.lingering = make(map[int]*worker)
 	st.genSeq = p.opts.FirstGeneration
 	st.gen = st.genSeq
 	p.log.Info("starting workers", "event", "pool_start", "generation", st.gen, "workers", p.opts.Workers,
@@ -156,10 +160,10 @@ func (p *Pool) handle(ev any) {
 	case killTimer:
 		if !ev.w.exited {
 			p.wlog(ev.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", p.opts.StopTimeout)
-			p.env.signal(ev.w.pid, unix.SIGKILL)
+			p.env.signal(ev.w, unix.SIGKILL)
 		}
 	case groupKillTimer:
-		p.killGroup(ev.pgid)
+		p.killGroup(ev.w)
 	case groupPollTimer:
 		p.pollGroups()
 	case watchdogTimer:
@@ -176,12 +180,12 @@ func (p *Pool) handle(ev any) {
 		p.onScale(ev)
 	case parkTimer:
 		p.onParkTimer()
-	case pidsRequest:
-		pids := make([]int, 0, len(p.st.byPID))
-		for pid := range p.st.byPID {
-			pids = append(pids, pid)
+	case sampleRequest:
+		ts := make([]sampleTarget, 0, len(p.st.byPID))
+		for pid, w := range p.st.byPID {
+			ts = append(ts, sampleTarget{pid, w.cgroup})
 		}
-		ev.reply <- pids
+		ev.reply <- ts
 	case usageEvent:
 		p.onUsage(ev.got)
 	case ageTimer:
@@ -208,9 +212,9 @@ func (p *Pool) onExit(pid int) {
 		return
 	}
 	es := p.env.reap(pid)
-	// Does anything of its process group live on? (Asked after reaping: a
-	// zombie leader still counts as a member.)
-	groupLeft := p.env.groupAlive(pid)
+	// Does anything it started live on? (Asked after reaping: a zombie
+	// leader still counts as a member of its process group.)
+	groupLeft := p.env.groupAlive(w)
 	delete(st.byPID, pid)
 	w.exited, w.exitedAt = true, p.env.now()
 	for _, t := range w.timers {
@@ -260,40 +264,43 @@ func (p *Pool) onExit(pid int) {
 	p.maybeStartQueued()
 }
 
-// afterLeader deals with what is left of an exited worker's process group
-// (a wrapper script's server, say): a worker asked to stop leaves the rest
-// of its group until its stop deadline to finish draining; any other exit
-// takes the group down at once, so nothing of a crashed worker keeps
-// accepting beside its replacement.
+// afterLeader deals with what is left of an exited worker's group (a
+// wrapper script's server, a daemon it started): a worker asked to stop
+// leaves the rest of its group until its stop deadline to finish
+// draining; any other exit takes the group down at once, so nothing of a
+// crashed worker keeps accepting beside its replacement.
 func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 	if !groupLeft {
-		p.guardRemove(w.pid)
+		p.groupGone(w)
 		return
 	}
 	if left := w.killAt.Sub(p.env.now()); (w.stopSent || w.leaving) && w.failure == "" && left > 0 {
-		log.Debug("worker's process group drains on until its stop deadline", "deadline", w.killAt)
+		log.Debug("worker's group drains on until its stop deadline", "deadline", w.killAt)
 		if len(p.st.lingering) == 0 {
 			p.after(groupPoll, groupPollTimer{})
 		}
-		p.st.lingering[w.pid] = true
-		p.after(left, groupKillTimer{pgid: w.pid})
+		p.st.lingering[w.pid] = w
+		p.after(left, groupKillTimer{w})
+		// What it started outside its group (a detached child) was its
+		// child until now: it is asked to stop too.
+		p.env.orphaned(w, p.opts.StopSignal)
 		return
 	}
-	log.Info("killing what is left of the worker's process group", "event", "worker_group_kill")
-	p.env.killGroup(w.pid)
-	p.guardRemove(w.pid)
+	log.Info("killing what is left of the worker's group", "event", "worker_group_kill")
+	p.env.killGroup(w)
+	p.groupGone(w)
 }
 
-// groupPoll is how often lingering process groups are checked for being
-// empty: nothing tells when the last member of a group exits.
+// groupPoll is how often lingering groups are checked for being empty:
+// nothing tells when the last member of a process group exits.
 const groupPoll = 20 * time.Millisecond
 
 // pollGroups forgets the lingering groups that emptied.
 func (p *Pool) pollGroups() {
-	for pgid := range p.st.lingering {
-		if !p.env.groupAlive(pgid) {
-			delete(p.st.lingering, pgid)
-			p.guardRemove(pgid)
+	for pid, w := range p.st.lingering {
+		if !p.env.groupAlive(w) {
+			delete(p.st.lingering, pid)
+			p.groupGone(w)
 		}
 	}
 	if len(p.st.lingering) > 0 {
@@ -301,16 +308,22 @@ func (p *Pool) pollGroups() {
 	}
 }
 
-// killGroup ends a lingering process group at its deadline.
-func (p *Pool) killGroup(pgid int) {
-	if !p.st.lingering[pgid] {
+// killGroup ends a lingering group at its deadline.
+func (p *Pool) killGroup(w *worker) {
+	if p.st.lingering[w.pid] != w {
 		return
 	}
-	delete(p.st.lingering, pgid)
-	if p.env.killGroup(pgid) {
-		p.log.Warn("process group of an exited worker did not stop in time; killed it", "event", "worker_group_kill", "pgid", pgid)
+	delete(p.st.lingering, w.pid)
+	if p.env.killGroup(w) {
+		p.log.Warn("what an exited worker started did not stop in time; killed it", "event", "worker_group_kill", "worker_pid", w.pid)
 	}
-	p.guardRemove(pgid)
+	p.groupGone(w)
+}
+
+// groupGone is told once nothing of a worker's group is left.
+func (p *Pool) groupGone(w *worker) {
+	p.guardRemove(w.pid)
+	p.env.release(w)
 }
 
 func (p *Pool) guardAdd(pgid int) {
@@ -352,7 +365,7 @@ func (p *Pool) stopWorker(w *worker) {
 	w.stopSent = true
 	w.state = Stopping
 	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
-	if err := p.env.signal(w.pid, p.opts.StopSignal); err != nil {
+	if err := p.env.signal(w, p.opts.StopSignal); err != nil {
 		p.wlog(w).Warn("cannot signal worker", "error", err)
 	}
 	w.killAt = p.env.now().Add(p.opts.StopTimeout)
@@ -424,7 +437,7 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", p.opts.WorkerWatchdog)
 	w.state = Stopping
 	w.failure = fmt.Sprintf("silent for %s (watchdog)", p.opts.WorkerWatchdog)
-	p.env.signal(w.pid, unix.SIGABRT)
+	p.env.signal(w, unix.SIGABRT)
 	w.killAt = p.env.now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
 }

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/reaper"
 )
 
 // Defaults for the zero values of Options.
@@ -196,6 +198,16 @@ type Options struct {
 	// starts and when nothing of the group is left, so that it can kill
 	// them all should sockd die (see internal/guard).
 	Guard Guard
+	// User, if set, is who the workers run as (sockd must be root); New
+	// checks that it may execute the command.
+	User *User
+	// Reaper, if set, is told of every worker forked and reaped, and
+	// finds what a worker left behind among the processes sockd adopted
+	// (see internal/reaper).
+	Reaper *reaper.Reaper
+	// Cgroups, if set, gives every worker a cgroup of its own in that
+	// tree, which stands for the worker's group (see internal/cgroup).
+	Cgroups *cgroup.Tree
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }
@@ -243,6 +255,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Env == nil {
 		o.Env = os.Environ()
+	}
+	if o.User != nil {
+		if os.Geteuid() != 0 {
+			return o, fmt.Errorf("workers as user %s: sockd must run as root to change user", o.User.Name)
+		}
+		o.Env = append(o.Env, o.User.env()...)
 	}
 	if o.NotifySocket == "" {
 		o.NotifySocket = fmt.Sprintf("@sockd/%d/%d/notify", os.Getpid(), time.Now().UnixNano())

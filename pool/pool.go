@@ -57,6 +57,7 @@ type Pool struct {
 	nsrv    *notify.Server
 	env     env
 	rand    func(n int64) int64 // [0, n)
+	self    int                 // sockd's pid, for SOCKD_WORKER_ID
 
 	events chan any
 	done   chan struct{} // closed when run returns
@@ -85,8 +86,23 @@ func New(opts Options) (*Pool, error) {
 	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
 	p.env = osEnv{p}
 	p.rand = rand.Int64N
+	p.self = os.Getpid()
 	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
 		return nil, err
+	}
+	if o.User != nil {
+		if err := o.User.CanExecute(p.command); err != nil {
+			return nil, err
+		}
+		if o.Trampoline == "/proc/self/exe" {
+			exe, err := os.Executable()
+			if err == nil {
+				err = o.User.CanExecute(exe)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("sockd's own binary, which starts every worker: %w", err)
+			}
+		}
 	}
 	p.listenerInodes = map[string]bool{}
 	for _, l := range o.Listeners {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/procfs"
 )
 
@@ -136,26 +137,33 @@ func (p *Pool) sampleLoop() {
 		case <-p.done:
 			return
 		}
-		reply := make(chan []int, 1)
-		if !p.post(pidsRequest{reply}) {
+		reply := make(chan []sampleTarget, 1)
+		if !p.post(sampleRequest{reply}) {
 			return
 		}
-		var pids []int
+		var targets []sampleTarget
 		select {
-		case pids = <-reply:
+		case targets = <-reply:
 		case <-p.done:
 			return
 		}
-		got := make(map[int]procfs.Usage, len(pids))
-		for _, pid := range pids {
-			if u, err := p.env.usage(pid); err == nil {
-				got[pid] = u
+		got := make(map[int]procfs.Usage, len(targets))
+		for _, t := range targets {
+			if u, err := p.env.usage(t); err == nil {
+				got[t.pid] = u
 			}
 		}
 		if !p.post(usageEvent{got}) {
 			return
 		}
 	}
+}
+
+// sampleTarget is a worker to sample: its pid, and its cgroup if it has
+// one (both never change once it runs).
+type sampleTarget struct {
+	pid    int
+	cgroup *cgroup.Group
 }
 
 // onUsage records what the workers use and marks those over MaxMemory.

@@ -95,8 +95,8 @@ func (pr *simProc) status() unix.WaitStatus {
 	return 1 << 8
 }
 
-func (s *sim) signal(pid int, sig unix.Signal) error {
-	pr := s.procs[pid]
+func (s *sim) signal(w *worker, sig unix.Signal) error {
+	pr := s.procs[w.pid]
 	if pr == nil || pr.exited {
 		return unix.ESRCH
 	}
@@ -104,13 +104,15 @@ func (s *sim) signal(pid int, sig unix.Signal) error {
 	return nil
 }
 
-func (s *sim) groupAlive(pgid int) bool { return s.procs[pgid].group }
-func (s *sim) killGroup(pgid int) bool {
-	g := s.procs[pgid].group
-	s.procs[pgid].group = false
+func (s *sim) groupAlive(w *worker) bool { return s.procs[w.pid].group }
+func (s *sim) killGroup(w *worker) bool {
+	g := s.procs[w.pid].group
+	s.procs[w.pid].group = false
 	return g
 }
-func (s *sim) holdsListener(pid int) bool { return s.holding[pid] }
+func (s *sim) release(w *worker)                   {}
+func (s *sim) orphaned(w *worker, sig unix.Signal) {}
+func (s *sim) holdsListener(pid int) bool          { return s.holding[pid] }
 func (s *sim) grow(n int) error {
 	if s.reuseport {
 		s.sockets = max(s.sockets, n)
@@ -123,9 +125,9 @@ func (s *sim) steer(n int) bool {
 	}
 	return s.reuseport
 }
-func (s *sim) queued(slot int) int                 { return s.queue[slot] }
-func (s *sim) usage(pid int) (procfs.Usage, error) { return procfs.Usage{}, nil }
-func (s *sim) now_() time.Time                     { return s.now }
+func (s *sim) queued(slot int) int                        { return s.queue[slot] }
+func (s *sim) usage(t sampleTarget) (procfs.Usage, error) { return procfs.Usage{}, nil }
+func (s *sim) now_() time.Time                            { return s.now }
 func (s *sim) after(d time.Duration, ev any) timer {
 	s.seq++
 	t := &simTimer{at: s.now.Add(d), seq: s.seq, ev: ev}

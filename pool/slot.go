@@ -67,7 +67,8 @@ func (p *Pool) slotOf(w *worker) (*slot, role) {
 // startNext forks the worker that is to take slot s over, of the slot's
 // wanted generation.
 func (p *Pool) startNext(s *slot) error {
-	w := &worker{slot: s.index, gen: s.want, state: Starting, started: p.env.now()}
+	p.st.seq++
+	w := &worker{slot: s.index, gen: s.want, state: Starting, started: p.env.now(), id: fmt.Sprintf("%d-%d", p.self, p.st.seq)}
 	pid, err := p.env.start(w)
 	if err != nil {
 		p.log.Error("cannot start worker", "event", "worker_spawn_failed", "generation", w.gen, "worker", w.slot, "error", err)

@@ -56,6 +56,16 @@ func Trampoline() {
 	os.Exit(127)
 }
 
+func (p *Pool) sysProcAttr(cgroupFD int) *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, UseCgroupFD: cgroupFD >= 0, CgroupFD: cgroupFD}
+	if u := p.opts.User; u != nil {
+		// Go sets the parent-death signal after changing the credentials
+		// (which would clear it).
+		a.Credential = u.credential()
+	}
+	return a
+}
+
 // defaultSignal34 gives signal 34 back its default action, which sockd
 // ignores (Go cannot handle it): an ignored signal stays ignored across
 // execve.
@@ -112,18 +122,26 @@ func workerEnv(base []string, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// spawn forks the worker of slot in generation gen through the trampoline,
-// with channel (if >= 0) as the descriptor right after the listeners. It
-// must run on the pool's locked OS thread: the parent-death signal fires
-// when the thread that forked exits.
-func (p *Pool) spawn(gen, slot, channel int) (int, error) {
+// WorkerIDVar is the variable that marks a worker and everything it
+// starts: "SOCKD_WORKER_ID=<sockd's pid>-<n>". sockd finds the processes
+// a worker left behind (with setsid, say) by it, when it has no cgroup
+// to look in.
+const WorkerIDVar = "SOCKD_WORKER_ID"
+
+// spawn forks w through the trampoline, with channel (if >= 0) as the
+// descriptor right after the listeners, into the cgroup whose directory
+// is cgroupFD (if >= 0). It must run on the pool's locked OS thread: the
+// parent-death signal fires when the thread that forked exits.
+func (p *Pool) spawn(w *worker, channel, cgroupFD int) (int, error) {
 	o := &p.opts
+	gen, slot := w.gen, w.slot
 	env := workerEnv(o.Env,
 		"LISTEN_FDS="+strconv.Itoa(len(o.Listeners)),
 		"LISTEN_FDNAMES="+o.Listeners.Names(),
 		"NOTIFY_SOCKET="+o.NotifySocket,
 		"SOCKD_WORKER="+strconv.Itoa(slot),
 		"SOCKD_GENERATION="+strconv.Itoa(gen),
+		WorkerIDVar+"="+w.id,
 	)
 	if o.WorkerWatchdog > 0 {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(o.WorkerWatchdog.Microseconds(), 10))
@@ -141,7 +159,7 @@ func (p *Pool) spawn(gen, slot, channel int) (int, error) {
 		Dir:   o.Dir,
 		Env:   env,
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		Sys:   p.sysProcAttr(cgroupFD),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start worker %d of generation %d: %w", slot, gen, err)

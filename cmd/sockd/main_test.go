@@ -129,7 +129,7 @@ func launch(t *testing.T, cmd *exec.Cmd, out *syncBuffer, ctl string) *daemonPro
 	}
 	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
 	t.Cleanup(func() {
-		if s, err := d.status(); err == nil && s.PID != cmd.Process.Pid {
+		if s, err := d.status(); err == nil && s.PID > 1 && s.PID != cmd.Process.Pid {
 			syscall.Kill(s.PID, syscall.SIGTERM)
 			waitFor(t, 20*time.Second, "sockd gone", func() bool { return !procfs.Alive(s.PID) })
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/daemon"
+	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/journal"
 	"github.com/sockd/sockd/pool"
 )
@@ -40,6 +41,11 @@ type runConfig struct {
 	maxAge        string
 	recycle       pool.Recycle
 	signal        syscall.Signal
+	cgroups       string
+	user          string
+	runAs         *pool.User
+	memoryMax     string
+	limits        cgroup.Limits
 	control       string
 	logFormat     string
 	logLevel      string
@@ -65,6 +71,11 @@ func parseRun(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.DurationVar(&c.reloadSoak, "reload-soak", 0, "the first batch of a reload (the canary) serves beside the old workers this long before the rest follows (0: no soak)")
 	fs.StringVar(&c.maxMemory, "worker-max-memory", "", "replace a worker whose process tree's resident memory is over `SIZE` (512M, 2G), its replacement first")
 	fs.StringVar(&c.maxRequests, "worker-max-requests", "", "replace a worker after `N[±J]` requests (it reports them with SOCKD_REQUESTS=), its replacement first")
+	fs.StringVar(&c.user, "user", "", "run the workers as `USER[:GROUP]` (names or numbers) with the user's groups, HOME, USER and LOGNAME; sockd must be root")
+	fs.StringVar(&c.cgroups, "cgroups", daemon.CgroupsAuto, "give each worker a cgroup of its own: `auto` (where sockd may manage a cgroup v2 subtree), yes (required) or no")
+	fs.StringVar(&c.memoryMax, "worker-memory-max", "", "cgroup memory.max of each worker: the kernel kills a worker over `SIZE` (512M, 2G) and sockd replaces it (needs cgroups with the memory controller)")
+	fs.Int64Var(&c.limits.PidsMax, "worker-pids-max", 0, "cgroup pids.max of each worker: at most `N` processes and threads (needs the pids controller; 0: no limit)")
+	fs.Int64Var(&c.limits.CPUWeight, "worker-cpu-weight", 0, "cgroup cpu.weight of each worker, `1 to 10000` (100 is the kernel's default; needs the cpu controller; 0: not set)")
 	fs.StringVar(&c.maxAge, "worker-max-age", "", "replace a worker `D[±J]` after it was ready (6h±30m), its replacement first")
 	fs.StringVar(&c.control, "control", "", "control socket `path` (default $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json (under systemd sockd logs natively to the journal)")
@@ -97,6 +108,28 @@ func (c *runConfig) validate() error {
 	}
 	if c.signal, err = pool.ParseSignal(c.stopSignal); err != nil {
 		return usagef("--stop-signal: %v", err)
+	}
+	if c.user != "" {
+		if os.Geteuid() != 0 {
+			return usagef("--user %s: sockd must run as root to start workers as another user", c.user)
+		}
+		if c.runAs, err = pool.LookupUser(c.user); err != nil {
+			return usagef("--user: %v", err)
+		}
+	}
+	if c.cgroups != daemon.CgroupsAuto && c.cgroups != daemon.CgroupsYes && c.cgroups != daemon.CgroupsNo {
+		return usagef("--cgroups %q: want auto, yes or no", c.cgroups)
+	}
+	if c.memoryMax != "" {
+		if c.limits.MemoryMax, err = pool.ParseSize(c.memoryMax); err != nil || c.limits.MemoryMax == 0 {
+			return usagef("--worker-memory-max: %v", errors.Join(err, errors.New("want a size like 512M")))
+		}
+	}
+	if c.limits.PidsMax < 0 {
+		return usagef("--worker-pids-max %d: must not be negative", c.limits.PidsMax)
+	}
+	if w := c.limits.CPUWeight; w < 0 || w > 10000 {
+		return usagef("--worker-cpu-weight %d: want 1 to 10000", w)
 	}
 	if c.reloadBatch < 0 || c.reloadBatch > pool.MaxWorkers {
 		return usagef("--reload-batch %d: want 0 (all at once) to %d", c.reloadBatch, pool.MaxWorkers)
@@ -151,7 +184,7 @@ func (c *runConfig) options(log hclog.Logger) (daemon.Options, error) {
 	if len(raw) == 0 && len(c.command) == 0 && os.Getenv("LISTEN_FDS") == "" {
 		raw = listFlag{demoListen}
 	}
-	o := daemon.Options{ReusePort: c.reuseport, ControlPath: c.control, Logger: log}
+	o := daemon.Options{ReusePort: c.reuseport, ControlPath: c.control, Cgroups: c.cgroups, Limits: c.limits, Logger: log}
 	for _, r := range raw {
 		s, err := activation.ParseSpec(r)
 		if err != nil {
@@ -162,15 +195,19 @@ func (c *runConfig) options(log hclog.Logger) (daemon.Options, error) {
 	cmd := c.command
 	if len(cmd) == 0 {
 		cmd = []string{self(), "demo-worker"}
-	} else if _, err := pool.ResolveCommand(cmd[0]); err != nil {
+	} else if path, err := pool.ResolveCommand(cmd[0]); err != nil {
 		// Checked before anything is bound, and before N copies fork.
 		return o, usageError{err.Error()}
+	} else if c.runAs != nil {
+		if err := c.runAs.CanExecute(path); err != nil {
+			return o, usageError{err.Error()}
+		}
 	}
 	o.Pool = pool.Options{
 		Command: cmd, Workers: c.workers, Ready: c.readyRule,
 		ReadyTimeout: c.readyTimeout, ReloadTimeout: c.reloadTimeout, StopTimeout: c.stopTimeout, StopSignal: c.signal,
 		RestartLimit: c.limit, WorkerWatchdog: c.watchdog,
-		ReloadBatch: c.reloadBatch, ReloadSoak: c.reloadSoak, Recycle: c.recycle,
+		ReloadBatch: c.reloadBatch, ReloadSoak: c.reloadSoak, Recycle: c.recycle, User: c.runAs,
 	}
 	return o, nil
 }

@@ -11,8 +11,12 @@
 // sockd exited, however it died — the guard sends SIGKILL to every process
 // group still on its list, and exits.
 //
-// Processes that leave their worker's process group (setsid, setpgid) are
-// out of its reach; under systemd the service's cgroup catches those.
+// Processes that leave their worker's process group (setsid, setpgid)
+// are found another way: when the workers have cgroups of their own (see
+// internal/cgroup), the guard kills every worker cgroup under sockd's
+// subtree; otherwise it kills every process whose environment carries the
+// SOCKD_WORKER_ID of one of this sockd's workers (which its descendants
+// inherit, unless they clear their environment).
 package guard
 
 import (
@@ -28,6 +32,10 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/reaper"
 )
 
 // arg0 marks a re-exec of sockd as the guard.
@@ -43,21 +51,41 @@ func Main() {
 	os.Exit(Run(os.Stdin))
 }
 
-// Run reads "+PGID" and "-PGID" lines from in until end-of-file, then
-// kills every process group still listed. It ignores the signals a
-// terminal or a service manager might send to sockd's whole group, so it
-// lasts exactly as long as sockd.
+// Run reads "+PGID" and "-PGID" lines (a worker's process group to kill,
+// or no more), "mPREFIX" (the SOCKD_WORKER_ID prefix of sockd's workers),
+// "cPATH" (sockd's cgroup subtree), "oPATH" (the cgroup sockd came from,
+// if it made its subtree) and "x." (sockd exits cleanly) from in until
+// end-of-file, then kills everything listed. It ignores the signals a terminal or a service
+// manager might send to sockd's whole group, so it lasts exactly as long
+// as sockd.
 func Run(in io.Reader) int {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTSTP)
 	for n := 34; n <= 64; n++ { // real-time signals: Go leaves them deadly
 		signal.Ignore(syscall.Signal(n))
 	}
+	sockd := os.Getppid() // while it lives
 	groups := map[int]bool{}
+	var mark, tree, origin string
+	clean := false
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		line := sc.Text()
 		if len(line) < 2 {
+			continue
+		}
+		switch line[0] {
+		case 'm':
+			mark = line[1:]
+			continue
+		case 'c':
+			tree = line[1:]
+			continue
+		case 'o':
+			origin = line[1:]
+			continue
+		case 'x':
+			clean = line == "x."
 			continue
 		}
 		pgid, err := strconv.Atoi(line[1:])
@@ -77,10 +105,49 @@ func Run(in io.Reader) int {
 			killed++
 		}
 	}
+	if tree != "" {
+		killed += cgroup.KillTree(tree, sockd)
+	}
+	if mark != "" {
+		killed += killMarked(mark)
+	}
+	if origin != "" && !clean {
+		// sockd made the subtree, and died without removing it: gone with
+		// it, once its cgroups emptied.
+		for deadline := time.Now().Add(3 * time.Second); cgroup.Remove(tree, origin, os.Getpid()) != nil && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	if killed > 0 {
-		fmt.Fprintf(os.Stderr, "sockd-guard: sockd is gone; killed %d worker process groups\n", killed)
+		fmt.Fprintf(os.Stderr, "sockd-guard: sockd is gone; killed %d worker process groups, cgroups or processes left by workers\n", killed)
 	}
 	return 0
+}
+
+// killMarked kills every process whose environment has a variable that
+// starts with mark, scanning /proc until a scan finds none (a process may
+// fork while the scan runs) or a few seconds pass.
+func killMarked(mark string) int {
+	killed := 0
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		found := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() || !procfs.Alive(pid) || !procfs.EnvHas(pid, mark) {
+				continue
+			}
+			found++
+			if unix.Kill(pid, unix.SIGKILL) == nil {
+				killed++
+			}
+		}
+		if found == 0 {
+			break
+		}
+	}
+	return killed
 }
 
 // Guard is sockd's end of the pipe to a running guard process.
@@ -88,27 +155,59 @@ type Guard struct {
 	mu     sync.Mutex
 	w      *os.File
 	proc   *os.Process
+	reaper *reaper.Reaper
 	failed bool
 }
 
+// Options say what else the guard kills when sockd is gone.
+type Options struct {
+	// Mark is the SOCKD_WORKER_ID prefix of this sockd's workers
+	// ("SOCKD_WORKER_ID=1234-"): processes they left behind carry it.
+	Mark string
+	// Cgroup is sockd's cgroup subtree: the guard kills its worker
+	// cgroups; if CgroupOrigin is set, sockd made the subtree, and the
+	// guard removes it, moving itself back to CgroupOrigin.
+	Cgroup, CgroupOrigin string
+	// Reaper registers the guard as a child sockd waits for itself.
+	Reaper *reaper.Reaper
+}
+
 // Start runs exe (sockd's own binary, normally /proc/self/exe) as a guard.
-func Start(exe string) (*Guard, error) {
+func Start(exe string, o Options) (*Guard, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
 	defer r.Close()
-	proc, err := os.StartProcess(exe, []string{arg0}, &os.ProcAttr{
-		Env:   []string{},
-		Files: []*os.File{r, nil, os.Stderr},
-		// Its own group: a terminal's ^C for sockd's group must not reach it.
-		Sys: &syscall.SysProcAttr{Setpgid: true},
+	var proc *os.Process
+	_, err = o.Reaper.Start(func() (int, error) {
+		var err error
+		proc, err = os.StartProcess(exe, []string{arg0}, &os.ProcAttr{
+			Env:   []string{},
+			Files: []*os.File{r, nil, os.Stderr},
+			// Its own group: a terminal's ^C for sockd's group must not reach it.
+			Sys: &syscall.SysProcAttr{Setpgid: true},
+		})
+		if err != nil {
+			return 0, err
+		}
+		return proc.Pid, nil
 	})
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("guard: start %s: %w", exe, err)
 	}
-	return &Guard{w: w, proc: proc}, nil
+	g := &Guard{w: w, proc: proc, reaper: o.Reaper}
+	if o.Mark != "" {
+		g.sendLine("m" + o.Mark)
+	}
+	if o.Cgroup != "" {
+		g.sendLine("c" + o.Cgroup)
+	}
+	if o.CgroupOrigin != "" {
+		g.sendLine("o" + o.CgroupOrigin)
+	}
+	return g, nil
 }
 
 // PID is the guard's process id.
@@ -120,7 +219,9 @@ func (g *Guard) Add(pgid int) error { return g.send('+', pgid) }
 // Remove takes a process group off the list once it is empty.
 func (g *Guard) Remove(pgid int) error { return g.send('-', pgid) }
 
-func (g *Guard) send(op byte, pgid int) error {
+func (g *Guard) send(op byte, pgid int) error { return g.sendLine(string(op) + strconv.Itoa(pgid)) }
+
+func (g *Guard) sendLine(line string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.failed {
@@ -128,7 +229,7 @@ func (g *Guard) send(op byte, pgid int) error {
 	}
 	// Never block the caller (the supervisor loop) on a stuck guard.
 	g.w.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	if _, err := g.w.Write([]byte(string(op) + strconv.Itoa(pgid) + "\n")); err != nil {
+	if _, err := g.w.Write([]byte(line + "\n")); err != nil {
 		g.failed = true
 		return fmt.Errorf("guard: %w", err)
 	}
@@ -136,13 +237,15 @@ func (g *Guard) send(op byte, pgid int) error {
 }
 
 // Close ends the guard: it kills the groups still listed, exits, and is
-// reaped here.
+// reaped here. sockd removes its cgroup subtree itself then.
 func (g *Guard) Close() error {
+	g.sendLine("x.")
 	g.mu.Lock()
 	g.failed = true
 	g.w.Close()
 	g.mu.Unlock()
 	st, err := g.proc.Wait()
+	g.reaper.Release(g.proc.Pid)
 	if err == nil && !st.Success() {
 		err = fmt.Errorf("guard: %s", st)
 	}

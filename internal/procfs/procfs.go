@@ -74,3 +74,20 @@ func FDs(pid int) ([]int, error) {
 func FDTarget(pid, fd int) (string, error) {
 	return os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), strconv.Itoa(fd)))
 }
+
+// EnvHas reports whether the environment pid started with (its
+// /proc/PID/environ, as of its last execve) has a variable that starts
+// with prefix, e.g. "SOCKD_WORKER_ID=12-" or a whole "NAME=value".
+func EnvHas(pid int, prefix string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	p := []byte(prefix)
+	for _, kv := range bytes.Split(b, []byte{0}) {
+		if bytes.HasPrefix(kv, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/pool"
+)
+
+// containModes are the two ways sockd finds what a worker started: each
+// worker's cgroup, and (with --cgroups no) the SOCKD_WORKER_ID the
+// processes inherit, with sockd as their subreaper.
+func containModes(t *testing.T) []string {
+	modes := []string{"no"}
+	t.Helper()
+	if err := cgroup.Probe(); err == nil {
+		modes = append(modes, "yes")
+	} else {
+		t.Logf("CGROUPS NOT USABLE HERE, only the subreaper path is tested: %v", err)
+	}
+	return modes
+}
+
+// daemonsOf reads the pids the workers' daemons wrote.
+func daemonsOf(file string) []int {
+	b, _ := os.ReadFile(file)
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitDaemons waits until the file lists n pids and returns those after
+// the first skip, which must all run.
+func waitDaemons(t *testing.T, file string, n, skip int) []int {
+	t.Helper()
+	var pids []int
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d daemons started by workers", n), func() bool {
+		pids = daemonsOf(file)
+		return len(pids) >= n
+	})
+	pids = pids[skip:]
+	for _, pid := range pids {
+		if !procfs.Alive(pid) {
+			t.Fatalf("daemon %d is not running", pid)
+		}
+	}
+	return pids
+}
+
+func waitGone(t *testing.T, what string, pids []int) {
+	t.Helper()
+	for _, pid := range pids {
+		waitFor(t, 20*time.Second, fmt.Sprintf("%s %d gone", what, pid), func() bool { return !procfs.Alive(pid) })
+	}
+}
+
+// marked lists the live processes that carry a SOCKD_WORKER_ID of sockd pid.
+func marked(sockd int) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && procfs.Alive(pid) && procfs.EnvHas(pid, fmt.Sprintf("%s=%d-", pool.WorkerIDVar, sockd)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// A worker (a shell script) that starts two daemons with setsid -f, which
+// leave its process group and its parent, then execs the demo worker.
+const daemonScript = `for i in 1 2; do setsid -f sh -c 'echo $$ >> "$DAEMONS"; exec sleep 1000' </dev/null >/dev/null 2>&1; done; exec "$0" demo-worker`
+
+// What a worker started with setsid is gone when a reload retires the
+// worker, when sockd stops cleanly, and when sockd is killed with SIGKILL.
+func TestSetsidDaemonsDieWithTheirWorker(t *testing.T) {
+	for _, mode := range containModes(t) {
+		t.Run("cgroups="+mode, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "daemons")
+			d := startSockd(t, []string{"DAEMONS=" + file}, "--cgroups", mode, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--",
+				"/bin/sh", "-c", daemonScript, os.Args[0])
+			first := waitDaemons(t, file, 4, 0)
+			if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+				t.Fatalf("reload: exit %d", code)
+			}
+			waitGone(t, "daemon of a retired worker", first)
+			second := waitDaemons(t, file, 8, 4)
+			sockdPID := d.cmd.Process.Pid
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			if err := d.cmd.Wait(); err != nil {
+				t.Fatalf("sockd after SIGTERM: %v", err)
+			}
+			waitGone(t, "daemon after a clean stop", second)
+			if left := marked(sockdPID); len(left) > 0 {
+				t.Fatalf("processes of sockd's workers left after a clean stop: %v", left)
+			}
+		})
+		t.Run("cgroups="+mode+"/kill-9", func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "daemons")
+			d := startSockd(t, []string{"DAEMONS=" + file}, "--cgroups", mode, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--",
+				"/bin/sh", "-c", daemonScript, os.Args[0])
+			daemons := waitDaemons(t, file, 4, 0)
+			workers := d.mustStatus().Workers
+			d.cmd.Process.Kill()
+			d.cmd.Wait()
+			waitGone(t, "daemon after sockd was killed", daemons)
+			for _, w := range workers {
+				waitGone(t, "worker", []int{w.PID})
+			}
+		})
+	}
+}
+
+// A Node worker that spawns a detached child (its own session, unref'd),
+// as Node apps start helpers: gone with the worker, and with sockd.
+func TestNodeDetachedChildDiesWithItsWorker(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed (scripts/setup installs Debian's nodejs)")
+	}
+	script := filepath.Join(t.TempDir(), "detached.js")
+	os.WriteFile(script, []byte(`
+const { spawn } = require('child_process');
+const fs = require('fs');
+const c = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+c.unref();
+fs.appendFileSync(process.env.DAEMONS, c.pid + '\n');
+const s = require('http').createServer((q, r) => r.end('ok')).listen({ fd: 3 });
+process.on('SIGTERM', () => s.close());
+`), 0o644)
+	for _, mode := range containModes(t) {
+		t.Run("cgroups="+mode, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "daemons")
+			d := startSockd(t, []string{"DAEMONS=" + file}, "--cgroups", mode, "--workers", "2", "--ready", "after:300ms",
+				"--listen", "tcp://127.0.0.1:0", "--", node, script)
+			first := waitDaemons(t, file, 2, 0)
+			if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+				t.Fatalf("reload: exit %d", code)
+			}
+			waitGone(t, "detached child of a retired worker", first)
+			second := waitDaemons(t, file, 4, 2)
+			d.cmd.Process.Kill()
+			d.cmd.Wait()
+			waitGone(t, "detached child after sockd was killed", second)
+		})
+	}
+}
+
+// sockd as PID 1 of its own pid namespace, as a container's entrypoint:
+// the zombies of processes its workers orphan are reaped, and SIGTERM
+// stops it cleanly (exit 0) with its workers drained.
+func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1)")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "orphans")
+	ctl := filepath.Join(dir, "ctl.sock")
+	// Five short-lived orphans (setsid -f: their parent exits at once),
+	// then the demo worker.
+	script := `for i in 1 2 3 4 5; do setsid -f sh -c 'echo $$ >> "$ORPHANS"; exit 0' </dev/null; done; exec "$0" demo-worker`
+	cmd, out := sockdCmd(t, []string{"ORPHANS=" + file}, "run", "--control", ctl, "--workers", "2", "--listen", "tcp://127.0.0.1:0",
+		"--stop-timeout", "5s", "--", "/bin/sh", "-c", script, os.Args[0])
+	cmd.Args = append([]string{unshare, "--pid", "--fork", "--mount-proc", cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = unshare
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// sockd's pid as the host sees it: unshare's child. (Never signal the
+	// pid its status names: that is 1, in its namespace.)
+	var init int
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			if init > 1 {
+				syscall.Kill(init, syscall.SIGKILL)
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	waitFor(t, 10*time.Second, "sockd's host pid", func() bool {
+		if kids := procfs.Children(cmd.Process.Pid); len(kids) == 1 {
+			init = kids[0]
+		}
+		return init > 1
+	})
+	d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
+	waitFor(t, 20*time.Second, "sockd ready", func() bool {
+		s, err := d.status()
+		return err == nil && s.State == pool.StateRunning
+	})
+	if s := d.mustStatus(); s.PID != 1 {
+		t.Fatalf("sockd is pid %d in its namespace, want 1", s.PID)
+	}
+	waitFor(t, 20*time.Second, "10 orphans started", func() bool { return len(daemonsOf(file)) == 10 })
+	waitFor(t, 10*time.Second, "no zombie child of sockd", func() bool {
+		for _, pid := range procfs.Children(init) {
+			if state, _, err := procfs.Stat(pid); err == nil && state == 'Z' {
+				return false
+			}
+		}
+		return true
+	})
+	workers := len(d.mustStatus().Workers)
+	syscall.Kill(init, syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("sockd as PID 1 after SIGTERM: %v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "all workers stopped") || workers != 2 {
+		t.Fatalf("no clean stop with %d workers:\n%s", workers, out)
+	}
+}
+
+// --user: the workers run as nobody, READY=1 still reaches sockd, and
+// reload and upgrade work; without root, --user is refused.
+func TestWorkersRunAsAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bin := worldExecutableCopy(t)
+	d := startInstalled(t, bin, "--user", "nobody", "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	check := func(when string) {
+		t.Helper()
+		for _, w := range d.mustStatus().Workers {
+			if w.State != pool.Ready {
+				continue // a retired one, draining: it may be gone any moment
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.PID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t65534\t65534\t65534\t65534"} {
+				if !strings.Contains(string(b), want) {
+					t.Fatalf("%s: worker %d:\n%s\nwant %q", when, w.PID, b, want)
+				}
+			}
+		}
+	}
+	check("at start")
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("reload: exit %d", code)
+	}
+	check("after a reload")
+	old := d.mustStatus().PID
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("upgrade: exit %d", code)
+	}
+	waitFor(t, 20*time.Second, "the upgraded sockd ready", func() bool {
+		s, err := d.status()
+		return err == nil && s.PID != old && s.Ready == 2
+	})
+	check("after an upgrade")
+	// Not root: refused before anything is bound.
+	cmd, out := sockdCmd(t, nil, "run", "--user", "nobody", "--control", filepath.Join(t.TempDir(), "c.sock"), "--listen", "tcp://127.0.0.1:0")
+	cmd.Path = bin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != exitUsage || !strings.Contains(out.String(), "must run as root") {
+		t.Fatalf("--user without root: exit %d, %s", code, out)
+	}
+	// A command the user may not run: refused before anything is forked.
+	private := filepath.Join(t.TempDir(), "server")
+	os.WriteFile(private, []byte("#!/bin/sh\n"), 0o700)
+	var stderr bytes.Buffer
+	if code := sockd([]string{"run", "--user", "nobody", "--control", filepath.Join(t.TempDir(), "c.sock"), "--listen", "tcp://127.0.0.1:0", "--", private}, io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "user nobody cannot") {
+		t.Fatalf("--user with a command nobody may run: exit %d, %s", code, stderr.String())
+	}
+}

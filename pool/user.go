@@ -1,0 +1,134 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// User is who the workers run as (--user): sockd keeps its own
+// privileges to bind, reload and upgrade, the workers get these.
+type User struct {
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups
+	Name     string   // for USER and LOGNAME
+	Home     string   // for HOME
+}
+
+// LookupUser reads "USER[:GROUP]" (names or numbers) from the user and
+// group databases. GROUP defaults to the user's primary group; the
+// supplementary groups are the user's.
+func LookupUser(spec string) (*User, error) {
+	name, group, _ := strings.Cut(spec, ":")
+	u, err := user.Lookup(name)
+	if err != nil {
+		var unknown user.UnknownUserError
+		if _, nerr := strconv.Atoi(name); nerr == nil && errors.As(err, &unknown) {
+			u, err = user.LookupId(name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("user %q: no such user", name)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("user %q: uid %q, gid %q are not numbers", name, u.Uid, u.Gid)
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			if g, err = user.LookupGroupId(group); err != nil {
+				return nil, fmt.Errorf("group %q: no such group", group)
+			}
+		}
+		if gid, err = strconv.ParseUint(g.Gid, 10, 32); err != nil {
+			return nil, fmt.Errorf("group %q: gid %q is not a number", group, g.Gid)
+		}
+	}
+	out := &User{UID: uint32(uid), GID: uint32(gid), Name: u.Username, Home: u.HomeDir}
+	ids, _ := u.GroupIds()
+	for _, id := range ids {
+		if n, err := strconv.ParseUint(id, 10, 32); err == nil && uint32(n) != out.GID {
+			out.Groups = append(out.Groups, uint32(n))
+		}
+	}
+	return out, nil
+}
+
+func (u *User) credential() *syscall.Credential {
+	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: append([]uint32{}, u.Groups...)}
+}
+
+func (u *User) env() []string {
+	return []string{"USER=" + u.Name, "LOGNAME=" + u.Name, "HOME=" + u.Home}
+}
+
+// CanExecute checks that u may run the program at path: search permission
+// on every directory on the way, and execute permission on the file, by
+// the mode bits that apply to u (owner, group, other), before anything is
+// forked as u.
+func (u *User) CanExecute(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		if err := u.may(dir, 1); err != nil {
+			return fmt.Errorf("worker command %s: user %s cannot reach it: %w", path, u.Name, err)
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	if err := u.may(abs, 1); err != nil {
+		return fmt.Errorf("worker command %s: user %s cannot execute it: %w", path, u.Name, err)
+	}
+	return nil
+}
+
+// may checks one permission bit (1: execute/search) on path for u.
+func (u *User) may(path string, bit os.FileMode) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	mode := fi.Mode().Perm()
+	switch {
+	case u.UID == 0:
+		if mode&0o111 != 0 || fi.IsDir() {
+			return nil
+		}
+	case st.Uid == u.UID:
+		if mode&(bit<<6) != 0 {
+			return nil
+		}
+	case st.Gid == u.GID || containsGID(u.Groups, st.Gid):
+		if mode&(bit<<3) != 0 {
+			return nil
+		}
+	default:
+		if mode&bit != 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is %s, owner %d, group %d", path, mode, st.Uid, st.Gid)
+}
+
+func containsGID(gs []uint32, g uint32) bool {
+	for _, x := range gs {
+		if x == g {
+			return true
+		}
+	}
+	return false
+}

@@ -1,11 +1,13 @@
 package pool
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/internal/reaper"
 )
@@ -89,23 +91,16 @@ func (e osEnv) start(w *worker) (int, error) {
 		}
 		defer unix.Close(theirs)
 	}
-	cgroupFD := -1
+	var pid int
+	var err error
 	if t := e.p.opts.Cgroups; t != nil {
-		g, err := t.NewGroup()
-		if err != nil {
-			unix.Close(mine)
-			return 0, err
-		}
-		defer g.CloseFD()
-		w.cgroup, cgroupFD = g, g.FD()
+		pid, err = e.startInCgroup(w, t, theirs)
+	} else {
+		pid, err = e.p.opts.Reaper.Start(func() (int, error) { return e.p.spawn(w, theirs, -1, -1) })
 	}
-	pid, err := e.p.opts.Reaper.Start(func() (int, error) { return e.p.spawn(w, theirs, cgroupFD) })
 	if err != nil {
 		if mine >= 0 {
 			unix.Close(mine)
-		}
-		if w.cgroup != nil {
-			w.cgroup.Remove()
 		}
 		return 0, err
 	}
@@ -113,6 +108,50 @@ func (e osEnv) start(w *worker) (int, error) {
 	if mine >= 0 {
 		go e.p.readNodeChannel(pid, mine)
 	}
+	return pid, nil
+}
+
+// startInCgroup starts w in a new cgroup of its own: with clone3's
+// CLONE_INTO_CGROUP, or, where that is refused, stopped at a gate until
+// sockd has moved it there.
+func (e osEnv) startInCgroup(w *worker, t *cgroup.Tree, channel int) (int, error) {
+	g, err := t.NewGroup()
+	if err != nil {
+		return 0, err
+	}
+	defer g.CloseFD()
+	if !e.p.noClone3.Load() {
+		pid, err := e.p.opts.Reaper.Start(func() (int, error) { return e.p.spawn(w, channel, g.FD(), -1) })
+		if !errors.Is(err, unix.ENOSYS) {
+			if err != nil {
+				g.Remove()
+				return 0, err
+			}
+			w.cgroup = g
+			return pid, nil
+		}
+		e.p.noClone3.Store(true)
+		e.p.log.Info("clone3 refused (ENOSYS, a seccomp filter such as systemd's RestrictNamespaces=); workers are moved into their cgroups before they exec", "event", "cgroups")
+	}
+	var gate [2]int
+	if err := unix.Pipe2(gate[:], unix.O_CLOEXEC); err != nil {
+		g.Remove()
+		return 0, fmt.Errorf("cgroup gate: %w", err)
+	}
+	defer unix.Close(gate[1])
+	pid, err := e.p.opts.Reaper.Start(func() (int, error) { return e.p.spawn(w, channel, -1, gate[0]) })
+	unix.Close(gate[0])
+	if err != nil {
+		g.Remove()
+		return 0, err
+	}
+	if err := g.Add(pid); err != nil {
+		// The gate closes unopened: the trampoline exits at once.
+		e.p.log.Error("cannot move a worker into its cgroup", "event", "cgroups", "error", err)
+	} else {
+		unix.Write(gate[1], []byte{'g'})
+	}
+	w.cgroup = g
 	return pid, nil
 }
 

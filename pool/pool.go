@@ -58,6 +58,8 @@ type Pool struct {
 	env     env
 	rand    func(n int64) int64 // [0, n)
 	self    int                 // sockd's pid, for SOCKD_WORKER_ID
+	// noClone3: clone3 (CLONE_INTO_CGROUP) was refused once.
+	noClone3 atomic.Bool
 
 	events chan any
 	done   chan struct{} // closed when run returns

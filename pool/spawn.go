@@ -36,6 +36,9 @@ func Trampoline() {
 	if len(os.Args) < 3 || os.Args[0] != trampolineArg0 {
 		return
 	}
+	if os.Getenv(gateVar) != "" {
+		passGate()
+	}
 	nfds, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	keep := 3 + nfds
 	if os.Getenv("NODE_CHANNEL_FD") == strconv.Itoa(keep) {
@@ -47,7 +50,7 @@ func Trampoline() {
 	}
 	defaultSignal34()
 	pid := strconv.Itoa(os.Getpid())
-	env := append(os.Environ(), "LISTEN_PID="+pid)
+	env := append(withoutGate(os.Environ()), "LISTEN_PID="+pid)
 	if os.Getenv("WATCHDOG_USEC") != "" {
 		env = append(env, "WATCHDOG_PID="+pid)
 	}
@@ -64,6 +67,41 @@ func (p *Pool) sysProcAttr(cgroupFD int) *syscall.SysProcAttr {
 		a.Credential = u.credential()
 	}
 	return a
+}
+
+// gateVar tells a trampoline that its stdin is a gate: it waits for
+// sockd's word that it has been moved into its cgroup before it execs the
+// worker (where clone3 cannot start it there directly: systemd's
+// RestrictNamespaces= filter makes clone3 fail with ENOSYS).
+const gateVar = "SOCKD_CGROUP_GATE"
+
+// passGate reads sockd's "g" from stdin, then makes stdin /dev/null, as
+// every worker's is.
+func passGate() {
+	var b [1]byte
+	if n, _ := os.Stdin.Read(b[:]); n != 1 || b[0] != 'g' {
+		fmt.Fprintln(os.Stderr, "sockd: worker not moved into its cgroup; not started")
+		os.Exit(127)
+	}
+	null, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
+	if err == nil {
+		err = unix.Dup2(null, 0)
+		unix.Close(null)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sockd: stdin: %v\n", err)
+		os.Exit(127)
+	}
+}
+
+func withoutGate(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, gateVar+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // defaultSignal34 gives signal 34 back its default action, which sockd
@@ -130,9 +168,10 @@ const WorkerIDVar = "SOCKD_WORKER_ID"
 
 // spawn forks w through the trampoline, with channel (if >= 0) as the
 // descriptor right after the listeners, into the cgroup whose directory
-// is cgroupFD (if >= 0). It must run on the pool's locked OS thread: the
-// parent-death signal fires when the thread that forked exits.
-func (p *Pool) spawn(w *worker, channel, cgroupFD int) (int, error) {
+// is cgroupFD (if >= 0), or with gate (if >= 0) as its stdin (see
+// gateVar). It must run on the pool's locked OS thread: the parent-death
+// signal fires when the thread that forked exits.
+func (p *Pool) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 	o := &p.opts
 	gen, slot := w.gen, w.slot
 	env := workerEnv(o.Env,
@@ -147,6 +186,10 @@ func (p *Pool) spawn(w *worker, channel, cgroupFD int) (int, error) {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(o.WorkerWatchdog.Microseconds(), 10))
 	}
 	files := []uintptr{uintptr(p.devnull), 1, 2}
+	if gate >= 0 {
+		files[0] = uintptr(gate)
+		env = append(env, gateVar+"=1")
+	}
 	for _, fd := range o.Listeners.FDs(slot) {
 		files = append(files, uintptr(fd))
 	}

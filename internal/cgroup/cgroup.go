@@ -264,6 +264,11 @@ func (g *Group) FD() int { return int(g.dir.Fd()) }
 // CloseFD releases the directory descriptor (after the fork).
 func (g *Group) CloseFD() { g.dir.Close() }
 
+// Add moves process pid into the cgroup.
+func (g *Group) Add(pid int) error {
+	return write(filepath.Join(g.Path, "cgroup.procs"), strconv.Itoa(pid))
+}
+
 // Populated reports whether a process is left in the cgroup.
 func (g *Group) Populated() bool {
 	b, err := os.ReadFile(filepath.Join(g.Path, "cgroup.events"))

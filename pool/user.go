@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -23,33 +22,40 @@ type User struct {
 // LookupUser reads "USER[:GROUP]" (names or numbers) from the user and
 // group databases. GROUP defaults to the user's primary group; the
 // supplementary groups are the user's.
+//
+// Numbers need no database: "65534:65534" works in an image with no
+// /etc/passwd (FROM scratch), with HOME=/ and no supplementary groups.
 func LookupUser(spec string) (*User, error) {
 	name, group, _ := strings.Cut(spec, ":")
+	out, err := lookupName(name)
+	if err != nil {
+		return nil, err
+	}
+	if group != "" {
+		gid, err := lookupGroup(group)
+		if err != nil {
+			return nil, err
+		}
+		out.GID = gid
+	}
+	return out, nil
+}
+
+func lookupName(name string) (*User, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
-		var unknown user.UnknownUserError
-		if _, nerr := strconv.Atoi(name); nerr == nil && errors.As(err, &unknown) {
-			u, err = user.LookupId(name)
-		}
+		u, err = user.LookupId(name)
 	}
 	if err != nil {
+		if uid, nerr := strconv.ParseUint(name, 10, 32); nerr == nil {
+			return &User{UID: uint32(uid), GID: uint32(uid), Name: name, Home: "/"}, nil
+		}
 		return nil, fmt.Errorf("user %q: no such user", name)
 	}
 	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("user %q: uid %q, gid %q are not numbers", name, u.Uid, u.Gid)
-	}
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			if g, err = user.LookupGroupId(group); err != nil {
-				return nil, fmt.Errorf("group %q: no such group", group)
-			}
-		}
-		if gid, err = strconv.ParseUint(g.Gid, 10, 32); err != nil {
-			return nil, fmt.Errorf("group %q: gid %q is not a number", group, g.Gid)
-		}
 	}
 	out := &User{UID: uint32(uid), GID: uint32(gid), Name: u.Username, Home: u.HomeDir}
 	ids, _ := u.GroupIds()
@@ -59,6 +65,24 @@ func LookupUser(spec string) (*User, error) {
 		}
 	}
 	return out, nil
+}
+
+func lookupGroup(group string) (uint32, error) {
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		g, err = user.LookupGroupId(group)
+	}
+	if err != nil {
+		if gid, nerr := strconv.ParseUint(group, 10, 32); nerr == nil {
+			return uint32(gid), nil
+		}
+		return 0, fmt.Errorf("group %q: no such group", group)
+	}
+	gid, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("group %q: gid %q is not a number", group, g.Gid)
+	}
+	return uint32(gid), nil
 }
 
 func (u *User) credential() *syscall.Credential {

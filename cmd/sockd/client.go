@@ -39,7 +39,7 @@ func scaleArg(args []string) (string, []string) {
 func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
 	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
-	asJSON, wait := new(bool), new(bool)
+	asJSON, wait, check := new(bool), new(bool), new(bool)
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
 	synopsis := "sockd " + name + " [--control PATH]"
 	var workers string
@@ -48,7 +48,8 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	}
 	if name == "status" {
 		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in README.md)")
-		synopsis = "sockd status [--json] [--control PATH]"
+		fs.BoolVar(check, "check", false, "a health check: print the summary and exit 0 if a worker is ready and sockd is not stopping, else 1")
+		synopsis = "sockd status [--json|--check] [--control PATH]"
 	} else {
 		fs.BoolVar(wait, "wait", false, "wait for the outcome and exit non-zero if it failed")
 		synopsis = "sockd " + name + " [--wait] [--control PATH]"
@@ -95,6 +96,8 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 		return exitFailed, err
 	}
 	switch {
+	case name == "status" && *check:
+		return checkStatus(stdout, resp.Status)
 	case name == "status":
 		return exitOK, printStatus(stdout, resp.Status, *asJSON)
 	case name == "scale":
@@ -104,6 +107,20 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	if *wait {
 		fmt.Fprintf(stdout, "%s done\n", name)
 	}
+	return exitOK, nil
+}
+
+// checkStatus is `status --check`, for health probes: exit 0 while sockd
+// serves (a worker ready, not stopping), 1 otherwise; one line either way.
+func checkStatus(w io.Writer, raw json.RawMessage) (int, error) {
+	var s pool.Status
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return exitFailed, fmt.Errorf("bad status from sockd: %w", err)
+	}
+	if s.State == pool.StateStopping || s.Ready == 0 {
+		return exitFailed, fmt.Errorf("not serving: %s", s.Summary)
+	}
+	fmt.Fprintln(w, s.Summary)
 	return exitOK, nil
 }
 

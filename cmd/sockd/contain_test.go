@@ -282,3 +282,29 @@ func TestWorkersRunAsAnotherUser(t *testing.T) {
 		t.Fatalf("--user with a command nobody may run: exit %d, %s", code, stderr.String())
 	}
 }
+
+// status --check is a health probe (a container's exec probe): exit 0
+// while a worker is ready, 1 while none is, 5 when no sockd answers.
+func TestStatusCheck(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	var out, errOut bytes.Buffer
+	if code := sockd([]string{"status", "--check", "--control", d.control}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "1/1 workers ready") {
+		t.Fatalf("check of a serving sockd: exit %d, %q %q", code, out.String(), errOut.String())
+	}
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, output := sockdCmd(t, nil, "run", "--control", ctl, "--workers", "1", "--listen", "tcp://127.0.0.1:0", "--ready-timeout", "1m", "--", "/bin/sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	waitFor(t, 20*time.Second, "sockd answering", func() bool {
+		return sockd([]string{"status", "--control", ctl}, io.Discard, io.Discard) == 0
+	})
+	errOut.Reset()
+	if code := sockd([]string{"status", "--check", "--control", ctl}, io.Discard, &errOut); code != exitFailed || !strings.Contains(errOut.String(), "not serving: 0/1 workers ready") {
+		t.Fatalf("check with no worker ready: exit %d, %q\n%s", code, errOut.String(), output)
+	}
+	if code := sockd([]string{"status", "--check", "--control", filepath.Join(t.TempDir(), "none.sock")}, io.Discard, io.Discard); code != exitUnreachable {
+		t.Fatalf("check without sockd: exit %d", code)
+	}
+}

@@ -27,7 +27,7 @@ restarts them when they crash and reloads them without dropping a connection.
 
 Usage:
   sockd run [flags] [-- COMMAND [ARGS...]]   supervise workers (no COMMAND: the built-in demo worker)
-  sockd status [--json] [--control PATH]      show generation, workers and listeners
+  sockd status [--json|--check]               show generation, workers and listeners (--check: a health probe)
   sockd reload [--wait] [--control PATH]      start a new generation, retire the old one
   sockd upgrade [--wait] [--control PATH]     hand the sockets to a new sockd binary
   sockd scale [--wait] N|+K|-K                set the number of workers at run time

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/guard"
+	"github.com/sockd/sockd/internal/metrics"
 	"github.com/sockd/sockd/internal/reaper"
 	"github.com/sockd/sockd/pool"
 )
@@ -79,6 +81,10 @@ type Options struct {
 	Cgroups string
 	// Limits are per-worker cgroup limits; they need cgroups.
 	Limits cgroup.Limits
+	// Metrics, if set, is where sockd serves Prometheus metrics
+	// (tcp://HOST:PORT or unix:///PATH; see internal/metrics), and the
+	// workers get SOCKD_METRICS_SOCKET for their own.
+	Metrics string
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }
@@ -96,18 +102,21 @@ const (
 // the process's own: LISTEN_* and NOTIFY_SOCKET from systemd,
 // SOCKD_UPGRADE_FD from an old sockd.
 type Daemon struct {
-	opts    Options
-	log     hclog.Logger
-	ctlPath string
-	ls      activation.Set
-	ctl     *net.UnixListener
-	child   *handoff.Child // set while taking over from an old sockd
-	guard   *guard.Guard
-	reaper  *reaper.Reaper
-	tree    *cgroup.Tree // the workers' cgroups, or nil
-	pool    *pool.Pool
-	sd      *notifier
-	trim    *trimmer
+	opts      Options
+	log       hclog.Logger
+	ctlPath   string
+	ls        activation.Set
+	ctl       *net.UnixListener
+	child     *handoff.Child // set while taking over from an old sockd
+	guard     *guard.Guard
+	reaper    *reaper.Reaper
+	tree      *cgroup.Tree // the workers' cgroups, or nil
+	runDir    string       // sockd's files for its workers (metrics sockets), removed at exit
+	metrics   *metrics.Exporter
+	metricsLn net.Listener
+	pool      *pool.Pool
+	sd        *notifier
+	trim      *trimmer
 
 	reqs    chan any
 	stopped chan struct{} // closed when Run returns
@@ -183,6 +192,10 @@ func New(opts Options) (*Daemon, error) {
 	}
 	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
 	popts.Reaper, popts.Cgroups = d.reaper, d.tree
+	if err := d.setupMetrics(&popts); err != nil {
+		d.release()
+		return nil, err
+	}
 	if d.guard != nil {
 		popts.Guard = d.guard
 	}
@@ -250,8 +263,50 @@ func (d *Daemon) cgroups() (*cgroup.Tree, error) {
 	return nil, tag(ErrConfig, err)
 }
 
+// setupMetrics opens the metrics endpoint, and the directory the workers
+// make their own metrics sockets in.
+func (d *Daemon) setupMetrics(popts *pool.Options) error {
+	if d.opts.Metrics == "" {
+		return nil
+	}
+	d.metrics = metrics.New(func(ctx context.Context) (pool.Status, error) { return d.pool.Status(ctx) }, d.log.Named("metrics"))
+	popts.OnEvent = d.metrics.OnEvent
+	var err error
+	if d.metricsLn, err = metrics.Listen(d.opts.Metrics); err != nil {
+		return tag(ErrSockets, err)
+	}
+	d.runDir = filepath.Join(filepath.Dir(d.ctlPath), fmt.Sprintf("sockd-%d", os.Getpid()))
+	if err := os.MkdirAll(d.runDir, 0o700); err != nil {
+		return fmt.Errorf("workers' directory: %w", err)
+	}
+	if u := popts.User; u != nil {
+		// The workers make their sockets here as that user.
+		if err := os.Chown(d.runDir, int(u.UID), int(u.GID)); err != nil {
+			return fmt.Errorf("workers' directory: %w", err)
+		}
+	}
+	popts.MetricsDir = d.runDir
+	return nil
+}
+
+// serveMetrics serves the metrics until Run ends.
+func (d *Daemon) serveMetrics() (stop func()) {
+	if d.metricsLn == nil {
+		return func() {}
+	}
+	go d.metrics.Serve(d.metricsLn)
+	d.log.Info("serving metrics", "event", "metrics", "address", d.metricsLn.Addr().String())
+	return func() { d.metricsLn.Close() }
+}
+
 // release gives back what New took, for a daemon that will not run.
 func (d *Daemon) release() {
+	if d.metricsLn != nil {
+		d.metricsLn.Close()
+	}
+	if d.runDir != "" {
+		os.RemoveAll(d.runDir)
+	}
 	d.closeGuard()
 	d.closeTree()
 	d.ctl.Close()
@@ -292,6 +347,10 @@ func (d *Daemon) Run() error {
 	defer d.endLeftovers()
 	d.trim = newTrimmer()
 	defer d.trim.stop()
+	defer d.serveMetrics()()
+	if d.runDir != "" {
+		defer os.RemoveAll(d.runDir)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ctlCtx, stopControl := context.WithCancel(ctx)
@@ -360,6 +419,13 @@ func (d *Daemon) endLeftovers() {
 	}
 }
 
+// count updates the metrics, if they are on.
+func (d *Daemon) count(f func(*metrics.Exporter)) {
+	if d.metrics != nil {
+		f(d.metrics)
+	}
+}
+
 // post hands a request to Run; false once Run is over.
 func (d *Daemon) post(req any) bool {
 	select {
@@ -378,8 +444,10 @@ func (d *Daemon) handle(req any) {
 			d.reloads++
 			req.reply <- nil
 		case phaseHandedOff:
+			d.count(func(m *metrics.Exporter) { m.Reload("refused") })
 			req.reply <- tag(ErrRefused, errors.New("this sockd handed over to a new one; reload refused"))
 		default:
+			d.count(func(m *metrics.Exporter) { m.Reload("refused") })
 			// The new sockd numbers its generation after the old one's: a
 			// reload now would make a third generation, with a clashing
 			// number.
@@ -388,6 +456,9 @@ func (d *Daemon) handle(req any) {
 	case reloadDone:
 		d.reloads--
 	case upgradeRequest:
+		if d.phase != phaseRunning || d.reloads > 0 {
+			d.count(func(m *metrics.Exporter) { m.Upgrade("refused") })
+		}
 		switch {
 		case d.phase == phaseUpgrading:
 			req.reply <- tag(ErrRefused, errors.New("an upgrade is already running"))
@@ -418,6 +489,11 @@ func (d *Daemon) onUpgradeDone(u upgradeDone) {
 	d.cancelUpgrade()
 	d.cancelUpgrade = nil
 	err := u.err
+	result := "done"
+	if err != nil {
+		result = "failed"
+	}
+	d.count(func(m *metrics.Exporter) { m.Upgrade(result) })
 	if err != nil {
 		d.phase = phaseRunning
 		d.log.Error("upgrade failed; this sockd keeps serving", "event", "upgrade_failed", "error", err)

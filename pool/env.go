@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,8 @@ type env interface {
 	killGroup(w *worker) bool
 	// release frees what w's group held (its cgroup) once it is empty.
 	release(w *worker)
+	// remove deletes a file a worker left (its metrics socket).
+	remove(path string)
 	// orphaned sends sig, after w exited, to what it left behind that
 	// could not get sig before (processes sockd adopted only now).
 	orphaned(w *worker, sig unix.Signal)
@@ -208,6 +211,8 @@ func (e osEnv) orphaned(w *worker, sig unix.Signal) {
 		unix.Kill(pid, sig)
 	}
 }
+
+func (osEnv) remove(path string) { os.Remove(path) }
 
 func (osEnv) release(w *worker) {
 	if w.cgroup != nil {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -25,6 +26,7 @@ type worker struct {
 	hasRequests    bool
 	status         string
 	failure        string // why sockd stopped it as a failure (ready timeout, watchdog)
+	failureKind    string // the same, as an Exit… reason
 	stopSent       bool   // sockd asked it to stop
 	leaving        bool   // it announced STOPPING=1 on its own
 	exited         bool
@@ -35,9 +37,13 @@ type worker struct {
 	cgroup         *cgroup.Group // its cgroup, when the pool has a cgroup tree
 	maxRequests    int64         // its own MaxRequests (0: none)
 	recycle        string        // why it is to be recycled ("": it is not)
+	recycleKind    string        // memory, requests or age
 	usage          procfs.Usage  // last sample of its process tree
 	sampledAt      time.Time
 }
+
+// metricsSocket is where the worker may serve its own metrics.
+func (w *worker) metricsSocket(dir string) string { return filepath.Join(dir, w.id+".sock") }
 
 // state is everything the loop owns.
 type state struct {
@@ -66,6 +72,7 @@ type state struct {
 	// are slots a scale-down retired whose workers still take the
 	// connections queued on their reuseport sockets; steered is how many
 	// slots' sockets the kernel hands new connections to.
+	events      []Event // the last recentEvents
 	pendingSize int
 	parked      []*slot
 	steered     int
@@ -221,6 +228,7 @@ func (p *Pool) onExit(pid int) {
 		t.Stop()
 	}
 	how := es.String()
+	p.event(Event{Kind: EventExit, Slot: w.slot, Generation: w.gen, PID: w.pid, Reason: p.exitReason(w), Detail: how})
 	log := p.wlog(w).With("event", "worker_exit", "status", how, "cpu_seconds", es.cpu.Seconds())
 	p.afterLeader(w, groupLeft, log)
 	s, role := p.slotOf(w)
@@ -324,6 +332,9 @@ func (p *Pool) killGroup(w *worker) {
 func (p *Pool) groupGone(w *worker) {
 	p.guardRemove(w.pid)
 	p.env.release(w)
+	if d := p.opts.MetricsDir; d != "" {
+		p.env.remove(w.metricsSocket(d))
+	}
 }
 
 func (p *Pool) guardAdd(pgid int) {
@@ -382,6 +393,7 @@ func (p *Pool) markReady(w *worker) {
 	w.state = Ready
 	w.readyAt = p.env.now()
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())
+	p.event(Event{Kind: EventReady, Slot: w.slot, Generation: w.gen, PID: w.pid, Seconds: w.readyAt.Sub(w.started).Seconds()})
 	if d := p.opts.WorkerWatchdog; d > 0 {
 		w.timers = append(w.timers, p.after(d, watchdogTimer{w}))
 	}
@@ -418,7 +430,7 @@ func (p *Pool) onReadyTimeout(w *worker) {
 		return
 	}
 	p.wlog(w).Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
-	w.failure = fmt.Sprintf("not ready within %s", p.opts.ReadyTimeout)
+	w.failure, w.failureKind = fmt.Sprintf("not ready within %s", p.opts.ReadyTimeout), ExitReadyTimeout
 	p.stopWorker(w) // still in its slot, so its exit counts as a crash
 }
 
@@ -436,7 +448,7 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 	}
 	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", p.opts.WorkerWatchdog)
 	w.state = Stopping
-	w.failure = fmt.Sprintf("silent for %s (watchdog)", p.opts.WorkerWatchdog)
+	w.failure, w.failureKind = fmt.Sprintf("silent for %s (watchdog)", p.opts.WorkerWatchdog), ExitWatchdog
 	p.env.signal(w, unix.SIGABRT)
 	w.killAt = p.env.now().Add(p.opts.StopTimeout)
 	w.timers = append(w.timers, p.after(p.opts.StopTimeout, killTimer{w}))
@@ -495,6 +507,7 @@ func (p *Pool) onStopping(w *worker) {
 			// Announcing an exit before serving (or right after) is a crash
 			// loop in disguise: no early replacement, and the exit counts
 			// against the restart budget with backoff.
+			w.failureKind = ExitEarlyStopping
 			if w.state != Ready {
 				w.failure = "announced STOPPING=1 before it was ready"
 			} else {

@@ -201,6 +201,13 @@ type Options struct {
 	// User, if set, is who the workers run as (sockd must be root); New
 	// checks that it may execute the command.
 	User *User
+	// MetricsDir, if set, is a directory the workers may create unix
+	// sockets in: each gets SOCKD_METRICS_SOCKET, a path there on which it
+	// may serve its own metrics (see internal/metrics).
+	MetricsDir string
+	// OnEvent, if set, is called by the loop with every Event (it must
+	// not block: metrics count them).
+	OnEvent func(Event)
 	// Reaper, if set, is told of every worker forked and reaped, and
 	// finds what a worker left behind among the processes sockd adopted
 	// (see internal/reaper).

@@ -176,7 +176,7 @@ func (p *Pool) onUsage(got map[int]procfs.Usage) {
 		}
 		w.usage, w.sampledAt = u, now
 		if max := p.opts.Recycle.MaxMemory; max > 0 && u.RSS > max {
-			p.markRecycle(w, fmt.Sprintf("uses %s of memory (limit %s)", mib(u.RSS), mib(max)))
+			p.markRecycle(w, "memory", fmt.Sprintf("uses %s of memory (limit %s)", mib(u.RSS), mib(max)))
 		}
 	}
 	p.recycleNext()
@@ -199,22 +199,22 @@ func (p *Pool) armRecycle(w *worker) {
 // onRequests checks a worker's reported request count against its limit.
 func (p *Pool) onRequests(w *worker) {
 	if w.maxRequests > 0 && w.requests >= w.maxRequests {
-		p.markRecycle(w, fmt.Sprintf("served %d requests (limit %d)", w.requests, w.maxRequests))
+		p.markRecycle(w, "requests", fmt.Sprintf("served %d requests (limit %d)", w.requests, w.maxRequests))
 		p.recycleNext()
 	}
 }
 
 func (p *Pool) onAgeTimer(w *worker, age time.Duration) {
-	p.markRecycle(w, fmt.Sprintf("reached its age limit (%s after it was ready)", age))
+	p.markRecycle(w, "age", fmt.Sprintf("reached its age limit (%s after it was ready)", age))
 	p.recycleNext()
 }
 
 // markRecycle marks the worker serving a slot for replacement.
-func (p *Pool) markRecycle(w *worker, why string) {
+func (p *Pool) markRecycle(w *worker, kind, why string) {
 	if _, role := p.slotOf(w); role != roleCur || w.recycle != "" || w.exited || w.state != Ready || w.leaving || w.stopSent {
 		return
 	}
-	w.recycle = why
+	w.recycle, w.recycleKind = why, kind
 	p.wlog(w).Info("worker over a recycle limit", "event", "worker_recycle_due", "reason", why)
 }
 
@@ -239,6 +239,7 @@ func (p *Pool) recycleNext() {
 	}
 	w := due.cur
 	p.wlog(w).Info("recycling worker: starting its replacement", "event", "worker_recycle", "reason", w.recycle)
+	p.event(Event{Kind: EventRecycle, Slot: w.slot, Generation: w.gen, PID: w.pid, Reason: w.recycleKind, Detail: w.recycle})
 	due.recycling = true
 	if err := p.startNext(due); err != nil {
 		p.recycleFailed(due, err.Error())

@@ -284,6 +284,7 @@ func (p *Pool) finishReload(err error) {
 		log = log.With("old_gone_seconds", gone.Sub(r.committed).Seconds())
 	}
 	log.Info("reload finished")
+	p.event(Event{Kind: EventReloadDone, Generation: r.gen, Seconds: took.Seconds()})
 	r.job.finish(nil)
 	if !st.announced {
 		p.announce()
@@ -341,6 +342,11 @@ func (p *Pool) abortReload(reason string) {
 		p.log.Error("reload halted; the slots not reached keep their workers", "event", "reload_failed",
 			"generation", r.gen, "replaced", r.done, "slots", len(st.slots), "reason", reason)
 	}
+	result := "rolled_back"
+	if r.done > 0 {
+		result = "halted"
+	}
+	p.event(Event{Kind: EventReloadFailed, Generation: r.gen, Reason: result, Seconds: now.Sub(r.started).Seconds(), Detail: reason})
 	r.err, r.phase, r.committed = err, phaseRollback, now
 	st.lastStatus = p.summary()
 	p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)

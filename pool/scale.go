@@ -83,6 +83,7 @@ func (p *Pool) scaleTo(n int) {
 		return
 	}
 	p.log.Info("scaling", "event", "scale", "from", len(st.slots), "workers", n)
+	p.event(Event{Kind: EventScale, Detail: fmt.Sprintf("%d → %d workers", len(st.slots), n)})
 	if err := p.resize(n, false); err != nil {
 		p.log.Error("cannot scale", "event", "scale_failed", "workers", n, "error", err)
 	}

@@ -112,6 +112,7 @@ func (s *sim) killGroup(w *worker) bool {
 }
 func (s *sim) release(w *worker)                   {}
 func (s *sim) orphaned(w *worker, sig unix.Signal) {}
+func (s *sim) remove(path string)                  {}
 func (s *sim) holdsListener(pid int) bool          { return s.holding[pid] }
 func (s *sim) grow(n int) error {
 	if s.reuseport {

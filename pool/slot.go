@@ -82,6 +82,7 @@ func (p *Pool) startNext(s *slot) error {
 	p.st.byPID[pid] = w
 	p.guardAdd(pid)
 	p.wlog(w).Info("worker started", "event", "worker_start")
+	p.event(Event{Kind: EventStart, Slot: w.slot, Generation: w.gen, PID: w.pid})
 	if d := p.opts.Ready.After; d > 0 {
 		w.timers = append(w.timers, p.after(d, readyTimer{w}))
 	} else {
@@ -166,6 +167,7 @@ func (p *Pool) crashed(s *slot, w *worker, how string) {
 	delay := p.backoff(s.crashes)
 	s.restarts++
 	st.restarts++
+	p.event(Event{Kind: EventRestart, Slot: s.index, Generation: s.want, Reason: p.exitReason(w), Detail: how})
 	p.log.Info("restarting worker", "event", "worker_restart", "generation", s.want, "worker", s.index, "delay", delay)
 	if delay == 0 {
 		p.startOrCrash(s)
@@ -212,6 +214,7 @@ func (p *Pool) onRestartTimer(s *slot) {
 
 func (p *Pool) giveUp(err error) {
 	p.log.Error("giving up", "event", "give_up", "error", err)
+	p.event(Event{Kind: EventGiveUp, Detail: err.Error()})
 	p.st.fatal = err
 	p.beginStop()
 }

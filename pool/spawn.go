@@ -182,6 +182,9 @@ func (p *Pool) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		"SOCKD_GENERATION="+strconv.Itoa(gen),
 		WorkerIDVar+"="+w.id,
 	)
+	if o.MetricsDir != "" {
+		env = append(env, "SOCKD_METRICS_SOCKET="+w.metricsSocket(o.MetricsDir))
+	}
 	if o.WorkerWatchdog > 0 {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(o.WorkerWatchdog.Microseconds(), 10))
 	}

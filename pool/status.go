@@ -40,6 +40,8 @@ type Status struct {
 	LastReload *ReloadResult    `json:"last_reload,omitempty"`
 	Workers    []WorkerStatus   `json:"workers"`
 	Listeners  []ListenerStatus `json:"listeners"`
+	// Events are the pool's last events, oldest first.
+	Events []Event `json:"events,omitempty"`
 	// GuardPID is the guard process that kills the workers' process
 	// groups should sockd die (0: none).
 	GuardPID int `json:"guard_pid,omitempty"`
@@ -66,6 +68,9 @@ type WorkerStatus struct {
 	// Recycle says why the worker is to be replaced, once it is over a
 	// recycle limit.
 	Recycle string `json:"recycle,omitempty"`
+	// MetricsSocket is where the worker may serve its own metrics
+	// (SOCKD_METRICS_SOCKET; only with --metrics).
+	MetricsSocket string `json:"metrics_socket,omitempty"`
 }
 
 // ListenerStatus describes one listener.
@@ -76,6 +81,13 @@ type ListenerStatus struct {
 	FD        int    `json:"fd"`        // the descriptor number workers see
 	SockdFDs  []int  `json:"sockd_fds"` // sockd's own descriptors (one per slot in reuseport mode)
 	Inherited bool   `json:"inherited"`
+	// QueueDepth is how many connections wait in each socket's accept
+	// queue, not yet taken by a worker, and QueueLimit that queue's
+	// length (the backlog), one entry per socket; absent where the kernel
+	// does not say (unix sockets). For datagram sockets the depth is the
+	// size of the next datagram waiting.
+	QueueDepth []int `json:"queue_depth,omitempty"`
+	QueueLimit []int `json:"queue_limit,omitempty"`
 }
 
 // ReloadProgress describes a reload under way.
@@ -109,6 +121,7 @@ func (p *Pool) status() Status {
 	if g := p.opts.Guard; g != nil {
 		s.GuardPID = g.PID()
 	}
+	s.Events = append([]Event(nil), st.events...)
 	if r := st.reload; r != nil && r.phase != phaseRollback {
 		s.Reload = &ReloadProgress{Generation: r.gen, StartedAt: r.started, Ready: p.reloadReady(), Queued: st.queued != nil}
 	}
@@ -123,6 +136,9 @@ func (p *Pool) status() Status {
 			ws.RSSBytes, ws.CPUSeconds = w.usage.RSS, w.usage.CPU.Seconds()
 		}
 		ws.Recycle = w.recycle
+		if d := p.opts.MetricsDir; d != "" {
+			ws.MetricsSocket = w.metricsSocket(d)
+		}
 		s.Workers = append(s.Workers, ws)
 	}
 	sort.Slice(s.Workers, func(i, j int) bool {
@@ -133,8 +149,16 @@ func (p *Pool) status() Status {
 		return a.Slot < b.Slot || a.Slot == b.Slot && a.PID < b.PID
 	})
 	for i, l := range p.opts.Listeners {
-		s.Listeners = append(s.Listeners, ListenerStatus{Name: l.Name, Network: l.Network, Address: l.Addr,
-			FD: 3 + i, SockdFDs: l.FDs(), Inherited: l.Inherited})
+		ls := ListenerStatus{Name: l.Name, Network: l.Network, Address: l.Addr, FD: 3 + i, SockdFDs: l.FDs(), Inherited: l.Inherited}
+		for j := 0; j < l.Slots(); j++ {
+			depth, limit, err := l.Queue(j)
+			if err != nil {
+				ls.QueueDepth, ls.QueueLimit = nil, nil
+				break
+			}
+			ls.QueueDepth, ls.QueueLimit = append(ls.QueueDepth, depth), append(ls.QueueLimit, limit)
+		}
+		s.Listeners = append(s.Listeners, ls)
 	}
 	return s
 }

@@ -31,6 +31,7 @@ Usage:
   sockd reload [--wait] [--control PATH]      start a new generation, retire the old one
   sockd upgrade [--wait] [--control PATH]     hand the sockets to a new sockd binary
   sockd scale [--wait] N|+K|-K                set the number of workers at run time
+  sockd top [--interval D]                    a live view: workers, CPU, memory, requests, queues, events
   sockd version                               print the version
   sockd help                                  this text
 
@@ -72,6 +73,8 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		code, err = runCommand(args[1:], stdout, stderr)
+	case "top":
+		code, err = topCommand(args[1:], stdout)
 	case "status", "reload", "upgrade", "scale":
 		code, err = clientCommand(args[0], args[1:], stdout)
 	case "demo-worker": // hidden: the embedded demo worker sockd runs by default

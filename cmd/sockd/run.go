@@ -16,6 +16,7 @@ import (
 	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/journal"
+	"github.com/sockd/sockd/internal/metrics"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -42,6 +43,7 @@ type runConfig struct {
 	recycle       pool.Recycle
 	signal        syscall.Signal
 	cgroups       string
+	metrics       string
 	user          string
 	runAs         *pool.User
 	memoryMax     string
@@ -71,6 +73,7 @@ func parseRun(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.DurationVar(&c.reloadSoak, "reload-soak", 0, "the first batch of a reload (the canary) serves beside the old workers this long before the rest follows (0: no soak)")
 	fs.StringVar(&c.maxMemory, "worker-max-memory", "", "replace a worker whose process tree's resident memory is over `SIZE` (512M, 2G), its replacement first")
 	fs.StringVar(&c.maxRequests, "worker-max-requests", "", "replace a worker after `N[±J]` requests (it reports them with SOCKD_REQUESTS=), its replacement first")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at `URL`: tcp://127.0.0.1:9464 or unix:///PATH (off by default); workers get SOCKD_METRICS_SOCKET for their own")
 	fs.StringVar(&c.user, "user", "", "run the workers as `USER[:GROUP]` (names or numbers) with the user's groups, HOME, USER and LOGNAME; sockd must be root")
 	fs.StringVar(&c.cgroups, "cgroups", daemon.CgroupsAuto, "give each worker a cgroup of its own: `auto` (where sockd may manage a cgroup v2 subtree), yes (required) or no")
 	fs.StringVar(&c.memoryMax, "worker-memory-max", "", "cgroup memory.max of each worker: the kernel kills a worker over `SIZE` (512M, 2G) and sockd replaces it (needs cgroups with the memory controller)")
@@ -108,6 +111,11 @@ func (c *runConfig) validate() error {
 	}
 	if c.signal, err = pool.ParseSignal(c.stopSignal); err != nil {
 		return usagef("--stop-signal: %v", err)
+	}
+	if c.metrics != "" {
+		if err := metrics.ParseAddr(c.metrics); err != nil {
+			return usagef("--metrics: %v", err)
+		}
 	}
 	if c.user != "" {
 		if os.Geteuid() != 0 {
@@ -184,7 +192,7 @@ func (c *runConfig) options(log hclog.Logger) (daemon.Options, error) {
 	if len(raw) == 0 && len(c.command) == 0 && os.Getenv("LISTEN_FDS") == "" {
 		raw = listFlag{demoListen}
 	}
-	o := daemon.Options{ReusePort: c.reuseport, ControlPath: c.control, Cgroups: c.cgroups, Limits: c.limits, Logger: log}
+	o := daemon.Options{ReusePort: c.reuseport, ControlPath: c.control, Cgroups: c.cgroups, Limits: c.limits, Metrics: c.metrics, Logger: log}
 	for _, r := range raw {
 		s, err := activation.ParseSpec(r)
 		if err != nil {

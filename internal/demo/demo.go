@@ -84,6 +84,7 @@ func serve(srv *server, lns []net.Listener, drainTimeout time.Duration, logger *
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	srv.start(lns)
+	defer serveMetrics(srv)()
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	logger.Printf("ready: serving %d listeners", len(lns))
 	report := time.NewTicker(time.Second)

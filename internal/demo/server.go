@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/http1"
 )
 
 // The demo worker speaks just enough HTTP/1.1 itself (request line,
@@ -40,7 +42,8 @@ const (
 	idleGrace      = time.Second      // during the drain
 )
 
-var errBadRequest = errors.New("bad request")
+// errBadRequest wraps every malformed request (http1.ErrBad).
+var errBadRequest = http1.ErrBad
 
 // server serves the demo's answer on every listener.
 type server struct {
@@ -298,7 +301,7 @@ type request struct {
 // give an error wrapping errBadRequest.
 func readRequest(br *bufio.Reader, bw *bufio.Writer) (*request, error) {
 	budget := maxHeaderBytes
-	line, err := readLine(br, &budget)
+	line, err := http1.ReadLine(br, &budget)
 	if err != nil {
 		return nil, err
 	}
@@ -317,19 +320,18 @@ func readRequest(br *bufio.Reader, bw *bufio.Writer) (*request, error) {
 	var length int64
 	chunked, expect := false, false
 	for {
-		h, err := readLine(br, &budget)
+		h, err := http1.ReadLine(br, &budget)
 		if err != nil {
 			return nil, err
 		}
 		if h == "" {
 			break
 		}
-		name, value, ok := strings.Cut(h, ":")
-		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			return nil, fmt.Errorf("%w: header %.60q", errBadRequest, h)
+		name, value, err := http1.Header(h)
+		if err != nil {
+			return nil, err
 		}
-		value = strings.TrimSpace(value)
-		switch strings.ToLower(name) {
+		switch name {
 		case "connection":
 			for _, tok := range strings.Split(value, ",") {
 				switch strings.ToLower(strings.TrimSpace(tok)) {
@@ -359,65 +361,11 @@ func readRequest(br *bufio.Reader, bw *bufio.Writer) (*request, error) {
 		}
 	}
 	if chunked {
-		return req, discardChunked(br)
+		return req, http1.CopyChunked(io.Discard, br, maxBodyBytes)
 	}
 	if length > maxBodyBytes {
 		return nil, fmt.Errorf("%w: body of %d bytes", errBadRequest, length)
 	}
 	_, err = io.CopyN(io.Discard, br, length)
 	return req, err
-}
-
-// readLine reads a CRLF- (or LF-) terminated line, charging it to budget.
-func readLine(br *bufio.Reader, budget *int) (string, error) {
-	var b []byte
-	for {
-		frag, err := br.ReadSlice('\n')
-		*budget -= len(frag)
-		if *budget < 0 {
-			return "", fmt.Errorf("%w: header too large", errBadRequest)
-		}
-		b = append(b, frag...)
-		if err == nil {
-			break
-		}
-		if err != bufio.ErrBufferFull {
-			return "", err
-		}
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
-}
-
-// discardChunked reads a chunked body and its trailers.
-func discardChunked(br *bufio.Reader) error {
-	budget, total := maxHeaderBytes, int64(0)
-	for {
-		line, err := readLine(br, &budget)
-		if err != nil {
-			return err
-		}
-		sizeText, _, _ := strings.Cut(line, ";")
-		size, err := strconv.ParseInt(strings.TrimSpace(sizeText), 16, 64)
-		if err != nil || size < 0 {
-			return fmt.Errorf("%w: chunk size %.20q", errBadRequest, line)
-		}
-		if total += size; total > maxBodyBytes {
-			return fmt.Errorf("%w: body over %d bytes", errBadRequest, maxBodyBytes)
-		}
-		if size == 0 {
-			break
-		}
-		if _, err := io.CopyN(io.Discard, br, size); err != nil {
-			return err
-		}
-		if crlf, err := readLine(br, &budget); err != nil || crlf != "" {
-			return fmt.Errorf("%w: chunk not followed by CRLF", errBadRequest)
-		}
-	}
-	for { // trailers
-		line, err := readLine(br, &budget)
-		if err != nil || line == "" {
-			return err
-		}
-	}
 }

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/daemon"
+	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/pool"
+)
+
+const topHelp = `A live view of a running sockd, refreshed every --interval: per worker its slot,
+generation, pid, state, uptime, CPU %, resident memory, requests per second and restarts;
+per listening socket the accept queue (connections no worker has taken yet); the last
+events (restarts, reloads, recycles). On a terminal it redraws the screen and q or Ctrl-C
+ends it; otherwise it prints a block of plain lines per refresh (-n sets how many).
+`
+
+// topCommand is `sockd top`.
+func topCommand(args []string, stdout io.Writer) (int, error) {
+	fs := flag.NewFlagSet("sockd top", flag.ContinueOnError)
+	ctl := fs.String("control", "", "control socket `path` of the sockd to watch (default as for sockd run)")
+	interval := fs.Duration("interval", time.Second, "refresh every `D`")
+	count := fs.Int("n", 0, "stop after `N` refreshes (0: until q, Ctrl-C or SIGTERM)")
+	fs.Usage = usageFunc(fs, "sockd top [--interval D] [-n N] [--control PATH]", topHelp)
+	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
+		return exitOK, nil
+	} else if err != nil {
+		return exitUsage, err
+	}
+	if fs.NArg() > 0 {
+		return exitUsage, usagef("sockd top: unexpected argument %q", fs.Arg(0))
+	}
+	if *interval < 10*time.Millisecond {
+		return exitUsage, usagef("--interval %s: want at least 10ms", *interval)
+	}
+	path := *ctl
+	if path == "" {
+		var err error
+		if path, err = daemon.DefaultControlPath(); err != nil {
+			return exitUsage, err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	t := &top{path: path, out: stdout, prev: map[int]pool.WorkerStatus{}}
+	if f, ok := stdout.(*os.File); ok && isTerminal(f) && isTerminal(os.Stdin) {
+		restore, err := rawMode(os.Stdin)
+		if err != nil {
+			return exitFailed, err
+		}
+		defer restore()
+		t.screen = f
+		io.WriteString(f, "\x1b[?1049h\x1b[?25l") // alternate screen, no cursor
+		defer io.WriteString(f, "\x1b[?25h\x1b[?1049l")
+		keys := make(chan byte, 8)
+		go readKeys(os.Stdin, keys)
+		return t.run(ctx, *interval, *count, keys)
+	}
+	return t.run(ctx, *interval, *count, nil)
+}
+
+type top struct {
+	path   string
+	out    io.Writer
+	screen *os.File // set on a terminal
+	prev   map[int]pool.WorkerStatus
+	prevAt time.Time
+}
+
+func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <-chan byte) (int, error) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for n := 1; ; n++ {
+		s, err := t.fetch(ctx)
+		if errors.Is(err, control.ErrUnreachable) {
+			return exitUnreachable, err
+		}
+		if err != nil && ctx.Err() == nil {
+			return exitFailed, err
+		}
+		if err == nil {
+			t.draw(s)
+		}
+		if count > 0 && n >= count {
+			return exitOK, nil
+		}
+		select {
+		case <-ctx.Done():
+			return exitOK, nil
+		case k := <-keys:
+			if k == 'q' || k == 'Q' || k == 3 { // 3: Ctrl-C in raw mode
+				return exitOK, nil
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+func (t *top) fetch(ctx context.Context) (pool.Status, error) {
+	var s pool.Status
+	resp, err := control.Call(ctx, t.path, control.Request{Command: "status"})
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(resp.Status, &s); err != nil {
+		return s, fmt.Errorf("bad status from sockd: %w", err)
+	}
+	return s, nil
+}
+
+// draw shows one refresh: the whole screen on a terminal, else a block
+// of lines.
+func (t *top) draw(s pool.Status) {
+	var b strings.Builder
+	now := time.Now()
+	dt := now.Sub(t.prevAt).Seconds()
+	fmt.Fprintf(&b, "sockd pid %d: %s, up %s, ready rule %s\n%s\n\n", s.PID, s.State, round(now.Sub(s.StartedAt)), s.ReadyRule, s.Summary)
+	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tUPTIME\tCPU%\tRSS\tREQ/S\tRESTARTS")
+	cur := map[int]pool.WorkerStatus{}
+	for _, w := range s.Workers {
+		cur[w.PID] = w
+		cpu, rate := "-", "-"
+		if p, ok := t.prev[w.PID]; ok && dt > 0 {
+			if w.CPUSeconds > 0 || p.CPUSeconds > 0 {
+				cpu = fmt.Sprintf("%.1f", 100*(w.CPUSeconds-p.CPUSeconds)/dt)
+			}
+			if w.Requests != nil && p.Requests != nil {
+				rate = fmt.Sprintf("%.0f", float64(*w.Requests-*p.Requests)/dt)
+			}
+		}
+		rss := "-"
+		if w.RSSBytes > 0 {
+			rss = fmt.Sprintf("%.1fM", float64(w.RSSBytes)/(1<<20))
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", w.Slot, w.Generation, w.PID, w.State,
+			round(time.Duration(w.UptimeSeconds*float64(time.Second))), cpu, rss, rate, w.Restarts)
+	}
+	tw.Flush()
+	b.WriteString("\n")
+	tw = tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LISTENER\tADDRESS\tQUEUED (per socket)\tLIMIT")
+	for _, l := range s.Listeners {
+		q, lim := "-", "-"
+		if len(l.QueueDepth) > 0 {
+			q, lim = ints(l.QueueDepth), fmt.Sprint(l.QueueLimit[0])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Name, l.Address, q, lim)
+	}
+	tw.Flush()
+	b.WriteString("\nRECENT EVENTS\n")
+	evs := s.Events
+	if len(evs) > 8 {
+		evs = evs[len(evs)-8:]
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.After(evs[j].Time) })
+	for _, e := range evs {
+		fmt.Fprintf(&b, "%s  %s\n", e.Time.Local().Format("15:04:05.000"), describeEvent(e))
+	}
+	t.prev, t.prevAt = cur, now
+	if t.screen != nil {
+		text := strings.ReplaceAll(b.String(), "\n", "\x1b[K\r\n")
+		fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", text)
+		return
+	}
+	fmt.Fprintf(t.out, "%s--- %s\n", b.String(), now.Format(time.RFC3339))
+}
+
+func describeEvent(e pool.Event) string {
+	w := fmt.Sprintf("worker %d of generation %d", e.Slot, e.Generation)
+	switch e.Kind {
+	case pool.EventStart:
+		return fmt.Sprintf("%s started (pid %d)", w, e.PID)
+	case pool.EventReady:
+		return fmt.Sprintf("%s ready in %.3fs (pid %d)", w, e.Seconds, e.PID)
+	case pool.EventExit:
+		return fmt.Sprintf("%s exited: %s, %s (pid %d)", w, e.Reason, e.Detail, e.PID)
+	case pool.EventRestart:
+		return fmt.Sprintf("%s restarted after a %s (%s)", w, e.Reason, e.Detail)
+	case pool.EventRecycle:
+		return fmt.Sprintf("%s recycled: %s", w, e.Detail)
+	case pool.EventReloadDone:
+		return fmt.Sprintf("reload to generation %d done in %.3fs", e.Generation, e.Seconds)
+	case pool.EventReloadFailed:
+		return fmt.Sprintf("reload to generation %d %s: %s", e.Generation, strings.ReplaceAll(e.Reason, "_", " "), e.Detail)
+	case pool.EventScale:
+		return "scaled: " + e.Detail
+	case pool.EventGiveUp:
+		return "gave up: " + e.Detail
+	}
+	return e.Kind
+}
+
+func round(d time.Duration) string {
+	switch {
+	case d >= time.Hour:
+		return d.Round(time.Minute).String()
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+func ints(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, " ")
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// rawMode puts the terminal in raw mode (keys arrive one by one, unechoed)
+// and returns what restores it.
+func rawMode(f *os.File) (func(), error) {
+	fd := int(f.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	raw := *old
+	raw.Lflag &^= unix.ECHO | unix.ICANON | unix.ISIG | unix.IEXTEN
+	raw.Iflag &^= unix.IXON | unix.ICRNL
+	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
+		return nil, err
+	}
+	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
+}
+
+func readKeys(f *os.File, keys chan<- byte) {
+	var b [1]byte
+	for {
+		if n, err := f.Read(b[:]); err != nil || n == 0 {
+			return
+		}
+		keys <- b[0]
+	}
+}

@@ -192,6 +192,10 @@ func New(opts Options) (*Daemon, error) {
 	}
 	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
 	popts.Reaper, popts.Cgroups = d.reaper, d.tree
+	if err := d.makeRunDir(&popts); err != nil {
+		d.release()
+		return nil, err
+	}
 	if err := d.setupMetrics(&popts); err != nil {
 		d.release()
 		return nil, err
@@ -275,17 +279,37 @@ func (d *Daemon) setupMetrics(popts *pool.Options) error {
 	if d.metricsLn, err = metrics.Listen(d.opts.Metrics); err != nil {
 		return tag(ErrSockets, err)
 	}
-	d.runDir = filepath.Join(filepath.Dir(d.ctlPath), fmt.Sprintf("sockd-%d", os.Getpid()))
+	popts.MetricsDir = d.runDir
+	return nil
+}
+
+// makeRunDir makes the directory of the sockets sockd and its workers
+// share: the workers' NOTIFY_SOCKET and, with metrics, their metrics
+// sockets. It is next to the control socket, mode 0700, owned by the
+// workers' user: nobody else can reach the notify socket, so nobody else
+// can make sockd read datagrams (a flood of them would cost sockd a core).
+func (d *Daemon) makeRunDir(popts *pool.Options) error {
+	parent := filepath.Dir(d.ctlPath)
+	if u := popts.User; u != nil && u.CanReach(parent) != nil {
+		// The control socket's directory is closed to the workers' user:
+		// /tmp is open to everyone (the directory below it is not).
+		parent = os.TempDir()
+	}
+	d.runDir = filepath.Join(parent, fmt.Sprintf("sockd-%d", os.Getpid()))
+	os.RemoveAll(d.runDir) // left by a sockd of the same pid, before a reboot
 	if err := os.MkdirAll(d.runDir, 0o700); err != nil {
 		return fmt.Errorf("workers' directory: %w", err)
 	}
 	if u := popts.User; u != nil {
-		// The workers make their sockets here as that user.
 		if err := os.Chown(d.runDir, int(u.UID), int(u.GID)); err != nil {
 			return fmt.Errorf("workers' directory: %w", err)
 		}
 	}
-	popts.MetricsDir = d.runDir
+	if sock := filepath.Join(d.runDir, "notify"); len(sock) < 100 {
+		popts.NotifySocket = sock
+	} else {
+		d.log.Warn("the notify socket's path would be too long; using an abstract socket, which any local process can write to", "event", "notify", "path", sock)
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -58,6 +59,7 @@ type Pool struct {
 	env     env
 	rand    func(n int64) int64 // [0, n)
 	self    int                 // sockd's pid, for SOCKD_WORKER_ID
+	uid     int                 // sockd's uid
 	// noClone3: clone3 (CLONE_INTO_CGROUP) was refused once.
 	noClone3 atomic.Bool
 
@@ -88,7 +90,7 @@ func New(opts Options) (*Pool, error) {
 	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
 	p.env = osEnv{p}
 	p.rand = rand.Int64N
-	p.self = os.Getpid()
+	p.self, p.uid = os.Getpid(), os.Geteuid()
 	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
 		return nil, err
 	}
@@ -123,6 +125,7 @@ func New(opts Options) (*Pool, error) {
 		unix.Close(p.devnull)
 		return nil, err
 	}
+	p.nsrv.Trusted = p.trusted
 	return p, nil
 }
 
@@ -212,6 +215,32 @@ func (p *Pool) Healthy(ctx context.Context) bool {
 	return err == nil && s.State != StateStopping && s.Ready > 0
 }
 
+// trusted says whether a notify sender may be a worker at all, before its
+// message is read: only the workers' user (sockd's, or Options.User) and
+// root can be. The rest is decided by the loop (a live worker or one of
+// its descendants).
+func (p *Pool) trusted(pid, uid int) bool {
+	return uid == 0 || uid == p.uid || p.opts.User != nil && uid == int(p.opts.User.UID)
+}
+
+// dropLog logs dropped notify messages, at most one line every
+// dropLogEvery, however many come: a flood of them must cost next to
+// nothing.
+type dropLog struct {
+	n    int
+	last time.Time
+}
+
+const dropLogEvery = 10 * time.Second
+
+func (d *dropLog) note(drop *notify.DropError, log hclog.Logger) {
+	d.n++
+	if now := time.Now(); now.Sub(d.last) >= dropLogEvery {
+		log.Debug("notify messages dropped", "event", "notify_dropped", "messages", d.n, "sender_pid", drop.PID, "reason", drop.Reason)
+		d.n, d.last = 0, now
+	}
+}
+
 // post hands an event to the loop; it reports false once the loop is gone.
 func (p *Pool) post(ev any) bool {
 	select {
@@ -224,6 +253,7 @@ func (p *Pool) post(ev any) bool {
 
 func (p *Pool) receiveNotify() {
 	self := os.Getpid()
+	var drops dropLog
 	defer func() {
 		p.notifyDead.Store(true)
 		p.exiting.Range(func(pid, _ any) bool {
@@ -242,7 +272,7 @@ func (p *Pool) receiveNotify() {
 		var drop *notify.DropError
 		switch {
 		case errors.As(err, &drop):
-			p.log.Debug("notify message dropped", "event", "notify_dropped", "sender_pid", drop.PID, "reason", drop.Reason)
+			drops.note(drop, p.log)
 		case errors.Is(err, net.ErrClosed):
 			return
 		case err != nil:

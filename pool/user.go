@@ -116,6 +116,23 @@ func (u *User) CanExecute(path string) error {
 	return nil
 }
 
+// CanReach checks that u may search every directory of dir's path, and
+// dir itself.
+func (u *User) CanReach(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		if err := u.may(d, 1); err != nil {
+			return fmt.Errorf("user %s cannot reach %s: %w", u.Name, dir, err)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
+}
+
 // may checks one permission bit (1: execute/search) on path for u.
 func (u *User) may(path string, bit os.FileMode) error {
 	fi, err := os.Stat(path)

@@ -308,3 +308,38 @@ func TestStatusCheck(t *testing.T) {
 		t.Fatalf("check without sockd: exit %d", code)
 	}
 }
+
+// Only the workers' user can reach the workers' NOTIFY_SOCKET: a process
+// of another user cannot even send a datagram to it (a flood of them
+// would cost sockd a core), while the workers' own READY=1 gets through.
+func TestNotifySocketRefusesOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a process as another user")
+	}
+	notifier, err := exec.LookPath("systemd-notify")
+	if err != nil {
+		t.Skip("systemd-notify is not installed")
+	}
+	d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	w := d.mustStatus().Workers[0]
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w.PID))
+	var sock string
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "NOTIFY_SOCKET="); ok {
+			sock = v
+		}
+	}
+	if !strings.HasPrefix(sock, "/") {
+		t.Fatalf("the workers' NOTIFY_SOCKET is %q, not a path", sock)
+	}
+	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("notify socket's directory: %v %v", fi.Mode(), err)
+	}
+	cmd := exec.Command(notifier, "--ready")
+	cmd.Env = []string{"NOTIFY_SOCKET=" + sock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "ermission denied") {
+		t.Fatalf("systemd-notify as uid 65534: %v %s", err, out)
+	}
+}

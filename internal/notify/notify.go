@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,6 +107,11 @@ type Server struct {
 	addr     string
 	buf, oob []byte // reused: Receive is called from one goroutine
 
+	// Trusted, if set, is asked about every datagram's sender before its
+	// content is read: an untrusted one is dropped at the cost of one
+	// recvmsg(2).
+	Trusted func(pid, uid int) bool
+
 	markMu sync.Mutex
 	marker *net.UnixConn // sockd's own sending end, for Mark
 }
@@ -141,6 +147,15 @@ func Listen(addr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
+	if addr[0] != '@' {
+		// Who may send is decided by the directory it is in (see
+		// Listen's callers); the socket itself takes anyone who gets there.
+		if err := os.Chmod(addr, 0o666); err != nil {
+			os.Remove(addr)
+			conn.Close()
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+	}
 	if err := setPassCred(conn); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
@@ -158,11 +173,15 @@ func Listen(addr string) (*Server, error) {
 // Addr is the value for NOTIFY_SOCKET.
 func (s *Server) Addr() string { return s.addr }
 
-// Close stops the server; a blocked Receive returns net.ErrClosed.
+// Close stops the server; a blocked Receive returns net.ErrClosed. A
+// socket file is removed.
 func (s *Server) Close() error {
 	s.markMu.Lock()
 	s.marker.Close()
 	s.markMu.Unlock()
+	if s.addr[0] != '@' {
+		os.Remove(s.addr)
+	}
 	return s.conn.Close()
 }
 
@@ -183,6 +202,9 @@ func (s *Server) Receive() (Message, error) {
 		return Message{}, &DropError{Reason: "no sender credentials"}
 	}
 	m := Message{PID: int(creds.Pid), UID: int(creds.Uid), GID: int(creds.Gid)}
+	if s.Trusted != nil && !s.Trusted(m.PID, m.UID) {
+		return m, &DropError{PID: m.PID, Reason: fmt.Sprintf("sender uid %d is not the workers'", m.UID)}
+	}
 	if n > MaxMessage || flags&unix.MSG_TRUNC != 0 || oobn == len(oob) {
 		return m, &DropError{PID: m.PID, Reason: "message too long"}
 	}

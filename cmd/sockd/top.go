@@ -164,8 +164,14 @@ func (t *top) draw(s pool.Status) {
 	tw.Flush()
 	b.WriteString("\nRECENT EVENTS\n")
 	evs := s.Events
-	if len(evs) > 8 {
-		evs = evs[len(evs)-8:]
+	room := 8
+	if t.screen != nil {
+		if ws, err := unix.IoctlGetWinsize(int(t.screen.Fd()), unix.TIOCGWINSZ); err == nil {
+			room = max(3, int(ws.Row)-strings.Count(b.String(), "\n")-1)
+		}
+	}
+	if len(evs) > room {
+		evs = evs[len(evs)-room:]
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.After(evs[j].Time) })
 	for _, e := range evs {

@@ -298,7 +298,8 @@ func TestSockdReloadUnderLoad(t *testing.T) {
 	t.Logf("load: %s", summary(r))
 
 	if r.Failed > 0 {
-		t.Errorf("%d of %d requests failed during %d reloads:\n%s", r.Failed, r.Requests, reloads, describeFailures(r, 30))
+		t.Errorf("%d of %d requests failed during %d reloads:\n%s\nsockd's journal:\n%s", r.Failed, r.Requests, reloads, describeFailures(r, 30),
+			sb.MustRun(t, "journalctl", "-u", "sockd.service", "--no-pager", "-o", "short-precise", "-n", "400"))
 	}
 	if r.OK < 500 {
 		t.Errorf("only %d requests answered: not much of a load", r.OK)

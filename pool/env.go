@@ -175,10 +175,16 @@ func (e osEnv) signal(w *worker, sig unix.Signal) error {
 	if err == unix.ESRCH || err == unix.EPERM {
 		err = unix.Kill(w.pid, sig)
 	}
+	// What it started outside its process group gets sig too, once: the
+	// rest of its cgroup, or the processes sockd adopted from it.
+	var others []int
 	if w.cgroup != nil {
-		w.cgroup.Signal(sig)
+		others, _ = w.cgroup.PIDs()
 	} else {
-		for _, pid := range e.adopted(w) {
+		others = e.adopted(w)
+	}
+	for _, pid := range others {
+		if pgid, err := unix.Getpgid(pid); err == nil && pgid != w.pid {
 			unix.Kill(pid, sig)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sockd/sockd/internal/http1"
+	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -174,6 +175,12 @@ func TestMetricsQueueDepth(t *testing.T) {
 	st := d.mustStatus()
 	for _, w := range st.Workers {
 		syscall.Kill(w.PID, syscall.SIGSTOP)
+	}
+	for _, w := range st.Workers { // stopped, not about to be
+		waitFor(t, 10*time.Second, fmt.Sprintf("worker %d stopped", w.PID), func() bool {
+			state, _, _ := procfs.Stat(w.PID)
+			return state == 'T'
+		})
 	}
 	defer func() {
 		for _, w := range st.Workers {

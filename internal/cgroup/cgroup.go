@@ -290,9 +290,12 @@ func (g *Group) Kill() bool {
 	return true
 }
 
+// PIDs lists the processes in the cgroup.
+func (g *Group) PIDs() ([]int, error) { return readPIDs(filepath.Join(g.Path, "cgroup.procs")) }
+
 // Signal sends sig to every process in the cgroup.
 func (g *Group) Signal(sig unix.Signal) error {
-	pids, err := readPIDs(filepath.Join(g.Path, "cgroup.procs"))
+	pids, err := g.PIDs()
 	if err != nil {
 		return err
 	}

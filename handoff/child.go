@@ -107,7 +107,13 @@ func (ch *Child) adopt(fds []int) error {
 			ch.Listeners.Close()
 			return fmt.Errorf("control socket: %w", err)
 		}
-		ch.Control = ln.(*net.UnixListener)
+		ul, ok := ln.(*net.UnixListener)
+		if !ok {
+			ln.Close()
+			ch.Listeners.Close()
+			return fmt.Errorf("control socket: a %s socket, not a unix one", ln.Addr().Network())
+		}
+		ch.Control = ul
 	}
 	return nil
 }

@@ -137,16 +137,35 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 	line, err := bufio.NewReader(io.LimitReader(c, MaxRequest)).ReadBytes('\n')
 	var req Request
 	if err == nil {
-		err = json.Unmarshal(line, &req)
+		req, err = ParseRequest(line)
 	}
 	if err != nil {
 		log.Debug("bad control request", "event", "control_bad_request", "error", err)
-		resp(Response{Error: "bad request: want one line of JSON like {\"command\":\"status\"}"})
+		resp(Response{Error: fmt.Sprintf("bad request (%v): want one line of JSON like {\"command\":\"status\"}", err)})
 		return
 	}
 	c.SetReadDeadline(time.Time{})
 	log.Debug("control request", "event", "control_request", "command", req.Command, "wait", req.Wait)
 	resp(handle(ctx, h, req))
+}
+
+// ParseRequest reads one request line: a JSON object with a command sockd
+// knows.
+func ParseRequest(line []byte) (Request, error) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, err
+	}
+	switch req.Command {
+	case "status", "reload", "upgrade":
+	case "scale":
+		if _, _, err := ParseScale(req.Workers); err != nil {
+			return req, err
+		}
+	default:
+		return req, fmt.Errorf("unknown command %q (want status, reload, upgrade or scale)", req.Command)
+	}
+	return req, nil
 }
 
 func handle(ctx context.Context, h Handler, req Request) Response {

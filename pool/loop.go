@@ -33,6 +33,8 @@ type worker struct {
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
 	timers         []timer
+	groupKilled    bool          // what it left was sent SIGKILL
+	goneBy         time.Time     // lingering: when to stop waiting for its group
 	id             string        // SOCKD_WORKER_ID: unique while sockd runs
 	cgroup         *cgroup.Group // its cgroup, when the pool has a cgroup tree
 	maxRequests    int64         // its own MaxRequests (0: none)
@@ -284,10 +286,7 @@ func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 	}
 	if left := w.killAt.Sub(p.env.now()); (w.stopSent || w.leaving) && w.failure == "" && left > 0 {
 		log.Debug("worker's group drains on until its stop deadline", "deadline", w.killAt)
-		if len(p.st.lingering) == 0 {
-			p.after(groupPoll, groupPollTimer{})
-		}
-		p.st.lingering[w.pid] = w
+		p.linger(w)
 		p.after(left, groupKillTimer{w})
 		// What it started outside its group (a detached child) was its
 		// child until now: it is asked to stop too.
@@ -296,17 +295,34 @@ func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 	}
 	log.Info("killing what is left of the worker's group", "event", "worker_group_kill")
 	p.env.killGroup(w)
-	p.groupGone(w)
+	w.groupKilled = true
+	p.linger(w) // until the killed are gone: a cgroup is removed only once empty
+}
+
+// linger watches w's group until it is empty.
+func (p *Pool) linger(w *worker) {
+	if len(p.st.lingering) == 0 {
+		p.after(groupPoll, groupPollTimer{})
+	}
+	p.st.lingering[w.pid] = w
+	w.goneBy = p.env.now().Add(p.opts.StopTimeout)
 }
 
 // groupPoll is how often lingering groups are checked for being empty:
 // nothing tells when the last member of a process group exits.
 const groupPoll = 20 * time.Millisecond
 
-// pollGroups forgets the lingering groups that emptied.
+// pollGroups forgets the lingering groups that emptied (or that were
+// killed and still are not, after StopTimeout: stuck in the kernel).
 func (p *Pool) pollGroups() {
+	now := p.env.now()
 	for pid, w := range p.st.lingering {
-		if !p.env.groupAlive(w) {
+		alive := p.env.groupAlive(w)
+		if alive && w.groupKilled && !now.Before(w.goneBy) {
+			p.log.Warn("processes of an exited worker outlive SIGKILL", "event", "worker_group_stuck", "worker_pid", pid)
+			alive = false
+		}
+		if !alive {
 			delete(p.st.lingering, pid)
 			p.groupGone(w)
 		}
@@ -318,14 +334,14 @@ func (p *Pool) pollGroups() {
 
 // killGroup ends a lingering group at its deadline.
 func (p *Pool) killGroup(w *worker) {
-	if p.st.lingering[w.pid] != w {
+	if p.st.lingering[w.pid] != w || w.groupKilled {
 		return
 	}
-	delete(p.st.lingering, w.pid)
 	if p.env.killGroup(w) {
 		p.log.Warn("what an exited worker started did not stop in time; killed it", "event", "worker_group_kill", "worker_pid", w.pid)
 	}
-	p.groupGone(w)
+	w.groupKilled = true
+	w.goneBy = p.env.now().Add(p.opts.StopTimeout)
 }
 
 // groupGone is told once nothing of a worker's group is left.

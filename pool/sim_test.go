@@ -799,6 +799,13 @@ func TestSimProcessGroups(t *testing.T) {
 	if s.procs[pid].group {
 		t.Fatal("a crashed worker's group was not killed at once")
 	}
+	if len(s.p.st.lingering) != 1 {
+		t.Fatal("a killed group is not watched until it is empty")
+	}
+	s.advance(groupPoll)
+	if len(s.p.st.lingering) != 0 {
+		t.Fatal("a killed group that emptied is still watched")
+	}
 	pid = s.starting()[0]
 	s.ready(pid)
 	s.procs[pid].group = true
@@ -812,8 +819,12 @@ func TestSimProcessGroups(t *testing.T) {
 		t.Fatal("group killed before the stop deadline")
 	}
 	s.advance(5 * time.Second)
-	if s.procs[pid].group || len(s.p.st.lingering) != 0 {
+	if s.procs[pid].group {
 		t.Fatal("group not killed at the stop deadline")
+	}
+	s.advance(groupPoll)
+	if len(s.p.st.lingering) != 0 {
+		t.Fatal("a killed group that emptied is still watched")
 	}
 }
 
@@ -1140,5 +1151,26 @@ func TestParseRecycleLimits(t *testing.T) {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) accepted", bad)
 		}
+	}
+}
+
+// A group that SIGKILL does not empty (a process stuck in the kernel) is
+// waited for StopTimeout, then given up on: the pool still stops.
+func TestSimStuckGroupIsGivenUp(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.Workers = 1; o.StopTimeout = 2 * time.Second })
+	pid := s.starting()[0]
+	s.ready(pid)
+	s.procs[pid].group = true
+	s.step(stopRequest{})
+	s.exit(pid)
+	s.advance(2 * time.Second) // the stop deadline: killed
+	s.procs[pid].group = true  // ...but something of it is still there
+	s.advance(2*time.Second - groupPoll)
+	if len(s.p.st.lingering) != 1 {
+		t.Fatal("stopped waiting before StopTimeout")
+	}
+	s.advance(2 * groupPoll)
+	if len(s.p.st.lingering) != 0 {
+		t.Fatal("a stuck group is waited for forever")
 	}
 }

@@ -34,7 +34,7 @@ import (
 const MaxRequest = 64 << 10
 
 // requestTimeout bounds how long a client may take to send its request.
-const requestTimeout = 5 * time.Second
+var requestTimeout = 5 * time.Second
 
 // Request is what a client sends.
 type Request struct {

@@ -155,25 +155,30 @@ func (u *Upgrade) PID() int { return u.cmd.Process.Pid }
 // exits, says something else, or ctx ends first, it is killed and the
 // error says why.
 func (u *Upgrade) WaitReady(ctx context.Context) error {
-	res := make(chan error, 1)
+	type answer struct {
+		m   message
+		err error
+	}
+	res := make(chan answer, 1)
 	go func() {
-		var m message
-		fds, err := u.c.recv(&m, time.Time{})
+		var a answer
+		fds, err := u.c.recv(&a.m, time.Time{})
 		closeAll(fds)
-		if err == nil && (m.Event != "ready" || m.PID != u.PID()) {
-			err = fmt.Errorf("unexpected message %+v", m)
-		}
-		res <- err
+		a.err = err
+		res <- a
 	}()
 	var err error
 	select {
-	case err = <-res:
-		if err != nil {
+	case a := <-res:
+		switch {
+		case a.err == nil && (a.m.Event != "ready" || a.m.PID != u.PID()):
+			err = fmt.Errorf("new sockd broke the hand-off: unexpected message %+v", a.m)
+		case a.err != nil:
 			select { // an exit explains a closed socket best
 			case <-u.exited:
 				err = fmt.Errorf("new sockd exited before it was ready (%s)", u.cmd.ProcessState)
 			case <-time.After(100 * time.Millisecond):
-				err = fmt.Errorf("new sockd broke the hand-off: %w", err)
+				err = fmt.Errorf("new sockd broke the hand-off: %w", a.err)
 			}
 		}
 	case <-u.exited:

@@ -177,7 +177,10 @@ func TestServeWaitsForRequestsUnderWay(t *testing.T) {
 	h := &handler{block: make(chan struct{})}
 	path, cancel, done := serve(t, h)
 	res := make(chan error, 1)
-	go func() { _, err := Call(context.Background(), path, Request{Command: "upgrade", Wait: true}); res <- err }()
+	go func() {
+		_, err := Call(context.Background(), path, Request{Command: "upgrade", Wait: true})
+		res <- err
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		h.mu.Lock()

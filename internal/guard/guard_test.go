@@ -3,9 +3,9 @@ package guard
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"

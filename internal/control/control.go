@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockd/sockd/internal/accept"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,14 +106,19 @@ func Serve(ctx context.Context, ln *net.UnixListener, h Handler, log hclog.Logge
 		<-ctx.Done()
 		ln.Close()
 	}()
+	backoff := accept.Backoff{Log: log, What: "control"}
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
+			if backoff.Retry(err) {
+				continue
+			}
 			if !errors.Is(err, net.ErrClosed) {
 				log.Error("control socket accept failed", "error", err)
 			}
 			break
 		}
+		backoff.OK()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

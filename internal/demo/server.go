@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockd/sockd/internal/accept"
 	"github.com/sockd/sockd/internal/http1"
 )
 
@@ -90,8 +91,13 @@ func (s *server) start(lns []net.Listener) {
 
 func (s *server) accept(l net.Listener) {
 	defer s.serving.Done()
+	var backoff accept.Backoff // out of descriptors: wait, the connections stay queued
 	for {
 		c, err := l.Accept()
+		if err != nil && !s.draining.Load() && backoff.Retry(err) {
+			continue
+		}
+		backoff.OK()
 		if err != nil {
 			if !s.draining.Load() {
 				select {

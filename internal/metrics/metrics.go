@@ -34,6 +34,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockd/sockd/internal/accept"
+
 	"github.com/sockd/sockd/internal/http1"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
@@ -88,6 +90,7 @@ func New(status func(context.Context) (pool.Status, error), log hclog.Logger) *E
 		started: time.Now(), WorkerTimeout: 2 * time.Second}
 	// Every series a dashboard may ask for exists from the start, at 0.
 	e.counter("sockd_worker_starts_total", "Worker processes started.", "")
+	e.counter("sockd_worker_spawn_failures_total", "Workers sockd could not start (fork or exec failed), by why: resources (out of descriptors, processes or memory) or error.", "reason", "resources", "error")
 	e.counter("sockd_give_ups_total", "Times sockd gave up: workers crashed beyond the restart limit.", "")
 	e.counter("sockd_scales_total", "Changes of the number of workers.", "")
 	e.counter("sockd_worker_exits_total", "Worker exits, by why.", "reason",
@@ -141,6 +144,8 @@ func (e *Exporter) OnEvent(ev pool.Event) {
 	switch ev.Kind {
 	case pool.EventStart:
 		e.inc("sockd_worker_starts_total", "")
+	case pool.EventSpawnFailed:
+		e.inc("sockd_worker_spawn_failures_total", ev.Reason)
 	case pool.EventReady:
 		e.observe("sockd_worker_ready_seconds", ev.Seconds)
 	case pool.EventExit:
@@ -309,14 +314,19 @@ func statusGauges(fs *families, st pool.Status, up map[int]bool) {
 // Serve answers GET /metrics on ln until it is closed: a connection per
 // request (Connection: close), never keeping the supervisor waiting.
 func (e *Exporter) Serve(ln net.Listener) error {
+	backoff := accept.Backoff{Log: e.log, What: "metrics"}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
+			if backoff.Retry(err) {
+				continue
+			}
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
 		}
+		backoff.OK()
 		go e.serveConn(c)
 	}
 }

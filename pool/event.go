@@ -14,7 +14,8 @@ type Event struct {
 	PID        int    `json:"pid,omitempty"`
 	// Reason says why: for EventExit and EventRestart one of the Exit…
 	// constants, for EventRecycle the limit (memory, requests, age), for
-	// EventReloadFailed rolled_back or halted.
+	// EventReloadFailed rolled_back or halted, for EventSpawnFailed
+	// "resources" when sockd ran short of one, else "error".
 	Reason string `json:"reason,omitempty"`
 	// Seconds: how long a worker took to get ready (EventReady), or a
 	// reload took (EventReloadDone, EventReloadFailed).
@@ -26,6 +27,7 @@ type Event struct {
 // Kinds of Event.
 const (
 	EventStart        = "worker_start"
+	EventSpawnFailed  = "worker_spawn_failed" // sockd could not start a worker (Detail: why)
 	EventReady        = "worker_ready"
 	EventExit         = "worker_exit"
 	EventRestart      = "worker_restart"

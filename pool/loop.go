@@ -79,6 +79,9 @@ type state struct {
 	parked      []*slot
 	steered     int
 	recycles    int // workers replaced for being over a Recycle limit
+	spawnLog    rateLog
+	// spawnFailures counts the workers sockd could not start.
+	spawnFailures int
 }
 
 // Events handled by the loop.

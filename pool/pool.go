@@ -24,6 +24,10 @@ var (
 	// ErrRestartLimit: workers crashed more often than the restart budget
 	// allows and the pool gave up.
 	ErrRestartLimit = errors.New("restart limit reached")
+	// ErrResources: sockd could not start the first workers for want of
+	// a resource (descriptors, processes, memory): the service cannot
+	// run as configured.
+	ErrResources = errors.New("cannot start workers")
 	// ErrStopping: the pool is shutting down.
 	ErrStopping = errors.New("pool is stopping")
 )
@@ -223,24 +227,6 @@ func (p *Pool) trusted(pid, uid int) bool {
 	return uid == 0 || uid == p.uid || p.opts.User != nil && uid == int(p.opts.User.UID)
 }
 
-// dropLog logs dropped notify messages, at most one line every
-// dropLogEvery, however many come: a flood of them must cost next to
-// nothing.
-type dropLog struct {
-	n    int
-	last time.Time
-}
-
-const dropLogEvery = 10 * time.Second
-
-func (d *dropLog) note(drop *notify.DropError, log hclog.Logger) {
-	d.n++
-	if now := time.Now(); now.Sub(d.last) >= dropLogEvery {
-		log.Debug("notify messages dropped", "event", "notify_dropped", "messages", d.n, "sender_pid", drop.PID, "reason", drop.Reason)
-		d.n, d.last = 0, now
-	}
-}
-
 // post hands an event to the loop; it reports false once the loop is gone.
 func (p *Pool) post(ev any) bool {
 	select {
@@ -253,7 +239,7 @@ func (p *Pool) post(ev any) bool {
 
 func (p *Pool) receiveNotify() {
 	self := os.Getpid()
-	var drops dropLog
+	var drops rateLog // dropped messages: a flood of them must cost next to nothing
 	defer func() {
 		p.notifyDead.Store(true)
 		p.exiting.Range(func(pid, _ any) bool {
@@ -272,7 +258,9 @@ func (p *Pool) receiveNotify() {
 		var drop *notify.DropError
 		switch {
 		case errors.As(err, &drop):
-			drops.note(drop, p.log)
+			if n, ok := drops.note(time.Now()); ok {
+				p.log.Debug("notify messages dropped", "event", "notify_dropped", "messages", n, "sender_pid", drop.PID, "reason", drop.Reason)
+			}
 		case errors.Is(err, net.ErrClosed):
 			return
 		case err != nil:

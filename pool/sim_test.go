@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -32,8 +33,9 @@ type sim struct {
 	// holding: pids that still hold a listening socket after they were
 	// asked to stop (default: they let go at once).
 	holding map[int]bool
-	// failStart makes the next starts fail.
+	// failStart makes the next starts fail, with startErr if set.
 	failStart int
+	startErr  error
 	// reuseport: the listener is a reuseport group of sockets sockets,
 	// the kernel hands connections to the first steeredTo; queue is what
 	// waits on each.
@@ -69,7 +71,10 @@ func (t *simTimer) Stop() bool {
 func (s *sim) start(w *worker) (int, error) {
 	if s.failStart > 0 {
 		s.failStart--
-		return 0, errors.New("fork: resource temporarily unavailable")
+		if s.startErr != nil {
+			return 0, s.startErr
+		}
+		return 0, errors.New("fork/exec /bin/true: exec format error")
 	}
 	s.next++
 	s.procs[s.next] = &simProc{pid: s.next, slot: w.slot, gen: w.gen}
@@ -148,6 +153,14 @@ func newSim(t *testing.T, edit func(*Options)) *sim { return newSimMode(t, false
 // newSimMode makes a sim whose listener is a reuseport group, or shared.
 func newSimMode(t *testing.T, reuseport bool, edit func(*Options)) *sim {
 	t.Helper()
+	s := newSimUnstarted(t, reuseport, edit)
+	s.p.begin()
+	return s
+}
+
+// newSimUnstarted is newSimMode before the pool starts its workers.
+func newSimUnstarted(t *testing.T, reuseport bool, edit func(*Options)) *sim {
+	t.Helper()
 	s := &sim{t: t, now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), procs: map[int]*simProc{}, holding: map[int]bool{}, next: 100, queue: map[int]int{}}
 	o := Options{
 		Command:   []string{"/bin/true"},
@@ -167,7 +180,6 @@ func newSimMode(t *testing.T, reuseport bool, edit func(*Options)) *sim {
 	s.p = &Pool{opts: o, log: o.Logger, command: o.Command[0], events: make(chan any, 1), done: make(chan struct{}), ready: make(chan struct{})}
 	s.p.env = simEnv{s}
 	s.p.rand = rand.New(rand.NewPCG(1, 2)).Int64N // deterministic
-	s.p.begin()
 	return s
 }
 
@@ -672,7 +684,7 @@ func TestSimSpawnFailure(t *testing.T) {
 	s.readyAll()
 	s.failStart = 1
 	res := s.reload()
-	if err := reply(t, res); err == nil || !strings.Contains(err.Error(), "resource temporarily unavailable") {
+	if err := reply(t, res); err == nil || !strings.Contains(err.Error(), "exec format error") {
 		t.Fatalf("a fork failure during a reload: %v", err)
 	}
 	if st := s.status(); st.Ready != 2 || st.Generation != 1 {
@@ -693,6 +705,52 @@ func TestSimSpawnFailure(t *testing.T) {
 	s.advance(time.Nanosecond)
 	if len(s.starting()) != 1 {
 		t.Fatal("not retried after the backoff")
+	}
+}
+
+// A worker sockd cannot start for want of descriptors or processes: at
+// start the pool gives up at once (ErrResources, the limit named); once
+// it served, the slot is tried again with backoff, forever, without
+// spending the restart budget, and logged at most once every 10 s.
+func TestSimShortOfResources(t *testing.T) {
+	s := newSimUnstarted(t, false, nil)
+	s.failStart, s.startErr = 1, fmt.Errorf("start worker 0 of generation 1: %w", unix.EMFILE)
+	s.p.begin()
+	err := s.p.st.fatal
+	if !errors.Is(err, ErrResources) || !errors.Is(err, unix.EMFILE) || !strings.Contains(err.Error(), "short of RLIMIT_NOFILE") {
+		t.Fatalf("fatal %v", err)
+	}
+
+	var logged int
+	s = newSim(t, func(o *Options) {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Error,
+			Exclude: func(_ hclog.Level, msg string, _ ...any) bool {
+				if msg == "cannot start worker" {
+					logged++
+				}
+				return false
+			}})
+	})
+	s.readyAll()
+	s.failStart, s.startErr = 1000, unix.EAGAIN
+	s.exit(s.livePIDs()[0]) // a crash: restarted at once, which fails
+	for i := 0; i < 100; i++ {
+		if len(s.starting()) != 0 || s.p.st.fatal != nil {
+			t.Fatalf("failure %d: starting %v, fatal %v", i, s.starting(), s.p.st.fatal)
+		}
+		s.advance(s.p.maxBackoff())
+	}
+	if st := s.status(); st.Restarts != 1 || st.Ready != 1 || len(s.p.st.crashes) != 1 {
+		t.Fatalf("after 100 failed forks: %+v, %d crashes counted", st, len(s.p.st.crashes))
+	}
+	// 100 failures in 300 s: a line at the first, then one per 10 s.
+	if logged < 25 || logged > 35 {
+		t.Errorf("%d log lines for 101 failures over %s", logged, 100*s.p.maxBackoff())
+	}
+	s.failStart = 0
+	s.advance(s.p.maxBackoff())
+	if len(s.starting()) != 1 {
+		t.Fatal("not retried once forks work again")
 	}
 }
 

@@ -1,8 +1,11 @@
 package pool
 
 import (
+	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // slot is one place in the pool, and the pool's one mechanism: replacing
@@ -71,9 +74,18 @@ func (p *Pool) startNext(s *slot) error {
 	w := &worker{slot: s.index, gen: s.want, state: Starting, started: p.env.now(), id: fmt.Sprintf("%d-%d", p.self, p.st.seq)}
 	pid, err := p.env.start(w)
 	if err != nil {
-		p.log.Error("cannot start worker", "event", "worker_spawn_failed", "generation", w.gen, "worker", w.slot, "error", err)
+		p.st.spawnFailures++
+		reason := "error"
+		if ShortOf(err) != "" {
+			reason = "resources"
+		}
+		p.event(Event{Kind: EventSpawnFailed, Slot: w.slot, Generation: w.gen, Reason: reason, Detail: err.Error()})
+		if n, ok := p.st.spawnLog.note(p.env.now()); ok {
+			p.log.Error("cannot start worker", "event", "worker_spawn_failed", "generation", w.gen, "worker", w.slot, "error", err, "failures", n)
+		}
 		return err
 	}
+	p.st.spawnLog = rateLog{}
 	w.pid = pid
 	if !s.batch {
 		w.restarts = s.restarts
@@ -92,11 +104,81 @@ func (p *Pool) startNext(s *slot) error {
 }
 
 // startOrCrash starts a worker in s outside a reload; a failure to fork
-// counts as a crash of the slot.
+// counts as a crash of the slot, unless sockd ran short of a resource.
 func (p *Pool) startOrCrash(s *slot) {
-	if err := p.startNext(s); err != nil {
+	err := p.startNext(s)
+	switch {
+	case err == nil:
+	case ShortOf(err) != "":
+		p.shortOf(s, err)
+	default:
 		p.crashed(s, &worker{slot: s.index, gen: s.want}, err.Error())
 	}
+}
+
+// ShortOf says which resource err says the system or a limit ran short
+// of, naming the limit that may be the cause ("RLIMIT_NOFILE 64"), or ""
+// for any other error.
+func ShortOf(err error) string {
+	var lim int
+	var name string
+	switch {
+	case errors.Is(err, unix.EMFILE):
+		lim, name = unix.RLIMIT_NOFILE, "RLIMIT_NOFILE"
+	case errors.Is(err, unix.EAGAIN):
+		lim, name = unix.RLIMIT_NPROC, "RLIMIT_NPROC"
+	case errors.Is(err, unix.ENFILE):
+		return "open files (the system's file table is full)"
+	case errors.Is(err, unix.ENOMEM):
+		return "memory"
+	case errors.Is(err, unix.ENOSPC):
+		return "space (a file system is full)"
+	default:
+		return ""
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(lim, &rl) == nil && rl.Cur != unix.RLIM_INFINITY {
+		return fmt.Sprintf("%s %d", name, rl.Cur)
+	}
+	return name
+}
+
+// shortOf handles a worker sockd could not start for want of a resource
+// (descriptors, processes, memory): not the worker's fault, so it does
+// not spend the restart budget. Before the pool was ever ready it gives
+// up (ErrResources: the service cannot run as configured); later the
+// slot is tried again with backoff while the others serve, the failures
+// logged at most once every rateLogEvery.
+func (p *Pool) shortOf(s *slot, err error) {
+	if !p.st.announced {
+		p.giveUp(fmt.Errorf("%w: worker %d: %w (short of %s)", ErrResources, s.index, err, ShortOf(err)))
+		return
+	}
+	s.crashes++
+	s.restartArmed = true
+	p.after(max(p.backoff(s.crashes), p.opts.BackoffMin), restartTimer{s})
+}
+
+// rateLog lets a repeated failure be logged at most once every
+// rateLogEvery, with how many happened: a storm of them must cost next to
+// nothing and not flood the journal.
+type rateLog struct {
+	n    int
+	last time.Time
+}
+
+const rateLogEvery = 10 * time.Second
+
+// note counts one more failure and says whether to log it now, with the
+// count since the last line.
+func (r *rateLog) note(now time.Time) (int, bool) {
+	r.n++
+	if !r.last.IsZero() && now.Sub(r.last) < rateLogEvery {
+		return r.n, false
+	}
+	n := r.n
+	r.n, r.last = 0, now
+	return n, true
 }
 
 // promote makes s.next the worker of slot s and asks the one it replaces to

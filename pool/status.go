@@ -25,21 +25,24 @@ const (
 
 // Status is a snapshot of the pool, as `sockd status --json` prints it.
 type Status struct {
-	PID        int              `json:"pid"`
-	State      string           `json:"state"`
-	Summary    string           `json:"summary"`
-	Generation int              `json:"generation"`
-	Size       int              `json:"size"`    // the number of slots asked for
-	Current    int              `json:"current"` // slots with a worker, and retired slots still draining
-	Ready      int              `json:"ready"`
-	Restarts   int              `json:"restarts"`
-	Recycles   int              `json:"recycles"` // workers replaced for being over a recycle limit
-	StartedAt  time.Time        `json:"started_at"`
-	ReadyRule  string           `json:"ready_rule"`
-	Reload     *ReloadProgress  `json:"reload,omitempty"`
-	LastReload *ReloadResult    `json:"last_reload,omitempty"`
-	Workers    []WorkerStatus   `json:"workers"`
-	Listeners  []ListenerStatus `json:"listeners"`
+	PID        int    `json:"pid"`
+	State      string `json:"state"`
+	Summary    string `json:"summary"`
+	Generation int    `json:"generation"`
+	Size       int    `json:"size"`    // the number of slots asked for
+	Current    int    `json:"current"` // slots with a worker, and retired slots still draining
+	Ready      int    `json:"ready"`
+	Restarts   int    `json:"restarts"`
+	Recycles   int    `json:"recycles"` // workers replaced for being over a recycle limit
+	// SpawnFailures counts the workers sockd could not start (fork or
+	// exec failed: out of descriptors, processes or memory, say).
+	SpawnFailures int              `json:"spawn_failures"`
+	StartedAt     time.Time        `json:"started_at"`
+	ReadyRule     string           `json:"ready_rule"`
+	Reload        *ReloadProgress  `json:"reload,omitempty"`
+	LastReload    *ReloadResult    `json:"last_reload,omitempty"`
+	Workers       []WorkerStatus   `json:"workers"`
+	Listeners     []ListenerStatus `json:"listeners"`
 	// Events are the pool's last events, oldest first.
 	Events []Event `json:"events,omitempty"`
 	// GuardPID is the guard process that kills the workers' process
@@ -115,7 +118,7 @@ func (p *Pool) status() Status {
 	now := p.env.now()
 	s := Status{
 		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
-		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: st.recycles,
+		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: st.recycles, SpawnFailures: st.spawnFailures,
 		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
 	}
 	if g := p.opts.Guard; g != nil {

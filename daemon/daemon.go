@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -147,8 +148,14 @@ type (
 
 // New takes the sockets (from an old sockd, from systemd, or by binding
 // opts.Listen) and the control socket, and prepares the pool. Nothing is
-// forked but the guard until Run.
+// forked but the guard until Run. Its errors wrap ErrConfig, ErrSockets or
+// ErrResources when they are of those kinds.
 func New(opts Options) (*Daemon, error) {
+	d, err := build(opts)
+	return d, shortOf(err)
+}
+
+func build(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
@@ -181,15 +188,21 @@ func New(opts Options) (*Daemon, error) {
 		d.phase, d.inCharge = phaseRunning, true
 	}
 	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
+	workers := opts.Pool.Workers
+	if d.child != nil && d.child.State.Workers > 0 {
+		workers = d.child.State.Workers // scaled at run time: kept
+	}
+	if err := checkLimits(cmp.Or(workers, pool.DefaultWorkers()), d.ls, opts.Pool.User); err != nil {
+		d.release()
+		return nil, err
+	}
 	if err := d.contain(); err != nil {
 		d.release()
 		return nil, err
 	}
 	popts := opts.Pool
 	popts.Listeners, popts.FirstGeneration = d.ls, first
-	if d.child != nil && d.child.State.Workers > 0 {
-		popts.Workers = d.child.State.Workers // scaled at run time: kept
-	}
+	popts.Workers = workers
 	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
 	popts.Reaper, popts.Cgroups = d.reaper, d.tree
 	if err := d.makeRunDir(&popts); err != nil {

@@ -36,11 +36,24 @@ func scaleArg(args []string) (string, []string) {
 	return "", args
 }
 
+// defaultClientTimeout bounds a request sockd answers at once (status, a
+// reload without --wait): a sockd that accepts no connection (out of
+// descriptors, stopped with SIGSTOP) must not hang a health check.
+const defaultClientTimeout = 10 * time.Second
+
+// flagSet says whether the flag name was given (on the command line or
+// in the environment).
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
 	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
 	asJSON, wait, check := new(bool), new(bool), new(bool)
-	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
+	timeout := fs.Duration("timeout", defaultClientTimeout, "give up after this long (0: no limit; with --wait the default is no limit)")
 	synopsis := "sockd " + name + " [--control PATH]"
 	var workers string
 	if name == "scale" {
@@ -83,6 +96,9 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *wait && !flagSet(fs, "timeout") {
+		*timeout = 0 // a reload or an upgrade takes as long as it takes
+	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)

@@ -17,6 +17,7 @@ const (
 	exitListeners   = 3 // cannot bind or take the listening sockets, or the control socket
 	exitWorkers     = 4 // workers crashed beyond the restart limit
 	exitUnreachable = 5 // client: no sockd answers on the control socket
+	exitResources   = 6 // limits too low for the pool, a full file system, or the first workers could not be forked
 )
 
 // usageError is a bad flag, argument or environment value.
@@ -60,7 +61,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 			values = strings.Fields(v)
 		}
 		for _, v := range values {
-			if e := f.Value.Set(v); e != nil {
+			if e := fs.Set(f.Name, v); e != nil { // recorded as set, as on the command line
 				err = usagef("%s=%q: %v", name, v, e)
 				return
 			}

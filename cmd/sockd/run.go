@@ -235,6 +235,8 @@ func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
 	}
 	d, err := daemon.New(opts)
 	switch {
+	case errors.Is(err, daemon.ErrResources):
+		return exitResources, err
 	case errors.Is(err, daemon.ErrConfig):
 		return exitUsage, err
 	case errors.Is(err, daemon.ErrSockets):
@@ -252,6 +254,8 @@ func runCommand(args []string, stdout, stderr io.Writer) (int, error) {
 	}()
 	err = d.Run()
 	switch {
+	case errors.Is(err, pool.ErrResources):
+		return exitResources, err
 	case errors.Is(err, pool.ErrRestartLimit):
 		return exitWorkers, err
 	case err != nil:

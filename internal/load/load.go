@@ -97,25 +97,14 @@ const (
 
 var kindNames = [NumKinds]string{"ok", "refused", "reset", "timeout", "closed", "truncated", "status", "invalid", "other"}
 
-func (k Kind) String() string {
-	if k < NumKinds {
-		return kindNames[k]
-	}
-	return "kind" + strconv.Itoa(int(k))
-}
+func (k Kind) String() string { return name(kindNames[:], int(k), "kind") }
 
 // MarshalText writes the kind's name.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
-// UnmarshalText reads a kind's name.
+// UnmarshalText reads a kind's name; an unknown one is Other.
 func (k *Kind) UnmarshalText(b []byte) error {
-	for i, n := range kindNames {
-		if n == string(b) {
-			*k = Kind(i)
-			return nil
-		}
-	}
-	*k = Other
+	*k = Kind(index(kindNames[:], string(b), int(Other)))
 	return nil
 }
 
@@ -131,26 +120,33 @@ const (
 
 var modeNames = [...]string{"keepalive", "fresh", "sporadic"}
 
-func (m Mode) String() string {
-	if int(m) < len(modeNames) {
-		return modeNames[m]
-	}
-	return "mode" + strconv.Itoa(int(m))
-}
+func (m Mode) String() string { return name(modeNames[:], int(m), "mode") }
 
 // MarshalText writes the mode's name.
 func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
-// UnmarshalText reads a mode's name.
+// UnmarshalText reads a mode's name; an unknown one is KeepAlive.
 func (m *Mode) UnmarshalText(b []byte) error {
-	for i, n := range modeNames {
-		if n == string(b) {
-			*m = Mode(i)
-			return nil
+	*m = Mode(index(modeNames[:], string(b), int(KeepAlive)))
+	return nil
+}
+
+// name is names[i], or prefix and i when i is out of range.
+func name(names []string, i int, prefix string) string {
+	if i >= 0 && i < len(names) {
+		return names[i]
+	}
+	return prefix + strconv.Itoa(i)
+}
+
+// index is the index of s in names, or unknown.
+func index(names []string, s string, unknown int) int {
+	for i, n := range names {
+		if n == s {
+			return i
 		}
 	}
-	*m = KeepAlive
-	return nil
+	return unknown
 }
 
 // Config describes a run.

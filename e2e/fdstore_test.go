@@ -39,7 +39,7 @@ func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connection during the restart: %v", err)
 	}
-	t.Logf("request made during the restart waited %v", time.Duration(q.End-q.DialStart).Round(time.Millisecond))
+	t.Logf("request made during the restart waited %v", q.Waited.Round(time.Millisecond))
 	after := sb.waitServing(t, ctl, 1, 2)
 	if after.PID == st.PID || len(after.Listeners) != 1 || len(after.Listeners[0].SockdFDs) != 2 {
 		t.Fatalf("after restart: %+v", after)

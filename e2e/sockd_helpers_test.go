@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockd/sockd/e2e/internal/load"
+	"github.com/sockd/sockd/internal/load"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -184,8 +184,18 @@ func workerPIDs(s pool.Status) []int {
 	return pids
 }
 
+// answer is one request made from inside the sandbox on a new connection
+// (loadclient -once).
+type answer struct {
+	Generation, PID int
+	ConnAt          time.Time     // when its connection began to connect
+	Waited          time.Duration // from then to the end of the answer
+	Kind            load.Kind
+	Err             string
+}
+
 // once sends one request from inside the sandbox on a new connection.
-func (sb *sockdSandbox) once(t *testing.T, addr string) load.Request {
+func (sb *sockdSandbox) once(t *testing.T, addr string) answer {
 	t.Helper()
 	q, err := sb.tryOnce(t, addr)
 	if err != nil {
@@ -195,13 +205,15 @@ func (sb *sockdSandbox) once(t *testing.T, addr string) load.Request {
 }
 
 // tryOnce is once without failing the test (for goroutines).
-func (sb *sockdSandbox) tryOnce(t *testing.T, addr string) (load.Request, error) {
+func (sb *sockdSandbox) tryOnce(t *testing.T, addr string) (answer, error) {
 	out, err := sb.Run(t, filepath.Join(sb.bin, "loadclient"), "-once", "-addr", addr, "-timeout", "10s")
-	var q load.Request
-	if jerr := json.Unmarshal([]byte(out), &q); jerr != nil {
-		return q, fmt.Errorf("loadclient -once: %v (output %q, %v)", jerr, out, err)
+	var r load.Report
+	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil || len(r.Records) != 1 {
+		return answer{}, fmt.Errorf("loadclient -once: %v (output %q, %v)", jerr, out, err)
 	}
-	if err != nil || !q.OK {
+	rec := r.Records[0]
+	q := answer{Generation: int(rec.Gen), PID: int(rec.PID), ConnAt: r.At(rec.Conn), Waited: rec.End() - rec.Conn, Kind: rec.Kind, Err: rec.Err}
+	if err != nil || rec.Kind != load.OK {
 		return q, fmt.Errorf("request to %s from inside the sandbox failed: %+v (%v)", addr, q, err)
 	}
 	return q, nil
@@ -384,18 +396,19 @@ func (l *loadRun) stop(t *testing.T) *load.Report {
 
 // summary is one line about a load report.
 func summary(r *load.Report) string {
-	secs := float64(r.Stopped-r.Started) / 1e9
-	gens := make([]int, 0, len(r.Generations))
-	for g := range r.Generations {
+	st := r.Summary
+	secs := r.Duration.Seconds()
+	gens := make([]int32, 0, len(st.Gens))
+	for g := range st.Gens {
 		gens = append(gens, g)
 	}
 	slices.Sort(gens)
 	var parts []string
 	for _, g := range gens {
-		parts = append(parts, fmt.Sprintf("g%d:%d", g, r.Generations[g].Requests))
+		parts = append(parts, fmt.Sprintf("g%d:%d", g, st.Gens[g].Requests))
 	}
 	return fmt.Sprintf("%d requests in %.1fs (%.0f/s), %d failed %v, %d connections, %d closed by a draining worker, %d idle ones found closed; by generation %s",
-		r.Requests, secs, float64(r.Requests)/secs, r.Failed, r.Kinds, r.Conns, r.ServerClosed, r.IdleClosed, strings.Join(parts, " "))
+		st.Requests, secs, float64(st.Requests)/secs, st.Failed, st.Kinds(), r.Conns, r.ServerClosed, r.IdleClosed, strings.Join(parts, " "))
 }
 
 func describeFailures(r *load.Report, max int) string {
@@ -405,8 +418,8 @@ func describeFailures(r *load.Report, max int) string {
 			fmt.Fprintf(&b, "  … %d more\n", len(r.Failures)-max)
 			break
 		}
-		fmt.Fprintf(&b, "  client %d (%s) %s/%s at %s: %s (connection begun %s, request #%d on it)\n", f.Client, f.Mode, f.Stage, f.Kind,
-			time.Unix(0, f.Start).Format("15:04:05.000000"), f.Err, time.Unix(0, f.DialStart).Format("15:04:05.000000"), f.Reused)
+		fmt.Fprintf(&b, "  client %d (%s) %s at %s: %s (connection begun %s, request #%d on it)\n", f.Client, f.Mode, f.Kind,
+			r.At(f.Start).Format("15:04:05.000000"), f.Err, r.At(f.Conn).Format("15:04:05.000000"), f.Reused)
 	}
 	return b.String()
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockd/sockd/e2e/internal/load"
+	"github.com/sockd/sockd/internal/load"
 )
 
 // These tests install sockd with scripts/install into a sandboxed systemd
@@ -111,11 +111,11 @@ func TestSockdSocketActivation(t *testing.T) {
 		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
 			return false, err.Error()
 		}
-		if r.Failed > 0 {
+		if r.Summary.Failed > 0 {
 			t.Errorf("burst: %s\n%s", summary(&r), describeFailures(&r, 10))
 		}
-		for pid := range r.PIDs {
-			seen[pid] = true
+		for pid := range r.Summary.PerPID {
+			seen[int(pid)] = true
 		}
 		return len(seen) == len(workers), fmt.Sprintf("answers from %v, workers %v", seen, workers)
 	})
@@ -297,25 +297,25 @@ func TestSockdReloadUnderLoad(t *testing.T) {
 	t.Logf("systemctl reload took %v", took)
 	t.Logf("load: %s", summary(r))
 
-	if r.Failed > 0 {
-		t.Errorf("%d of %d requests failed during %d reloads:\n%s\nsockd's journal:\n%s", r.Failed, r.Requests, reloads, describeFailures(r, 30),
+	if r.Summary.Failed > 0 {
+		t.Errorf("%d of %d requests failed during %d reloads:\n%s\nsockd's journal:\n%s", r.Summary.Failed, r.Summary.Requests, reloads, describeFailures(r, 30),
 			sb.MustRun(t, "journalctl", "-u", "sockd.service", "--no-pager", "-o", "short-precise", "-n", "400"))
 	}
-	if r.OK < 500 {
-		t.Errorf("only %d requests answered: not much of a load", r.OK)
+	if r.Summary.OK < 500 {
+		t.Errorf("only %d requests answered: not much of a load", r.Summary.OK)
 	}
 	for g := 1; g <= reloads+1; g++ {
-		gs := r.Generations[g]
-		if gs == nil || gs.Requests == 0 {
+		gs, ok := r.Summary.Gens[int32(g)]
+		if !ok || gs.Requests == 0 {
 			t.Errorf("generation %d answered no request of the load", g)
 			continue
 		}
 		// A connection begun after the reload to g+1 returned must never be
 		// answered by generation g or older.
 		for later := g + 1; later <= reloads+1; later++ {
-			if gs.LastDialStart > returned[later] {
+			if last := r.At(gs.LastConn).UnixNano(); last > returned[later] {
 				t.Errorf("generation %d answered on a connection begun %v after the reload to generation %d had returned",
-					g, time.Duration(gs.LastDialStart-returned[later]), later)
+					g, time.Duration(last-returned[later]), later)
 			}
 		}
 	}
@@ -400,8 +400,8 @@ func TestSockdBadDeploy(t *testing.T) {
 	}
 	r := l.stop(t)
 	t.Logf("load: %s", summary(r))
-	if r.Failed > 0 {
-		t.Errorf("%d requests failed across the failed and the good reload:\n%s", r.Failed, describeFailures(r, 20))
+	if r.Summary.Failed > 0 {
+		t.Errorf("%d requests failed across the failed and the good reload:\n%s", r.Summary.Failed, describeFailures(r, 20))
 	}
 }
 
@@ -436,7 +436,7 @@ func TestSockdKill9(t *testing.T) {
 	// New connections now, while no sockd runs (systemd waits RestartSec=1s):
 	// they must wait in the socket's queue and be answered after the restart.
 	type probe struct {
-		q   load.Request
+		q   answer
 		err error
 	}
 	probes := make(chan probe, 3)
@@ -469,12 +469,12 @@ func TestSockdKill9(t *testing.T) {
 			t.Errorf("connection made while sockd was down: %v", p.err)
 			continue
 		}
-		waited := time.Duration(p.q.End - p.q.DialStart)
-		if _, isOld := old[p.q.PID]; isOld || p.q.DialStart > up.UnixNano() || waited < 200*time.Millisecond {
+		waited := p.q.Waited
+		if _, isOld := old[p.q.PID]; isOld || p.q.ConnAt.After(up) || waited < 200*time.Millisecond {
 			t.Errorf("probe %+v: want a connection made while sockd was down (before %s), answered by a new worker after waiting", p.q, up.Format("15:04:05.000"))
 		}
 		t.Logf("connection made %v after sockd was seen gone waited %v in the socket's queue, answered by new worker %d",
-			time.Duration(p.q.DialStart-dead.UnixNano()).Round(time.Millisecond), waited.Round(time.Millisecond), p.q.PID)
+			p.q.ConnAt.Sub(dead).Round(time.Millisecond), waited.Round(time.Millisecond), p.q.PID)
 	}
 	r := l.stop(t)
 	t.Logf("load: %s", summary(r))
@@ -482,26 +482,26 @@ func TestSockdKill9(t *testing.T) {
 	// Failures: only requests on connections begun before the old workers
 	// were seen gone, at most one per client (it reconnects), and only
 	// resets, never a refused or timed-out connection.
-	if r.Failed > clients {
-		t.Errorf("%d requests failed, more than the %d clients could have had in flight:\n%s", r.Failed, clients, describeFailures(r, 30))
+	if r.Summary.Failed > clients {
+		t.Errorf("%d requests failed, more than the %d clients could have had in flight:\n%s", r.Summary.Failed, clients, describeFailures(r, 30))
 	}
 	for _, f := range r.Failures {
-		if f.DialStart >= dead.UnixNano() || (f.Kind != "reset" && f.Kind != "eof") {
+		if !r.At(f.Conn).Before(dead) || (f.Kind != load.Reset && f.Kind != load.Closed && f.Kind != load.Truncated) {
 			t.Errorf("failure not explained by the kill (connection begun %v after the old workers were gone): %+v",
-				time.Duration(f.DialStart-dead.UnixNano()), f)
+				r.At(f.Conn).Sub(dead), f)
 		}
 	}
-	if r.Failed > 0 {
+	if r.Summary.Failed > 0 {
 		t.Logf("failed requests (in flight on the killed workers):\n%s", describeFailures(r, 10))
 	}
 	// Requests whose connection was made while no sockd ran waited in the
 	// socket's queue and were answered by the new workers.
 	queued := 0
 	for _, q := range r.Slow {
-		if q.OK && q.DialStart >= dead.UnixNano() && q.DialStart < up.UnixNano() {
+		if at := r.At(q.Conn); q.Kind == load.OK && !at.Before(dead) && at.Before(up) {
 			queued++
-			if _, isOld := old[q.PID]; isOld || q.Generation != 1 {
-				t.Errorf("queued request answered by pid %d generation %d, want a new worker", q.PID, q.Generation)
+			if _, isOld := old[int(q.PID)]; isOld || q.Gen != 1 {
+				t.Errorf("queued request answered by pid %d generation %d, want a new worker", q.PID, q.Gen)
 			}
 		}
 	}

@@ -56,8 +56,8 @@ func TestSockdUpgradeUnderSystemd(t *testing.T) {
 	}
 	r := l.stop(t)
 	t.Logf("load across the upgrade and a reload: %s", summary(r))
-	if r.Failed > 0 {
-		t.Errorf("%d of %d requests failed:\n%s", r.Failed, r.Requests, describeFailures(r, 20))
+	if r.Summary.Failed > 0 {
+		t.Errorf("%d of %d requests failed:\n%s", r.Summary.Failed, r.Summary.Requests, describeFailures(r, 20))
 	}
 	if !hasEvent(sb.journal(t, "-u", "sockd.service"), "upgrade_mainpid") {
 		t.Errorf("the new sockd did not log that it became systemd's child (upgrade_mainpid)")

@@ -122,14 +122,19 @@ type ReloadRun struct {
 	Done          int
 	FailedReloads int
 	Capped        bool // stopped by the time budget before Planned
-	Steady        Window
-	During        Window
-	Events        []ReloadEvent
-	Failures      []Failure           `json:",omitempty"`
-	ErrText       map[string][]string `json:",omitempty"`
-	CmdCPUsec     float64             // total CPU of the reload commands (pm2 reload, nginx -s reload)
-	Before, After *ProcCount          `json:",omitempty"` // sockd's fds, threads and processes
-	RSSEvery100   []int64             `json:",omitempty"` // sockd's RSS in KiB before reload 1, 101, 201, …
+	ReloadSeries
+	Before, After *ProcCount `json:",omitempty"` // sockd's fds, threads and processes
+	RSSEvery100   []int64    `json:",omitempty"` // sockd's RSS in KiB before reload 1, 101, 201, …
+}
+
+// ReloadSeries is a load with a steady window, then a window of reloads.
+type ReloadSeries struct {
+	Steady    Window
+	During    Window
+	Events    []ReloadEvent
+	Failures  []Failure           `json:",omitempty"`
+	ErrText   map[string][]string `json:",omitempty"`
+	CmdCPUsec float64             // total CPU of the reload commands (pm2 reload, nginx -s reload), not in the windows'
 }
 
 // ReloadTputRun is one round of one peer under a closed-loop load: a
@@ -145,12 +150,7 @@ type ReloadTputRun struct {
 	FailedReloads int
 	Late          int  // reloads that started after their time because the previous one was not over
 	Capped        bool // stopped reloading at 3× the window length
-	Steady        Window
-	During        Window
-	Events        []ReloadEvent
-	Failures      []Failure           `json:",omitempty"`
-	ErrText       map[string][]string `json:",omitempty"`
-	CmdCPUsec     float64             // the reload commands' CPU (pm2 reload, nginx -s reload), not in the windows'
+	ReloadSeries
 }
 
 // Bucket is 100 ms of a timeline.

@@ -1,7 +1,7 @@
 // Package workertest runs workers the way sockd does, for tests: a shared
 // listening socket handed as fd 3 with LISTEN_* set, a NOTIFY_SOCKET served
-// by the test, a load generator and a reload scenario (start the next
-// generation, SIGTERM the old one under load).
+// by the test, a load (sockd's load generator, internal/load) and a reload
+// scenario (start the next generation, SIGTERM the old one under load).
 package workertest
 
 import (

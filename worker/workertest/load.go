@@ -3,15 +3,12 @@ package workertest
 import (
 	"context"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/http"
-	"net/http/httptrace"
-	"strings"
-	"sync"
-	"sync/atomic"
+	"net/url"
 	"testing"
 	"time"
+
+	"github.com/sockd/sockd/internal/load"
 )
 
 // LoadConfig describes a load: clients that each send POST requests back
@@ -23,23 +20,28 @@ type LoadConfig struct {
 	KeepAlive int // clients reusing their keep-alive connection
 	NewConns  int // clients opening a connection per request
 	Sporadic  int // keep-alive clients pausing up to SporadicPause
-	// Check validates a 200 response and its body; nil accepts any.
+	// Check validates a 2xx response and its body; nil accepts any.
 	Check func(resp *http.Response, body []byte) error
 }
 
 // SporadicPause is the longest pause of a sporadic client.
 const SporadicPause = 20 * time.Millisecond
 
-// Stats counts a load's outcomes.
+// requestTimeout bounds one request, generous for -race on small machines.
+const requestTimeout = 20 * time.Second
+
+// Stats counts a load's outcomes. The load is package internal/load's
+// careful client, and a failed request is what that package says it is.
 //
-// Errors counts every request whose outcome the client cannot know: an
-// error from Client.Do (after the Transport's own retries), a status other
-// than 200, a failed body read or a failed Check. Requests are POSTs, which
-// the Transport never retries once it wrote any of the request: a
+// Errors counts the failed requests: refused, reset, closed before or
+// during the response, timed out, answered with a status other than 2xx,
+// or rejected by Check. Requests are POSTs and are never sent twice: a
 // connection closed under a request that was sent is an error here.
-// Retries counts the requests the Transport sent again on a fresh
-// connection because the reused one was found closed before anything was
-// written; the server never saw the first attempt, so no request is lost.
+// Retries counts the kept-alive connections the client found closed by
+// the server before reusing them (the careful client looks first, as
+// browsers and net/http do); the request then went out on a new
+// connection, the server never saw the closed one carry it, so no request
+// is lost.
 type Stats struct {
 	OK, Errors, Retries int64
 	Samples             []string // the first few errors
@@ -51,88 +53,30 @@ func (s Stats) String() string {
 
 // Load is a running load.
 type Load struct {
-	cfg     LoadConfig
-	cancel  context.CancelFunc
-	trs     []*http.Transport
-	wg      sync.WaitGroup
-	ok, bad atomic.Int64
-	retries atomic.Int64
-	mu      sync.Mutex
-	samples []string
+	run    *load.Run
+	cancel context.CancelFunc
 }
 
 // StartLoad starts the clients.
 func StartLoad(cfg LoadConfig) *Load {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		panic(fmt.Sprintf("workertest: load URL %q: %v", cfg.URL, err))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &Load{cfg: cfg, cancel: cancel}
-	ka := &http.Transport{MaxIdleConnsPerHost: cfg.KeepAlive + 1}
-	fresh := &http.Transport{DisableKeepAlives: true}
-	sporadic := &http.Transport{MaxIdleConnsPerHost: cfg.Sporadic + 1}
-	l.trs = []*http.Transport{ka, fresh, sporadic}
-	l.start(ctx, ka, cfg.KeepAlive, 0)
-	l.start(ctx, fresh, cfg.NewConns, 0)
-	l.start(ctx, sporadic, cfg.Sporadic, SporadicPause)
-	return l
-}
-
-func (l *Load) start(ctx context.Context, tr *http.Transport, n int, pause time.Duration) {
-	for range n {
-		c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
-		l.wg.Add(1)
-		go l.client(ctx, c, pause)
-	}
-}
-
-func (l *Load) client(ctx context.Context, c *http.Client, pause time.Duration) {
-	defer l.wg.Done()
-	for ctx.Err() == nil {
-		if pause > 0 {
-			time.Sleep(rand.N(pause)) // load shaping, not synchronisation
-		}
-		if err := l.do(c); err != nil {
-			l.bad.Add(1)
-			l.mu.Lock()
-			if len(l.samples) < 5 {
-				l.samples = append(l.samples, err.Error())
-			}
-			l.mu.Unlock()
-			continue
-		}
-		l.ok.Add(1)
-	}
-}
-
-func (l *Load) do(c *http.Client) error {
-	var conns atomic.Int64
-	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
-	req, err := http.NewRequest("POST", l.cfg.URL, strings.NewReader("ping"))
-	if err != nil {
-		return err
-	}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	resp, err := c.Do(req)
-	if n := conns.Load(); n > 1 {
-		l.retries.Add(n - 1)
-	}
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read body: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	if l.cfg.Check != nil {
-		return l.cfg.Check(resp, body)
-	}
-	return nil
+	run := load.Start(ctx, load.Config{
+		Addr: u.Host, Method: http.MethodPost, Path: u.RequestURI(), Body: []byte("ping"),
+		KeepAlive: cfg.KeepAlive, Fresh: cfg.NewConns, Sporadic: cfg.Sporadic, IdleMax: SporadicPause,
+		Timeout: requestTimeout, Careful: true, Check: cfg.Check,
+	})
+	return &Load{run: run, cancel: cancel}
 }
 
 // OK returns the number of successful requests so far.
-func (l *Load) OK() int64 { return l.ok.Load() }
+func (l *Load) OK() int64 {
+	ok, _ := l.run.Counts()
+	return ok
+}
 
 // WaitOK waits until n more requests succeeded, failing t after timeout.
 func (l *Load) WaitOK(t testing.TB, n int64, timeout time.Duration) {
@@ -142,16 +86,18 @@ func (l *Load) WaitOK(t testing.TB, n int64, timeout time.Duration) {
 		func() bool { return l.OK() >= target })
 }
 
-// Stop stops the clients, lets in-flight requests finish, closes the idle
+// Stop stops the clients, lets in-flight requests finish, closes the
 // connections and returns the counts.
 func (l *Load) Stop() Stats {
 	l.cancel()
-	l.wg.Wait()
-	for _, tr := range l.trs {
-		tr.CloseIdleConnections()
+	res := l.run.Wait()
+	st := res.Window(0, 0)
+	s := Stats{OK: int64(st.OK), Errors: int64(st.Failed), Retries: res.IdleClosed}
+	for _, f := range res.Failures() {
+		if len(s.Samples) == 5 {
+			break
+		}
+		s.Samples = append(s.Samples, f.Kind.String()+": "+f.Err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return Stats{OK: l.ok.Load(), Errors: l.bad.Load(), Retries: l.retries.Load(),
-		Samples: append([]string(nil), l.samples...)}
+	return s
 }

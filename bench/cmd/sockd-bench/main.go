@@ -1,6 +1,6 @@
 // Command sockd-bench runs sockd's benchmarks (scripts/bench is the one
 // command that installs what they need, builds sockd and runs this), or
-// the load generator alone.
+// the load generator (package internal/load) alone.
 //
 //	sockd-bench suite [--quick] [--scenarios a,b] [--peers x,y] --sockd BIN --tableflip BIN
 //	sockd-bench report RESULTS.json            re-render BENCHMARKS.md and the plots
@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sockd/sockd/bench/load"
 	"github.com/sockd/sockd/bench/suite"
+	"github.com/sockd/sockd/internal/load"
 )
 
 func main() {
@@ -171,12 +171,14 @@ func loadCmd(args []string) error {
 	if h, _, err := splitHost(*addr); err != nil || !(strings.HasPrefix(h, "127.") || h == "localhost" || h == "::1") {
 		return fmt.Errorf("--addr %s: only loopback addresses", *addr)
 	}
-	res := load.Start(context.Background(), load.Config{Addr: *addr, Clients: *clients, Rate: *rate, Duration: *dur}).Wait()
+	half := (max(*clients, 2) + 1) / 2
+	res := load.Start(context.Background(), load.Config{Addr: *addr, KeepAlive: half, Fresh: half, Rate: *rate, Duration: *dur}).Wait()
 	st := res.Window(0, 0)
 	fmt.Printf("%d requests in %s: %d ok (%.0f/s), %d failed\n", st.Requests, res.Duration.Round(time.Millisecond), st.OK, st.Throughput(), st.Failed)
+	errs := res.Errors(3)
 	for k := load.Kind(1); k < load.NumKinds; k++ {
 		if st.ByKind[k] > 0 {
-			fmt.Printf("  %-9s %d  e.g. %v\n", k, st.ByKind[k], res.ErrorText[k])
+			fmt.Printf("  %-9s %d  e.g. %q\n", k, st.ByKind[k], errs[k])
 		}
 	}
 	fmt.Printf("latency p50 %s p99 %s max %s\n", st.P50, st.P99, st.Max)
@@ -186,7 +188,7 @@ func loadCmd(args []string) error {
 	}
 	sort.Ints(pids)
 	for _, p := range pids {
-		fmt.Printf("  pid %d: %d answers (%.1f%%), %d to new connections\n", p, st.PerPID[int32(p)], 100*float64(st.PerPID[int32(p)])/float64(st.OK), st.PerPIDNew[int32(p)])
+		fmt.Printf("  pid %d: %d answers (%.1f%%), %d to new connections\n", p, st.PerPID[int32(p)], 100*float64(st.PerPID[int32(p)])/float64(st.OK), st.PerPIDFresh[int32(p)])
 	}
 	return nil
 }

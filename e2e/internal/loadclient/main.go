@@ -1,17 +1,22 @@
 //go:build linux
 
 // Command loadclient is the HTTP load generator the end-to-end tests run
-// inside the sandbox (see package load).
+// inside the sandbox: package internal/load's careful client sending POST
+// requests to sockd's demo worker, every answer checked (a generation and
+// a pid in the headers, "hello from pid=N " in the body; anything else is
+// an invalid, failed request).
 //
 //	loadclient -addr 127.0.0.1:8080 -keepalive 2 -fresh 2 -sporadic 2
 //
 // prints "running" once the first answer came back, generates load until
 // its standard input is closed (or -duration passes, or SIGTERM), lets the
-// requests in flight finish and prints the report as one line of JSON.
+// requests in flight finish and prints the report (load.Report) as one
+// line of JSON.
 //
 //	loadclient -addr 127.0.0.1:8080 -once
 //
-// sends one request on a new connection and prints it as JSON.
+// sends one request on a new connection and prints its report, with the
+// request in Records; it exits 1 if the request failed.
 package main
 
 import (
@@ -20,16 +25,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/sockd/sockd/e2e/internal/load"
+	"github.com/sockd/sockd/internal/load"
 )
 
+// listed bounds the failed and the slow requests in the report.
+const listed = 5000
+
 func main() {
-	var cfg load.Config
+	cfg := load.Config{Method: http.MethodPost, Body: []byte("ping"), Careful: true, Check: checkHello}
 	flag.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "server `host:port`")
 	flag.IntVar(&cfg.KeepAlive, "keepalive", 2, "clients sending back to back on one keep-alive connection")
 	flag.IntVar(&cfg.Fresh, "fresh", 2, "clients opening a new connection per request")
@@ -37,38 +48,52 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per request")
 	flag.DurationVar(&cfg.IdleMax, "idle-max", 300*time.Millisecond, "longest pause of a sporadic client")
 	flag.DurationVar(&cfg.Pause, "pause", 0, "pause of keepalive and fresh clients between requests")
-	flag.DurationVar(&cfg.Slow, "slow", 0, "list the requests slower than this in the report (0: none)")
+	slow := flag.Duration("slow", 0, "list the requests slower than this (from their connection's start) in the report (0: none)")
 	duration := flag.Duration("duration", 0, "stop after this long (0: when stdin is closed)")
 	once := flag.Bool("once", false, "send one request and print it")
 	flag.Parse()
 
 	out := json.NewEncoder(os.Stdout)
 	if *once {
-		q := load.Once(cfg.Addr, cfg.Timeout)
-		out.Encode(q)
-		if !q.OK {
+		res := load.Once(cfg)
+		rep := res.Report(0, listed)
+		rep.Records = res.Records
+		out.Encode(rep)
+		if rep.Summary.OK != 1 {
 			os.Exit(1)
 		}
 		return
 	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if *duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
-		defer cancel()
+		cfg.Duration = *duration
 	} else {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
 		go func() {
 			io.Copy(io.Discard, os.Stdin)
 			cancel()
 		}()
 	}
-	r := load.Run(ctx, cfg, func() { fmt.Println("running") })
-	if err := out.Encode(r); err != nil {
+	run := load.Start(ctx, cfg)
+	select {
+	case <-run.Answered():
+		fmt.Println("running")
+	case <-run.Done():
+	}
+	if err := out.Encode(run.Wait().Report(*slow, listed)); err != nil {
 		fmt.Fprintf(os.Stderr, "loadclient: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// checkHello accepts an answer of sockd's demo worker.
+func checkHello(resp *http.Response, body []byte) error {
+	gen, _ := strconv.Atoi(resp.Header.Get("X-Sockd-Generation"))
+	pid, _ := strconv.Atoi(resp.Header.Get("X-Sockd-Pid"))
+	if gen <= 0 || pid <= 0 || !strings.HasPrefix(string(body), "hello from pid="+strconv.Itoa(pid)+" ") {
+		return fmt.Errorf("headers %v body %.80q", resp.Header, body)
+	}
+	return nil
 }

@@ -1,7 +1,6 @@
 package suite
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 // The runner is a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER): every
@@ -32,8 +33,6 @@ import (
 // window (wait4's rusage). Control commands (pm2 reload, nginx -s reload)
 // are not counted: the runner never samples while one runs, and their own
 // time is reported apart.
-
-var clkTck = 100.0 // sysconf(_SC_CLK_TCK) is 100 on Linux
 
 type procs struct {
 	self int
@@ -54,6 +53,16 @@ type proc struct {
 	status  unix.WaitStatus
 	cpu     time.Duration
 	exitErr error
+}
+
+// exited reports whether the runner has reaped the process.
+func (pr *proc) exited() bool {
+	select {
+	case <-pr.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func newProcs() (*procs, error) {
@@ -229,13 +238,13 @@ func (p *procs) reaper() {
 func (p *procs) reapOrphans() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, st := range scan() {
-		if st.ppid != p.self || st.state != 'Z' || p.owned[st.pid] != nil {
+	for _, st := range procfs.Processes() {
+		if st.PPID != p.self || st.State != 'Z' || p.owned[st.PID] != nil {
 			continue
 		}
 		var ws unix.WaitStatus
 		var ru unix.Rusage
-		if n, err := unix.Wait4(st.pid, &ws, unix.WNOHANG, &ru); err == nil && n == st.pid {
+		if n, err := unix.Wait4(st.PID, &ws, unix.WNOHANG, &ru); err == nil && n == st.PID {
 			p.ledger += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
@@ -251,14 +260,13 @@ type cpuMark struct {
 // and reaped children's time, plus what the runner reaped.
 func (p *procs) mark() cpuMark {
 	p.reapOrphans()
-	all := scan()
-	var ticks uint64
-	for _, st := range descendants(all, p.self) {
-		ticks += st.utime + st.stime + st.cutime + st.cstime
+	var cpu time.Duration
+	for _, st := range descendants(procfs.Processes(), p.self) {
+		cpu += st.TreeCPU()
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return cpuMark{at: time.Now(), cpu: time.Duration(float64(ticks)/clkTck*1e9) + p.ledger}
+	return cpuMark{at: time.Now(), cpu: cpu + p.ledger}
 }
 
 func (m cpuMark) to(end cpuMark) time.Duration { return end.cpu - m.cpu }
@@ -266,12 +274,12 @@ func (m cpuMark) to(end cpuMark) time.Duration { return end.cpu - m.cpu }
 // killAll ends every descendant: SIGTERM, then SIGKILL after grace.
 func (p *procs) killAll(grace time.Duration) {
 	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGKILL} {
-		ds := descendants(scan(), p.self)
+		ds := descendants(procfs.Processes(), p.self)
 		if len(ds) == 0 {
 			return
 		}
 		for _, st := range ds {
-			unix.Kill(st.pid, sig)
+			unix.Kill(st.PID, sig)
 		}
 		deadline := time.Now().Add(grace)
 		for time.Now().Before(deadline) && len(liveDescendants(p.self)) > 0 {
@@ -281,152 +289,54 @@ func (p *procs) killAll(grace time.Duration) {
 	p.reapOrphans()
 }
 
-func liveDescendants(root int) []procStat {
-	var live []procStat
-	for _, st := range descendants(scan(), root) {
-		if st.state != 'Z' && st.state != 'X' {
-			live = append(live, st)
-		}
-	}
-	return live
-}
-
-// procStat is what the benchmarks read from /proc/PID/stat.
-type procStat struct {
-	pid, ppid                    int
-	comm                         string
-	state                        byte
-	utime, stime, cutime, cstime uint64
-	rssPages                     int64
-	threads                      int
-}
-
-func (s procStat) cpu() time.Duration {
-	return time.Duration(float64(s.utime+s.stime) / clkTck * 1e9)
-}
-
-func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	return parseStat(pid, b)
-}
-
-func parseStat(pid int, b []byte) (procStat, error) {
-	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || close < open || close+2 >= len(b) {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: bad format", pid)
-	}
-	f := bytes.Fields(b[close+2:])
-	if len(f) < 22 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: bad format", pid)
-	}
-	// Fields from 3 (state) on; f[0] is field 3.
-	num := func(i int) uint64 { n, _ := strconv.ParseUint(string(f[i-3]), 10, 64); return n }
-	st := procStat{pid: pid, comm: string(b[open+1 : close]), state: f[0][0]}
-	st.ppid = int(num(4))
-	st.utime, st.stime, st.cutime, st.cstime = num(14), num(15), num(16), num(17)
-	st.threads = int(num(20))
-	st.rssPages = int64(num(24))
-	return st, nil
-}
-
-// scan reads every process's stat.
-func scan() []procStat {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	out := make([]procStat, 0, len(ents))
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := readStat(pid); err == nil {
-			out = append(out, st)
-		}
-	}
-	return out
-}
-
 // descendants returns the processes below root (root excluded).
-func descendants(all []procStat, root int) []procStat {
-	kids := map[int][]procStat{}
-	for _, st := range all {
-		kids[st.ppid] = append(kids[st.ppid], st)
+func descendants(all []procfs.Process, root int) []procfs.Process {
+	kids := map[int][]procfs.Process{}
+	for _, p := range all {
+		kids[p.PPID] = append(kids[p.PPID], p)
 	}
-	var out []procStat
+	var out []procfs.Process
 	var walk func(int)
 	walk = func(pid int) {
 		for _, k := range kids[pid] {
 			out = append(out, k)
-			walk(k.pid)
+			walk(k.PID)
 		}
 	}
 	walk(root)
 	return out
 }
 
+// liveDescendants is descendants without zombies.
+func liveDescendants(root int) []procfs.Process {
+	var live []procfs.Process
+	for _, p := range descendants(procfs.Processes(), root) {
+		if !p.Gone() {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
 // children returns the live (not zombie) children of pid, sorted.
 func children(pid int) []int {
 	var out []int
-	for _, st := range scan() {
-		if st.ppid == pid && st.state != 'Z' && st.state != 'X' {
-			out = append(out, st.pid)
+	for _, p := range procfs.Processes() {
+		if p.PPID == pid && !p.Gone() {
+			out = append(out, p.PID)
 		}
 	}
 	sort.Ints(out)
 	return out
 }
 
-// alive reports whether pid runs (exists and is no zombie).
-func alive(pid int) bool {
-	st, err := readStat(pid)
-	return err == nil && st.state != 'Z' && st.state != 'X'
-}
-
-func pageSize() int64 { return int64(os.Getpagesize()) }
-
 // rssKB is the resident set of pid in KiB.
 func rssKB(pid int) int64 {
-	st, err := readStat(pid)
+	p, err := procfs.ReadProcess(pid)
 	if err != nil {
 		return 0
 	}
-	return st.rssPages * pageSize() / 1024
-}
-
-// peakRSSKB is pid's VmHWM (proc(5)): its peak resident set so far, in KiB.
-func peakRSSKB(pid int) int64 {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb
-		}
-	}
-	return 0
-}
-
-// fdCount is the number of open descriptors of pid.
-func fdCount(pid int) int {
-	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
-	if err != nil {
-		return -1
-	}
-	return len(ents)
-}
-
-// argv0 is the first word of pid's command line.
-func argv0(pid int) string {
-	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	a, _, _ := bytes.Cut(b, []byte{0})
-	return string(a)
+	return p.RSS() / 1024
 }
 
 // exePath is where /proc/PID/exe points.

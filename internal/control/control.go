@@ -31,8 +31,9 @@ import (
 // MaxRequest bounds a request line.
 const MaxRequest = 64 << 10
 
-// requestTimeout bounds how long a client may take to send its request.
-const requestTimeout = 5 * time.Second
+// requestTimeout bounds how long a client may take to send its request
+// (a variable so that tests can shorten it).
+var requestTimeout = 5 * time.Second
 
 // Request is what a client sends.
 type Request struct {
@@ -115,11 +116,7 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	line, err := bufio.NewReader(io.LimitReader(c, MaxRequest)).ReadBytes('\n')
-	var req Request
-	if err == nil {
-		err = json.Unmarshal(line, &req)
-	}
+	req, err := readRequest(c)
 	if err != nil {
 		log.Debug("bad control request", "event", "control_bad_request", "error", err)
 		resp(Response{Error: "bad request: want one line of JSON like {\"command\":\"status\"}"})
@@ -128,6 +125,17 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 	c.SetReadDeadline(time.Time{})
 	log.Debug("control request", "event", "control_request", "command", req.Command, "wait", req.Wait)
 	resp(handle(ctx, h, req))
+}
+
+// readRequest reads one request: a line of JSON of at most MaxRequest
+// bytes, newline included. What follows the newline is ignored.
+func readRequest(r io.Reader) (Request, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, MaxRequest)).ReadBytes('\n')
+	var req Request
+	if err == nil {
+		err = json.Unmarshal(line, &req)
+	}
+	return req, err
 }
 
 func handle(ctx context.Context, h Handler, req Request) Response {

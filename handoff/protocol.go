@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -67,13 +68,17 @@ func (c conn) recv(v any, deadline time.Time) ([]int, error) {
 	buf := make([]byte, maxPacket)
 	oob := make([]byte, unix.CmsgSpace(maxFDsPerPacket*4))
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return nil, err
-	}
+	// Go reads a zero-length packet on a SOCK_SEQPACKET socket as io.EOF,
+	// like the peer's close; descriptors such a packet carried have been
+	// received all the same and must be closed.
 	fds, perr := parseRights(oob[:oobn])
-	if n == 0 {
+	if n == 0 && (err == nil || errors.Is(err, io.EOF)) {
 		closeAll(fds)
 		return nil, errors.New("peer closed the hand-off socket")
+	}
+	if err != nil {
+		closeAll(fds)
+		return nil, err
 	}
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
 		closeAll(fds)

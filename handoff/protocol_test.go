@@ -254,8 +254,12 @@ var receiveCases = []struct {
 	{"packet carries fewer", `{"version":1,"listeners":[{"name":"http","slots":2}],"fds":2}`, `{"fds":2}`, "|0", "packet announced 2 descriptors and carried 1"},
 	{"packet carries none", `{"version":1,"listeners":[{"name":"http","slots":2}],"fds":2}`, `{"fds":0}`, "|", "packet announced 0 descriptors and carried 0"},
 	{"more than announced", `{"version":1,"listeners":[{"name":"http","slots":1}],"fds":1}`, `{"fds":2}`, "|00", "got 2 descriptors, expected 1"},
+	{"peer gone early", `{"version":1,"listeners":[{"name":"http","slots":2}],"fds":2}`, `{"fds":1}`, "|0", "peer closed the hand-off socket"},
 	{"more than a packet holds", `{"version":1,"listeners":[{"name":"http","slots":201}],"fds":201}`, `{"fds":201}`, "|" + strings.Repeat("0", 201), "hand-off packet truncated"},
 	{"state not JSON", "hello", "", "", "bad hand-off packet"},
+	{"empty state packet", "", "", "", "peer closed the hand-off socket"},
+	{"empty state packet with a descriptor", "", "", "0", "peer closed the hand-off socket"},
+	{"empty fd packet with descriptors", `{"version":1,"listeners":[{"name":"a","slots":2}],"fds":2}`, "\n", "|00|0", "peer closed the hand-off socket"},
 	{"fd packet not JSON", `{"version":1,"listeners":[{"name":"http","slots":1}],"fds":1}`, "fds", "|0", "bad hand-off packet"},
 	{"listener not a socket", `{"version":1,"listeners":[{"name":"http","slots":1},{"name":"x","slots":1}],"fds":2}`, `{"fds":2}`, "|04", `listener "x": fd`},
 	{"control not a socket", `{"version":1,"listeners":[{"name":"http","slots":1}],"control":true,"fds":2}`, `{"fds":2}`, "|05", "control socket"},
@@ -408,6 +412,8 @@ func TestWaitCommitFailures(t *testing.T) {
 		{"another message", `{"event":"ready"}`, "", "unexpected message"},
 		{"with descriptors", `{"event":"bogus"}`, "012", "unexpected message"},
 		{"garbage", "commit", "", "bad hand-off packet"},
+		{"closed", "", "", "peer closed the hand-off socket"},
+		{"empty with descriptors", "", "01", "peer closed the hand-off socket"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			checkFDs := fdtest.Track(t, c.name)

@@ -100,16 +100,34 @@ func (ch *Child) adopt(fds []int) error {
 		rest = rest[ls.Slots:]
 	}
 	if ch.State.Control {
-		f := os.NewFile(uintptr(rest[0]), "control")
-		ln, err := net.FileListener(f)
-		f.Close()
+		ln, err := controlListener(rest[0])
 		if err != nil {
 			ch.Listeners.Close()
 			return fmt.Errorf("control socket: %w", err)
 		}
-		ch.Control = ln.(*net.UnixListener)
+		ch.Control = ln
 	}
 	return nil
+}
+
+// controlListener takes fd over as the control socket, which must be a
+// listening unix socket.
+func controlListener(fd int) (*net.UnixListener, error) {
+	f := os.NewFile(uintptr(fd), "control")
+	defer f.Close()
+	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
+		return nil, errors.New("not a listening socket")
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("a %s socket, not a unix one", ln.Addr().Network())
+	}
+	return ul, nil
 }
 
 // Ready tells the old sockd that this one's workers are ready.

@@ -263,6 +263,9 @@ var receiveCases = []struct {
 	{"fd packet not JSON", `{"version":1,"listeners":[{"name":"http","slots":1}],"fds":1}`, "fds", "|0", "bad hand-off packet"},
 	{"listener not a socket", `{"version":1,"listeners":[{"name":"http","slots":1},{"name":"x","slots":1}],"fds":2}`, `{"fds":2}`, "|04", `listener "x": fd`},
 	{"control not a socket", `{"version":1,"listeners":[{"name":"http","slots":1}],"control":true,"fds":2}`, `{"fds":2}`, "|05", "control socket"},
+	{"control a datagram socket", `{"version":1,"control":true,"fds":1}`, `{"fds":1}`, "|3", "control socket: not a listening socket"},
+	{"control a connected socket", `{"version":1,"control":true,"fds":1}`, `{"fds":1}`, "|6", "control socket: not a listening socket"},
+	{"control a TCP listener", `{"version":1,"listeners":[{"name":"http","slots":1}],"control":true,"fds":2}`, `{"fds":2}`, "|00", "control socket: a tcp socket, not a unix one"},
 }
 
 func TestReceive(t *testing.T) {

@@ -70,7 +70,8 @@ func (ch *Child) receive(deadline time.Time) error {
 	}
 	want := 0
 	for _, l := range ch.State.Listeners {
-		if l.Slots < 1 {
+		// Bounded, so that the sum cannot overflow into a small count.
+		if l.Slots < 1 || l.Slots > maxFDs-want {
 			return fmt.Errorf("listener %q with %d sockets", l.Name, l.Slots)
 		}
 		want += l.Slots

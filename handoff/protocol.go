@@ -20,6 +20,9 @@ const (
 	// maxFDsPerPacket stays under the kernel's SCM_MAX_FD (253).
 	maxFDsPerPacket = 200
 	maxPacket       = 64 << 10
+	// maxFDs bounds the descriptors of a hand-off: fs.nr_open's default,
+	// more than a process may hold unless the limit was raised.
+	maxFDs = 1 << 20
 )
 
 // State is what the old sockd tells the new one besides the descriptors.

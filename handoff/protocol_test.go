@@ -266,6 +266,8 @@ var receiveCases = []struct {
 	{"control a datagram socket", `{"version":1,"control":true,"fds":1}`, `{"fds":1}`, "|3", "control socket: not a listening socket"},
 	{"control a connected socket", `{"version":1,"control":true,"fds":1}`, `{"fds":1}`, "|6", "control socket: not a listening socket"},
 	{"control a TCP listener", `{"version":1,"listeners":[{"name":"http","slots":1}],"control":true,"fds":2}`, `{"fds":2}`, "|00", "control socket: a tcp socket, not a unix one"},
+	{"socket counts that overflow to 0", `{"version":1,"listeners":[{"name":"a","slots":4611686018427387904},{"name":"b","slots":4611686018427387904},{"name":"c","slots":4611686018427387904},{"name":"d","slots":4611686018427387904}],"fds":0}`, "", "", "with 4611686018427387904 sockets"},
+	{"socket counts that overflow to 1", `{"version":1,"listeners":[{"name":"a","slots":9223372036854775807},{"name":"b","slots":9223372036854775807},{"name":"c","slots":3}],"fds":1}`, `{"fds":1}`, "|0", "with 9223372036854775807 sockets"},
 }
 
 func TestReceive(t *testing.T) {

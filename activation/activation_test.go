@@ -16,38 +16,43 @@ import (
 	"github.com/sockd/sockd/internal/procfs"
 )
 
+// parseSpecGood maps listen specs to their String(); they, and
+// parseSpecBad's, seed FuzzParseSpec too.
+var parseSpecGood = map[string]string{
+	"tcp://127.0.0.1:8080":             "unknown=tcp://127.0.0.1:8080",
+	"http=tcp://127.0.0.1:0":           "http=tcp://127.0.0.1:0",
+	"tcp://:80":                        "unknown=tcp://:80",
+	"v6=tcp6://[::1]:8080":             "v6=tcp6://[::1]:8080",
+	"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
+	"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
+	"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
+}
+
+// parseSpecBad maps listen specs to what their error mentions.
+var parseSpecBad = map[string]string{
+	"":                     "want [NAME=]SCHEME://ADDRESS",
+	"127.0.0.1:8080":       "want [NAME=]SCHEME://ADDRESS",
+	"sctp://1.2.3.4:5":     "unsupported scheme",
+	"tcp://1.2.3.4":        "want HOST:PORT",
+	"tcp://1.2.3.4:99999":  "port",
+	"tcp://1.2.3.4:http":   "port",
+	"tcp://a b:80":         "invalid character",
+	"a:b=tcp://1.2.3.4:5":  "without ':'",
+	"=tcp://1.2.3.4:5":     "1 to 255",
+	"unix://relative":      "absolute",
+	"unix:///x?mode=999":   "octal",
+	"unix:///x?owner=me":   "unknown option",
+	"tcp://1.2.3.4:5/path": "unexpected path",
+}
+
 func TestParseSpec(t *testing.T) {
-	good := map[string]string{
-		"tcp://127.0.0.1:8080":             "unknown=tcp://127.0.0.1:8080",
-		"http=tcp://127.0.0.1:0":           "http=tcp://127.0.0.1:0",
-		"tcp://:80":                        "unknown=tcp://:80",
-		"v6=tcp6://[::1]:8080":             "v6=tcp6://[::1]:8080",
-		"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
-		"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
-		"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
-	}
-	for in, want := range good {
+	for in, want := range parseSpecGood {
 		s, err := activation.ParseSpec(in)
 		if err != nil || s.String() != want {
 			t.Errorf("ParseSpec(%q) = %q, %v; want %q", in, s, err, want)
 		}
 	}
-	bad := map[string]string{
-		"":                     "want [NAME=]SCHEME://ADDRESS",
-		"127.0.0.1:8080":       "want [NAME=]SCHEME://ADDRESS",
-		"sctp://1.2.3.4:5":     "unsupported scheme",
-		"tcp://1.2.3.4":        "want HOST:PORT",
-		"tcp://1.2.3.4:99999":  "port",
-		"tcp://1.2.3.4:http":   "port",
-		"tcp://a b:80":         "invalid character",
-		"a:b=tcp://1.2.3.4:5":  "without ':'",
-		"=tcp://1.2.3.4:5":     "1 to 255",
-		"unix://relative":      "absolute",
-		"unix:///x?mode=999":   "octal",
-		"unix:///x?owner=me":   "unknown option",
-		"tcp://1.2.3.4:5/path": "unexpected path",
-	}
-	for in, want := range bad {
+	for in, want := range parseSpecBad {
 		if _, err := activation.ParseSpec(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseSpec(%q) error %v, want one mentioning %q", in, err, want)
 		}

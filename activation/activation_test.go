@@ -26,6 +26,8 @@ var parseSpecGood = map[string]string{
 	"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
 	"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
 	"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
+	"unix:///run/a%3Fb%23c%25d%20e":    "unknown=unix:///run/a%3Fb%23c%25d%20e",
+	"u=unix:///run/a b":                "u=unix:///run/a%20b",
 }
 
 // parseSpecBad maps listen specs to what their error mentions.
@@ -43,6 +45,7 @@ var parseSpecBad = map[string]string{
 	"unix:///x?mode=999":   "octal",
 	"unix:///x?owner=me":   "unknown option",
 	"tcp://1.2.3.4:5/path": "unexpected path",
+	"unix:///run/a%00b":    "NUL byte",
 }
 
 func TestParseSpec(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 )
 
 // FuzzRecv sends one packet, with descriptors picked by fdspec (see
-// palette), over a real SOCK_SEQPACKET socketpair and reads it with
-// conn.recv. recv succeeds exactly when the packet is not empty, fits
+// fdtest.Palette), over a real SOCK_SEQPACKET socketpair and reads it
+// with conn.recv. recv succeeds exactly when the packet is not empty, fits
 // maxPacket bytes and maxFDsPerPacket descriptors and is a JSON message;
 // then it returns the message and the very descriptors sent, in order,
 // close-on-exec. Whatever happens, no descriptor is left open.
@@ -32,13 +32,13 @@ func FuzzRecv(f *testing.F) {
 	} {
 		f.Add([]byte(s.payload), s.fdspec)
 	}
-	p := newPalette(f)
+	p := fdtest.NewPalette(f)
 	f.Fuzz(func(t *testing.T, payload []byte, fdspec string) {
 		checkFDs := fdtest.Track(t, "recv")
 		pair := socketpair(t)
 		c := wrap(t, pair[0])
 		defer c.c.Close()
-		fds, inodes := p.pick(fdspec[:min(len(fdspec), 253)])
+		fds, inodes := p.Pick(fdspec[:min(len(fdspec), 253)])
 		var oob []byte
 		if len(fds) > 0 {
 			oob = unix.UnixRights(fds...)
@@ -83,7 +83,7 @@ func FuzzChildReceive(f *testing.F) {
 	for _, c := range receiveCases {
 		f.Add(c.state, c.more, c.fdspec)
 	}
-	p := newPalette(f)
+	p := fdtest.NewPalette(f)
 	f.Fuzz(func(t *testing.T, state, more, fdspec string) {
 		checkFDs := fdtest.Track(t, "receive")
 		ch, sent, err := exchange(t, p, state, more, fdspec)

@@ -5,19 +5,16 @@ import (
 	"errors"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/internal/fdtest"
 )
 
@@ -44,89 +41,14 @@ func wrap(t testing.TB, fd int) conn {
 	return conn{nc.(*net.UnixConn)}
 }
 
-// palette holds one descriptor of each kind a peer might send, closed at
-// the end of the test (or fuzz run). Byte b of a descriptor spec picks
-// fds[b%len(fds)]: '0' (48) the TCP listener, '1' the unix one, and so on.
-type palette struct {
-	fds    []int
-	kinds  []string
-	inodes []uint64
-}
-
-func newPalette(t testing.TB) *palette {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "handoff")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &palette{}
-	t.Cleanup(func() {
-		closeAll(p.fds)
-		os.RemoveAll(dir)
-	})
-	add := func(kind string, fd int, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("palette %s: %v", kind, err)
-		}
-		p.fds, p.kinds, p.inodes = append(p.fds, fd), append(p.kinds, kind), append(p.inodes, fdtest.Inode(fd))
-	}
-	fd, err := listenFD("tcp", "127.0.0.1:0")
-	add("tcp listener", fd, err)
-	fd, err = listenFD("unix", filepath.Join(dir, "s"))
-	add("unix listener", fd, err)
-	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err == nil {
-		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
-	}
-	add("udp socket", fd, err)
-	fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err == nil {
-		err = unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "d")})
-	}
-	add("unixgram socket", fd, err)
-	var pp [2]int
-	err = unix.Pipe2(pp[:], unix.O_CLOEXEC)
-	add("pipe", pp[0], err)
-	unix.Close(pp[1])
-	fd, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	add("/dev/null", fd, err)
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	add("connected unix socket", sp[0], err)
-	unix.Close(sp[1])
-	fd, err = listenFD("unixpacket", filepath.Join(dir, "p"))
-	add("seqpacket listener", fd, err)
-	return p
-}
-
-// listenFD listens with the standard library and keeps a raw
-// close-on-exec copy of the socket.
-func listenFD(network, addr string) (int, error) {
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		return -1, err
-	}
-	defer ln.Close()
-	return activation.DupSocket(ln.(syscall.Conn))
-}
-
-// pick returns the palette descriptors spec names.
-func (p *palette) pick(spec string) (fds []int, inodes []uint64) {
-	for _, b := range []byte(spec) {
-		i := int(b) % len(p.fds)
-		fds, inodes = append(fds, p.fds[i]), append(inodes, p.inodes[i])
-	}
-	return fds, inodes
-}
-
 // exchange runs Child.receive over a real socketpair against a peer that
 // sends the packets state and then every line of more, and closes its
 // end. fdspec, split at '|', lists each packet's descriptors (see
-// palette); a packet with more than the kernel's 253 gets 253. A packet
-// the socket refuses (too big, or the queue full) ends the sending. It
-// returns the child (to close), the inodes of the descriptors sent after
-// the state packet, in order, and receive's error.
-func exchange(t testing.TB, p *palette, state, more, fdspec string) (*Child, []uint64, error) {
+// fdtest.Palette); a packet with more than the kernel's 253 gets 253. A
+// packet the socket refuses (too big, or the queue full) ends the
+// sending. It returns the child (to close), the inodes of the descriptors
+// sent after the state packet, in order, and receive's error.
+func exchange(t testing.TB, p *fdtest.Palette, state, more, fdspec string) (*Child, []uint64, error) {
 	t.Helper()
 	pair := socketpair(t)
 	ch := &Child{c: wrap(t, pair[0])}
@@ -145,7 +67,7 @@ func exchange(t testing.TB, p *palette, state, more, fdspec string) (*Child, []u
 		var fds []int
 		var inodes []uint64
 		if i < len(specs) {
-			fds, inodes = p.pick(specs[i][:min(len(specs[i]), 253)])
+			fds, inodes = p.Pick(specs[i][:min(len(specs[i]), 253)])
 		}
 		if len(fds) > 0 {
 			oob = unix.UnixRights(fds...)
@@ -271,7 +193,7 @@ var receiveCases = []struct {
 }
 
 func TestReceive(t *testing.T) {
-	p := newPalette(t)
+	p := fdtest.NewPalette(t)
 	for _, c := range receiveCases {
 		t.Run(c.name, func(t *testing.T) {
 			checkFDs := fdtest.Track(t, c.name)
@@ -291,13 +213,13 @@ func TestReceive(t *testing.T) {
 }
 
 func TestSendFDsSplitsPackets(t *testing.T) {
-	p := newPalette(t)
+	p := fdtest.NewPalette(t)
 	checkFDs := fdtest.Track(t, "descriptors sent and received")
 	pair := socketpair(t)
 	a, b := wrap(t, pair[0]), wrap(t, pair[1])
 	defer a.c.Close()
 	defer b.c.Close()
-	fds, _ := p.pick(strings.Repeat("01234567", 57)[:450])
+	fds, _ := p.Pick(strings.Repeat("01234567", 57)[:450])
 	done := make(chan error, 1)
 	go func() { done <- a.sendFDs(fds) }()
 	var sizes []int
@@ -410,7 +332,7 @@ func TestAcceptFromFakeParent(t *testing.T) {
 }
 
 func TestWaitCommitFailures(t *testing.T) {
-	p := newPalette(t)
+	p := fdtest.NewPalette(t)
 	for _, c := range []struct {
 		name, packet, fdspec, want string
 	}{
@@ -425,7 +347,7 @@ func TestWaitCommitFailures(t *testing.T) {
 			pair := socketpair(t)
 			ch := &Child{c: wrap(t, pair[0])}
 			if c.packet != "" || c.fdspec != "" {
-				fds, _ := p.pick(c.fdspec)
+				fds, _ := p.Pick(c.fdspec)
 				var oob []byte
 				if len(fds) > 0 {
 					oob = unix.UnixRights(fds...)

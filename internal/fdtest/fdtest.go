@@ -11,6 +11,7 @@ package fdtest
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -110,4 +111,98 @@ func Inode(fd int) uint64 {
 func Listening(fd int) bool {
 	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
 	return err == nil && v == 1
+}
+
+// Palette holds one descriptor of each kind a peer might pass to a
+// process, all close-on-exec, closed at the end of the test (or fuzz run):
+//
+//	0 a listening TCP socket (127.0.0.1)
+//	1 a listening unix stream socket
+//	2 a bound UDP socket
+//	3 a bound unix datagram socket
+//	4 the read end of a pipe
+//	5 /dev/null
+//	6 a connected unix stream socket
+//	7 a listening unix SOCK_SEQPACKET socket
+//
+// Byte b of a spec (see Pick) picks FDs[b%8]: '0' (48) the TCP listener,
+// '1' the unix one, and so on.
+type Palette struct {
+	FDs    []int
+	Kinds  []string
+	Inodes []uint64
+}
+
+// NewPalette makes the descriptors.
+func NewPalette(t testing.TB) *Palette {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fdtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Palette{}
+	t.Cleanup(func() {
+		for _, fd := range p.FDs {
+			unix.Close(fd)
+		}
+		os.RemoveAll(dir)
+	})
+	add := func(kind string, fd int, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("palette %s: %v", kind, err)
+		}
+		p.FDs, p.Kinds, p.Inodes = append(p.FDs, fd), append(p.Kinds, kind), append(p.Inodes, Inode(fd))
+	}
+	fd, err := listen(unix.AF_INET, unix.SOCK_STREAM, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	add("tcp listener", fd, err)
+	fd, err = listen(unix.AF_UNIX, unix.SOCK_STREAM, &unix.SockaddrUnix{Name: filepath.Join(dir, "s")})
+	add("unix listener", fd, err)
+	fd, err = bind(unix.AF_INET, unix.SOCK_DGRAM, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	add("udp socket", fd, err)
+	fd, err = bind(unix.AF_UNIX, unix.SOCK_DGRAM, &unix.SockaddrUnix{Name: filepath.Join(dir, "d")})
+	add("unixgram socket", fd, err)
+	var pp [2]int
+	err = unix.Pipe2(pp[:], unix.O_CLOEXEC)
+	add("pipe", pp[0], err)
+	unix.Close(pp[1])
+	fd, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	add("/dev/null", fd, err)
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	add("connected unix socket", sp[0], err)
+	unix.Close(sp[1])
+	fd, err = listen(unix.AF_UNIX, unix.SOCK_SEQPACKET, &unix.SockaddrUnix{Name: filepath.Join(dir, "p")})
+	add("seqpacket listener", fd, err)
+	return p
+}
+
+func bind(family, typ int, sa unix.Sockaddr) (int, error) {
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func listen(family, typ int, sa unix.Sockaddr) (int, error) {
+	fd, err := bind(family, typ, sa)
+	if err == nil {
+		if err = unix.Listen(fd, 16); err != nil {
+			unix.Close(fd)
+		}
+	}
+	return fd, err
+}
+
+// Pick returns the descriptors spec names, one a byte, and their inodes.
+func (p *Palette) Pick(spec string) (fds []int, inodes []uint64) {
+	for _, b := range []byte(spec) {
+		i := int(b) % len(p.FDs)
+		fds, inodes = append(fds, p.FDs[i]), append(inodes, p.Inodes[i])
+	}
+	return fds, inodes
 }

@@ -197,20 +197,23 @@ func TestBindFailureLeavesNothingOpen(t *testing.T) {
 	}
 }
 
+// inheritEnvErrors are LISTEN_* environments Inherit refuses (for pid
+// 4242), with what the error mentions; they seed FuzzInherit too.
+var inheritEnvErrors = []struct {
+	env  map[string]string
+	want string
+}{
+	{map[string]string{"LISTEN_FDS": "x", "LISTEN_PID": "4242"}, "not a count"},
+	{map[string]string{"LISTEN_FDS": "-1", "LISTEN_PID": "4242"}, "not a count"},
+	{map[string]string{"LISTEN_FDS": "5000", "LISTEN_PID": "4242"}, "more than"},
+	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
+	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1, this is 4242"},
+	{map[string]string{"LISTEN_FDS": "1"}, "without LISTEN_PID"},
+	{map[string]string{"LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
+}
+
 func TestInheritEnvErrors(t *testing.T) {
-	cases := []struct {
-		env  map[string]string
-		want string
-	}{
-		{map[string]string{"LISTEN_FDS": "x", "LISTEN_PID": "4242"}, "not a count"},
-		{map[string]string{"LISTEN_FDS": "-1", "LISTEN_PID": "4242"}, "not a count"},
-		{map[string]string{"LISTEN_FDS": "5000", "LISTEN_PID": "4242"}, "more than"},
-		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
-		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1, this is 4242"},
-		{map[string]string{"LISTEN_FDS": "1"}, "without LISTEN_PID"},
-		{map[string]string{"LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
-	}
-	for _, c := range cases {
+	for _, c := range inheritEnvErrors {
 		_, err := activation.Inherit(func(k string) string { return c.env[k] }, 4242)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Inherit(%v) = %v, want %q", c.env, err, c.want)

@@ -326,16 +326,20 @@ func TestGuardOfKilledOwnerKillsItsGroups(t *testing.T) {
 	o := helperCmd("owner", 0)
 	// The sleeper reads the owner's stdin too: it stays open (and the
 	// sleeper alive) until the test ends, whatever happens to the owner.
-	stdin, err := o.StdinPipe()
+	// (Not a StdinPipe: Wait would close that when the owner is gone.)
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stdin.Close()
+	defer w.Close()
+	o.Stdin = r
 	out, err := o.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Start(); err != nil {
+	err = o.Start()
+	r.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	var sleeper, guardPID int

@@ -68,15 +68,20 @@ func Leaked(t testing.TB, before []int) []string {
 // one of before was closed (by code that closed what it did not own).
 func Check(t testing.TB, before []int, what string) {
 	t.Helper()
+	check(t, before, nil, what)
+}
+
+func check(t testing.TB, before []int, targets map[int]string, what string) {
+	t.Helper()
 	now := Open(t)
-	var closed []int
+	var closed []string
 	for _, fd := range before {
 		if !slices.Contains(now, fd) {
-			closed = append(closed, fd)
+			closed = append(closed, fmt.Sprintf("%d (was %s)", fd, targets[fd]))
 		}
 	}
 	if extra := Leaked(t, before); len(extra) > 0 || len(closed) > 0 {
-		t.Errorf("%s: descriptors leaked [%s], closed %v", what, strings.Join(extra, ", "), closed)
+		t.Errorf("%s: descriptors leaked [%s], closed [%s]", what, strings.Join(extra, ", "), strings.Join(closed, ", "))
 	}
 }
 
@@ -85,9 +90,13 @@ func Check(t testing.TB, before []int, what string) {
 func Track(t testing.TB, what string) func() {
 	t.Helper()
 	before := Open(t)
+	targets := make(map[int]string, len(before))
+	for _, fd := range before {
+		targets[fd], _ = procfs.FDTarget(os.Getpid(), fd)
+	}
 	return func() {
 		t.Helper()
-		Check(t, before, what)
+		check(t, before, targets, what)
 	}
 }
 

@@ -82,9 +82,18 @@ func Listen(path string) (*net.UnixListener, error) {
 // the requests in progress.
 func Serve(ctx context.Context, ln *net.UnixListener, h Handler, log hclog.Logger) {
 	var wg sync.WaitGroup
+	closed := make(chan struct{})
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+		close(closed)
+	}()
+	// Accept fails as soon as Close has begun, before the socket is
+	// closed: once ctx is done, Serve returns only after Close.
+	defer func() {
+		if ctx.Err() != nil {
+			<-closed
+		}
 	}()
 	for {
 		c, err := ln.AcceptUnix()

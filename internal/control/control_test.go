@@ -466,3 +466,17 @@ func TestCallErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+func TestServeReturnsWithTheSocketClosed(t *testing.T) {
+	// Serve's Accept fails as soon as Close begins; the descriptor itself
+	// is closed a moment later. Serve must not return in between.
+	for i := 0; i < 1000; i++ {
+		checkFDs := fdtest.Track(t, "Serve returned")
+		s := startServer(t, &fakeHandler{})
+		s.stop()
+		checkFDs()
+		if t.Failed() {
+			t.Fatalf("after %d servers", i+1)
+		}
+	}
+}

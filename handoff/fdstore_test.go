@@ -105,11 +105,7 @@ func TestStore(t *testing.T) {
 // one inherited listener named name, closed at the end of the test.
 func stored(t *testing.T, name string, fd int) *activation.Listener {
 	t.Helper()
-	d, err := syscall.Dup(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := activation.NewListener(name, []int{d}, true, "")
+	l, err := activation.NewListener(name, []int{mustDup(t, fd)}, true, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,8 @@ import (
 // The test binary doubles as the new sockd of an upgrade (started by
 // Start with HANDOFF_TEST_CHILD=MODE) and as the sockd-mainpid helper.
 // The child writes a childReport to the file HANDOFF_TEST_REPORT: once it
-// has taken the hand-off (before it says ready), and again at its end.
+// has taken the hand-off and set up its signals (before it says ready),
+// and again at its end.
 //
 //	ok          Accept, Ready, WaitCommit, exit 0
 //	noready     Accept, then wait for SIGTERM and exit 0
@@ -110,7 +111,6 @@ func child(mode string) int {
 			r.Control = &d
 		})
 	}
-	r.write()
 	// term is never sent SIGUSR1: the wait on it cannot look like a
 	// deadlock to the runtime even when SIGTERM is ignored.
 	term := make(chan os.Signal, 1)
@@ -121,6 +121,8 @@ func child(mode string) int {
 	default:
 		signal.Notify(term, syscall.SIGTERM)
 	}
+	// Once the report is there, SIGTERM is handled (or ignored).
+	r.write()
 	switch mode {
 	case "exit":
 		return 7

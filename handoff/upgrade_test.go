@@ -184,29 +184,42 @@ func TestUpgradeFailures(t *testing.T) {
 			strings.Contains(err.Error(), "new sockd broke the hand-off: peer closed the hand-off socket")
 	}
 	for _, c := range []struct {
-		mode    string
-		timeout time.Duration
-		errOK   func(error) bool
-		exit    int
+		mode string
+		// giveUp: the context ends once the child waits, its SIGTERM
+		// handler set up (for a deadline, the child might not be there
+		// yet and die of the SIGTERM).
+		giveUp bool
+		errOK  func(error) bool
+		exit   int
 	}{
-		{"noready", 300 * time.Millisecond, func(err error) bool {
-			return errors.Is(err, context.DeadlineExceeded) && strings.Contains(err.Error(), "new sockd not ready in time")
+		{"noready", true, func(err error) bool {
+			return errors.Is(err, context.Canceled) && strings.Contains(err.Error(), "new sockd not ready in time")
 		}, 0},
-		{"exit", 20 * time.Second, exited7, 7},
-		{"refuse", 20 * time.Second, exited7, 7},
-		{"garbage", 20 * time.Second, func(err error) bool {
+		{"exit", false, exited7, 7},
+		{"refuse", false, exited7, 7},
+		{"garbage", false, func(err error) bool {
 			return strings.Contains(err.Error(), "new sockd broke the hand-off: bad hand-off packet")
 		}, 0},
-		{"wrongpid", 20 * time.Second, func(err error) bool {
+		{"wrongpid", false, func(err error) bool {
 			return strings.Contains(err.Error(), "new sockd broke the hand-off: unexpected message {Event:ready PID:1")
 		}, 0},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			set, ctl := testSet(t, 2), testControl(t)
 			checkFDs := fdtest.Track(t, "failed upgrade")
-			u, _ := startChild(t, c.mode, Options{Generation: 1, Listeners: set, Control: ctl})
-			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			u, report := startChild(t, c.mode, Options{Generation: 1, Listeners: set, Control: ctl})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
+			if c.giveUp {
+				go func() {
+					for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+						if _, err := os.Stat(report); err == nil {
+							break
+						}
+					}
+					cancel()
+				}()
+			}
 			err := u.WaitReady(ctx)
 			if err == nil || !c.errOK(err) {
 				t.Fatalf("WaitReady: %v", err)

@@ -16,38 +16,46 @@ import (
 	"github.com/sockd/sockd/internal/procfs"
 )
 
+// parseSpecGood maps listen specs to their String(); they, and
+// parseSpecBad's, seed FuzzParseSpec too.
+var parseSpecGood = map[string]string{
+	"tcp://127.0.0.1:8080":             "unknown=tcp://127.0.0.1:8080",
+	"http=tcp://127.0.0.1:0":           "http=tcp://127.0.0.1:0",
+	"tcp://:80":                        "unknown=tcp://:80",
+	"v6=tcp6://[::1]:8080":             "v6=tcp6://[::1]:8080",
+	"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
+	"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
+	"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
+	"unix:///run/a%3Fb%23c%25d%20e":    "unknown=unix:///run/a%3Fb%23c%25d%20e",
+	"u=unix:///run/a b":                "u=unix:///run/a%20b",
+}
+
+// parseSpecBad maps listen specs to what their error mentions.
+var parseSpecBad = map[string]string{
+	"":                     "want [NAME=]SCHEME://ADDRESS",
+	"127.0.0.1:8080":       "want [NAME=]SCHEME://ADDRESS",
+	"sctp://1.2.3.4:5":     "unsupported scheme",
+	"tcp://1.2.3.4":        "want HOST:PORT",
+	"tcp://1.2.3.4:99999":  "port",
+	"tcp://1.2.3.4:http":   "port",
+	"tcp://a b:80":         "invalid character",
+	"a:b=tcp://1.2.3.4:5":  "without ':'",
+	"=tcp://1.2.3.4:5":     "1 to 255",
+	"unix://relative":      "absolute",
+	"unix:///x?mode=999":   "octal",
+	"unix:///x?owner=me":   "unknown option",
+	"tcp://1.2.3.4:5/path": "unexpected path",
+	"unix:///run/a%00b":    "NUL byte",
+}
+
 func TestParseSpec(t *testing.T) {
-	good := map[string]string{
-		"tcp://127.0.0.1:8080":             "unknown=tcp://127.0.0.1:8080",
-		"http=tcp://127.0.0.1:0":           "http=tcp://127.0.0.1:0",
-		"tcp://:80":                        "unknown=tcp://:80",
-		"v6=tcp6://[::1]:8080":             "v6=tcp6://[::1]:8080",
-		"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
-		"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
-		"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
-	}
-	for in, want := range good {
+	for in, want := range parseSpecGood {
 		s, err := activation.ParseSpec(in)
 		if err != nil || s.String() != want {
 			t.Errorf("ParseSpec(%q) = %q, %v; want %q", in, s, err, want)
 		}
 	}
-	bad := map[string]string{
-		"":                     "want [NAME=]SCHEME://ADDRESS",
-		"127.0.0.1:8080":       "want [NAME=]SCHEME://ADDRESS",
-		"sctp://1.2.3.4:5":     "unsupported scheme",
-		"tcp://1.2.3.4":        "want HOST:PORT",
-		"tcp://1.2.3.4:99999":  "port",
-		"tcp://1.2.3.4:http":   "port",
-		"tcp://a b:80":         "invalid character",
-		"a:b=tcp://1.2.3.4:5":  "without ':'",
-		"=tcp://1.2.3.4:5":     "1 to 255",
-		"unix://relative":      "absolute",
-		"unix:///x?mode=999":   "octal",
-		"unix:///x?owner=me":   "unknown option",
-		"tcp://1.2.3.4:5/path": "unexpected path",
-	}
-	for in, want := range bad {
+	for in, want := range parseSpecBad {
 		if _, err := activation.ParseSpec(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseSpec(%q) error %v, want one mentioning %q", in, err, want)
 		}
@@ -189,20 +197,23 @@ func TestBindFailureLeavesNothingOpen(t *testing.T) {
 	}
 }
 
+// inheritEnvErrors are LISTEN_* environments Inherit refuses (for pid
+// 4242), with what the error mentions; they seed FuzzInherit too.
+var inheritEnvErrors = []struct {
+	env  map[string]string
+	want string
+}{
+	{map[string]string{"LISTEN_FDS": "x", "LISTEN_PID": "4242"}, "not a count"},
+	{map[string]string{"LISTEN_FDS": "-1", "LISTEN_PID": "4242"}, "not a count"},
+	{map[string]string{"LISTEN_FDS": "5000", "LISTEN_PID": "4242"}, "more than"},
+	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
+	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1, this is 4242"},
+	{map[string]string{"LISTEN_FDS": "1"}, "without LISTEN_PID"},
+	{map[string]string{"LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
+}
+
 func TestInheritEnvErrors(t *testing.T) {
-	cases := []struct {
-		env  map[string]string
-		want string
-	}{
-		{map[string]string{"LISTEN_FDS": "x", "LISTEN_PID": "4242"}, "not a count"},
-		{map[string]string{"LISTEN_FDS": "-1", "LISTEN_PID": "4242"}, "not a count"},
-		{map[string]string{"LISTEN_FDS": "5000", "LISTEN_PID": "4242"}, "more than"},
-		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
-		{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1, this is 4242"},
-		{map[string]string{"LISTEN_FDS": "1"}, "without LISTEN_PID"},
-		{map[string]string{"LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
-	}
-	for _, c := range cases {
+	for _, c := range inheritEnvErrors {
 		_, err := activation.Inherit(func(k string) string { return c.env[k] }, 4242)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Inherit(%v) = %v, want %q", c.env, err, c.want)

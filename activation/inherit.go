@@ -32,13 +32,19 @@ var ErrNotOurs = errors.New("the sockets are not ours")
 // stream sockets must be listening (Accept=no): a connected socket from an
 // Accept=yes unit is an error.
 func Inherit(getenv func(string) string, pid int) (Set, error) {
+	return inherit(getenv, pid, listenFdsStart)
+}
+
+// inherit is Inherit with the sockets from descriptor first on (tests
+// pass ones they made, away from those their process holds).
+func inherit(getenv func(string) string, pid, first int) (Set, error) {
 	nfds, names, err := parseEnv(getenv, pid)
 	if err != nil || nfds == 0 {
 		return nil, err
 	}
 	set := make(Set, 0, nfds)
 	for i := 0; i < nfds; i++ {
-		fd := listenFdsStart + i
+		fd := first + i
 		l, err := inheritFD(fd, names[i])
 		if err != nil {
 			return nil, err

@@ -31,6 +31,10 @@ type Spec struct {
 // String formats the spec back into the form ParseSpec reads.
 func (s Spec) String() string {
 	u := s.Network + "://" + s.Address
+	if s.Network == "unix" {
+		// A path may hold '%', '?', '#' or spaces: escaped as in the URL.
+		u = "unix://" + (&url.URL{Path: s.Address}).EscapedPath()
+	}
 	if s.Mode != 0 {
 		u += fmt.Sprintf("?mode=%04o", s.Mode)
 	}
@@ -98,6 +102,9 @@ func (s *Spec) parseUnix(u *url.URL) error {
 	path := u.Path
 	if u.Host != "" || path == "" || !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("want unix:///absolute/path")
+	}
+	if strings.IndexByte(path, 0) >= 0 {
+		return fmt.Errorf("path %q holds a NUL byte", path)
 	}
 	s.Address = path
 	for k, v := range u.Query() {

@@ -70,7 +70,8 @@ func (ch *Child) receive(deadline time.Time) error {
 	}
 	want := 0
 	for _, l := range ch.State.Listeners {
-		if l.Slots < 1 {
+		// Bounded, so that the sum cannot overflow into a small count.
+		if l.Slots < 1 || l.Slots > maxFDs-want {
 			return fmt.Errorf("listener %q with %d sockets", l.Name, l.Slots)
 		}
 		want += l.Slots
@@ -100,22 +101,34 @@ func (ch *Child) adopt(fds []int) error {
 		rest = rest[ls.Slots:]
 	}
 	if ch.State.Control {
-		f := os.NewFile(uintptr(rest[0]), "control")
-		ln, err := net.FileListener(f)
-		f.Close()
+		ln, err := controlListener(rest[0])
 		if err != nil {
 			ch.Listeners.Close()
 			return fmt.Errorf("control socket: %w", err)
 		}
-		ul, ok := ln.(*net.UnixListener)
-		if !ok {
-			ln.Close()
-			ch.Listeners.Close()
-			return fmt.Errorf("control socket: a %s socket, not a unix one", ln.Addr().Network())
-		}
-		ch.Control = ul
+		ch.Control = ln
 	}
 	return nil
+}
+
+// controlListener takes fd over as the control socket, which must be a
+// listening unix socket.
+func controlListener(fd int) (*net.UnixListener, error) {
+	f := os.NewFile(uintptr(fd), "control")
+	defer f.Close()
+	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
+		return nil, errors.New("not a listening socket")
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("a %s socket, not a unix one", ln.Addr().Network())
+	}
+	return ul, nil
 }
 
 // Ready tells the old sockd that this one's workers are ready.

@@ -96,8 +96,10 @@ func parseStoreName(s string) (string, int, bool) {
 	if !ok || i <= 0 {
 		return "", 0, false
 	}
+	// Only the slot numbers Store writes: "01" or "+1" would be a second
+	// name for slot 1.
 	slot, err := strconv.Atoi(rest[i+1:])
-	return rest[:i], slot, err == nil && slot >= 0
+	return rest[:i], slot, err == nil && slot >= 0 && strconv.Itoa(slot) == rest[i+1:]
 }
 
 // unixPath is the file of a unix socket (to remove on a final stop).

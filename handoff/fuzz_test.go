@@ -1,88 +1,96 @@
 package handoff
 
 import (
-	"net"
-	"os"
+	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/fdtest"
 )
 
-// An old sockd's packets, whatever they say and carry: the new sockd
-// either takes a consistent set of listeners (as many sockets as the
-// state announces, each listener with its slots) or refuses, and in both
-// cases no descriptor it received is left open but the ones it took.
-func FuzzChildReceive(f *testing.F) {
-	f.Add([]byte(`{"version":1,"generation":3,"listeners":[{"name":"http","slots":2}],"fds":2}`), []byte(`{"fds":2}`), uint8(2))
-	f.Add([]byte(`{"version":1,"listeners":[{"name":"a","slots":1},{"name":"b","slots":1}],"control":true,"fds":3}`), []byte(`{"fds":3}`), uint8(3))
-	f.Add([]byte(`{"version":1,"listeners":[{"name":"x","slots":0}],"fds":0}`), []byte(`{}`), uint8(0))
-	f.Add([]byte(`{"version":2}`), []byte(`{"fds":1}`), uint8(1))
-	f.Add([]byte(`not json`), []byte(``), uint8(4))
-	f.Add([]byte(`{"version":1,"listeners":[{"name":"http","slots":1}],"fds":1}`), []byte(`{"fds":2}`), uint8(2))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
+// FuzzRecv sends one packet, with descriptors picked by fdspec (see
+// fdtest.Palette), over a real SOCK_SEQPACKET socketpair and reads it
+// with conn.recv. recv succeeds exactly when the packet is not empty, fits
+// maxPacket bytes and maxFDsPerPacket descriptors and is a JSON message;
+// then it returns the message and the very descriptors sent, in order,
+// close-on-exec. Whatever happens, no descriptor is left open.
+func FuzzRecv(f *testing.F) {
+	for _, s := range []struct{ payload, fdspec string }{
+		{`{"event":"ready","pid":4242}`, ""},
+		{`{"event":"commit"}`, ""},
+		{`{"fds":3}`, "012"},
+		{`{"fds":2}`, "34567"},
+		{`{"fds":201}`, strings.Repeat("0", 201)},
+		{`{"fds":"x"}`, "1"},
+		{"", ""},
+		{"null", ""},
+		{`{"event":"commit"}{}`, "7"},
+	} {
+		f.Add([]byte(s.payload), s.fdspec)
 	}
-	defer ln.Close()
-	f.Fuzz(func(t *testing.T, state, fdPacket []byte, nfds uint8) {
-		before, _ := procfs.FDs(os.Getpid())
-		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ours := os.NewFile(uintptr(pair[0]), "old")
-		theirs := os.NewFile(uintptr(pair[1]), "new")
-		nc, err := net.FileConn(theirs)
-		theirs.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch := &Child{c: conn{nc.(*net.UnixConn)}}
-		var sent []int
-		raw, _ := ln.(*net.TCPListener).SyscallConn()
-		for i := 0; i < int(nfds%6); i++ {
-			raw.Control(func(fd uintptr) {
-				d, _ := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
-				sent = append(sent, d)
-			})
-		}
-		unix.Sendmsg(int(ours.Fd()), state, nil, nil, 0)
+	p := fdtest.NewPalette(f)
+	f.Fuzz(func(t *testing.T, payload []byte, fdspec string) {
+		checkFDs := fdtest.Track(t, "recv")
+		pair := socketpair(t)
+		c := wrap(t, pair[0])
+		defer c.c.Close()
+		fds, inodes := p.Pick(fdspec[:min(len(fdspec), 253)])
 		var oob []byte
-		if len(sent) > 0 {
-			oob = unix.UnixRights(sent...)
+		if len(fds) > 0 {
+			oob = unix.UnixRights(fds...)
 		}
-		unix.Sendmsg(int(ours.Fd()), fdPacket, oob, nil, 0)
-		for _, fd := range sent {
-			unix.Close(fd)
+		err := sendPacket(pair[1], payload, oob)
+		unix.Close(pair[1])
+		if err != nil {
+			return // too big for the socket
 		}
-		ours.Close() // the old sockd is gone: no packet beyond these
-		err = ch.receive(time.Now().Add(time.Second))
-		nc.Close()
+		var m message
+		got, err := c.recv(&m, time.Now().Add(10*time.Second))
+		var want message
+		ok := len(payload) > 0 && len(payload) <= maxPacket && len(fds) <= maxFDsPerPacket && json.Unmarshal(payload, &want) == nil
+		if (err == nil) != ok {
+			t.Fatalf("recv of %d bytes with %d descriptors: %v; want success: %v", len(payload), len(fds), err, ok)
+		}
 		if err == nil {
-			want := 0
-			for i, l := range ch.State.Listeners {
-				if ch.Listeners[i].Slots() != l.Slots || l.Slots < 1 {
-					t.Fatalf("listener %d: %d sockets, state says %d", i, ch.Listeners[i].Slots(), l.Slots)
+			var gotInodes []uint64
+			for _, fd := range got {
+				if !fdtest.Cloexec(fd) {
+					t.Errorf("received fd %d not close-on-exec", fd)
 				}
-				want += l.Slots
+				gotInodes = append(gotInodes, fdtest.Inode(fd))
 			}
-			if ch.State.Control {
-				want++
-				if ch.Control == nil {
-					t.Fatal("no control socket")
-				}
-				ch.Control.Close()
+			if m != want || !slices.Equal(gotInodes, inodes) {
+				t.Errorf("recv = %+v with %v; sent %+v with %v", m, gotInodes, want, inodes)
 			}
-			if want != ch.State.FDs || len(ch.Listeners) != len(ch.State.Listeners) {
-				t.Fatalf("took %d listeners for state %+v", len(ch.Listeners), ch.State)
-			}
-			ch.Listeners.Close()
 		}
-		if after, _ := procfs.FDs(os.Getpid()); len(after) > len(before) {
-			t.Fatalf("err %v: descriptors %v before, %v after", err, before, after)
+		closeAll(got)
+		c.c.Close()
+		checkFDs()
+	})
+}
+
+// FuzzChildReceive plays a broken or hostile old sockd: it sends the
+// packets state and every line of more, with descriptors picked by fdspec
+// (see exchange), and closes its end. receive then fails, without
+// leaving a descriptor open, or succeeds with a state that holds together
+// (checkAdopted: a descriptor count that matches the listeners, and
+// those descriptors the ones sent); it never panics or hangs.
+func FuzzChildReceive(f *testing.F) {
+	for _, c := range receiveCases {
+		f.Add(c.state, c.more, c.fdspec)
+	}
+	p := fdtest.NewPalette(f)
+	f.Fuzz(func(t *testing.T, state, more, fdspec string) {
+		checkFDs := fdtest.Track(t, "receive")
+		ch, sent, err := exchange(t, p, state, more, fdspec)
+		if err == nil {
+			checkAdopted(t, ch, sent)
 		}
+		closeChild(ch)
+		checkFDs()
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -19,6 +20,9 @@ const (
 	// maxFDsPerPacket stays under the kernel's SCM_MAX_FD (253).
 	maxFDsPerPacket = 200
 	maxPacket       = 64 << 10
+	// maxFDs bounds the descriptors of a hand-off: fs.nr_open's default,
+	// more than a process may hold unless the limit was raised.
+	maxFDs = 1 << 20
 )
 
 // State is what the old sockd tells the new one besides the descriptors.
@@ -72,13 +76,17 @@ func (c conn) recv(v any, deadline time.Time) ([]int, error) {
 	buf := make([]byte, maxPacket)
 	oob := make([]byte, unix.CmsgSpace(maxFDsPerPacket*4))
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return nil, err
-	}
+	// Go reads a zero-length packet on a SOCK_SEQPACKET socket as io.EOF,
+	// like the peer's close; descriptors such a packet carried have been
+	// received all the same and must be closed.
 	fds, perr := parseRights(oob[:oobn])
-	if n == 0 {
+	if n == 0 && (err == nil || errors.Is(err, io.EOF)) {
 		closeAll(fds)
 		return nil, errors.New("peer closed the hand-off socket")
+	}
+	if err != nil {
+		closeAll(fds)
+		return nil, err
 	}
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
 		closeAll(fds)

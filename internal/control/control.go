@@ -35,7 +35,8 @@ import (
 // MaxRequest bounds a request line.
 const MaxRequest = 64 << 10
 
-// requestTimeout bounds how long a client may take to send its request.
+// requestTimeout bounds how long a client may take to send its request
+// (a variable so that tests can shorten it).
 var requestTimeout = 5 * time.Second
 
 // Request is what a client sends.
@@ -102,9 +103,18 @@ func Listen(path string) (*net.UnixListener, error) {
 // the requests in progress.
 func Serve(ctx context.Context, ln *net.UnixListener, h Handler, log hclog.Logger) {
 	var wg sync.WaitGroup
+	closed := make(chan struct{})
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+		close(closed)
+	}()
+	// Accept fails as soon as Close has begun, before the socket is
+	// closed: once ctx is done, Serve returns only after Close.
+	defer func() {
+		if ctx.Err() != nil {
+			<-closed
+		}
 	}()
 	backoff := accept.Backoff{Log: log, What: "control"}
 	for {
@@ -141,11 +151,7 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	line, err := bufio.NewReader(io.LimitReader(c, MaxRequest)).ReadBytes('\n')
-	var req Request
-	if err == nil {
-		req, err = ParseRequest(line)
-	}
+	req, err := readRequest(c)
 	if err != nil {
 		log.Debug("bad control request", "event", "control_bad_request", "error", err)
 		resp(Response{Error: fmt.Sprintf("bad request (%v): want one line of JSON like {\"command\":\"status\"}", err)})
@@ -154,6 +160,20 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 	c.SetReadDeadline(time.Time{})
 	log.Debug("control request", "event", "control_request", "command", req.Command, "wait", req.Wait)
 	resp(handle(ctx, h, req))
+}
+
+// readRequest reads one request: a line of JSON of at most MaxRequest
+// bytes, newline included, with a command sockd knows (ParseRequest).
+// What follows the newline is ignored.
+func readRequest(r io.Reader) (Request, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, MaxRequest)).ReadBytes('\n')
+	if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("no line of at most %d bytes", MaxRequest)
+	}
+	if err != nil {
+		return Request{}, err
+	}
+	return ParseRequest(line)
 }
 
 // ParseRequest reads one request line: a JSON object with a command sockd

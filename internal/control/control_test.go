@@ -2,8 +2,11 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,218 +18,486 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
-	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/fdtest"
+	"github.com/sockd/sockd/worker/workertest"
 )
 
-// As CONTROL_TEST_CALL=PATH the test binary is a client: it calls status
-// at PATH and prints the outcome (run as another user).
+// With CONTROL_TEST_CALL=PATH the test binary is a client: it sends
+// {"command":"status"} to PATH and writes a callResult as JSON.
 func TestMain(m *testing.M) {
 	if path := os.Getenv("CONTROL_TEST_CALL"); path != "" {
 		_, err := Call(context.Background(), path, Request{Command: "status"})
+		r := callResult{UID: os.Getuid(), Unreachable: errors.Is(err, ErrUnreachable)}
 		if err != nil {
-			os.Stdout.WriteString(err.Error())
-			os.Exit(1)
+			r.Error = err.Error()
 		}
+		json.NewEncoder(os.Stdout).Encode(r)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
 
-// handler records what it is asked.
-type handler struct {
-	mu    sync.Mutex
-	calls []string
-	block chan struct{}
+type callResult struct {
+	UID         int    `json:"uid"`
+	Error       string `json:"error"`
+	Unreachable bool   `json:"unreachable"`
 }
 
-func (h *handler) note(s string) {
+// fakeHandler records the requests it carries out. Status answers status
+// (or fails with fail), Reload and Upgrade fail with fail; a Reload with
+// wait blocks until release is closed.
+type fakeHandler struct {
+	status  any
+	fail    error
+	release chan struct{}
+
+	mu    sync.Mutex
+	calls []string
+}
+
+func (h *fakeHandler) record(s string) {
 	h.mu.Lock()
 	h.calls = append(h.calls, s)
 	h.mu.Unlock()
 }
 
-func (h *handler) Status(ctx context.Context) (any, error) {
-	h.note("status")
-	return map[string]int{"pid": 42}, nil
-}
-func (h *handler) Reload(ctx context.Context, wait bool) error {
-	h.note("reload")
-	if wait {
-		return errors.New("reload to generation 2 failed: it broke")
-	}
-	return nil
-}
-func (h *handler) Upgrade(ctx context.Context, wait bool) error {
-	h.note("upgrade")
-	if h.block != nil {
-		<-h.block
-	}
-	return nil
-}
-func (h *handler) Scale(ctx context.Context, n int, rel, wait bool) (int, error) {
-	h.note("scale")
-	if rel {
-		return 2 + n, nil
-	}
-	return n, nil
+func (h *fakeHandler) Calls() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.calls...)
 }
 
-func serve(t *testing.T, h Handler) (string, context.CancelFunc, chan struct{}) {
+func (h *fakeHandler) Status(ctx context.Context) (any, error) {
+	h.record("status")
+	if h.fail != nil {
+		return nil, h.fail
+	}
+	return h.status, nil
+}
+
+func (h *fakeHandler) Reload(ctx context.Context, wait bool) error {
+	h.record(fmt.Sprintf("reload wait=%v", wait))
+	if wait && h.release != nil {
+		<-h.release
+	}
+	return h.fail
+}
+
+func (h *fakeHandler) Upgrade(ctx context.Context, wait bool) error {
+	h.record(fmt.Sprintf("upgrade wait=%v", wait))
+	return h.fail
+}
+
+// Scale answers the size it was asked for, from 4 workers.
+func (h *fakeHandler) Scale(ctx context.Context, n int, relative, wait bool) (int, error) {
+	h.record(fmt.Sprintf("scale %d relative=%v wait=%v", n, relative, wait))
+	if relative {
+		n += 4
+	}
+	return n, h.fail
+}
+
+// server is Serve running on a fresh control socket.
+type server struct {
+	path string
+	log  bytes.Buffer // written by hclog under its lock; read after stop
+	stop func()
+}
+
+func startServer(t *testing.T, h Handler) *server {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := Listen(path)
+	s := &server{path: filepath.Join(t.TempDir(), "run", "sockd.sock")}
+	ln, err := Listen(s.path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	log := hclog.New(&hclog.LoggerOptions{Output: &s.log, Level: hclog.Debug})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		Serve(ctx, ln, h, hclog.NewNullLogger())
+		Serve(ctx, ln, h, log)
 		close(done)
 	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return path, cancel, done
+	var once sync.Once
+	s.stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(s.stop)
+	return s
 }
 
-func TestRequestsAndAnswers(t *testing.T) {
-	h := &handler{}
-	path, _, _ := serve(t, h)
-	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("control socket mode %v %v", fi.Mode(), err)
-	}
-	ctx := context.Background()
-	resp, err := Call(ctx, path, Request{Command: "status"})
-	if err != nil || !resp.OK || string(resp.Status) != `{"pid":42}` {
-		t.Fatalf("status: %+v %v", resp, err)
-	}
-	if _, err := Call(ctx, path, Request{Command: "reload", Wait: true}); err == nil || err.Error() != "reload to generation 2 failed: it broke" || errors.Is(err, ErrUnreachable) {
-		t.Fatalf("a failed reload: %v", err)
-	}
-	if resp, err := Call(ctx, path, Request{Command: "scale", Workers: "+3"}); err != nil || resp.Workers != 5 {
-		t.Fatalf("scale +3: %+v %v", resp, err)
-	}
-	for _, bad := range []Request{{Command: "explode"}, {Command: "scale", Workers: "0"}, {Command: "scale"}} {
-		if _, err := Call(ctx, path, bad); err == nil || errors.Is(err, ErrUnreachable) {
-			t.Fatalf("%+v: %v", bad, err)
-		}
-	}
-	for _, raw := range []string{"garbage\n", strings.Repeat("x", MaxRequest+10)} {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Write([]byte(raw))
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		c.Close()
-		if !strings.Contains(line, `"ok":false`) || !strings.Contains(line, "bad request") {
-			t.Fatalf("answer to %.10q: %s", raw, line)
-		}
-	}
-	if _, err := Call(ctx, filepath.Join(t.TempDir(), "none.sock"), Request{Command: "status"}); !errors.Is(err, ErrUnreachable) {
-		t.Fatalf("no sockd: %v", err)
-	}
-	if strings.Join(h.calls, " ") != "status reload scale" {
-		t.Fatalf("handler calls: %v", h.calls)
-	}
-}
-
-// A client that connects and says nothing is dropped after the request
-// timeout; it does not hold the server up.
-func TestSilentClientTimesOut(t *testing.T) {
-	old := requestTimeout
-	requestTimeout = 200 * time.Millisecond
-	defer func() { requestTimeout = old }()
-	path, _, _ := serve(t, &handler{})
+// raw sends b on a connection of its own and returns the answer line.
+func raw(t *testing.T, path string, b []byte) Response {
+	t.Helper()
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, _ := bufio.NewReader(c).ReadString('\n')
-	if !strings.Contains(line, "bad request") {
-		t.Fatalf("a silent client got %q", line)
+	// The server may answer and close before it has read everything; the
+	// answer is still there to read.
+	c.Write(b)
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("no answer to %.40q…: %v", b, err)
 	}
-	if _, err := Call(context.Background(), path, Request{Command: "status"}); err != nil {
-		t.Fatal(err)
+	var r Response
+	if err := json.Unmarshal(line, &r); err != nil {
+		t.Fatalf("answer %q: %v", line, err)
 	}
+	return r
 }
 
-// A stale socket file is replaced; a live one (another sockd) refused.
-func TestListenStaleAndLive(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ctl.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "in use by another sockd") {
-		t.Fatalf("over a live socket: %v", err)
-	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	l.Close()
+func TestListen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a", "b", "sockd.sock")
+	checkFDs := fdtest.Track(t, "control sockets closed")
+	umask := unix.Umask(0o022)
 	ln, err := Listen(path)
+	if got := unix.Umask(umask); got != 0o022 {
+		t.Errorf("umask %#o after Listen, want it restored to 0022", got)
+	}
 	if err != nil {
-		t.Fatalf("over a stale socket: %v", err)
+		t.Fatalf("Listen in a directory that does not exist yet: %v", err)
 	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket %v, %v; want a socket with mode 0600", fi.Mode(), err)
+	}
+	// A live socket is refused, and left alone.
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "in use by another sockd") {
+		t.Fatalf("Listen over a live control socket: %v", err)
+	}
+	if c, err := net.Dial("unix", path); err != nil {
+		t.Fatalf("the live socket was touched: %v", err)
+	} else {
+		c.Close()
+	}
+	// A stale one (nobody listening) is replaced.
+	ln.SetUnlinkOnClose(false)
 	ln.Close()
+	if c, err := net.Dial("unix", path); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("stale socket: dial %v, want ECONNREFUSED", err)
+	} else if c != nil {
+		c.Close()
+	}
+	ln, err = Listen(path)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced socket %v, %v; want mode 0600", fi.Mode(), err)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial the new socket: %v", err)
+	}
+	c.Close()
+	ln.Close()
+	checkFDs()
 }
 
-// Serve waits for the requests under way when it is told to stop.
-func TestServeWaitsForRequestsUnderWay(t *testing.T) {
-	h := &handler{block: make(chan struct{})}
-	path, cancel, done := serve(t, h)
-	res := make(chan error, 1)
+func TestServeCommands(t *testing.T) {
+	checkFDs := fdtest.Track(t, "Serve stopped")
+	h := &fakeHandler{status: map[string]any{"generation": 3, "workers": []int{1, 2}}}
+	s := startServer(t, h)
+	ctx := context.Background()
+
+	resp, err := Call(ctx, s.path, Request{Command: "status"})
+	want, _ := json.Marshal(h.status)
+	if err != nil || !resp.OK || string(resp.Status) != string(want) {
+		t.Fatalf("status: %+v, %v; want status %s", resp, err, want)
+	}
+	for _, req := range []Request{{Command: "reload", Wait: true}, {Command: "reload"}, {Command: "upgrade", Wait: true}, {Command: "upgrade"}} {
+		if resp, err := Call(ctx, s.path, req); err != nil || !resp.OK || resp.Status != nil {
+			t.Fatalf("%+v: %+v, %v", req, resp, err)
+		}
+	}
+	for _, c := range []struct {
+		workers string
+		want    int
+	}{{"6", 6}, {"+2", 6}, {"-1", 3}} {
+		if resp, err := Call(ctx, s.path, Request{Command: "scale", Workers: c.workers, Wait: true}); err != nil || !resp.OK || resp.Workers != c.want {
+			t.Fatalf("scale %s: %+v, %v", c.workers, resp, err)
+		}
+	}
+	// Refused requests: sockd's reason, and not "unreachable".
+	for _, c := range []struct {
+		req  Request
+		want string
+	}{
+		{Request{Command: "restart"}, `unknown command "restart" (want status, reload, upgrade or scale)`},
+		{Request{Command: "scale", Workers: "0"}, `workers "0"`},
+		{Request{Command: "scale", Workers: "many"}, `"many"`},
+		{Request{}, `unknown command ""`},
+		{Request{Command: "STATUS"}, `unknown command "STATUS"`},
+	} {
+		resp, err := Call(ctx, s.path, c.req)
+		if err == nil || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), c.want) || resp.OK || resp.Error != err.Error() {
+			t.Errorf("%+v: %+v, %v; want a refusal mentioning %q", c.req, resp, err, c.want)
+		}
+	}
+	wantCalls := []string{"status", "reload wait=true", "reload wait=false", "upgrade wait=true", "upgrade wait=false",
+		"scale 6 relative=false wait=true", "scale 2 relative=true wait=true", "scale -1 relative=true wait=true"}
+	if got := h.Calls(); strings.Join(got, ",") != strings.Join(wantCalls, ",") {
+		t.Errorf("handler calls %q, want %q", got, wantCalls)
+	}
+	s.stop()
+	if _, err := os.Stat(s.path); !os.IsNotExist(err) {
+		t.Errorf("socket file left after Serve stopped: %v", err)
+	}
+	if _, err := Call(ctx, s.path, Request{Command: "status"}); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("Call after Serve stopped: %v, want ErrUnreachable", err)
+	}
+	checkFDs()
+}
+
+func TestServeHandlerErrors(t *testing.T) {
+	h := &fakeHandler{fail: errors.New("reload to generation 3 failed: worker 0 exited\nbefore it was ready")}
+	s := startServer(t, h)
+	for _, cmd := range []string{"status", "reload", "upgrade"} {
+		resp, err := Call(context.Background(), s.path, Request{Command: cmd})
+		// An error with a newline still travels as one line.
+		if err == nil || errors.Is(err, ErrUnreachable) || err.Error() != h.fail.Error() || resp.OK {
+			t.Errorf("%s: %+v, %v; want the handler's error", cmd, resp, err)
+		}
+	}
+}
+
+func TestServeBadRequests(t *testing.T) {
+	h := &fakeHandler{}
+	s := startServer(t, h)
+	// A request of exactly MaxRequest bytes, newline included, is read.
+	req := []byte(`{"command":"status"}`)
+	fits := append(append(req, bytes.Repeat([]byte(" "), MaxRequest-len(req)-1)...), '\n')
+	if r := raw(t, s.path, fits); !r.OK {
+		t.Fatalf("request of %d bytes: %+v", len(fits), r)
+	}
+	const badRequest = `): want one line of JSON like {"command":"status"}`
+	for name, b := range map[string][]byte{
+		"one byte too long": append(append(req, bytes.Repeat([]byte(" "), MaxRequest-len(req))...), '\n'),
+		"no newline at all": bytes.Repeat([]byte("x"), 4*MaxRequest),
+		"not JSON":          []byte("status\n"),
+		"two values":        []byte(`{"command":"status"}{"command":"reload"}` + "\n"),
+		"wrong type":        []byte(`{"command":"reload","wait":"yes"}` + "\n"),
+		"a JSON string":     []byte(`"status"` + "\n"),
+		"empty line":        []byte("\n"),
+	} {
+		if r := raw(t, s.path, b); r.OK || !strings.HasPrefix(r.Error, "bad request (") || !strings.HasSuffix(r.Error, badRequest) || strings.Contains(r.Error, "(EOF)") {
+			t.Errorf("%s: %+v", name, r)
+		}
+	}
+	if got := h.Calls(); len(got) != 1 {
+		t.Errorf("handler called for bad requests: %q", got)
+	}
+	// What follows the request line is not read.
+	if r := raw(t, s.path, []byte(`{"command":"reload"}`+"\ngarbage")); !r.OK {
+		t.Errorf("request followed by more: %+v", r)
+	}
+}
+
+// setRequestTimeout shortens the request timeout for the rest of the
+// test; call it before starting the server.
+func setRequestTimeout(t *testing.T, d time.Duration) {
+	old := requestTimeout
+	requestTimeout = d
+	t.Cleanup(func() { requestTimeout = old })
+}
+
+func TestSlowClientHitsTheRequestTimeout(t *testing.T) {
+	setRequestTimeout(t, 200*time.Millisecond)
+	h := &fakeHandler{}
+	s := startServer(t, h)
+	for _, partial := range []string{"", `{"command":"sta`} {
+		// Before the dial: the server's deadline counts from its accept.
+		start := time.Now()
+		c, err := net.Dial("unix", s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(partial))
+		line, err := bufio.NewReader(c).ReadBytes('\n')
+		elapsed := time.Since(start)
+		c.Close()
+		if err != nil || !strings.Contains(string(line), "bad request") {
+			t.Fatalf("slow client sending %q: %q, %v", partial, line, err)
+		}
+		if elapsed < requestTimeout {
+			t.Errorf("slow client sending %q cut off after %v, before the %v timeout", partial, elapsed, requestTimeout)
+		}
+	}
+	if got := h.Calls(); len(got) != 0 {
+		t.Errorf("handler called for slow clients: %q", got)
+	}
+}
+
+func TestRequestsAreServedConcurrently(t *testing.T) {
+	setRequestTimeout(t, 200*time.Millisecond)
+	h := &fakeHandler{release: make(chan struct{})}
+	s := startServer(t, h)
+	waiting := make(chan error, 1)
 	go func() {
-		_, err := Call(context.Background(), path, Request{Command: "upgrade", Wait: true})
-		res <- err
+		_, err := Call(context.Background(), s.path, Request{Command: "reload", Wait: true})
+		waiting <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		h.mu.Lock()
-		n := len(h.calls)
-		h.mu.Unlock()
-		if n == 1 || time.Now().After(deadline) {
-			break
-		}
-		<-time.After(5 * time.Millisecond)
+	// While one request waits in its handler, longer than the request
+	// timeout (which bounds reading the request only) …
+	workertest.Eventually(t, 10*time.Second, "reload reaches the handler", func() bool { return len(h.Calls()) == 1 })
+	// … a slow client is cut off and another request is answered.
+	c, err := net.Dial("unix", s.path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	cancel()
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	c.Close()
+	if err != nil || !strings.Contains(string(line), "bad request") {
+		t.Fatalf("slow client: %q, %v", line, err)
+	}
+	if _, err := Call(context.Background(), s.path, Request{Command: "status"}); err != nil {
+		t.Fatalf("status while a reload waits: %v", err)
+	}
+	// Serve, asked to stop, closes the listener (which removes the file)
+	// and waits for the request in progress.
+	stopped := make(chan struct{})
+	go func() { s.stop(); close(stopped) }()
+	workertest.Eventually(t, 10*time.Second, "listener closed", func() bool {
+		_, err := os.Stat(s.path)
+		return os.IsNotExist(err)
+	})
 	select {
-	case <-done:
-		t.Fatal("Serve returned with a request under way")
-	case <-time.After(50 * time.Millisecond):
+	case err := <-waiting:
+		t.Fatalf("reload answered before it was released: %v", err)
+	case <-stopped:
+		t.Fatal("Serve returned with a request in progress")
+	default:
 	}
-	close(h.block)
-	if err := <-res; err != nil {
-		t.Fatalf("the request under way: %v", err)
+	close(h.release)
+	if err := <-waiting; err != nil {
+		t.Fatalf("reload: %v", err)
 	}
-	<-done
+	<-stopped
 }
 
-// A process of another user is told "permission denied" (SO_PEERCRED),
-// even where the socket's mode would let it connect.
-func TestStrangerRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a process as another user")
-	}
-	path, _, _ := serve(t, &handler{})
-	os.Chmod(path, 0o666)
-	for d := filepath.Dir(path); d != "/"; d = filepath.Dir(d) {
-		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
-			os.Chmod(d, fi.Mode().Perm()|0o011)
+func TestPeerOfAnotherUserIsRefused(t *testing.T) {
+	h := &fakeHandler{}
+	s := startServer(t, h)
+	// Let user nobody reach the socket: the peer check is what must stop
+	// it, should the file's mode ever let someone in.
+	for _, p := range []string{filepath.Dir(filepath.Dir(filepath.Dir(s.path))), filepath.Dir(filepath.Dir(s.path)), filepath.Dir(s.path)} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
 		}
 	}
-	bin := filepath.Join(t.TempDir(), "client")
-	b, _ := os.ReadFile(os.Args[0])
-	os.WriteFile(bin, b, 0o755)
-	os.Chmod(filepath.Dir(bin), 0o755)
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"CONTROL_TEST_CALL=" + path}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := cmd.Output()
-	if err == nil || !strings.Contains(string(out), "permission denied") {
-		t.Fatalf("a stranger's call: %v %q", err, out)
+	if err := os.Chmod(s.path, 0o666); err != nil {
+		t.Fatal(err)
 	}
-	_ = procfs.Alive
+	// /proc/self/exe leads to the test binary even where nobody cannot
+	// look up its directory.
+	c := exec.Command("/proc/self/exe")
+	c.Env = append(os.Environ(), "CONTROL_TEST_CALL="+s.path, "GORACE=atexit_sleep_ms=0")
+	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	c.Stderr = os.Stderr
+	out, err := c.Output()
+	if err != nil {
+		t.Fatalf("client as nobody: %v", err)
+	}
+	var r callResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("client said %q: %v", out, err)
+	}
+	if r.UID != 65534 || r.Unreachable || r.Error != "permission denied" {
+		t.Fatalf("client as nobody: %+v; want refused with permission denied", r)
+	}
+	// Root's own requests still go through.
+	if _, err := Call(context.Background(), s.path, Request{Command: "status"}); err != nil {
+		t.Fatalf("status as root: %v", err)
+	}
+	s.stop()
+	if got := h.Calls(); len(got) != 1 {
+		t.Errorf("handler calls %q; want root's status only", got)
+	}
+	if log := s.log.String(); !strings.Contains(log, "control request refused") || !strings.Contains(log, "peer_uid=65534") {
+		t.Errorf("refusal not logged with the peer's uid:\n%s", log)
+	}
+}
+
+// fakeSockd listens at a fresh path and handles each connection with
+// answer (nil: never accept).
+func fakeSockd(t *testing.T, answer func(c net.Conn)) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fake.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	if answer == nil {
+		return path
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			bufio.NewReader(c).ReadBytes('\n')
+			answer(c)
+			c.Close()
+		}
+	}()
+	return path
+}
+
+func TestCallErrorKinds(t *testing.T) {
+	// Checked last, once the fake servers are gone.
+	t.Cleanup(fdtest.Track(t, "calls done"))
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	silent := make(chan struct{})
+	defer close(silent)
+	for _, c := range []struct {
+		name        string
+		path        string
+		unreachable bool
+		want        string
+	}{
+		{"no socket file", filepath.Join(dir, "none.sock"), true, "no such file"},
+		{"nobody listening", stale, true, "connection refused"},
+		{"closed without an answer", fakeSockd(t, func(net.Conn) {}), true, "no answer"},
+		{"half an answer", fakeSockd(t, func(c net.Conn) { c.Write([]byte(`{"ok":tr`)) }), true, "no answer"},
+		{"not JSON", fakeSockd(t, func(c net.Conn) { c.Write([]byte("hello\n")) }), false, "bad answer from sockd"},
+		{"refused", fakeSockd(t, func(c net.Conn) { c.Write([]byte(`{"ok":false,"error":"upgrade in progress"}` + "\n")) }), false, "upgrade in progress"},
+		{"never answers", fakeSockd(t, func(net.Conn) { <-silent }), true, "i/o timeout"},
+		{"never accepts", fakeSockd(t, nil), true, "i/o timeout"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err := Call(ctx, c.path, Request{Command: "status"})
+		cancel()
+		if err == nil || errors.Is(err, ErrUnreachable) != c.unreachable || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want an error mentioning %q, unreachable %v", c.name, err, c.want, c.unreachable)
+		}
+	}
+}
+
+func TestServeReturnsWithTheSocketClosed(t *testing.T) {
+	// Serve's Accept fails as soon as Close begins; the descriptor itself
+	// is closed a moment later. Serve must not return in between.
+	for i := 0; i < 1000; i++ {
+		checkFDs := fdtest.Track(t, "Serve returned")
+		s := startServer(t, &fakeHandler{})
+		s.stop()
+		checkFDs()
+		if t.Failed() {
+			t.Fatalf("after %d servers", i+1)
+		}
+	}
 }

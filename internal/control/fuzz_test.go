@@ -1,10 +1,104 @@
 package control
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"strconv"
 	"testing"
 )
+
+// echoHandler carries out every request at once, successfully.
+type echoHandler struct{}
+
+func (echoHandler) Status(context.Context) (any, error) { return map[string]int{"generation": 1}, nil }
+func (echoHandler) Reload(context.Context, bool) error  { return nil }
+func (echoHandler) Upgrade(context.Context, bool) error { return nil }
+func (echoHandler) Scale(_ context.Context, n int, relative, _ bool) (int, error) {
+	if relative {
+		return 2 + n, nil
+	}
+	return n, nil
+}
+
+// FuzzReadRequest feeds readRequest what a client might send. A request
+// is accepted exactly when its first line (newline included) fits in
+// MaxRequest bytes and is a JSON object of the right types with a known
+// command (and, for scale, a valid number of workers); an accepted
+// request, sent again as Call sends it, reads back the same; and the
+// answer to it is one line of JSON that reads back the same, OK exactly
+// for every accepted request.
+//
+// The seeds leave out requests near MaxRequest (TestServeBadRequests
+// covers the bound): the fuzzer would spend its time minimizing them.
+func FuzzReadRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"command":"status"}` + "\n",
+		`{"command":"reload","wait":true}` + "\n",
+		`{"command":"upgrade","wait":false}` + "\n",
+		`{"command":"reload"}` + "\ngarbage",
+		`{"command":"STATUS"}` + "\n",
+		`{"Command":"status","WAIT":true}` + "\n",
+		"status\n",
+		`{"command":"status"}{"command":"reload"}` + "\n",
+		`{"command":"reload","wait":"yes"}` + "\n",
+		`"status"` + "\n",
+		"null\n",
+		"\n",
+		`{"command":"sta`,
+		`{"command":"scale","workers":"+2"}` + "\n",
+		`{"command":"scale","workers":"0"}` + "\n",
+		`{"command":"explode"}` + "\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := readRequest(bytes.NewReader(data))
+		var want Request
+		nl := bytes.IndexByte(data, '\n')
+		wantErr := nl < 0 || nl+1 > MaxRequest || json.Unmarshal(data[:nl+1], &want) != nil || !known(want)
+		if (err != nil) != wantErr {
+			t.Fatalf("readRequest(%q) = %+v, %v; want an error: %v", data, req, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if req != want {
+			t.Fatalf("readRequest(%q) = %+v, the first line is %+v", data, req, want)
+		}
+		b, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := readRequest(bytes.NewReader(append(b, '\n'))); err != nil || again != req {
+			t.Fatalf("%+v sent again as %s reads back as %+v, %v", req, b, again, err)
+		}
+		resp := handle(context.Background(), echoHandler{}, req)
+		b, err = json.Marshal(resp)
+		if err != nil || bytes.IndexByte(b, '\n') >= 0 {
+			t.Fatalf("answer %q, %v: not one line of JSON", b, err)
+		}
+		var back Response
+		if err := json.Unmarshal(b, &back); err != nil || back.OK != resp.OK || back.Error != resp.Error || !bytes.Equal(back.Status, resp.Status) {
+			t.Fatalf("answer %s reads back as %+v, %v", b, back, err)
+		}
+		if !resp.OK {
+			t.Fatalf("command %q answered %+v", req.Command, resp)
+		}
+	})
+}
+
+// known says whether req is a command sockd carries out.
+func known(req Request) bool {
+	switch req.Command {
+	case "status", "reload", "upgrade":
+		return true
+	case "scale":
+		n, rel, err := ParseScale(req.Workers)
+		return err == nil && (rel && n != 0 || !rel && n >= 1)
+	}
+	return false
+}
 
 // A request line that parses is a known command, and marshals back to
 // one that parses the same.

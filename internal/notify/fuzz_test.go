@@ -1,105 +1,139 @@
-package notify
+package notify_test
 
 import (
+	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/fdtest"
+	"github.com/sockd/sockd/internal/notify"
 )
 
-// What Parse accepts, written back as lines, parses to the same fields.
+// validName is the rule for a variable's name: A-Z, 0-9 and '_'.
+func validName(k string) bool {
+	return k != "" && strings.Trim(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == ""
+}
+
+// format writes fields as one datagram, sorted.
+func format(fields map[string]string) []byte {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		fmt.Fprintf(&b, "%s=%s\n", k, fields[k])
+	}
+	return []byte(b.String())
+}
+
+// FuzzParse: a datagram parses exactly when it has a non-empty line and
+// every non-empty line is NAME=VALUE with a valid name; then the fields
+// are the last value of each name, and written out again they parse to
+// the same fields.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"READY=1", "READY=1\nSTATUS=ok\n", "STOPPING=1\nSOCKD_REQUESTS=12", "=1", "garbage\x00\xff", "", "\n\n", "A=\nA=2", "WATCHDOG=1\r\n"} {
+	f.Add([]byte(parseGood))
+	for _, s := range parseBad {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fields, err := Parse(b)
+		fields, err := notify.Parse(b)
+		want := map[string]string{}
+		ok := true
+		for _, line := range strings.Split(string(b), "\n") {
+			if line == "" {
+				continue
+			}
+			k, v, found := strings.Cut(line, "=")
+			ok = ok && found && validName(k)
+			want[k] = v
+		}
+		ok = ok && len(want) > 0
+		if (err == nil) != ok {
+			t.Fatalf("Parse(%q) = %v, %v; want it accepted: %v", b, fields, err, ok)
+		}
 		if err != nil {
 			return
 		}
-		if len(fields) == 0 {
-			t.Fatal("no fields and no error")
+		if !maps.Equal(fields, want) {
+			t.Fatalf("Parse(%q) = %v, want %v", b, fields, want)
 		}
-		keys := make([]string, 0, len(fields))
-		for k := range fields {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		var lines []string
-		for _, k := range keys {
-			if !validName(k) || strings.Contains(fields[k], "\n") {
-				t.Fatalf("field %q=%q from %q", k, fields[k], b)
-			}
-			lines = append(lines, k+"="+fields[k])
-		}
-		again, err := Parse([]byte(strings.Join(lines, "\n")))
-		if err != nil || len(again) != len(fields) {
-			t.Fatalf("%q: %v, reparsed %v %v", b, fields, again, err)
-		}
-		for k, v := range fields {
-			if again[k] != v {
-				t.Fatalf("%q: %s=%q came back as %q", b, k, v, again[k])
-			}
+		again, err := notify.Parse(format(fields))
+		if err != nil || !maps.Equal(again, fields) {
+			t.Fatalf("Parse(%q) = %v, written out as %q parses to %v, %v", b, fields, format(fields), again, err)
 		}
 	})
 }
 
-// Whatever a sender puts in a datagram (any bytes, any number of
-// descriptors), Receive returns a message or a DropError, and no
-// descriptor stays open in this process.
+// FuzzReceive sends the server a datagram with descriptors picked by
+// fdspec (see fdtest.Palette), and Receive must: drop it if it carried
+// descriptors (and close every one it got), drop it if it is longer than
+// MaxMessage or does not parse, else return its fields with this
+// process's credentials. It never leaves a descriptor open.
 func FuzzReceive(f *testing.F) {
-	f.Add([]byte("READY=1"), uint8(0))
-	f.Add([]byte(strings.Repeat("X=1\n", 2000)), uint8(0))
-	f.Add([]byte("STATUS=x"), uint8(3))
-	f.Add([]byte{}, uint8(1))
-	dir := f.TempDir()
-	srv, err := Listen(filepath.Join(dir, "n.sock"))
+	for _, s := range []struct{ payload, fdspec string }{
+		{"READY=1\nSTATUS=hi", ""},
+		{strings.Repeat("A=1\n", 2000), ""},
+		{"garbage", ""},
+		{"FDSTORE=1", "012"},
+		{"FDSTORE=1\nFDNAME=x", strings.Repeat("4", 253)},
+		{"", ""},
+		{"", "1"},
+		{parseGood, ""},
+	} {
+		f.Add([]byte(s.payload), s.fdspec)
+	}
+	p := fdtest.NewPalette(f)
+	dir, err := os.MkdirTemp("", "notify")
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer srv.Close()
-	client, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	addr := filepath.Join(dir, "n.sock")
+	s, err := notify.Listen(addr)
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer unix.Close(client)
-	addr := &unix.SockaddrUnix{Name: srv.Addr()}
-	f.Fuzz(func(t *testing.T, payload []byte, nfds uint8) {
-		before, _ := procfs.FDs(os.Getpid())
+	f.Cleanup(func() { s.Close() })
+	sender, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { unix.Close(sender) })
+	f.Fuzz(func(t *testing.T, payload []byte, fdspec string) {
+		checkFDs := fdtest.Track(t, "Receive")
+		fds, _ := p.Pick(fdspec[:min(len(fdspec), 253)])
 		var oob []byte
-		if n := int(nfds % 8); n > 0 {
-			fds := make([]int, n)
-			for i := range fds {
-				fds[i] = 0 // stdin, n times: the receiver gets n new descriptors
-			}
+		if len(fds) > 0 {
 			oob = unix.UnixRights(fds...)
 		}
-		if err := unix.Sendmsg(client, payload, oob, addr, 0); err != nil {
-			return // too big for a datagram, say
+		if err := unix.Sendmsg(sender, payload, oob, &unix.SockaddrUnix{Name: addr}, 0); err != nil {
+			return // too big for a datagram
 		}
-		m, err := srv.Receive()
-		var drop *DropError
+		m, err := s.Receive()
+		checkFDs()
+		var drop *notify.DropError
+		fields, perr := notify.Parse(payload)
 		switch {
-		case err == nil:
-			if m.PID != os.Getpid() || len(m.Fields) == 0 || nfds%8 != 0 {
-				t.Fatalf("accepted %+v from %q with %d fds", m, payload, nfds%8)
+		case len(fds) > 0:
+			if !errors.As(err, &drop) || !strings.Contains(drop.Reason, "descriptors sent; closed them") {
+				t.Fatalf("datagram with %d descriptors: %+v, %v", len(fds), m, err)
 			}
-		case !asDrop(err, &drop):
-			t.Fatalf("Receive: %v", err)
-		}
-		if after, _ := procfs.FDs(os.Getpid()); len(after) > len(before) {
-			t.Fatalf("descriptors %v before, %v after", before, after)
+		case len(payload) > notify.MaxMessage:
+			if !errors.As(err, &drop) || drop.Reason != "message too long" || drop.PID != os.Getpid() {
+				t.Fatalf("datagram of %d bytes: %+v, %v", len(payload), m, err)
+			}
+		case perr != nil:
+			if !errors.As(err, &drop) || drop.Reason != perr.Error() || drop.PID != os.Getpid() {
+				t.Fatalf("datagram %q: %+v, %v; want dropped: %v", payload, m, err, perr)
+			}
+		default:
+			if err != nil || m.PID != os.Getpid() || m.UID != os.Getuid() || m.GID != os.Getgid() || !maps.Equal(m.Fields, fields) {
+				t.Fatalf("datagram %q: %+v, %v; want fields %v from this process", payload, m, err, fields)
+			}
 		}
 	})
-}
-
-func asDrop(err error, d **DropError) bool {
-	e, ok := err.(*DropError)
-	*d = e
-	return ok
 }

@@ -13,8 +13,15 @@ import (
 	"github.com/sockd/sockd/internal/procfs"
 )
 
+// parseGood and parseBad are datagrams Parse accepts and refuses; they
+// seed FuzzParse too.
+var (
+	parseGood = "READY=1\nSTATUS=serving 3 = many\n\nSOCKD_REQUESTS=42\n"
+	parseBad  = []string{"", "\n\n", "READY", "=1", "ready=1", "A B=1", "READY=1\nnonsense"}
+)
+
 func TestParse(t *testing.T) {
-	f, err := notify.Parse([]byte("READY=1\nSTATUS=serving 3 = many\n\nSOCKD_REQUESTS=42\n"))
+	f, err := notify.Parse([]byte(parseGood))
 	if err != nil || f["READY"] != "1" || f["STATUS"] != "serving 3 = many" || f["SOCKD_REQUESTS"] != "42" {
 		t.Fatalf("Parse = %v, %v", f, err)
 	}
@@ -22,7 +29,7 @@ func TestParse(t *testing.T) {
 	if n, ok := m.Requests(); !m.Ready() || m.Stopping() || !ok || n != 42 {
 		t.Fatalf("accessors wrong: %+v", m)
 	}
-	for _, bad := range []string{"", "\n\n", "READY", "=1", "ready=1", "A B=1", "READY=1\nnonsense"} {
+	for _, bad := range parseBad {
 		if _, err := notify.Parse([]byte(bad)); err == nil {
 			t.Errorf("Parse(%q) accepted", bad)
 		}

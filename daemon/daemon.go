@@ -235,7 +235,7 @@ func (d *Daemon) contain() error {
 	if d.tree, err = d.cgroups(); err != nil {
 		return err
 	}
-	gopts := guard.Options{Mark: fmt.Sprintf("%s=%d-", pool.WorkerIDVar, os.Getpid()), Reaper: d.reaper}
+	gopts := guard.Options{Mark: fmt.Sprintf("%s=%d-", pool.WorkerIDVar, os.Getpid()), Reaper: d.reaper, Logger: d.log.Named("guard")}
 	if d.tree != nil {
 		gopts.Cgroup = d.tree.Base
 		if d.tree.Created() {

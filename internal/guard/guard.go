@@ -33,6 +33,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/internal/reaper"
@@ -150,13 +152,22 @@ func killMarked(mark string) int {
 	return killed
 }
 
-// Guard is sockd's end of the pipe to a running guard process.
+// Guard is sockd's end of the pipe to a running guard process. It keeps
+// the guard running: if the guard dies (someone kills it), it is reaped
+// and a new one started with everything the old one was told, so no
+// zombie is left and sockd is never without a guard for long.
 type Guard struct {
-	mu     sync.Mutex
-	w      *os.File
-	proc   *os.Process
-	reaper *reaper.Reaper
-	failed bool
+	opts Options
+	exe  string
+
+	mu       sync.Mutex
+	w        *os.File
+	proc     *os.Process
+	exited   chan struct{} // closed once proc is reaped
+	status   *os.ProcessState
+	groups   map[int]bool
+	closing  bool
+	restarts int
 }
 
 // Options say what else the guard kills when sockd is gone.
@@ -170,19 +181,38 @@ type Options struct {
 	Cgroup, CgroupOrigin string
 	// Reaper registers the guard as a child sockd waits for itself.
 	Reaper *reaper.Reaper
+	// Logger hears of a guard that died and was started again.
+	Logger hclog.Logger
 }
+
+// restartDelay spaces the starts of a guard that keeps dying.
+const restartDelay = time.Second
 
 // Start runs exe (sockd's own binary, normally /proc/self/exe) as a guard.
 func Start(exe string, o Options) (*Guard, error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	g := &Guard{opts: o, exe: exe, groups: map[int]bool{}}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.spawn(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// spawn starts a guard process and tells it everything; g.mu is held.
+func (g *Guard) spawn() error {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("guard: %w", err)
+		return fmt.Errorf("guard: %w", err)
 	}
 	defer r.Close()
 	var proc *os.Process
-	_, err = o.Reaper.Start(func() (int, error) {
+	_, err = g.opts.Reaper.Start(func() (int, error) {
 		var err error
-		proc, err = os.StartProcess(exe, []string{arg0}, &os.ProcAttr{
+		proc, err = os.StartProcess(g.exe, []string{arg0}, &os.ProcAttr{
 			Env:   []string{},
 			Files: []*os.File{r, nil, os.Stderr},
 			// Its own group: a terminal's ^C for sockd's group must not reach it.
@@ -195,59 +225,118 @@ func Start(exe string, o Options) (*Guard, error) {
 	})
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("guard: start %s: %w", exe, err)
+		return fmt.Errorf("guard: start %s: %w", g.exe, err)
 	}
-	g := &Guard{w: w, proc: proc, reaper: o.Reaper}
-	if o.Mark != "" {
-		g.sendLine("m" + o.Mark)
+	g.w, g.proc, g.exited = w, proc, make(chan struct{})
+	lines := []string{}
+	if g.opts.Mark != "" {
+		lines = append(lines, "m"+g.opts.Mark)
 	}
-	if o.Cgroup != "" {
-		g.sendLine("c" + o.Cgroup)
+	if g.opts.Cgroup != "" {
+		lines = append(lines, "c"+g.opts.Cgroup)
 	}
-	if o.CgroupOrigin != "" {
-		g.sendLine("o" + o.CgroupOrigin)
+	if g.opts.CgroupOrigin != "" {
+		lines = append(lines, "o"+g.opts.CgroupOrigin)
 	}
-	return g, nil
+	for pgid := range g.groups {
+		lines = append(lines, "+"+strconv.Itoa(pgid))
+	}
+	for _, l := range lines {
+		g.write(l)
+	}
+	go g.watch(proc, w, g.exited)
+	return nil
 }
 
-// PID is the guard's process id.
-func (g *Guard) PID() int { return g.proc.Pid }
-
-// Add puts a worker's process group on the list.
-func (g *Guard) Add(pgid int) error { return g.send('+', pgid) }
-
-// Remove takes a process group off the list once it is empty.
-func (g *Guard) Remove(pgid int) error { return g.send('-', pgid) }
-
-func (g *Guard) send(op byte, pgid int) error { return g.sendLine(string(op) + strconv.Itoa(pgid)) }
-
-func (g *Guard) sendLine(line string) error {
+// watch reaps a guard process; unless sockd closed it, a new one starts.
+func (g *Guard) watch(proc *os.Process, w *os.File, exited chan struct{}) {
+	st, _ := proc.Wait()
+	g.opts.Reaper.Release(proc.Pid)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.failed {
+	w.Close()
+	g.status = st
+	close(exited)
+	if g.closing {
+		return
+	}
+	g.opts.Logger.Warn("the guard died; starting a new one", "event", "guard_restart", "guard_pid", proc.Pid, "status", st.String())
+	g.restarts++
+	if g.restarts > 1 { // one that keeps dying is not started in a loop
+		g.mu.Unlock()
+		time.Sleep(restartDelay)
+		g.mu.Lock()
+		if g.closing {
+			return
+		}
+	}
+	if err := g.spawn(); err != nil {
+		g.opts.Logger.Error("no guard: if sockd is killed, processes started by workers may survive it", "event", "guard_failed", "error", err)
+	}
+}
+
+// PID is the guard's process id (the current one's, after a restart).
+func (g *Guard) PID() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.proc.Pid
+}
+
+// Add puts a worker's process group on the list.
+func (g *Guard) Add(pgid int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.groups[pgid] = true
+	return g.write("+" + strconv.Itoa(pgid))
+}
+
+// Remove takes a process group off the list once it is empty.
+func (g *Guard) Remove(pgid int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.groups, pgid)
+	return g.write("-" + strconv.Itoa(pgid))
+}
+
+// write sends one line to the guard; g.mu is held. A guard that is gone
+// gets the line again, with the whole list, when it is started again.
+func (g *Guard) write(line string) error {
+	if g.closing {
+		return errors.New("guard: closed")
+	}
+	select {
+	case <-g.exited:
 		return errors.New("guard: not running")
+	default:
 	}
 	// Never block the caller (the supervisor loop) on a stuck guard.
 	g.w.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, err := g.w.Write([]byte(line + "\n")); err != nil {
-		g.failed = true
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Stuck (stopped, say): replaced by one that reads. Killed,
+			// it kills nothing; the new one gets the whole list.
+			g.proc.Kill()
+		}
 		return fmt.Errorf("guard: %w", err)
 	}
 	return nil
 }
 
 // Close ends the guard: it kills the groups still listed, exits, and is
-// reaped here. sockd removes its cgroup subtree itself then.
+// reaped. sockd removes its cgroup subtree itself then.
 func (g *Guard) Close() error {
-	g.sendLine("x.")
 	g.mu.Lock()
-	g.failed = true
+	g.write("x.")
+	g.closing = true
 	g.w.Close()
+	exited := g.exited
 	g.mu.Unlock()
-	st, err := g.proc.Wait()
-	g.reaper.Release(g.proc.Pid)
-	if err == nil && !st.Success() {
-		err = fmt.Errorf("guard: %s", st)
+	<-exited
+	g.mu.Lock()
+	st := g.status
+	g.mu.Unlock()
+	if st != nil && !st.Success() {
+		return fmt.Errorf("guard: %s", st)
 	}
-	return err
+	return nil
 }

@@ -92,8 +92,8 @@ func TestGuardKillsWhatIsListed(t *testing.T) {
 	}
 	pid := g.PID()
 	g.mu.Lock()
-	g.w.Close() // sockd gone: end-of-file, no clean goodbye
-	g.failed = true
+	g.closing = true // sockd gone: end-of-file, no clean goodbye
+	g.w.Close()
 	g.mu.Unlock()
 	waitFor(t, "the listed group killed", gone(listed))
 	waitFor(t, "the marked process killed", gone(marked))
@@ -107,5 +107,38 @@ func TestGuardKillsWhatIsListed(t *testing.T) {
 	}
 	if procfs.Alive(pid) {
 		t.Fatal("the guard is still running")
+	}
+}
+
+// A guard someone kills is reaped (no zombie) and replaced by one that
+// knows the whole list: when sockd is gone, the new guard kills the
+// groups listed before the old one died.
+func TestKilledGuardIsReplaced(t *testing.T) {
+	g, err := Start("/proc/self/exe", Options{Mark: "SOCKD_WORKER_ID=779-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, marked := group(t), group(t, "SOCKD_WORKER_ID=779-1")
+	if err := g.Add(listed.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	old := g.PID()
+	syscall.Kill(old, syscall.SIGKILL)
+	waitFor(t, "a new guard", func() bool { return g.PID() != old })
+	waitFor(t, "the old guard reaped", func() bool {
+		_, _, err := procfs.Stat(old)
+		return err != nil
+	})
+	waitFor(t, "the new guard ignoring signals", func() bool { return ignores(g.PID(), syscall.SIGTERM) })
+	pid := g.PID()
+	g.mu.Lock()
+	g.closing = true // sockd gone
+	g.w.Close()
+	g.mu.Unlock()
+	waitFor(t, "the listed group killed by the new guard", gone(listed))
+	waitFor(t, "the marked process killed by the new guard", gone(marked))
+	g.Close()
+	if _, _, err := procfs.Stat(pid); err == nil {
+		t.Fatal("the new guard is still there")
 	}
 }

@@ -47,6 +47,9 @@ func sockdCmd(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffe
 	out := &syncBuffer{}
 	cmd.Stderr = out
 	cmd.Stdout = out
+	// A test binary that dies (a panic at its -timeout) leaves no sockd
+	// running: sockd stops with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	return cmd, out
 }
 

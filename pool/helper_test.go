@@ -19,6 +19,7 @@ import (
 
 	"github.com/sockd/sockd/pool"
 	"github.com/sockd/sockd/worker"
+	"github.com/sockd/sockd/worker/workertest"
 )
 
 // The test binary doubles as the worker: pools in these tests run it with
@@ -234,19 +235,8 @@ func readReport(t *testing.T, dir string, pid int) report {
 	return r
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on cond with a deadline.
+var waitFor = workertest.Eventually
 
 // get fetches url on a fresh connection and returns the worker's pid.
 func get(c *http.Client, url string) (pid, gen string, err error) {

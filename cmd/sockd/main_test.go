@@ -20,6 +20,7 @@ import (
 	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
+	"github.com/sockd/sockd/worker/workertest"
 )
 
 // The test binary is also sockd: with SOCKDTEST_MAIN=1 it runs main's
@@ -174,18 +175,8 @@ func (d *daemonProc) url() string {
 	return "http://" + d.mustStatus().Listeners[0].Address + "/"
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on cond with a deadline.
+var waitFor = workertest.Eventually
 
 func getGen(t *testing.T, url string) string {
 	t.Helper()

@@ -21,6 +21,7 @@ import (
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
+	"github.com/sockd/sockd/worker/workertest"
 )
 
 // The FROM scratch image's file system (Containerfile.hello: /sockd, /hello
@@ -120,15 +121,5 @@ func status(path string) (pool.Status, error) {
 	return s, json.Unmarshal(resp.Status, &s)
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on cond with a deadline.
+var waitFor = workertest.Eventually

@@ -363,14 +363,8 @@ func TestGuardOfKilledOwnerKillsItsGroups(t *testing.T) {
 	}
 }
 
-// until waits for cond, failing t after 10 s.
+// until waits on cond with a deadline of 10 s.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	workertest.Eventually(t, 10*time.Second, what, cond)
 }

@@ -11,20 +11,13 @@ import (
 	"time"
 
 	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/worker/workertest"
 )
 
-// The test binary is the guard too: Start runs /proc/self/exe as one.
+// waitFor waits on cond with a deadline of 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	workertest.Eventually(t, 10*time.Second, what, cond)
 }
 
 // group starts `sleep` as the leader of a process group of its own, with

@@ -7,19 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sockd/sockd/worker/workertest"
 )
 
+// waitFor waits on cond with a deadline of 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	workertest.Eventually(t, 10*time.Second, what, cond)
 }
 
 func TestAncestorsChildrenAndTreeUsage(t *testing.T) {

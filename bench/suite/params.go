@@ -53,6 +53,8 @@ type Params struct {
 	ScaleSizesGo []int // sockd-go also (it takes milliseconds)
 	ScaleRunsGo  int   // runs of sockd-go per size (the others: one)
 	ScalePeers   []string
+	// Scenario (8): ScaleCycles times, ScaleStep workers more and fewer.
+	ScaleCycles, ScaleStep int
 }
 
 func paramsFor(m Mode) Params {
@@ -62,14 +64,14 @@ func paramsFor(m Mode) Params {
 			ReloadRate: 300, ReloadClients: 4, ReloadSteady: 500 * time.Millisecond, Reloads: 3, ReloadsSockdGo: 3, ReloadBudget: 10 * time.Second,
 			TputPeers: []string{"sockd-go", "sockd-go-rp"}, TputClients: 4, TputWarm: 200 * time.Millisecond, TputWindow: time.Second, TputReloads: 2, TputRounds: 1,
 			TimelinePeers: []string{"sockd-go"}, TimelineLength: 2 * time.Second, TimelineEvery: time.Second,
-			CrashWorkers: 2, CrashRate: 200, IdleSeconds: time.Second, ScaleSizes: []int{1, 4}, ScalePeers: []string{"sockd-go"}}
+			CrashWorkers: 2, CrashRate: 200, IdleSeconds: time.Second, ScaleSizes: []int{1, 4}, ScalePeers: []string{"sockd-go"}, ScaleCycles: 1, ScaleStep: 2}
 	case Quick:
 		return Params{Workers: 2, OverheadRounds: 3, PairRounds: 3, OverheadRun: 700 * time.Millisecond, OverheadWarm: 200 * time.Millisecond, OverheadClients: 16,
 			ReloadRate: 1000, ReloadClients: 16, ReloadSteady: time.Second, Reloads: 5, ReloadsSockdGo: 20, ReloadBudget: 15 * time.Second,
 			TputPeers: []string{"sockd-go", "pm2"}, TputClients: 16, TputWarm: 500 * time.Millisecond, TputWindow: 4 * time.Second, TputReloads: 3, TputRounds: 1,
 			TimelinePeers: []string{"sockd-node", "pm2", "sockd-python", "gunicorn"}, TimelineLength: 4 * time.Second, TimelineEvery: 1500 * time.Millisecond,
 			CrashWorkers: 2, CrashRate: 500, IdleSeconds: 5 * time.Second, ScaleSizes: []int{1, 8}, ScaleSizesGo: []int{4, 16}, ScaleRunsGo: 3,
-			ScalePeers: []string{"sockd-go", "sockd-node", "pm2", "cluster-rr", "sockd-python", "gunicorn", "nginx"}}
+			ScalePeers: []string{"sockd-go", "sockd-node", "pm2", "cluster-rr", "sockd-python", "gunicorn", "nginx"}, ScaleCycles: 3, ScaleStep: 2}
 	default:
 		// Budget (2 cores; the scenario times of the run of 2026-11-28,
 		// which took 18.6 minutes on a machine 1.5-2× slower than usual):
@@ -90,10 +92,10 @@ func paramsFor(m Mode) Params {
 		// peer as 2 rounds of 5 reloads in 7 s (one reload every 1.4 s).
 		return Params{Workers: 2, OverheadRounds: 3, PairRounds: 4, OverheadRun: 2 * time.Second, OverheadWarm: 500 * time.Millisecond, OverheadClients: 16,
 			ReloadRate: 1000, ReloadClients: 16, ReloadSteady: time.Second, Reloads: 100, ReloadsSockdGo: 1000, ReloadBudget: 60 * time.Second,
-			TputPeers:   []string{"sockd-go", "sockd-go-rp", "restart-node", "sockd-node", "pm2", "restart-python", "sockd-python", "gunicorn", "nginx", "tableflip"},
+			TputPeers:   []string{"sockd-go", "sockd-go-rp", "restart-node", "sockd-node", "sockd-node-b1", "sockd-node-ipc", "pm2", "restart-python", "sockd-python", "gunicorn", "nginx", "tableflip"},
 			TputClients: 16, TputWarm: 500 * time.Millisecond, TputSteady: 4 * time.Second, TputWindow: 7 * time.Second, TputReloads: 5, TputRounds: 2,
 			TimelinePeers: []string{"sockd-node", "pm2", "sockd-python", "gunicorn"}, TimelineLength: 10 * time.Second, TimelineEvery: 1500 * time.Millisecond,
 			CrashWorkers: 4, CrashRate: 500, IdleSeconds: 60 * time.Second, ScaleSizes: []int{1, 8, 64}, ScaleSizesGo: []int{4, 16}, ScaleRunsGo: 3,
-			ScalePeers: []string{"sockd-go", "sockd-node", "pm2", "sockd-python", "gunicorn"}}
+			ScalePeers: []string{"sockd-go", "sockd-node", "sockd-node-ipc", "pm2", "sockd-python", "gunicorn"}, ScaleCycles: 10, ScaleStep: 2}
 	}
 }

@@ -30,7 +30,9 @@ type peer struct {
 	// reload: it reloads its workers (the restart-* peers: the runner
 	// restarts them itself); crash: it replaces a killed worker.
 	reload, crash bool
-	start         func(s *Suite, p *peer, workers int) (*instance, error)
+	// args are extra sockd flags (for the sockd peers).
+	args  []string
+	start func(s *Suite, p *peer, workers int) (*instance, error)
 }
 
 const (
@@ -58,6 +60,10 @@ var peers = []peer{
 		reload: true, start: (*Suite).startDirect},
 	{name: "sockd-node", label: "sockd, Node app on fd 3, shared socket", app: "node", sup: "sockd", mode: "shared", needs: "node", baseline: "direct-node",
 		spread: spreadShared, trigger: triggerSockd, reload: true, crash: true, start: (*Suite).startSockd},
+	{name: "sockd-node-b1", label: "sockd --reload-batch 1, Node app: a rolling reload, one worker at a time", app: "node", sup: "sockd", mode: "shared", needs: "node", baseline: "direct-node",
+		spread: spreadShared, trigger: triggerSockd, reload: true, crash: true, args: []string{"--reload-batch", "1"}, start: (*Suite).startSockd},
+	{name: "sockd-node-ipc", label: "sockd --ready node-ipc, Node app saying process.send('ready')", app: "node", sup: "sockd", mode: "shared", needs: "node", baseline: "direct-node",
+		spread: spreadShared, trigger: triggerSockd, reload: true, crash: true, args: []string{"--ready", "node-ipc"}, start: (*Suite).startSockd},
 	{name: "sockd-node-rp", label: "sockd --reuseport, Node app on fd 3", app: "node", sup: "sockd", mode: "reuseport", needs: "node", baseline: "direct-node",
 		spread: spreadReuseport, trigger: triggerSockd, reload: true, crash: true, start: (*Suite).startSockd},
 	{name: "pm2", label: "PM2 cluster mode, Node app", app: "node", sup: "pm2", mode: "rr", needs: "pm2", baseline: "direct-node",

@@ -6,7 +6,7 @@ import "time"
 // and, before each app's sockd peers, the same app restarted by the runner
 // with no supervisor (what reloads cost that app without sockd). The full
 // run takes a subset (Params.TputPeers).
-var tputPeers = []string{"restart-go", "sockd-go", "sockd-go-rp", "restart-node", "sockd-node", "sockd-node-rp", "pm2",
+var tputPeers = []string{"restart-go", "sockd-go", "sockd-go-rp", "restart-node", "sockd-node", "sockd-node-b1", "sockd-node-ipc", "sockd-node-rp", "pm2",
 	"restart-python", "sockd-python", "gunicorn", "nginx", "tableflip"}
 
 // reloadTputs is scenario (2b): for every peer, a closed-loop load with a

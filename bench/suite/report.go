@@ -22,7 +22,7 @@ func Report(res *Results, outDir, plotDir, root, gnuplot string) error {
 		(*report).header, (*report).contents, (*report).summary, (*report).howMeasured,
 		(*report).overheadSection, (*report).reloadSection, (*report).reloadTputSection, (*report).latencySection,
 		(*report).balanceSection, (*report).crashSection, (*report).footprintSection, (*report).reloadCountsSection,
-		(*report).scaleSection, (*report).problemsSection, (*report).commandsSection,
+		(*report).scaleSection, (*report).scaleLoadSection, (*report).problemsSection, (*report).commandsSection,
 	} {
 		section(r)
 	}
@@ -81,7 +81,7 @@ func (r *report) contents() {
 	r.w("## Contents\n\n")
 	r.w("1. [Summary](#summary)\n2. [How it is measured](#how-it-is-measured)\n3. [Overhead: throughput with 2 workers](#1-overhead-throughput-with-2-workers)\n")
 	r.w("4. [Reload under load](#2-reload-under-load)\n5. [Throughput and latency during reloads](#2b-throughput-and-latency-during-reloads)\n6. [Reload latency](#3-reload-latency)\n7. [Balance between workers](#4-balance-between-workers)\n")
-	r.w("8. [Crash recovery](#5-crash-recovery)\n9. [Footprint](#6-footprint)\n10. [Scale: time to all ready](#7-scale-time-to-all-ready)\n11. [Exact commands](#exact-commands)\n\n")
+	r.w("8. [Crash recovery](#5-crash-recovery)\n9. [Footprint](#6-footprint)\n10. [Scale: time to all ready](#7-scale-time-to-all-ready)\n11. [Scaling under load](#8-scaling-under-load)\n12. [Exact commands](#exact-commands)\n\n")
 }
 
 func (r *report) howMeasured() {

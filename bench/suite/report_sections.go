@@ -330,3 +330,20 @@ func scaleCell(runs []ScaleRun) string {
 	}
 	return c
 }
+
+func (r *report) scaleLoadSection() {
+	r.w("## 8. Scaling under load\n\n")
+	if len(r.res.ScaleLoad) == 0 {
+		r.w("Not run.\n\n")
+		return
+	}
+	r.w("sockd with %d Go demo workers under a paced load (%.0f req/s, %d clients), scaled up by %d workers with `sockd scale +%d --wait` and back down with `sockd scale -%d --wait`, %d times. ",
+		r.p.Workers, r.p.ReloadRate, r.p.ReloadClients, r.p.ScaleStep, r.p.ScaleStep, r.p.ScaleStep, r.p.ScaleCycles)
+	r.w("Up: from the command to its return (every new worker ready), and to every new worker having answered a request (medians, ms). Failed: every request of the run (the target is 0 in both modes: a scale-down drains the retired workers, and with `--reuseport` their sockets' queued connections first).\n\n")
+	r.w("| peer | cycles | requests | failed | up: --wait returned | up: new workers answering | down: --wait returned |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range r.res.ScaleLoad {
+		r.w("| %s | %d | %d | %d | %s | %s | %s |\n", infoOf(s.Peer).label, len(s.UpWaitMS), s.Requests, s.Failed,
+			msf(median(s.UpWaitMS)), msf(median(s.UpServeMS)), msf(median(s.DownWaitMS)))
+	}
+	r.w("\n")
+}

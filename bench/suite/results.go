@@ -13,6 +13,7 @@ type Results struct {
 	Crashes    []CrashRun      `json:",omitempty"`
 	Footprint  *Footprint      `json:",omitempty"`
 	Scale      []ScaleRun      `json:",omitempty"`
+	ScaleLoad  []ScaleLoadRun  `json:",omitempty"`
 	Commands   map[string][]string
 	Notes      []string `json:",omitempty"`
 	Params     Params
@@ -206,6 +207,19 @@ type Footprint struct {
 }
 
 // ScaleRun is the time from the start command to all workers ready.
+// ScaleLoadRun is scenario (8) for one peer: scaling up by Step and
+// back down under a paced load.
+type ScaleLoadRun struct {
+	Peer          string
+	Workers, Step int
+	// UpWaitMS: `sockd scale +Step --wait` until it returned (the new
+	// workers ready); UpServeMS: the command until every new worker had
+	// answered a request; DownWaitMS: `sockd scale -Step --wait`.
+	UpWaitMS, UpServeMS, DownWaitMS []float64
+	Requests, Failed                int
+	ErrText                         map[string][]string `json:",omitempty"`
+}
+
 type ScaleRun struct {
 	Peer    string
 	Workers int

@@ -27,6 +27,7 @@ func (s *Suite) startSockd(p *peer, n int) (*instance, error) {
 	if p.mode == "reuseport" {
 		argv = append(argv, "--reuseport")
 	}
+	argv = append(argv, p.args...)
 	if p.app != "go" {
 		// The Node app says READY=1 through systemd-notify(1) once it
 		// listens, fdserve.py itself.

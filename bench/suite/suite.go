@@ -54,12 +54,13 @@ type Suite struct {
 }
 
 // Scenarios, in the order they run.
-var Scenarios = []string{"overhead", "reload", "reloadtput", "timeline", "crash", "footprint", "scale"}
+var Scenarios = []string{"overhead", "reload", "reloadtput", "timeline", "crash", "footprint", "scale", "scaleload"}
 
 // scenarioFuncs runs each scenario.
 var scenarioFuncs = map[string]func(*Suite) error{
 	"overhead": (*Suite).overhead, "reload": (*Suite).reloads, "reloadtput": (*Suite).reloadTputs,
 	"timeline": (*Suite).timelines, "crash": (*Suite).crashes, "footprint": (*Suite).footprint, "scale": (*Suite).scale,
+	"scaleload": (*Suite).scaleLoad,
 }
 
 // Run runs the scenarios and returns the results (also written to

@@ -47,9 +47,12 @@ function fail(msg) {
 function announce() {
   const f = process.env.BENCH_READY_FILE;
   if (f) fs.appendFileSync(f, `${pid}\n`);
-  // Under sockd: READY=1 through systemd-notify(1), since Node cannot send
-  // unix datagrams itself.
-  if (process.env.NOTIFY_SOCKET) {
+  // Under sockd --ready node-ipc (or PM2): over Node's IPC channel, as
+  // PM2's wait_ready expects. Under sockd --ready notify: READY=1 through
+  // systemd-notify(1), since Node cannot send unix datagrams itself.
+  if (process.send && process.env.LISTEN_FDS) {
+    process.send('ready');
+  } else if (process.env.NOTIFY_SOCKET) {
     require('child_process').execFile('systemd-notify', ['--ready'], (err) => {
       if (err) process.stderr.write(`app.js[${pid}]: systemd-notify --ready: ${err.message}\n`);
     });

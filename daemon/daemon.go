@@ -286,7 +286,7 @@ func (d *Daemon) setupMetrics(popts *pool.Options) error {
 	if d.opts.Metrics == "" {
 		return nil
 	}
-	d.metrics = metrics.New(func(ctx context.Context) (pool.Status, error) { return d.pool.Status(ctx) }, d.log.Named("metrics"))
+	d.metrics = metrics.New(d.sampledStatus, d.log.Named("metrics"))
 	popts.OnEvent = d.metrics.OnEvent
 	var err error
 	if d.metricsLn, err = metrics.Listen(d.opts.Metrics); err != nil {
@@ -558,8 +558,18 @@ func (d *Daemon) Stop() {
 	}
 }
 
-// Status is the pool's status.
-func (d *Daemon) Status(ctx context.Context) (any, error) { return d.pool.Status(ctx) }
+// Status is the pool's status, with the workers' usage read now.
+func (d *Daemon) Status(ctx context.Context) (any, error) { return d.sampledStatus(ctx) }
+
+// sampledStatus reads the workers' usage (unless it was read a moment
+// ago) and returns the pool's status with it. Only status requests and
+// scrapes read it: an idle sockd reads nothing.
+func (d *Daemon) sampledStatus(ctx context.Context) (pool.Status, error) {
+	if err := d.pool.Sample(ctx); err != nil && ctx.Err() != nil {
+		return pool.Status{}, err
+	}
+	return d.pool.Status(ctx)
+}
 
 // Reload starts a new generation of workers. With wait it returns the
 // outcome; without, it returns once the reload is accepted (and logs the

@@ -175,7 +175,8 @@ type Options struct {
 	// one, its replacement first (see Recycle).
 	Recycle Recycle
 	// SampleInterval is how often the workers' memory and CPU time are
-	// read; DefaultSampleInterval if 0.
+	// read while Recycle.MaxMemory is set (else only on Sample, at most
+	// twice per interval); DefaultSampleInterval if 0.
 	SampleInterval time.Duration
 	// WorkerWatchdog, when non-zero, is passed to workers as WATCHDOG_USEC;
 	// a ready worker silent for that long is killed (SIGABRT, then SIGKILL

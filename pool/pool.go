@@ -82,6 +82,9 @@ type Pool struct {
 	// notify socket stopped, so exits go to the loop directly.
 	exiting    sync.Map
 	notifyDead atomic.Bool
+
+	sampleMu sync.Mutex // one Sample at a time
+	sampled  time.Time  // when the last one was read
 }
 
 // New validates opts, resolves the command and opens the notify socket.

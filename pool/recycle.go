@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -123,12 +124,16 @@ func (p *Pool) draw(n, j int64) int64 {
 }
 
 // DefaultSampleInterval is how often the workers' memory and CPU time are
-// read, for MaxMemory and for status.
+// read while MaxMemory is set.
 const DefaultSampleInterval = time.Second
 
-// sampleLoop reads every live worker's usage every SampleInterval, off
-// the loop, and posts it.
+// sampleLoop samples every SampleInterval while there is a memory limit
+// to enforce. Without one, nothing is read until someone asks (Sample):
+// an idle sockd reads no /proc files and allocates nothing.
 func (p *Pool) sampleLoop() {
+	if p.opts.Recycle.MaxMemory <= 0 {
+		return
+	}
 	t := time.NewTicker(p.opts.SampleInterval)
 	defer t.Stop()
 	for {
@@ -137,26 +142,45 @@ func (p *Pool) sampleLoop() {
 		case <-p.done:
 			return
 		}
-		reply := make(chan []sampleTarget, 1)
-		if !p.post(sampleRequest{reply}) {
-			return
-		}
-		var targets []sampleTarget
-		select {
-		case targets = <-reply:
-		case <-p.done:
-			return
-		}
-		got := make(map[int]procfs.Usage, len(targets))
-		for _, t := range targets {
-			if u, err := p.env.usage(t); err == nil {
-				got[t.pid] = u
-			}
-		}
-		if !p.post(usageEvent{got}) {
+		if p.Sample(context.Background()) != nil {
 			return
 		}
 	}
+}
+
+// Sample reads what every live worker's process tree (or cgroup) uses,
+// off the loop, unless it was read less than half a SampleInterval ago;
+// Status then shows it. sockd samples before it answers a status request
+// or a scrape, so what they show is at most that old.
+func (p *Pool) Sample(ctx context.Context) error {
+	p.sampleMu.Lock()
+	defer p.sampleMu.Unlock()
+	if !p.sampled.IsZero() && time.Since(p.sampled) < p.opts.SampleInterval/2 {
+		return nil
+	}
+	reply := make(chan []sampleTarget, 1)
+	if !p.post(sampleRequest{reply}) {
+		return ErrStopping
+	}
+	var targets []sampleTarget
+	select {
+	case targets = <-reply:
+	case <-p.done:
+		return ErrStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	got := make(map[int]procfs.Usage, len(targets))
+	for _, t := range targets {
+		if u, err := p.env.usage(t); err == nil {
+			got[t.pid] = u
+		}
+	}
+	if !p.post(usageEvent{got}) {
+		return ErrStopping
+	}
+	p.sampled = time.Now()
+	return nil
 }
 
 // sampleTarget is a worker to sample: its pid, and its cgroup if it has

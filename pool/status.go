@@ -65,7 +65,8 @@ type WorkerStatus struct {
 	// Status is the worker's own STATUS= text.
 	Status string `json:"status,omitempty"`
 	// RSSBytes and CPUSeconds are what the worker's process tree used at
-	// the last sample (see Options.SampleInterval); absent before one.
+	// the last sample (Pool.Sample, Options.SampleInterval); absent
+	// before one.
 	RSSBytes   int64   `json:"rss_bytes,omitempty"`
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	// Recycle says why the worker is to be replaced, once it is over a

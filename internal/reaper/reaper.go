@@ -81,14 +81,14 @@ func (r *Reaper) Release(pid int) {
 	}
 }
 
-// Run reaps adopted children whenever a child exits (SIGCHLD), and every
-// second in case a signal was merged with another, until ctx ends.
+// Run reaps adopted children whenever a child exits (SIGCHLD) or a pid
+// is released, until ctx ends. Signals that merge (several exits, one
+// SIGCHLD) lose nothing: each pass reaps every exited child, and a
+// SIGCHLD that arrives during a pass waits in the channel for the next.
 func (r *Reaper) Run(ctx context.Context) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGCHLD)
 	defer signal.Stop(sigs)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
 		r.Reap()
 		select {
@@ -96,7 +96,6 @@ func (r *Reaper) Run(ctx context.Context) {
 			return
 		case <-sigs:
 		case <-r.kick:
-		case <-t.C:
 		}
 	}
 }

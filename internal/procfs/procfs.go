@@ -9,26 +9,55 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stat returns the state letter (R, S, D, Z, …) and parent pid of pid from
-// /proc/PID/stat.
+// /proc/PID/stat. The notify socket asks it of every message's sender, so
+// it reads through a pooled buffer and allocates next to nothing.
 func Stat(pid int) (state byte, ppid int, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	// The command name is in parentheses and may itself contain ") ".
+	defer unix.Close(fd)
+	b, n := *bp, 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, 0, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return parseStat(pid, b[:n])
+}
+
+// parseStat reads the state and the parent pid from a /proc/PID/stat line.
+// The command name is in parentheses and may itself contain ") ".
+func parseStat(pid int, b []byte) (state byte, ppid int, err error) {
 	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+4 >= len(b) {
+	if i < 0 || i+4 >= len(b) || b[i+1] != ' ' || b[i+3] != ' ' {
 		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
-	fields := bytes.Fields(b[i+2:])
-	if len(fields) < 2 {
+	rest := b[i+4:]
+	if j := bytes.IndexAny(rest, " \n"); j >= 0 {
+		rest = rest[:j]
+	}
+	ppid, ok := atoi(rest)
+	if !ok || len(rest) == 0 || rest[0] == 0 {
 		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
-	ppid, err = strconv.Atoi(string(fields[1]))
-	return fields[0][0], ppid, err
+	return b[i+2], ppid, nil
 }
 
 // Alive reports whether pid is running: it exists and is neither a zombie

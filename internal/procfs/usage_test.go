@@ -4,9 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/worker/workertest"
 )
@@ -87,5 +91,74 @@ func TestFDsAndEnv(t *testing.T) {
 	}
 	if strings.Contains(path, "\x00") || EnvHas(1<<30, "X") {
 		t.Fatal("environment of a pid that cannot exist")
+	}
+}
+
+// Children finds the children of every thread: here ten, each forked by
+// a goroutine locked to a thread of its own, and the list is exactly
+// those ten.
+func TestChildrenOfEveryThread(t *testing.T) {
+	const n = 10
+	cmds := make([]*exec.Cmd, n)
+	started := make(chan error)
+	release := make(chan struct{})
+	for i := range cmds {
+		go func() {
+			runtime.LockOSThread() // the thread ends with the goroutine: its children go to another
+			cmds[i] = exec.Command("sleep", "100")
+			started <- cmds[i].Start()
+			<-release
+		}()
+	}
+	for range cmds {
+		if err := <-started; err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		close(release)
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	var want []int
+	for _, c := range cmds {
+		want = append(want, c.Process.Pid)
+	}
+	slices.Sort(want)
+	got := Children(os.Getpid())
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Children(self) = %v, want %v", got, want)
+	}
+	// A few small allocations per thread (the file's name), none of the
+	// directory listing's buffers.
+	threads, _ := os.ReadDir("/proc/self/task")
+	if a := testing.AllocsPerRun(20, func() { Children(os.Getpid()) }); a > float64(4*len(threads)+10) {
+		t.Errorf("Children allocates %.0f times a call with %d threads; it runs on every SIGCHLD", a, len(threads))
+	}
+}
+
+// A children file read in pieces smaller than a number yields the same
+// numbers.
+func TestAppendNumbersAcrossReads(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "children"), []byte("12 345 6789 4194304 "), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(d)
+	for _, size := range []int{1, 2, 3, 4096} {
+		got := appendNumbers(nil, d, "children", make([]byte, size))
+		if !slices.Equal(got, []int{12, 345, 6789, 4194304}) {
+			t.Fatalf("read %d bytes at a time: %v", size, got)
+		}
+	}
+	if got := appendNumbers([]int{1}, d, "missing", make([]byte, 8)); !slices.Equal(got, []int{1}) {
+		t.Fatalf("a missing file: %v", got)
 	}
 }

@@ -199,9 +199,7 @@ func (p *Pool) onSoakOver(gen int) {
 func (p *Pool) commitBatch() {
 	st := &p.st
 	r := st.reload
-	r.deadline.Stop()
-	r.retired = append(r.retired[:0], r.dropped...)
-	r.dropped = nil
+	p.endBatch()
 	for _, s := range st.slots {
 		if !s.batch {
 			continue
@@ -312,15 +310,24 @@ func (p *Pool) onReloadDeadline(gen, batch int) {
 	p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)", p.opts.ReloadTimeout, ready, size))
 }
 
+// endBatch stops the running batch's deadline and starts the list of
+// workers the handover waits for with the ones the batch dropped (old
+// workers that were starting in its slots when it began); commit and
+// rollback add theirs.
+func (p *Pool) endBatch() {
+	r := p.st.reload
+	r.deadline.Stop()
+	r.retired = append(r.retired[:0], r.dropped...)
+	r.dropped = nil
+}
+
 // abortReload rolls the running batch back: its new workers drain away,
 // the old ones were never touched (but slots whose worker crashed
 // meanwhile are refilled).
 func (p *Pool) abortReload(reason string) {
 	st := &p.st
 	r := st.reload
-	r.deadline.Stop()
-	r.retired = append(r.retired[:0], r.dropped...)
-	r.dropped = nil
+	p.endBatch()
 	for _, s := range st.slots {
 		if !s.batch {
 			continue

@@ -87,12 +87,9 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 			return exitUsage, usagef("sockd scale: %v", err)
 		}
 	}
-	path := *ctl
-	if path == "" {
-		var err error
-		if path, err = daemon.DefaultControlPath(); err != nil {
-			return exitUsage, err
-		}
+	path, err := controlPath(*ctl)
+	if err != nil {
+		return exitUsage, err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -173,4 +170,12 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", wk.Slot, wk.Generation, wk.PID, wk.State, up, wk.Restarts, req, strings.TrimSpace(wk.Status))
 	}
 	return tw.Flush()
+}
+
+// controlPath is --control, or the default control socket path.
+func controlPath(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	return daemon.DefaultControlPath()
 }

@@ -17,7 +17,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/pool"
 )
@@ -47,12 +46,9 @@ func topCommand(args []string, stdout io.Writer) (int, error) {
 	if *interval < 10*time.Millisecond {
 		return exitUsage, usagef("--interval %s: want at least 10ms", *interval)
 	}
-	path := *ctl
-	if path == "" {
-		var err error
-		if path, err = daemon.DefaultControlPath(); err != nil {
-			return exitUsage, err
-		}
+	path, err := controlPath(*ctl)
+	if err != nil {
+		return exitUsage, err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

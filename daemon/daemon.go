@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -120,9 +121,10 @@ type Daemon struct {
 	trim      *trimmer
 
 	reqs    chan any
-	stopped chan struct{} // closed when Run returns
+	stopped chan struct{} // closed when Run's loop is over: no request is handled after
 
 	// Owned by Run.
+	stopping      bool // Stop was asked
 	phase         phase
 	reloads       int                // reloads under way
 	inCharge      bool               // this sockd removes the control socket and unix socket files when it exits
@@ -377,7 +379,8 @@ func (d *Daemon) closeTree() {
 // an upgrade handed the service to a new sockd (nil), or when workers
 // crashed beyond the restart limit (an error wrapping pool.ErrRestartLimit).
 func (d *Daemon) Run() error {
-	defer close(d.stopped)
+	loopOver := sync.OnceFunc(func() { close(d.stopped) })
+	defer loopOver()
 	defer d.ls.Close()
 	defer d.closeTree()
 	defer d.closeGuard()
@@ -427,6 +430,10 @@ func (d *Daemon) Run() error {
 			done = true
 		}
 	}
+	// Requests in flight on the control socket (an upgrade --wait, say)
+	// wait for an answer from the loop or for this; the control server
+	// waits for them before Run may return.
+	loopOver()
 	stopControl()
 	d.ctl.Close()
 	if d.phase != phaseTakingOver {
@@ -465,6 +472,11 @@ func (d *Daemon) count(f func(*metrics.Exporter)) {
 
 // post hands a request to Run; false once Run is over.
 func (d *Daemon) post(req any) bool {
+	select {
+	case <-d.stopped:
+		return false
+	default:
+	}
 	select {
 	case d.reqs <- req:
 		return true
@@ -515,6 +527,7 @@ func (d *Daemon) handle(req any) {
 			go func() { d.post(upgradeDone{d.handOn(ctx), reply}) }()
 		}
 	case stopRequest:
+		d.stopping = true
 		if d.cancelUpgrade != nil {
 			d.cancelUpgrade() // the new sockd, not ready yet, is killed
 		}
@@ -531,7 +544,11 @@ func (d *Daemon) onUpgradeDone(u upgradeDone) {
 		result = "failed"
 	}
 	d.count(func(m *metrics.Exporter) { m.Upgrade(result) })
-	if err != nil {
+	if err != nil && d.stopping {
+		d.phase = phaseRunning
+		d.log.Warn("upgrade abandoned: sockd is stopping", "event", "upgrade_failed", "error", err)
+		err = fmt.Errorf("upgrade abandoned, sockd is stopping: %w", err)
+	} else if err != nil {
 		d.phase = phaseRunning
 		d.log.Error("upgrade failed; this sockd keeps serving", "event", "upgrade_failed", "error", err)
 		d.sd.Notify("STATUS=upgrade failed: " + oneLine(err))
@@ -579,8 +596,13 @@ func (d *Daemon) Reload(ctx context.Context, wait bool) error {
 	if !d.post(reloadRequest{reply}) {
 		return pool.ErrStopping
 	}
-	if err := <-reply; err != nil {
-		return err
+	select {
+	case err := <-reply:
+		if err != nil {
+			return err
+		}
+	case <-d.stopped:
+		return pool.ErrStopping
 	}
 	run := func(ctx context.Context) error {
 		defer d.post(reloadDone{})

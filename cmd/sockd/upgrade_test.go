@@ -451,3 +451,51 @@ func fdTargets(pid int, fds []int) []string {
 	}
 	return ts
 }
+
+// SIGTERM while `upgrade --wait` waits for a new sockd that is not ready
+// yet: sockd stops (the new one is killed) and the client gets its answer.
+// It hung: the loop had ended, and the control server waited for the
+// upgrade request, which waited for the loop.
+func TestStopDuringUpgrade(t *testing.T) {
+	bin := installCopy(t)
+	d := startInstalled(t, bin, "--workers", "1", "--listen", "tcp://127.0.0.1:0", "--reload-timeout", "60s")
+	before := d.mustStatus()
+	replaceBinary(t, bin, []byte("#!/bin/sh\nexec sleep 60\n"))
+	res := make(chan int, 1)
+	var stderr syncBuffer
+	go func() { res <- sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &stderr) }()
+	var newSockd int
+	waitFor(t, 20*time.Second, "the new sockd started", func() bool {
+		for _, pid := range procfs.Children(before.PID) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(b), "sleep\x00") {
+				newSockd = pid
+				return true
+			}
+		}
+		return false
+	})
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("sockd stopped during an upgrade: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sockd did not stop within 30 s of SIGTERM during an upgrade")
+	}
+	select {
+	case code := <-res:
+		if code == exitOK {
+			t.Fatalf("upgrade --wait succeeded although sockd stopped: %s", stderr.String())
+		}
+		t.Logf("upgrade --wait: exit %d, %s", code, strings.TrimSpace(stderr.String()))
+	case <-time.After(30 * time.Second):
+		t.Fatal("upgrade --wait got no answer")
+	}
+	waitFor(t, 10*time.Second, "the never-ready new sockd gone", func() bool {
+		_, _, err := procfs.Stat(newSockd)
+		return err != nil
+	})
+}

@@ -87,6 +87,11 @@ func Listen(path string) (*net.UnixListener, error) {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is in use by another sockd (pass --control)", path)
 	}
+	// A stale socket (nobody answers) is replaced; anything else at the
+	// path is someone's file, and a mistyped --control must not delete it.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("control socket %s: a %s is there, not a socket (pass another --control)", path, kind(fi.Mode()))
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -97,6 +102,20 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	return ln, nil
+}
+
+// kind names what a file is, for an error message.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	case m&os.ModeSymlink != 0:
+		return "symbolic link"
+	default:
+		return "file of type " + m.Type().String()
+	}
 }
 
 // Serve answers requests until ctx is done, then closes ln and waits for

@@ -197,6 +197,34 @@ func TestListen(t *testing.T) {
 	checkFDs()
 }
 
+// Whatever is at the path and is not a socket stays: a mistyped --control
+// must not delete a file.
+func TestListenLeavesOtherFilesAlone(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "notes.txt")
+	os.WriteFile(file, []byte("keep me"), 0o644)
+	link := filepath.Join(dir, "link")
+	os.Symlink(file, link)
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o755)
+	for path, what := range map[string]string{file: "regular file", link: "symbolic link", sub: "directory"} {
+		ln, err := Listen(path)
+		if err == nil {
+			ln.Close()
+			t.Fatalf("Listen over a %s succeeded", what)
+		}
+		if !strings.Contains(err.Error(), what) || !strings.Contains(err.Error(), "not a socket") {
+			t.Errorf("Listen over a %s: %v", what, err)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Fatalf("the file after Listen: %q, %v", b, err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link after Listen: %v, %v", fi, err)
+	}
+}
+
 func TestServeCommands(t *testing.T) {
 	checkFDs := fdtest.Track(t, "Serve stopped")
 	h := &fakeHandler{status: map[string]any{"generation": 3, "workers": []int{1, 2}}}

@@ -109,7 +109,7 @@ func bindIP(ctx context.Context, network, addr string, reuse bool) (int, error) 
 }
 
 func bindUnix(ctx context.Context, spec Spec) (*Listener, error) {
-	if err := removeStale(spec.Address); err != nil {
+	if err := RemoveStale(spec.Address); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", spec, err)
 	}
 	var lc net.ListenConfig
@@ -137,9 +137,11 @@ func bindUnix(ctx context.Context, spec Spec) (*Listener, error) {
 	return l, nil
 }
 
-// removeStale deletes a unix socket file that nobody listens on any more. A
-// live socket or a file that is not a socket is an error.
-func removeStale(path string) error {
+// RemoveStale deletes a unix socket file that nobody listens on any more,
+// before a new socket is bound at its path. A live socket (an error
+// wrapping EADDRINUSE) or a file that is not a socket is an error, and is
+// left alone.
+func RemoveStale(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -27,9 +27,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/sockd/sockd/internal/accept"
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/accept"
 )
 
 // MaxRequest bounds a request line.
@@ -83,17 +84,12 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s is in use by another sockd (pass --control)", path)
-	}
 	// A stale socket (nobody answers) is replaced; anything else at the
 	// path is someone's file, and a mistyped --control must not delete it.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
-		return nil, fmt.Errorf("control socket %s: a %s is there, not a socket (pass another --control)", path, kind(fi.Mode()))
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("control socket: %w", err)
+	if err := activation.RemoveStale(path); errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("control socket %s is in use by another sockd (pass --control)", path)
+	} else if err != nil {
+		return nil, fmt.Errorf("control socket: %w (pass another --control)", err)
 	}
 	old := unix.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -102,20 +98,6 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	return ln, nil
-}
-
-// kind names what a file is, for an error message.
-func kind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m.IsRegular():
-		return "regular file"
-	case m&os.ModeSymlink != 0:
-		return "symbolic link"
-	default:
-		return "file of type " + m.Type().String()
-	}
 }
 
 // Serve answers requests until ctx is done, then closes ln and waits for

@@ -30,12 +30,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/internal/accept"
-
 	"github.com/sockd/sockd/internal/http1"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
@@ -400,11 +401,9 @@ func Listen(u string) (net.Listener, error) {
 		if p.Host != "" || !strings.HasPrefix(p.Path, "/") {
 			return nil, fmt.Errorf("metrics address %q: want unix:///ABSOLUTE/PATH", u)
 		}
-		if c, err := net.Dial("unix", p.Path); err == nil {
-			c.Close()
+		if err := activation.RemoveStale(p.Path); errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("metrics socket %s is in use", p.Path)
-		}
-		if err := os.Remove(p.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		} else if err != nil {
 			return nil, fmt.Errorf("metrics socket: %w", err)
 		}
 		ln, err := net.Listen("unix", p.Path)

@@ -47,8 +47,16 @@ func TestScaleCommandSignalsReloadAndUpgrade(t *testing.T) {
 			scale("+1", "2")
 			d.cmd.Process.Signal(syscall.SIGTTIN)
 			size(3, "3 workers after SIGTTIN")
+			// The size is 3 before and after these two: wait until sockd has
+			// scaled twice, or the wait for 3 could pass before either
+			// signal was handled.
+			since := lastEvent(d.mustStatus())
 			d.cmd.Process.Signal(syscall.SIGTTIN)
 			d.cmd.Process.Signal(syscall.SIGTTOU)
+			waitFor(t, 20*time.Second, "two scale events after SIGTTIN and SIGTTOU", func() bool {
+				s, err := d.status()
+				return err == nil && countEvents(s, pool.EventScale, since) == 2
+			})
 			size(3, "3 workers after SIGTTIN and SIGTTOU")
 			if s := d.mustStatus(); !strings.HasPrefix(s.Summary, "3/3 workers ready") {
 				t.Fatalf("summary %q", s.Summary)
@@ -137,4 +145,26 @@ func pids(s pool.Status) string {
 		b.WriteString(" " + strconv.Itoa(w.PID))
 	}
 	return b.String()
+}
+
+// lastEvent is the time of the newest event in s.
+func lastEvent(s pool.Status) time.Time {
+	var t time.Time
+	for _, e := range s.Events {
+		if e.Time.After(t) {
+			t = e.Time
+		}
+	}
+	return t
+}
+
+// countEvents counts the events of a kind in s newer than since.
+func countEvents(s pool.Status, kind string, since time.Time) int {
+	n := 0
+	for _, e := range s.Events {
+		if e.Kind == kind && e.Time.After(since) {
+			n++
+		}
+	}
+	return n
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/handoff"
+	"github.com/sockd/sockd/internal/account"
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/guard"
@@ -73,10 +74,10 @@ type Options struct {
 	ReusePort bool
 	// ControlPath is the control socket; "" means DefaultControlPath().
 	ControlPath string
-	// Pool configures the workers. The daemon sets Listeners, Notify,
-	// Guard, Reaper, Cgroups, FirstGeneration and Logger (to
+	// Pool configures the workers (the daemon wires the pool: its
+	// listeners, systemd, the guard, cgroups, metrics, its logger
 	// Logger.Named("pool")).
-	Pool pool.Options
+	Pool pool.Config
 	// Cgroups says whether each worker gets a cgroup of its own (see
 	// internal/cgroup): CgroupsAuto (when sockd may manage a cgroup v2
 	// subtree; the zero value), CgroupsYes (required) or CgroupsNo.
@@ -91,18 +92,10 @@ type Options struct {
 	Logger hclog.Logger
 }
 
-type phase int
-
-const (
-	phaseTakingOver phase = iota
-	phaseRunning
-	phaseUpgrading
-	phaseHandedOff
-)
-
 // Daemon is one sockd process's service. The environment it runs in is
 // the process's own: LISTEN_* and NOTIFY_SOCKET from systemd,
-// SOCKD_UPGRADE_FD from an old sockd.
+// SOCKD_UPGRADE_FD from an old sockd. Its decisions are its machine's
+// (loop.go); Daemon is the machine's env, and the wiring.
 type Daemon struct {
 	opts      Options
 	log       hclog.Logger
@@ -119,39 +112,21 @@ type Daemon struct {
 	pool      *pool.Pool
 	sd        *notifier
 	trim      *trimmer
+	m         *machine
 
-	reqs    chan any
+	reqs    chan request
 	stopped chan struct{} // closed when Run's loop is over: no request is handled after
 
-	// Owned by Run.
-	stopping      bool // Stop was asked
-	phase         phase
-	reloads       int                // reloads under way
-	inCharge      bool               // this sockd removes the control socket and unix socket files when it exits
-	cancelUpgrade context.CancelFunc // ends the upgrade under way
+	ctx         context.Context // Run's
+	ctlCtx      context.Context // the control server's: ends with stopServing
+	stopServing context.CancelFunc
+	served      chan struct{} // closed when the control server is done; nil until it serves
 }
-
-// Requests and news for Run.
-type (
-	reloadRequest  struct{ reply chan error }
-	reloadDone     struct{}
-	upgradeRequest struct {
-		ctx   context.Context
-		wait  bool
-		reply chan error
-	}
-	upgradeDone struct {
-		err   error
-		reply chan error // nil if nobody waits
-	}
-	tookOver    struct{ err error }
-	stopRequest struct{}
-)
 
 // New takes the sockets (from an old sockd, from systemd, or by binding
 // opts.Listen) and the control socket, and prepares the pool. Nothing is
 // forked but the guard until Run. Its errors wrap ErrConfig, ErrSockets or
-// ErrResources when they are of those kinds.
+// pool.ErrResources when they are of those kinds.
 func New(opts Options) (*Daemon, error) {
 	d, err := build(opts)
 	return d, shortOf(err)
@@ -161,7 +136,8 @@ func build(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, sd: &notifier{on: true}, reqs: make(chan any, 16), stopped: make(chan struct{})}
+	d := &Daemon{opts: opts, log: opts.Logger, sd: &notifier{on: true}, reqs: make(chan request, 16), stopped: make(chan struct{})}
+	d.m = &machine{env: d, log: d.log, phase: phaseRunning}
 	var err error
 	if d.ctlPath, err = controlPath(opts.ControlPath); err != nil {
 		return nil, tag(ErrConfig, err)
@@ -176,6 +152,7 @@ func build(opts Options) (*Daemon, error) {
 		d.ls, d.ctl = d.child.Listeners, d.child.Control
 		first = d.child.State.Generation + 1
 		d.sd.set(false)
+		d.m.phase = phaseTakingOver
 		d.log.Info("took the sockets from the old sockd", "event", "upgrade_accept", "listeners", len(d.ls), "generation", first)
 	} else {
 		// The control socket first: a second sockd on the same one must
@@ -187,7 +164,6 @@ func build(opts Options) (*Daemon, error) {
 			d.ctl.Close() // and unlinks it
 			return nil, err
 		}
-		d.phase, d.inCharge = phaseRunning, true
 	}
 	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
 	workers := opts.Pool.Workers
@@ -202,26 +178,26 @@ func build(opts Options) (*Daemon, error) {
 		d.release()
 		return nil, err
 	}
-	popts := opts.Pool
-	popts.Listeners, popts.FirstGeneration = d.ls, first
-	popts.Workers = workers
-	popts.Notify, popts.Logger = d.sd.Notify, d.log.Named("pool")
-	popts.Reaper, popts.Cgroups = d.reaper, d.tree
-	if err := d.makeRunDir(&popts); err != nil {
+	cfg := opts.Pool
+	cfg.Workers = workers
+	deps := pool.Deps{Listeners: d.ls, FirstGeneration: first, Notify: d.sd.Notify, Logger: d.log.Named("pool"),
+		Reaper: d.reaper, Cgroups: d.tree}
+	if err := d.makeRunDir(cfg.User, &deps); err != nil {
 		d.release()
 		return nil, err
 	}
-	if err := d.setupMetrics(&popts); err != nil {
+	if err := d.setupMetrics(&deps); err != nil {
 		d.release()
 		return nil, err
 	}
 	if d.guard != nil {
-		popts.Guard = d.guard
+		deps.Guard = d.guard
 	}
-	if d.pool, err = pool.New(popts); err != nil {
+	if d.pool, err = pool.New(cfg, deps); err != nil {
 		d.release()
 		return nil, err
 	}
+	d.m.pool = d.pool
 	return d, nil
 }
 
@@ -284,17 +260,17 @@ func (d *Daemon) cgroups() (*cgroup.Tree, error) {
 
 // setupMetrics opens the metrics endpoint, and the directory the workers
 // make their own metrics sockets in.
-func (d *Daemon) setupMetrics(popts *pool.Options) error {
+func (d *Daemon) setupMetrics(deps *pool.Deps) error {
 	if d.opts.Metrics == "" {
 		return nil
 	}
 	d.metrics = metrics.New(d.sampledStatus, d.log.Named("metrics"))
-	popts.OnEvent = d.metrics.OnEvent
+	deps.OnEvent = d.metrics.OnEvent
 	var err error
 	if d.metricsLn, err = metrics.Listen(d.opts.Metrics); err != nil {
 		return tag(ErrSockets, err)
 	}
-	popts.MetricsDir = d.runDir
+	deps.MetricsDir = d.runDir
 	return nil
 }
 
@@ -303,9 +279,9 @@ func (d *Daemon) setupMetrics(popts *pool.Options) error {
 // sockets. It is next to the control socket, mode 0700, owned by the
 // workers' user: nobody else can reach the notify socket, so nobody else
 // can make sockd read datagrams (a flood of them would cost sockd a core).
-func (d *Daemon) makeRunDir(popts *pool.Options) error {
+func (d *Daemon) makeRunDir(u *account.User, deps *pool.Deps) error {
 	parent := filepath.Dir(d.ctlPath)
-	if u := popts.User; u != nil && u.CanReach(parent) != nil {
+	if u != nil && u.CanReach(parent) != nil {
 		// The control socket's directory is closed to the workers' user:
 		// /tmp is open to everyone (the directory below it is not).
 		parent = os.TempDir()
@@ -315,13 +291,13 @@ func (d *Daemon) makeRunDir(popts *pool.Options) error {
 	if err := os.MkdirAll(d.runDir, 0o700); err != nil {
 		return fmt.Errorf("workers' directory: %w", err)
 	}
-	if u := popts.User; u != nil {
+	if u != nil {
 		if err := os.Chown(d.runDir, int(u.UID), int(u.GID)); err != nil {
 			return fmt.Errorf("workers' directory: %w", err)
 		}
 	}
 	if sock := filepath.Join(d.runDir, "notify"); len(sock) < 100 {
-		popts.NotifySocket = sock
+		deps.NotifySocket = sock
 	} else {
 		d.log.Warn("the notify socket's path would be too long; using an abstract socket, which any local process can write to", "event", "notify", "path", sock)
 	}
@@ -368,7 +344,7 @@ func (d *Daemon) closeGuard() {
 // closeTree removes the cgroup subtree sockd made (not after an upgrade
 // handed it on).
 func (d *Daemon) closeTree() {
-	if d.tree != nil && d.phase != phaseHandedOff {
+	if d.tree != nil && d.m.phase != phaseHandedOff {
 		if err := d.tree.Close(); err != nil {
 			d.log.Warn("cannot remove sockd's cgroups", "error", err)
 		}
@@ -393,8 +369,8 @@ func (d *Daemon) Run() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctlCtx, stopControl := context.WithCancel(ctx)
-	served := make(chan struct{})
+	d.ctx = ctx
+	d.ctlCtx, d.stopServing = context.WithCancel(ctx)
 	d.pool.Start()
 	go func() {
 		select {
@@ -403,50 +379,35 @@ func (d *Daemon) Run() error {
 		case <-d.pool.Done():
 		}
 	}()
-	if d.child != nil {
-		go func() { d.post(tookOver{d.takeOver(ctx)}) }()
-	} else {
-		go d.serveControl(ctlCtx, served)
-	}
+	go func() {
+		<-d.pool.Done()
+		d.post(poolDone{})
+	}()
+	d.m.begin()
 	go d.watchdog(ctx)
 	if d.reaper != nil {
 		go d.reaper.Run(ctx)
 	}
-	for done := false; !done; {
-		select {
-		case req := <-d.reqs:
-			switch req := req.(type) {
-			case tookOver:
-				d.onTookOver(req.err, ctx, ctlCtx, served)
-			case upgradeDone:
-				d.onUpgradeDone(req)
-				if req.err == nil {
-					stopControl()
-				}
-			default:
-				d.handle(req)
-			}
-		case <-d.pool.Done():
-			done = true
-		}
+	for !d.m.over {
+		(<-d.reqs).apply(d.m)
 	}
 	// Requests in flight on the control socket (an upgrade --wait, say)
 	// wait for an answer from the loop or for this; the control server
 	// waits for them before Run may return.
 	loopOver()
-	stopControl()
+	d.stopServing()
 	d.ctl.Close()
-	if d.phase != phaseTakingOver {
-		<-served
+	if d.served != nil {
+		<-d.served
 	}
-	if d.inCharge && d.phase != phaseHandedOff {
+	if d.m.phase.inCharge() {
 		os.Remove(d.ctlPath)
 		d.ls.Remove()
 	}
 	if err := d.pool.Wait(); err != nil {
 		return err
 	}
-	d.log.Info("sockd stopped", "event", "sockd_exit", "handed_off", d.phase == phaseHandedOff)
+	d.log.Info("sockd stopped", "event", "sockd_exit", "handed_off", d.m.phase == phaseHandedOff)
 	return nil
 }
 
@@ -454,7 +415,7 @@ func (d *Daemon) Run() error {
 // are all gone (without cgroups: the processes sockd adopted that carried
 // no SOCKD_WORKER_ID of a worker), so that a clean stop leaves nothing.
 func (d *Daemon) endLeftovers() {
-	if d.reaper == nil || d.phase == phaseHandedOff {
+	if d.reaper == nil || d.m.phase == phaseHandedOff {
 		return
 	}
 	n, err := d.reaper.KillAdopted(nil, time.Now().Add(5*time.Second))
@@ -463,15 +424,8 @@ func (d *Daemon) endLeftovers() {
 	}
 }
 
-// count updates the metrics, if they are on.
-func (d *Daemon) count(f func(*metrics.Exporter)) {
-	if d.metrics != nil {
-		f(d.metrics)
-	}
-}
-
 // post hands a request to Run; false once Run is over.
-func (d *Daemon) post(req any) bool {
+func (d *Daemon) post(req request) bool {
 	select {
 	case <-d.stopped:
 		return false
@@ -483,88 +437,6 @@ func (d *Daemon) post(req any) bool {
 	case <-d.stopped:
 		return false
 	}
-}
-
-func (d *Daemon) handle(req any) {
-	switch req := req.(type) {
-	case reloadRequest:
-		switch d.phase {
-		case phaseRunning:
-			d.reloads++
-			req.reply <- nil
-		case phaseHandedOff:
-			d.count(func(m *metrics.Exporter) { m.Reload("refused") })
-			req.reply <- tag(ErrRefused, errors.New("this sockd handed over to a new one; reload refused"))
-		default:
-			d.count(func(m *metrics.Exporter) { m.Reload("refused") })
-			// The new sockd numbers its generation after the old one's: a
-			// reload now would make a third generation, with a clashing
-			// number.
-			req.reply <- tag(ErrRefused, errors.New("an upgrade is running; reload refused"))
-		}
-	case reloadDone:
-		d.reloads--
-	case upgradeRequest:
-		if d.phase != phaseRunning || d.reloads > 0 {
-			d.count(func(m *metrics.Exporter) { m.Upgrade("refused") })
-		}
-		switch {
-		case d.phase == phaseUpgrading:
-			req.reply <- tag(ErrRefused, errors.New("an upgrade is already running"))
-		case d.phase != phaseRunning:
-			req.reply <- tag(ErrRefused, errors.New("this sockd is not in charge; upgrade refused"))
-		case d.reloads > 0:
-			req.reply <- tag(ErrRefused, errors.New("sockd is reloading; upgrade when it is running"))
-		default:
-			d.phase = phaseUpgrading
-			reply := req.reply
-			if !req.wait {
-				reply <- nil
-				reply = nil
-			}
-			ctx, cancel := context.WithCancel(req.ctx)
-			d.cancelUpgrade = cancel
-			go func() { d.post(upgradeDone{d.handOn(ctx), reply}) }()
-		}
-	case stopRequest:
-		d.stopping = true
-		if d.cancelUpgrade != nil {
-			d.cancelUpgrade() // the new sockd, not ready yet, is killed
-		}
-		d.pool.Stop()
-	}
-}
-
-func (d *Daemon) onUpgradeDone(u upgradeDone) {
-	d.cancelUpgrade()
-	d.cancelUpgrade = nil
-	err := u.err
-	result := "done"
-	if err != nil {
-		result = "failed"
-	}
-	d.count(func(m *metrics.Exporter) { m.Upgrade(result) })
-	if err != nil && d.stopping {
-		d.phase = phaseRunning
-		d.log.Warn("upgrade abandoned: sockd is stopping", "event", "upgrade_failed", "error", err)
-		err = fmt.Errorf("upgrade abandoned, sockd is stopping: %w", err)
-	} else if err != nil {
-		d.phase = phaseRunning
-		d.log.Error("upgrade failed; this sockd keeps serving", "event", "upgrade_failed", "error", err)
-		d.sd.Notify("STATUS=upgrade failed: " + oneLine(err))
-		err = fmt.Errorf("upgrade failed, old sockd keeps serving: %w", err)
-	} else {
-		d.phase = phaseHandedOff
-		d.pool.Stop()
-	}
-	if u.reply != nil {
-		u.reply <- err
-	}
-}
-
-func (d *Daemon) serveControl(ctx context.Context, served chan<- struct{}) {
-	control.Serve(ctx, d.ctl, d, d.log.Named("control"))
-	close(served)
 }
 
 // Stop drains the workers (and abandons an upgrade whose new sockd is not

@@ -8,14 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/account"
+	"github.com/sockd/sockd/internal/resources"
 	"github.com/sockd/sockd/pool"
 )
-
-// ErrResources: sockd lacks what it needs to run the pool as configured:
-// its limits on descriptors or processes are too low for the pool, a file
-// system it writes its sockets to is full, or the first workers could not
-// be forked for want of descriptors, processes or memory (sockd exits 6).
-var ErrResources = errors.New("not enough resources")
 
 // Descriptors sockd needs, besides the listening sockets: fdsBase whatever
 // the pool's size (the Go runtime, the control, notify and metrics
@@ -31,7 +27,7 @@ const (
 // limits, before anything is forked: better one clear line at start than
 // workers failing to start one after another. Go has raised the soft
 // RLIMIT_NOFILE to the hard one already (and restores it for the workers).
-func checkLimits(workers int, ls activation.Set, user *pool.User) error {
+func checkLimits(workers int, ls activation.Set, user *account.User) error {
 	sockets := 0
 	for _, l := range ls {
 		sockets += l.Slots()
@@ -39,7 +35,7 @@ func checkLimits(workers int, ls activation.Set, user *pool.User) error {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur != unix.RLIM_INFINITY {
 		if need := fdsBase + sockets + fdsPerSlot*workers; rl.Cur < uint64(need) {
-			return tag(ErrResources, fmt.Errorf("RLIMIT_NOFILE is %d, and %d workers on %d sockets need about %d descriptors: raise LimitNOFILE= (systemd) or ulimit -n",
+			return tag(pool.ErrResources, fmt.Errorf("RLIMIT_NOFILE is %d, and %d workers on %d sockets need about %d descriptors: raise LimitNOFILE= (systemd) or ulimit -n",
 				rl.Cur, workers, sockets, need))
 		}
 	}
@@ -51,18 +47,18 @@ func checkLimits(workers int, ls activation.Set, user *pool.User) error {
 	}
 	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &rl); err == nil && rl.Cur != unix.RLIM_INFINITY && uid != 0 {
 		if need := 2*workers + 2; rl.Cur < uint64(need) {
-			return tag(ErrResources, fmt.Errorf("RLIMIT_NPROC is %d for uid %d, and %d workers (twice as many during a reload, and sockd and its guard) need at least %d processes: raise LimitNPROC= (systemd) or ulimit -u",
+			return tag(pool.ErrResources, fmt.Errorf("RLIMIT_NPROC is %d for uid %d, and %d workers (twice as many during a reload, and sockd and its guard) need at least %d processes: raise LimitNPROC= (systemd) or ulimit -u",
 				rl.Cur, uid, workers, need))
 		}
 	}
 	return nil
 }
 
-// shortOf tags err with ErrResources when it says the system or a limit
+// shortOf tags err with pool.ErrResources when it says the system or a limit
 // ran short of something (a full disk, too many open files, …).
 func shortOf(err error) error {
-	if err != nil && pool.ShortOf(err) != "" && !errors.Is(err, ErrResources) {
-		return tag(ErrResources, err)
+	if err != nil && resources.ShortOf(err) != "" && !errors.Is(err, pool.ErrResources) {
+		return tag(pool.ErrResources, err)
 	}
 	return err
 }

@@ -2,27 +2,40 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/sockd/sockd/handoff"
+	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/pool"
 )
 
-// handOn is the old sockd's half of an upgrade: start the new binary on
-// the sockets, wait until its workers are ready, make it systemd's main
-// pid and tell it to take charge. On error the new sockd is gone and this
-// one serves on.
-func (d *Daemon) handOn(ctx context.Context) error {
-	s, err := d.pool.Status(ctx)
-	if err != nil {
-		return err
+// Daemon as the machine's env (env.go).
+
+func (d *Daemon) async(f func())           { go f() }
+func (d *Daemon) predecessor() predecessor { return d.child }
+func (d *Daemon) notify(state string)      { d.sd.Notify(state) }
+func (d *Daemon) lastWord(state string)    { d.sd.lastWord(state) }
+
+func (d *Daemon) resumeTalking(state string) {
+	d.sd.set(true)
+	d.sd.Notify(state)
+}
+
+func (d *Daemon) counted(what, result string) {
+	if d.metrics == nil {
+		return
 	}
-	if s.State != pool.StateRunning {
-		return fmt.Errorf("sockd is %s; upgrade when it is running", s.State)
+	switch what {
+	case "reload":
+		d.metrics.Reload(result)
+	case "upgrade":
+		d.metrics.Upgrade(result)
 	}
+}
+
+// startSuccessor starts the new sockd binary on this one's sockets.
+func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
 	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade")}
 	if d.tree != nil {
 		ho.Cgroup = d.tree.Base
@@ -32,62 +45,34 @@ func (d *Daemon) handOn(ctx context.Context) error {
 	}
 	u, err := handoff.Start(ho)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, d.pool.Options().ReloadTimeout+2*time.Second)
-	defer cancel()
-	if err := u.WaitReady(rctx); err != nil {
-		return err
-	}
-	// Not the main pid any more: nothing more to systemd (no watchdog ping
-	// may slip in between).
-	d.sd.lastWord(fmt.Sprintf("MAINPID=%d\nSTATUS=handed over to pid %d", u.PID(), u.PID()))
-	if err := u.Commit(); err != nil {
-		// The new sockd died between ready and commit. Take the main pid
-		// back; under NotifyAccess=main systemd may refuse that, since it
-		// now listens to the dead pid only, and will restart the service.
-		u.Abort(time.Second)
-		d.sd.set(true)
-		d.sd.Notify(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=upgrade failed at commit", os.Getpid()))
-		return err
-	}
-	d.log.Info("upgrade: new sockd in charge; retiring this one", "event", "upgrade_handed_over", "new_pid", u.PID())
-	return nil
+	return u, nil
 }
 
-// takeOver is the new sockd's half of an upgrade: once its workers are
-// ready it says so and waits until the old sockd made it the main pid.
-func (d *Daemon) takeOver(ctx context.Context) error {
-	select {
-	case <-d.pool.Ready():
-	case <-d.pool.Done():
-		return errors.New("workers never became ready")
-	}
-	if err := d.child.Ready(); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(ctx, DefaultHandoffTimeout)
-	defer cancel()
-	return d.child.WaitCommit(wctx)
-}
-
-// onTookOver puts the new sockd in charge: it talks to systemd and serves
-// the control socket from now on.
-func (d *Daemon) onTookOver(err error, ctx, ctlCtx context.Context, served chan struct{}) {
-	if err != nil {
-		d.log.Error("upgrade: cannot take over; stopping", "event", "upgrade_failed", "error", err)
-		d.child.Close()
-		d.pool.Stop()
+// serveControl answers the control socket until stopControl or the end
+// of Run.
+func (d *Daemon) serveControl() {
+	if d.served != nil {
 		return
 	}
-	d.phase, d.inCharge = phaseRunning, true
+	d.served = make(chan struct{})
+	go func() {
+		control.Serve(d.ctlCtx, d.ctl, d, d.log.Named("control"))
+		close(d.served)
+	}()
+}
+
+func (d *Daemon) stopControl() { d.stopServing() }
+
+// takeCharge: the old sockd made this one the main pid.
+func (d *Daemon) takeCharge() {
 	d.sd.set(true)
-	if s, err := d.pool.Status(ctx); err == nil {
+	if s, err := d.pool.Status(d.ctx); err == nil {
 		d.sd.Notify("READY=1\nSTATUS=" + s.Summary)
 	}
-	d.log.Info("upgrade: this sockd is in charge now", "event", "upgrade_done", "pid", os.Getpid())
-	go d.adoptMainPID(ctx)
-	go d.serveControl(ctlCtx, served)
+	go d.adoptMainPID(d.ctx)
+	d.serveControl()
 }
 
 // adoptMainPID makes this sockd systemd's own child once the old sockd is

@@ -1,6 +1,13 @@
 package pool
 
-import "time"
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/notify"
+	"github.com/sockd/sockd/internal/procfs"
+)
 
 // Event is something that happened to the pool: the loop hands each one
 // to Options.OnEvent (metrics count them) and keeps the last ones in
@@ -61,22 +68,64 @@ func (p *Pool) event(e Event) {
 		st.events = st.events[:recentEvents-1]
 	}
 	st.events = append(st.events, e)
-	if p.opts.OnEvent != nil {
-		p.opts.OnEvent(e)
+	if p.deps.OnEvent != nil {
+		p.deps.OnEvent(e)
 	}
 }
 
-// exitReason classifies a worker's exit.
-func (p *Pool) exitReason(w *worker) string {
-	switch {
-	case p.st.stopping:
-		return ExitStopped
-	case w.failureKind != "":
-		return w.failureKind
-	case w.leaving:
-		return ExitAnnounced
-	case w.stopSent:
-		return ExitRetired
+// loopEvent is something the loop handles: a request, a timer, news from
+// a worker. Each kind says what the loop does with it (apply), so a kind
+// that nothing handles cannot be written.
+type loopEvent interface{ apply(p *Pool) }
+
+// Requests, news and timers of the mechanism (loop.go, slot.go). The
+// policies' own are next to them: reload.go, recycle.go, scale.go.
+type (
+	exitEvent      struct{ pid int }
+	notifyEvent    struct{ msg notify.Message }
+	nodeReady      struct{ pid int } // "ready" on a worker's Node IPC channel
+	stopRequest    struct{}
+	statusRequest  struct{ reply chan Status }
+	sampleRequest  struct{ reply chan []sampleTarget }
+	usageEvent     struct{ got map[int]procfs.Usage }
+	readyTimer     struct{ w *worker } // after:D elapsed
+	readyTimeout   struct{ w *worker }
+	killTimer      struct{ w *worker }
+	groupKillTimer struct{ w *worker }
+	groupPollTimer struct{}
+	watchdogTimer  struct{ w *worker }
+	restartTimer   struct{ s *slot }
+)
+
+func (e exitEvent) apply(p *Pool)      { p.onExit(e.pid) }
+func (e notifyEvent) apply(p *Pool)    { p.onNotify(e.msg) }
+func (e stopRequest) apply(p *Pool)    { p.beginStop() }
+func (e statusRequest) apply(p *Pool)  { e.reply <- p.status() }
+func (e readyTimer) apply(p *Pool)     { p.markReady(e.w) }
+func (e readyTimeout) apply(p *Pool)   { p.onReadyTimeout(e.w) }
+func (e groupKillTimer) apply(p *Pool) { p.killGroup(e.w) }
+func (groupPollTimer) apply(p *Pool)   { p.pollGroups() }
+func (e watchdogTimer) apply(p *Pool)  { p.onWatchdogTimer(e.w) }
+func (e restartTimer) apply(p *Pool)   { p.onRestartTimer(e.s) }
+func (e usageEvent) apply(p *Pool)     { p.onUsage(e.got) }
+
+func (e nodeReady) apply(p *Pool) {
+	if w := p.st.byPID[e.pid]; w != nil {
+		p.markReady(w)
 	}
-	return ExitCrash
+}
+
+func (e killTimer) apply(p *Pool) {
+	if !e.w.exited {
+		p.wlog(e.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", p.cfg.StopTimeout)
+		p.env.signal(e.w, unix.SIGKILL)
+	}
+}
+
+func (e sampleRequest) apply(p *Pool) {
+	ts := make([]sampleTarget, 0, len(p.st.byPID))
+	for pid, w := range p.st.byPID {
+		ts = append(ts, sampleTarget{pid, w.cgroup})
+	}
+	e.reply <- ts
 }

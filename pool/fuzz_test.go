@@ -18,9 +18,6 @@ func FuzzParseLimits(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if n, err := ParseSize(s); err == nil && n < 0 {
-			t.Fatalf("ParseSize(%q) = %d", s, n)
-		}
 		if j, err := ParseJitter(s); err == nil {
 			if j.N < 0 || j.J < 0 || j.J > j.N {
 				t.Fatalf("ParseJitter(%q) = %+v", s, j)
@@ -70,7 +67,7 @@ func FuzzNotifyChangesOnlyWorkers(f *testing.F) {
 		if err != nil {
 			return
 		}
-		s := newSim(t, func(o *Options) { o.Logger = nil })
+		s := newSim(t, func(o *simOpts) { o.Logger = nil })
 		s.advance(time.Hour) // ready workers would be past MinServe
 		before := fmt.Sprintf("%+v", s.status())
 		m := notify.Message{PID: pid, Fields: fields}

@@ -24,7 +24,7 @@ import (
 // each other's.
 func TestStoppingThenImmediateExitIsNeverACrash(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "quit", func(o *pool.Options) {
+	h := startPool(t, "quit", func(o *options) {
 		o.Workers = 4
 		o.MinServe = time.Millisecond
 		o.RestartLimit = pool.RestartLimit{Burst: 100, Period: time.Minute}
@@ -67,7 +67,7 @@ func TestStoppingThenImmediateExitIsNeverACrash(t *testing.T) {
 // loop in disguise: it spends the restart budget like any crash.
 func TestEarlyStoppingCountsAsCrash(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "leaveearly", func(o *pool.Options) {
+	h := startPool(t, "leaveearly", func(o *options) {
 		o.Workers = 1
 		o.RestartLimit = pool.RestartLimit{Burst: 3, Period: time.Minute}
 		o.BackoffMin = time.Millisecond
@@ -90,7 +90,7 @@ func TestEarlyStoppingCountsAsCrash(t *testing.T) {
 // 8 s would hold fewer than 13, and sockd would restart it forever.
 func TestFastCrashLoopAlwaysSpendsTheBudget(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "crash", func(o *pool.Options) {
+	h := startPool(t, "crash", func(o *options) {
 		o.Workers = 1
 		o.RestartLimit = pool.RestartLimit{Burst: 12, Period: 8 * time.Second}
 		o.BackoffMin = 10 * time.Millisecond
@@ -119,7 +119,7 @@ func childOf(t *testing.T, dir string, pid int) int {
 // it keeps accepting beside its replacement.
 func TestCrashedWorkersProcessGroupIsKilled(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "forker", func(o *pool.Options) {
+	h := startPool(t, "forker", func(o *options) {
 		o.Workers = 1
 		o.StopTimeout = time.Minute // the child is not given its stop deadline
 	})
@@ -141,7 +141,7 @@ func TestCrashedWorkersProcessGroupIsKilled(t *testing.T) {
 // not hold the pool up until the stop deadline.
 func TestStoppedWorkersGroupThatEmptiesIsNotWaitedFor(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "forker", func(o *pool.Options) {
+	h := startPool(t, "forker", func(o *options) {
 		o.Workers = 1
 		o.StopTimeout = time.Minute
 		o.Env = append(o.Env, "POOL_TEST_CHILD_MODE=lingerer")
@@ -163,7 +163,7 @@ func TestStoppedWorkersGroupThatEmptiesIsNotWaitedFor(t *testing.T) {
 // deadline; then it is killed, and the pool is done only after that.
 func TestStoppedWorkersGroupGetsTheStopTimeout(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "forker", func(o *pool.Options) {
+	h := startPool(t, "forker", func(o *options) {
 		o.Workers = 1
 		o.StopTimeout = 700 * time.Millisecond
 	})
@@ -200,7 +200,7 @@ func inode(t *testing.T, fd int) string {
 // orphaned.
 func TestReuseportSlotKeepsItsSocket(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 3 }, "reuseport")
+	h := startPool(t, "serve", func(o *options) { o.Workers = 3 }, "reuseport")
 	h.waitReady()
 	want := map[int]string{}
 	for slot := 0; slot < 3; slot++ {
@@ -244,7 +244,7 @@ func TestReuseportSlotKeepsItsSocket(t *testing.T) {
 // sockd never made it blocking, and nobody needed SIGKILL.
 func TestWorkersGetNonBlockingListenersAndStopInTime(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "serve", func(o *pool.Options) {
+	h := startPool(t, "serve", func(o *options) {
 		o.Workers = 4
 		o.StopTimeout = time.Minute // a SIGKILL would come far too late
 	})
@@ -276,7 +276,7 @@ func TestWorkersGetNonBlockingListenersAndStopInTime(t *testing.T) {
 func TestReloadWaitsForAnOldWorkerThatIgnoresSIGTERM(t *testing.T) {
 	t.Parallel()
 	path, set := modeFile(t, "ignoreterm")
-	h := startPool(t, "", func(o *pool.Options) {
+	h := startPool(t, "", func(o *options) {
 		withModeFile(path)(o)
 		o.Workers = 1
 		o.StopTimeout = 1500 * time.Millisecond
@@ -308,7 +308,7 @@ func TestReloadWaitsForAnOldWorkerThatIgnoresSIGTERM(t *testing.T) {
 func TestHealthyOnlyWithAReadyWorker(t *testing.T) {
 	t.Parallel()
 	path, set := modeFile(t, "serve")
-	h := startPool(t, "", func(o *pool.Options) {
+	h := startPool(t, "", func(o *options) {
 		withModeFile(path)(o)
 		o.Workers = 1
 		o.BackoffMin = 300 * time.Millisecond

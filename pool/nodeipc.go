@@ -42,7 +42,8 @@ func nodeChannel() (mine, theirs int, err error) {
 
 // readNodeChannel reads the worker's messages until it closes its end (it
 // exited): "ready" posts its readiness to the loop.
-func (p *Pool) readNodeChannel(pid, fd int) {
+func (e *osEnv) readNodeChannel(pid, fd int) {
+	p := e.p
 	f := os.NewFile(uintptr(fd), "node-ipc")
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 4096)

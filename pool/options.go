@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/account"
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/reaper"
 )
@@ -122,20 +123,22 @@ func (r RestartLimit) String() string {
 	return fmt.Sprintf("%d/%s", r.Burst, r.Period)
 }
 
-// Options configure a Pool. The zero value of every field but Command and
-// Listeners is a useful default.
-type Options struct {
+// Config is what a pool runs: plain data, every field's zero value a
+// useful default but Command's. A reload can bring a new Config, which
+// the workers of the new generation run (see Pool.Reload).
+type Config struct {
 	// Command is the worker's program and arguments. Command[0] is looked
-	// up in PATH once, by New.
+	// up in PATH once, by New (and by a reload that changes it).
 	Command []string
 	// Dir is the workers' working directory; "" means sockd's.
 	Dir string
 	// Env is the workers' base environment; nil means os.Environ(). sockd's
 	// own LISTEN_*, NOTIFY_SOCKET, WATCHDOG_* and SOCKD_* are removed.
 	Env []string
-	// Listeners are handed to every worker as fds 3, 4, ….
-	Listeners activation.Set
-	// Workers is the number of worker slots; 0 means runtime.NumCPU().
+	// User, if set, is who the workers run as (sockd must be root); New
+	// checks that it may execute the command.
+	User *account.User
+	// Workers is the number of worker slots; 0 means DefaultWorkers().
 	Workers int
 	// Ready says when a worker is ready.
 	Ready ReadyRule
@@ -182,6 +185,14 @@ type Options struct {
 	// a ready worker silent for that long is killed (SIGABRT, then SIGKILL
 	// after StopTimeout) and replaced.
 	WorkerWatchdog time.Duration
+}
+
+// Deps are what a pool works with: the sockets, where its files go, and
+// the collaborators it tells what happens. Every field but Listeners has
+// a useful zero value.
+type Deps struct {
+	// Listeners are handed to every worker as fds 3, 4, ….
+	Listeners activation.Set
 	// NotifySocket is the address of the workers' NOTIFY_SOCKET; "" means an
 	// abstract socket named after sockd's pid.
 	NotifySocket string
@@ -189,26 +200,23 @@ type Options struct {
 	// pid and execs the command; "" means /proc/self/exe, which must call
 	// Trampoline() first thing in main.
 	Trampoline string
-	// Notify receives sd_notify(3) assignments meant for systemd ("READY=1",
-	// "STATUS=…", "RELOADING=1\nMONOTONIC_USEC=…"). Nil discards them.
-	Notify func(state string)
-	// FirstGeneration numbers the first generation; 0 means 1. A sockd that
-	// took over from another one continues its numbering.
-	FirstGeneration int
-	// Guard, if set, is told each worker's process group when the worker
-	// starts and when nothing of the group is left, so that it can kill
-	// them all should sockd die (see internal/guard).
-	Guard Guard
-	// User, if set, is who the workers run as (sockd must be root); New
-	// checks that it may execute the command.
-	User *User
 	// MetricsDir, if set, is a directory the workers may create unix
 	// sockets in: each gets SOCKD_METRICS_SOCKET, a path there on which it
 	// may serve its own metrics (see internal/metrics).
 	MetricsDir string
+	// FirstGeneration numbers the first generation; 0 means 1. A sockd that
+	// took over from another one continues its numbering.
+	FirstGeneration int
+	// Notify receives sd_notify(3) assignments meant for systemd ("READY=1",
+	// "STATUS=…", "RELOADING=1\nMONOTONIC_USEC=…"). Nil discards them.
+	Notify func(state string)
 	// OnEvent, if set, is called by the loop with every Event (it must
 	// not block: metrics count them).
 	OnEvent func(Event)
+	// Guard, if set, is told each worker's process group when the worker
+	// starts and when nothing of the group is left, so that it can kill
+	// them all should sockd die (see internal/guard).
+	Guard Guard
 	// Reaper, if set, is told of every worker forked and reaped, and
 	// finds what a worker left behind among the processes sockd adopted
 	// (see internal/reaper).
@@ -227,65 +235,67 @@ type Guard interface {
 	PID() int
 }
 
-// withDefaults validates o and fills in the defaults.
-func (o Options) withDefaults() (Options, error) {
-	if len(o.Command) == 0 || o.Command[0] == "" {
-		return o, errors.New("no worker command")
+// WithDefaults validates c and returns it with every default filled in.
+func (c Config) WithDefaults() (Config, error) {
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return c, errors.New("no worker command")
 	}
-	if len(o.Listeners) == 0 {
-		return o, errors.New("no listeners")
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers()
 	}
-	if o.Workers == 0 {
-		o.Workers = DefaultWorkers()
+	if c.Workers < 1 || c.Workers > MaxWorkers {
+		return c, fmt.Errorf("workers %d: want 1 to %d", c.Workers, MaxWorkers)
 	}
-	if o.Workers < 1 || o.Workers > MaxWorkers {
-		return o, fmt.Errorf("workers %d: want 1 to %d", o.Workers, MaxWorkers)
+	if c.ReloadBatch < 0 || c.ReloadSoak < 0 {
+		return c, fmt.Errorf("reload batch %d, soak %s: must not be negative", c.ReloadBatch, c.ReloadSoak)
 	}
-	if o.ReloadBatch < 0 || o.ReloadSoak < 0 {
-		return o, fmt.Errorf("reload batch %d, soak %s: must not be negative", o.ReloadBatch, o.ReloadSoak)
+	setDur(&c.ReadyTimeout, DefaultReadyTimeout)
+	setDur(&c.ReloadTimeout, c.ReadyTimeout)
+	setDur(&c.StopTimeout, DefaultStopTimeout)
+	if c.StopSignal == 0 {
+		c.StopSignal = unix.SIGTERM
 	}
-	setDur(&o.ReadyTimeout, DefaultReadyTimeout)
-	setDur(&o.ReloadTimeout, o.ReadyTimeout)
-	setDur(&o.StopTimeout, DefaultStopTimeout)
-	if o.StopSignal == 0 {
-		o.StopSignal = unix.SIGTERM
-	}
-	setDur(&o.BackoffMin, DefaultBackoffMin)
-	setDur(&o.BackoffMax, DefaultBackoffMax)
-	setDur(&o.MinServe, DefaultMinServe)
-	setDur(&o.SampleInterval, DefaultSampleInterval)
-	if r := o.Recycle; r.MaxMemory < 0 || r.MaxRequests.N < 0 || r.MaxRequests.J < 0 || r.MaxRequests.J > r.MaxRequests.N ||
+	setDur(&c.BackoffMin, DefaultBackoffMin)
+	setDur(&c.BackoffMax, DefaultBackoffMax)
+	setDur(&c.MinServe, DefaultMinServe)
+	setDur(&c.SampleInterval, DefaultSampleInterval)
+	if r := c.Recycle; r.MaxMemory < 0 || r.MaxRequests.N < 0 || r.MaxRequests.J < 0 || r.MaxRequests.J > r.MaxRequests.N ||
 		r.MaxAge.D < 0 || r.MaxAge.J < 0 || r.MaxAge.J > r.MaxAge.D {
-		return o, fmt.Errorf("recycle limits %+v: must not be negative, jitter at most the limit", r)
+		return c, fmt.Errorf("recycle limits %+v: must not be negative, jitter at most the limit", r)
 	}
-	if o.RestartLimit == (RestartLimit{}) {
-		o.RestartLimit = DefaultRestartLimit
+	if c.RestartLimit == (RestartLimit{}) {
+		c.RestartLimit = DefaultRestartLimit
 	}
-	if o.Env == nil {
-		o.Env = os.Environ()
+	if c.Env == nil {
+		c.Env = os.Environ()
 	}
-	if o.User != nil {
-		if os.Geteuid() != 0 {
-			return o, fmt.Errorf("workers as user %s: sockd must run as root to change user", o.User.Name)
-		}
-		o.Env = append(o.Env, o.User.env()...)
+	if c.User != nil && os.Geteuid() != 0 {
+		return c, fmt.Errorf("workers as user %s: sockd must run as root to change user", c.User.Name)
 	}
-	if o.NotifySocket == "" {
-		o.NotifySocket = fmt.Sprintf("@sockd/%d/%d/notify", os.Getpid(), time.Now().UnixNano())
+	return c, nil
+}
+
+// withDefaults validates d and fills in the defaults.
+func (d Deps) withDefaults() (Deps, error) {
+	if len(d.Listeners) == 0 {
+		return d, errors.New("no listeners")
 	}
-	if o.Trampoline == "" {
-		o.Trampoline = "/proc/self/exe"
+	if d.NotifySocket == "" {
+		d.NotifySocket = fmt.Sprintf("@sockd/%d/%d/notify", os.Getpid(), time.Now().UnixNano())
 	}
-	if o.FirstGeneration < 1 {
-		o.FirstGeneration = 1
+	if d.Trampoline == "" {
+		d.Trampoline = "/proc/self/exe"
 	}
-	if o.Notify == nil {
-		o.Notify = func(string) {}
+	if d.FirstGeneration < 1 {
+		d.FirstGeneration = 1
 	}
-	if o.Logger == nil {
-		o.Logger = hclog.NewNullLogger()
+	if d.Notify == nil {
+		d.Notify = func(string) {}
 	}
-	return o, nil
+	if d.Logger == nil {
+		d.Logger = hclog.NewNullLogger()
+	}
+	return d, nil
 }
 
 func setDur(d *time.Duration, def time.Duration) {

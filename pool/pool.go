@@ -5,18 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
-
-	"github.com/sockd/sockd/internal/notify"
-	"github.com/sockd/sockd/internal/procfs"
 )
 
 // Errors callers can branch on.
@@ -55,19 +48,20 @@ func (e *ReloadError) Error() string {
 // Pool runs generations of workers on a fixed set of listeners. One
 // goroutine (run) owns all of its state; the methods send it requests.
 type Pool struct {
-	opts    Options
+	cfg     *Config // the configuration in force
+	deps    Deps
 	log     hclog.Logger
 	command string // resolved Command[0]
-	devnull int
-	nsrv    *notify.Server
 	env     env
 	rand    func(n int64) int64 // [0, n)
-	self    int                 // sockd's pid, for SOCKD_WORKER_ID
-	uid     int                 // sockd's uid
-	// noClone3: clone3 (CLONE_INTO_CGROUP) was refused once.
-	noClone3 atomic.Bool
 
-	events chan any
+	// The owners of workers that are not a policy's (owner.go) and the
+	// policies that watch the pool as it runs.
+	starting, serving, retired, parking owner
+	recycler                            *recycler
+	policies                            []policy
+
+	events chan loopEvent
 	done   chan struct{} // closed when run returns
 	ready  chan struct{} // closed when the first generation is all ready
 	err    error         // run's result, readable after done
@@ -75,76 +69,67 @@ type Pool struct {
 	stopOnce sync.Once
 	st       state // owned by run
 
-	listenerInodes map[string]bool // "socket:[ino]" of every listening socket
-
-	// exiting holds the pids of workers that have exited until their exit
-	// reaches the loop through the notify socket; notifyDead says the
-	// notify socket stopped, so exits go to the loop directly.
-	exiting    sync.Map
-	notifyDead atomic.Bool
-
 	sampleMu sync.Mutex // one Sample at a time
 	sampled  time.Time  // when the last one was read
 }
 
-// New validates opts, resolves the command and opens the notify socket.
-// Nothing is forked until Start.
-func New(opts Options) (*Pool, error) {
-	o, err := opts.withDefaults()
+// New validates cfg and deps, resolves the command and opens the notify
+// socket. Nothing is forked until Start. Its errors are one line each,
+// naming the setting.
+func New(cfg Config, deps Deps) (*Pool, error) {
+	c, err := cfg.WithDefaults()
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{opts: o, log: o.Logger, events: make(chan any, 64), done: make(chan struct{}), ready: make(chan struct{})}
-	p.env = osEnv{p}
-	p.rand = rand.Int64N
-	p.self, p.uid = os.Getpid(), os.Geteuid()
-	if p.command, err = ResolveCommand(o.Command[0]); err != nil {
+	if deps, err = deps.withDefaults(); err != nil {
 		return nil, err
 	}
-	if o.User != nil {
-		if err := o.User.CanExecute(p.command); err != nil {
+	command, err := ResolveCommand(c.Command[0])
+	if err != nil {
+		return nil, err
+	}
+	if c.User != nil {
+		if err := c.User.CanExecute(command); err != nil {
 			return nil, err
 		}
-		if o.Trampoline == "/proc/self/exe" {
+		if deps.Trampoline == "/proc/self/exe" {
 			exe, err := os.Executable()
 			if err == nil {
-				err = o.User.CanExecute(exe)
+				err = c.User.CanExecute(exe)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("sockd's own binary, which starts every worker: %w", err)
 			}
 		}
 	}
-	p.listenerInodes = map[string]bool{}
-	for _, l := range o.Listeners {
-		for _, fd := range l.FDs() {
-			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
-				return nil, fmt.Errorf("listener %s: %w", l.Name, err)
-			}
-			p.listenerInodes[fmt.Sprintf("socket:[%d]", st.Ino)] = true
-		}
-	}
-	if p.devnull, err = unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
-		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
-	}
-	if p.nsrv, err = notify.Listen(o.NotifySocket); err != nil {
-		unix.Close(p.devnull)
+	p := newPool(&c, deps, command)
+	e, err := newOSEnv(p)
+	if err != nil {
 		return nil, err
 	}
-	p.nsrv.Trusted = p.trusted
+	p.env = e
 	return p, nil
+}
+
+// newPool makes a pool of a valid configuration, before it has an env:
+// New gives it the OS, the simulator a fake one.
+func newPool(c *Config, deps Deps, command string) *Pool {
+	p := &Pool{cfg: c, deps: deps, log: deps.Logger, command: command, rand: rand.Int64N,
+		events: make(chan loopEvent, 64), done: make(chan struct{}), ready: make(chan struct{})}
+	p.starting, p.serving, p.retired, p.parking = starter{p}, server{p}, retiree{p}, parker{p}
+	p.recycler = &recycler{p: p}
+	p.policies = []policy{p.recycler, reloads{p}}
+	return p
 }
 
 // Start runs the first generation. It returns at once; Ready says when
 // every worker is ready and Wait when the pool has stopped.
 func (p *Pool) Start() {
-	go p.receiveNotify()
+	p.env.begin()
 	go p.sampleLoop()
 	go func() {
 		p.err = p.run()
-		p.nsrv.Close()
-		unix.Close(p.devnull)
+		p.env.end()
 		close(p.done)
 	}()
 }
@@ -222,16 +207,8 @@ func (p *Pool) Healthy(ctx context.Context) bool {
 	return err == nil && s.State != StateStopping && s.Ready > 0
 }
 
-// trusted says whether a notify sender may be a worker at all, before its
-// message is read: only the workers' user (sockd's, or Options.User) and
-// root can be. The rest is decided by the loop (a live worker or one of
-// its descendants).
-func (p *Pool) trusted(pid, uid int) bool {
-	return uid == 0 || uid == p.uid || p.opts.User != nil && uid == int(p.opts.User.UID)
-}
-
 // post hands an event to the loop; it reports false once the loop is gone.
-func (p *Pool) post(ev any) bool {
+func (p *Pool) post(ev loopEvent) bool {
 	select {
 	case p.events <- ev:
 		return true
@@ -240,46 +217,6 @@ func (p *Pool) post(ev any) bool {
 	}
 }
 
-func (p *Pool) receiveNotify() {
-	self := os.Getpid()
-	var drops rateLog // dropped messages: a flood of them must cost next to nothing
-	defer func() {
-		p.notifyDead.Store(true)
-		p.exiting.Range(func(pid, _ any) bool {
-			p.exited(pid.(int))
-			return true
-		})
-	}()
-	for {
-		m, err := p.nsrv.Receive()
-		if tag, ok := m.Fields[notify.MarkField]; ok && err == nil && m.PID == self {
-			if pid, err := strconv.Atoi(tag); err == nil {
-				p.exited(pid)
-			}
-			continue
-		}
-		var drop *notify.DropError
-		switch {
-		case errors.As(err, &drop):
-			if n, ok := drops.note(time.Now()); ok {
-				p.log.Debug("notify messages dropped", "event", "notify_dropped", "messages", n, "sender_pid", drop.PID, "reason", drop.Reason)
-			}
-		case errors.Is(err, net.ErrClosed):
-			return
-		case err != nil:
-			p.log.Error("notify socket failed", "error", err)
-			return
-		default:
-			// Now, while the sender surely runs (systemd-notify waits on a
-			// BARRIER=1 that is answered only after this is read).
-			// One /proc read for a worker itself (its parent is sockd).
-			m.Ancestors = procfs.Ancestors(m.PID, self, 8)
-			if !p.post(notifyEvent{msg: m}) {
-				return
-			}
-		}
-	}
-}
-
-// Options returns the pool's options with every default filled in.
-func (p *Pool) Options() Options { return p.opts }
+// Config returns the configuration in force, with every default filled
+// in.
+func (p *Pool) Config() Config { return *p.cfg }

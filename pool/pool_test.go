@@ -30,9 +30,15 @@ type harness struct {
 	sent []string // what the pool told "systemd"
 }
 
+// options is what a test may set: the configuration and the wiring.
+type options struct {
+	pool.Config
+	pool.Deps
+}
+
 // startPool runs a pool of the helper worker on a fresh 127.0.0.1:0
 // listener (plus any extra specs) and stops it at the end of the test.
-func startPool(t *testing.T, mode string, edit func(*pool.Options), extra ...string) *harness {
+func startPool(t *testing.T, mode string, edit func(*options), extra ...string) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir()}
 	specs := []activation.Spec{{Name: "http", Network: "tcp", Address: "127.0.0.1:0"}}
@@ -48,20 +54,24 @@ func startPool(t *testing.T, mode string, edit func(*pool.Options), extra ...str
 		}
 		specs = append(specs, s)
 	}
-	opts := pool.Options{
-		Command:      []string{os.Args[0]},
-		Workers:      2,
-		StopTimeout:  5 * time.Second,
-		ReadyTimeout: 10 * time.Second,
-		Env: append(os.Environ(), "POOL_TEST_WORKER=1", "POOL_TEST_MODE="+mode, "POOL_TEST_DIR="+h.dir,
-			// The race detector sleeps 1s at exit by default.
-			"GORACE=atexit_sleep_ms=0"),
-		Notify: func(s string) {
-			h.mu.Lock()
-			h.sent = append(h.sent, s)
-			h.mu.Unlock()
+	opts := options{
+		Config: pool.Config{
+			Command:      []string{os.Args[0]},
+			Workers:      2,
+			StopTimeout:  5 * time.Second,
+			ReadyTimeout: 10 * time.Second,
+			Env: append(os.Environ(), "POOL_TEST_WORKER=1", "POOL_TEST_MODE="+mode, "POOL_TEST_DIR="+h.dir,
+				// The race detector sleeps 1s at exit by default.
+				"GORACE=atexit_sleep_ms=0"),
 		},
-		Logger: hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: testWriter{t}}),
+		Deps: pool.Deps{
+			Notify: func(s string) {
+				h.mu.Lock()
+				h.sent = append(h.sent, s)
+				h.mu.Unlock()
+			},
+			Logger: hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: testWriter{t}}),
+		},
 	}
 	var err error
 	if edit != nil {
@@ -73,7 +83,7 @@ func startPool(t *testing.T, mode string, edit func(*pool.Options), extra ...str
 	}
 	opts.Listeners = h.ls
 	h.url = "http://" + h.ls[0].Addr + "/"
-	if h.p, err = pool.New(opts); err != nil {
+	if h.p, err = pool.New(opts.Config, opts.Deps); err != nil {
 		t.Fatal(err)
 	}
 	h.p.Start()
@@ -142,7 +152,7 @@ func waitGone(t *testing.T, pids []int, timeout time.Duration) {
 
 func TestWorkersServeOnSharedListener(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 3 })
+	h := startPool(t, "serve", func(o *options) { o.Workers = 3 })
 	h.waitReady()
 	s := h.status()
 	if len(s.Workers) != 3 || s.Ready != 3 || s.Generation != 1 {
@@ -183,7 +193,7 @@ func TestWorkersServeOnSharedListener(t *testing.T) {
 func TestWorkerGetsExactlyItsListenersAndEnv(t *testing.T) {
 	t.Parallel()
 	sock := t.TempDir() + "/w.sock"
-	h := startPool(t, "serve", func(o *pool.Options) {
+	h := startPool(t, "serve", func(o *options) {
 		o.Env = append(o.Env, "SOCKD_CONTROL=/leak", "WATCHDOG_USEC=1", "LISTEN_FDNAMES=leak", "NOTIFY_SOCKET=/leak")
 	}, "admin=unix://"+sock+"?mode=0660")
 	h.waitReady()
@@ -230,7 +240,7 @@ func TestWorkerGetsExactlyItsListenersAndEnv(t *testing.T) {
 
 func TestStopLeavesListenerNonBlockingAndWorkersGone(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 4 })
+	h := startPool(t, "serve", func(o *options) { o.Workers = 4 })
 	h.waitReady()
 	ws := pids(h.status())
 	start := time.Now()
@@ -281,7 +291,7 @@ func TestKilledWorkerIsReplaced(t *testing.T) {
 
 func TestCrashLoopGivesUp(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "crash", func(o *pool.Options) {
+	h := startPool(t, "crash", func(o *options) {
 		o.RestartLimit = pool.RestartLimit{Burst: 4, Period: time.Minute}
 		o.BackoffMin = time.Millisecond
 	})
@@ -302,7 +312,7 @@ func TestCrashLoopGivesUp(t *testing.T) {
 
 func TestReadyTimeoutCountsAsCrash(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "noready", func(o *pool.Options) {
+	h := startPool(t, "noready", func(o *options) {
 		o.ReadyTimeout = 200 * time.Millisecond
 		o.RestartLimit = pool.RestartLimit{Burst: 1, Period: time.Minute}
 		o.Workers = 1
@@ -319,7 +329,7 @@ func TestReadyTimeoutCountsAsCrash(t *testing.T) {
 
 func TestStoppingStartsReplacementBeforeExit(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "suicide", func(o *pool.Options) { o.MinServe = time.Millisecond })
+	h := startPool(t, "suicide", func(o *options) { o.MinServe = time.Millisecond })
 	h.waitReady()
 	old := h.status().Workers[0]
 	// STOPPING=1 within MinServe of READY=1 would be a crash loop in
@@ -349,7 +359,7 @@ func TestStoppingStartsReplacementBeforeExit(t *testing.T) {
 
 func TestIgnoredSIGTERMIsKilledAtStopTimeout(t *testing.T) {
 	t.Parallel()
-	h := startPool(t, "ignoreterm", func(o *pool.Options) { o.StopTimeout = 300 * time.Millisecond })
+	h := startPool(t, "ignoreterm", func(o *options) { o.StopTimeout = 300 * time.Millisecond })
 	h.waitReady()
 	ws := pids(h.status())
 	start := time.Now()
@@ -366,7 +376,7 @@ func TestIgnoredSIGTERMIsKilledAtStopTimeout(t *testing.T) {
 
 func TestNotifyFromForeignProcessIgnored(t *testing.T) {
 	addr := t.TempDir() + "/notify.sock"
-	h := startPool(t, "noready", func(o *pool.Options) { o.NotifySocket = addr; o.Workers = 1 })
+	h := startPool(t, "noready", func(o *options) { o.NotifySocket = addr; o.Workers = 1 })
 	waitFor(t, 10*time.Second, "worker started", func() bool { return len(h.status().Workers) == 1 })
 	w := h.status().Workers[0]
 	// A process that is not a worker: its READY=1 and STOPPING=1, garbage,
@@ -445,7 +455,7 @@ func contains(xs []int, x int) bool {
 func TestSilentWorkerIsReplacedByWatchdog(t *testing.T) {
 	t.Parallel()
 	// The helper in "serve" mode never sends WATCHDOG=1.
-	h := startPool(t, "serve", func(o *pool.Options) {
+	h := startPool(t, "serve", func(o *options) {
 		o.Workers = 1
 		o.WorkerWatchdog = 300 * time.Millisecond
 		o.StopTimeout = time.Second
@@ -466,7 +476,7 @@ func TestSilentWorkerIsReplacedByWatchdog(t *testing.T) {
 func TestPingingWorkerSurvivesWatchdog(t *testing.T) {
 	t.Parallel()
 	addr := t.TempDir() + "/notify.sock"
-	h := startPool(t, "serve", func(o *pool.Options) {
+	h := startPool(t, "serve", func(o *options) {
 		o.Workers = 1
 		o.WorkerWatchdog = 300 * time.Millisecond
 		o.NotifySocket = addr

@@ -95,26 +95,6 @@ func ParseDurationJitter(s string) (DurationJitter, error) {
 	return DurationJitter{D: d, J: j}, nil
 }
 
-// ParseSize reads a size in bytes: "1048576", "512K", "512M", "2G" (also
-// KiB, MiB, GiB; powers of 1024).
-func ParseSize(s string) (int64, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
-		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = rest, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want bytes, or a number with K, M, G or T (powers of 1024), like 512M", s)
-	}
-	return n * mult, nil
-}
-
 // draw picks a worker's own limit from a jittered one.
 func (p *Pool) draw(n, j int64) int64 {
 	if j <= 0 {
@@ -131,10 +111,10 @@ const DefaultSampleInterval = time.Second
 // to enforce. Without one, nothing is read until someone asks (Sample):
 // an idle sockd reads no /proc files and allocates nothing.
 func (p *Pool) sampleLoop() {
-	if p.opts.Recycle.MaxMemory <= 0 {
+	if p.cfg.Recycle.MaxMemory <= 0 {
 		return
 	}
-	t := time.NewTicker(p.opts.SampleInterval)
+	t := time.NewTicker(p.cfg.SampleInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -155,7 +135,7 @@ func (p *Pool) sampleLoop() {
 func (p *Pool) Sample(ctx context.Context) error {
 	p.sampleMu.Lock()
 	defer p.sampleMu.Unlock()
-	if !p.sampled.IsZero() && time.Since(p.sampled) < p.opts.SampleInterval/2 {
+	if !p.sampled.IsZero() && p.env.now().Sub(p.sampled) < p.cfg.SampleInterval/2 {
 		return nil
 	}
 	reply := make(chan []sampleTarget, 1)
@@ -179,7 +159,7 @@ func (p *Pool) Sample(ctx context.Context) error {
 	if !p.post(usageEvent{got}) {
 		return ErrStopping
 	}
-	p.sampled = time.Now()
+	p.sampled = p.env.now()
 	return nil
 }
 
@@ -190,27 +170,53 @@ type sampleTarget struct {
 	cgroup *cgroup.Group
 }
 
-// onUsage records what the workers use and marks those over MaxMemory.
+// onUsage records what the workers use.
 func (p *Pool) onUsage(got map[int]procfs.Usage) {
 	now := p.env.now()
 	for pid, u := range got {
-		w := p.st.byPID[pid]
-		if w == nil {
-			continue
-		}
-		w.usage, w.sampledAt = u, now
-		if max := p.opts.Recycle.MaxMemory; max > 0 && u.RSS > max {
-			p.markRecycle(w, "memory", fmt.Sprintf("uses %s of memory (limit %s)", mib(u.RSS), mib(max)))
+		if w := p.st.byPID[pid]; w != nil {
+			w.usage, w.sampledAt = u, now
+			for _, pol := range p.policies {
+				pol.sampled(w)
+			}
 		}
 	}
-	p.recycleNext()
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-// armRecycle gives a worker that took over its slot its own limits.
-func (p *Pool) armRecycle(w *worker) {
-	r := p.opts.Recycle
+// recycler is the recycling policy, and the owner of the replacements it
+// starts: one slot at a time, never during a reload (which replaces
+// every worker anyway).
+type recycler struct {
+	p      *Pool
+	active *slot // the slot whose replacement is starting
+	count  int   // workers replaced
+}
+
+// The recycler's timers.
+type (
+	ageTimer struct {
+		w   *worker
+		age time.Duration
+	}
+	recycleRetry struct{ s *slot }
+)
+
+func (e ageTimer) apply(p *Pool) {
+	p.recycler.mark(e.w, "age", fmt.Sprintf("reached its age limit (%s after it was ready)", e.age))
+	p.recycler.next()
+}
+
+func (e recycleRetry) apply(p *Pool) {
+	e.s.restartArmed = false
+	p.recycler.next()
+}
+
+// promoted gives a worker that took over its slot its own limits.
+func (rc *recycler) promoted(w *worker) {
+	p := rc.p
+	r := p.cfg.Recycle
 	if r.MaxRequests.N > 0 {
 		w.maxRequests = p.draw(r.MaxRequests.N, r.MaxRequests.J)
 	}
@@ -220,42 +226,45 @@ func (p *Pool) armRecycle(w *worker) {
 	}
 }
 
-// onRequests checks a worker's reported request count against its limit.
-func (p *Pool) onRequests(w *worker) {
+// reported checks a worker's reported request count against its limit.
+func (rc *recycler) reported(w *worker) {
 	if w.maxRequests > 0 && w.requests >= w.maxRequests {
-		p.markRecycle(w, "requests", fmt.Sprintf("served %d requests (limit %d)", w.requests, w.maxRequests))
-		p.recycleNext()
+		rc.mark(w, "requests", fmt.Sprintf("served %d requests (limit %d)", w.requests, w.maxRequests))
+		rc.next()
 	}
 }
 
-func (p *Pool) onAgeTimer(w *worker, age time.Duration) {
-	p.markRecycle(w, "age", fmt.Sprintf("reached its age limit (%s after it was ready)", age))
-	p.recycleNext()
+// sampled checks a worker's memory against MaxMemory.
+func (rc *recycler) sampled(w *worker) {
+	if max := rc.p.cfg.Recycle.MaxMemory; max > 0 && w.usage.RSS > max {
+		rc.mark(w, "memory", fmt.Sprintf("uses %s of memory (limit %s)", mib(w.usage.RSS), mib(max)))
+		rc.next()
+	}
 }
 
-// markRecycle marks the worker serving a slot for replacement.
-func (p *Pool) markRecycle(w *worker, kind, why string) {
-	if _, role := p.slotOf(w); role != roleCur || w.recycle != "" || w.exited || w.state != Ready || w.leaving || w.stopSent {
+func (*recycler) gone(*worker) {}
+
+// mark marks the worker serving a slot for replacement.
+func (rc *recycler) mark(w *worker, kind, why string) {
+	if w.owner != rc.p.serving || w.recycle != "" || w.exited || w.state != Ready {
 		return
 	}
 	w.recycle, w.recycleKind = why, kind
-	p.wlog(w).Info("worker over a recycle limit", "event", "worker_recycle_due", "reason", why)
+	rc.p.wlog(w).Info("worker over a recycle limit", "event", "worker_recycle_due", "reason", why)
 }
 
-// recycleNext starts the replacement of one marked worker, unless a slot
-// is recycling already or a reload runs (which replaces them all anyway).
-func (p *Pool) recycleNext() {
-	st := &p.st
-	if st.stopping || st.reload != nil {
+// next starts the replacement of one marked worker, unless a slot is
+// recycling already or a reload runs.
+func (rc *recycler) next() {
+	p := rc.p
+	if rc.active != nil || p.state() == StateStopping || p.state() == StateReloading {
 		return
 	}
 	var due *slot
-	for _, s := range st.slots {
-		if s.recycling {
-			return
-		}
-		if due == nil && s.cur != nil && s.cur.recycle != "" && s.next == nil && !s.restartArmed && !s.cur.stopSent && !s.cur.leaving {
+	for _, s := range p.st.slots {
+		if w := s.cur; w != nil && w.recycle != "" && w.owner == p.serving && s.next == nil && !s.restartArmed {
 			due = s
+			break
 		}
 	}
 	if due == nil {
@@ -264,32 +273,47 @@ func (p *Pool) recycleNext() {
 	w := due.cur
 	p.wlog(w).Info("recycling worker: starting its replacement", "event", "worker_recycle", "reason", w.recycle)
 	p.event(Event{Kind: EventRecycle, Slot: w.slot, Generation: w.gen, PID: w.pid, Reason: w.recycleKind, Detail: w.recycle})
-	due.recycling = true
-	if err := p.startNext(due); err != nil {
-		p.recycleFailed(due, err.Error())
+	rc.active = due
+	if err := p.startAs(due, rc); err != nil {
+		rc.failed(due, err.Error())
 	}
 }
 
-// recycleFailed: the replacement did not start or did not get ready. The
-// worker keeps serving; the slot tries again after a backoff.
-func (p *Pool) recycleFailed(s *slot, how string) {
-	s.recycling = false
+// failed: the replacement did not start or did not get ready. The worker
+// keeps serving; the slot tries again after a backoff.
+func (rc *recycler) failed(s *slot, how string) {
+	p := rc.p
+	rc.active = nil
 	s.crashes++
-	delay := max(p.backoff(s.crashes), p.opts.BackoffMin)
+	delay := max(p.backoff(s.crashes), p.cfg.BackoffMin)
 	p.log.Warn("recycle failed; the worker keeps serving", "event", "worker_recycle_failed", "worker", s.index, "reason", how, "retry", delay)
 	s.restartArmed = true
 	p.after(delay, recycleRetry{s})
 }
 
-func (p *Pool) onRecycleRetry(s *slot) {
-	s.restartArmed = false
-	p.recycleNext()
+// The recycler as the owner of a replacement: ready, it takes the slot
+// over; failed, the worker it was to replace keeps serving.
+
+func (rc *recycler) ready(w *worker) {
+	s := w.home
+	rc.p.promote(s, nil)
+	rc.active = nil
+	s.crashes = 0
+	rc.count++
+	rc.next()
 }
 
-// recycled is called when a slot's recycle replacement took over.
-func (p *Pool) recycled(s *slot) {
-	s.recycling = false
-	s.crashes = 0
-	p.st.recycles++
-	p.recycleNext()
+func (rc *recycler) readyTimeout(w *worker) { rc.p.failReady(w) }
+func (rc *recycler) stopping(w *worker)     { rc.p.failEarly(w) }
+func (rc *recycler) dropped(*worker)        { rc.active = nil }
+
+func (rc *recycler) exited(w *worker, how string) {
+	if s := w.home; s.next == w {
+		s.next = nil
+	}
+	if w.failure != "" {
+		how = w.failure + ", then " + how
+	}
+	rc.p.log.Warn("worker's replacement exited before it took over", "worker", w.slot)
+	rc.failed(w.home, how)
 }

@@ -16,17 +16,23 @@ import (
 //     there are never three generations alive. systemd hears RELOADING=1.
 //  3. startBatch: the next ReloadBatch slots (all of them by default) get
 //     the new generation as their wanted one, and a new worker starts in
-//     each as the slot's next (slot.go), while the old workers serve on.
-//  4. batchProgress: once every worker of the batch is ready, the first
-//     batch soaks for ReloadSoak beside the old workers (the canary), then
-//  5. commitBatch promotes the batch's workers and asks the old ones to
-//     drain; checkHandover waits until none of those holds a listening
-//     socket any more. Then the next batch starts (3), or
+//     each as the slot's next (slot.go), owned by the rollout, while the
+//     old workers serve on. A worker of the old generation starting in one
+//     of those slots (a restart, a replacement) is dropped.
+//  4. ready (the rollout as the owner of the batch's workers): once every
+//     worker of the batch is ready, the first batch soaks for ReloadSoak
+//     beside the old workers (the canary), then
+//  5. commitBatch promotes the batch's workers and retires the old ones;
+//     checkHandover waits until none of those holds a listening socket any
+//     more. Then the next batch starts (3), or
 //  6. finishReload: the reload is done; systemd hears READY=1.
+//  7. gone (the reload policy): as the retired workers exit, a queued
+//     reload may start (2).
 //
 // If a worker of the batch exits, announces STOPPING=1 or is not ready in
-// time, abortReload stops the batch's new workers; the slots keep their
-// old workers, untouched. When that happens to the first batch, the reload
+// time (the rollout's exited, stopping, readyTimeout), abortReload stops
+// the batch's new workers; the slots keep their old workers, untouched.
+// When that happens to the first batch, the reload
 // failed and the pool is as before; when it happens to a later one, the
 // reload halted with the earlier batches' slots on the new generation
 // (sockd cannot bring back old code: the old workers of those slots are
@@ -55,25 +61,74 @@ const (
 	phaseRollback                     // failed; the batch's new workers are letting go of the listeners
 )
 
-// rollout is the reload under way.
+// rollout is the reload under way, and the owner of its batch's workers.
 type rollout struct {
+	p         *Pool
 	job       *reloadJob
 	gen, from int // the generation rolled out, and the one serving before
 	phase     rolloutPhase
 	started   time.Time
 	batch     int           // batches started so far
 	done      int           // slots that took the new generation
+	slots     []*slot       // the running batch's slots
 	prev      map[*slot]int // the wanted generation of the batch's slots before
 	deadline  timer
 	committed time.Time // when the last batch took over (or failed)
-	// dropped are old-generation workers that were starting in the
+	// superseded are old-generation workers that were starting in the
 	// batch's slots (a restart, a replacement) when the batch began.
-	dropped []*worker
+	superseded []*worker
 	// retired are the workers watched until they let go of the
 	// listeners: the batch's old ones after a commit, its new ones after
 	// a rollback.
 	retired []*worker
 	err     error
+}
+
+// The reload's requests and timers.
+type (
+	reloadRequest  struct{ reply chan error }
+	handoverTimer  struct{}
+	reloadDeadline struct{ gen, batch int }
+	soakTimer      struct{ gen int }
+)
+
+func (e reloadRequest) apply(p *Pool)  { p.onReloadRequest(e.reply) }
+func (handoverTimer) apply(p *Pool)    { p.checkHandover() }
+func (e reloadDeadline) apply(p *Pool) { p.onReloadDeadline(e.gen, e.batch) }
+func (e soakTimer) apply(p *Pool)      { p.onSoakOver(e.gen) }
+
+// reloads is the policy that starts a queued reload once the workers of
+// the generation the last one retired are gone.
+type reloads struct{ p *Pool }
+
+func (reloads) promoted(*worker) {}
+func (reloads) reported(*worker) {}
+func (reloads) sampled(*worker)  {}
+func (r reloads) gone(w *worker) { r.p.maybeStartQueued() }
+
+// The rollout as the owner of its batch's workers: ready, they wait for
+// the whole batch; failed, the reload rolls back.
+
+func (r *rollout) ready(*worker) { r.p.batchProgress() }
+func (*rollout) dropped(*worker) {}
+
+func (r *rollout) readyTimeout(w *worker) {
+	r.p.abortReload(fmt.Sprintf("worker %d was not ready within %s", w.slot, r.p.cfg.ReadyTimeout))
+}
+
+func (r *rollout) stopping(w *worker) {
+	r.p.leave(w)
+	w.home.next = nil
+	r.p.abortReload(fmt.Sprintf("worker %d announced it is stopping", w.slot))
+}
+
+func (r *rollout) exited(w *worker, how string) {
+	w.home.next = nil
+	when := "before"
+	if w.state == Ready {
+		when = "after"
+	}
+	r.p.abortReload(fmt.Sprintf("worker %d exited %s it was ready (%s)", w.slot, when, how))
 }
 
 // onReloadRequest starts a reload, or queues it behind the running one.
@@ -122,11 +177,11 @@ func (p *Pool) maybeStartQueued() {
 		return
 	}
 	st.genSeq++
-	r := &rollout{job: st.queued, gen: st.genSeq, from: st.gen, started: p.env.now(), prev: map[*slot]int{}}
+	r := &rollout{p: p, job: st.queued, gen: st.genSeq, from: st.gen, started: p.env.now(), prev: map[*slot]int{}}
 	st.queued, st.reload = nil, r
 	p.log.Info("reload started", "event", "reload_start", "generation", r.gen)
 	st.lastStatus = p.summary()
-	p.opts.Notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + st.lastStatus)
+	p.deps.Notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + st.lastStatus)
 	p.startBatch()
 }
 
@@ -137,31 +192,31 @@ func (p *Pool) startBatch() {
 	r := st.reload
 	r.phase = phaseStarting
 	r.batch++
-	r.deadline = p.after(p.opts.ReloadTimeout, reloadDeadline{gen: r.gen, batch: r.batch})
-	var batch []*slot
+	r.deadline = p.after(p.cfg.ReloadTimeout, reloadDeadline{gen: r.gen, batch: r.batch})
+	r.slots = r.slots[:0]
 	for _, s := range st.slots {
-		if s.want != r.gen && (p.opts.ReloadBatch == 0 || len(batch) < p.opts.ReloadBatch) {
-			batch = append(batch, s)
+		if s.want != r.gen && (p.cfg.ReloadBatch == 0 || len(r.slots) < p.cfg.ReloadBatch) {
+			r.slots = append(r.slots, s)
 		}
 	}
 	if r.batch > 1 {
-		p.log.Info("reload batch started", "event", "reload_batch", "generation", r.gen, "batch", r.batch, "slots", len(batch))
+		p.log.Info("reload batch started", "event", "reload_batch", "generation", r.gen, "batch", r.batch, "slots", len(r.slots))
 	}
-	for _, s := range batch {
+	for _, s := range r.slots {
 		r.prev[s] = s.want
-		s.want, s.batch = r.gen, true
-		s.recycling = false
+		s.want = r.gen
 		if w := s.next; w != nil { // a restart or replacement of the old generation
-			s.next = nil
-			p.stopWorker(w)
-			r.dropped = append(r.dropped, w)
+			p.drop(w, nil)
+			r.superseded = append(r.superseded, w)
 		}
 	}
-	for _, s := range batch {
-		if err := p.startNext(s); err != nil {
+	for _, s := range r.slots {
+		w, err := p.startNext(s)
+		if err != nil {
 			p.abortReload(err.Error())
 			return
 		}
+		w.owner, w.restarts = r, 0
 	}
 }
 
@@ -172,12 +227,12 @@ func (p *Pool) batchProgress() {
 	if r == nil || r.phase != phaseStarting {
 		return
 	}
-	for _, s := range p.st.slots {
-		if s.batch && (s.next == nil || s.next.state != Ready) {
+	for _, s := range r.slots {
+		if s.next == nil || s.next.state != Ready {
 			return
 		}
 	}
-	if d := p.opts.ReloadSoak; d > 0 && r.batch == 1 {
+	if d := p.cfg.ReloadSoak; d > 0 && r.batch == 1 {
 		r.deadline.Stop()
 		r.phase = phaseSoaking
 		p.log.Info("canary batch ready; soaking beside the old workers", "event", "reload_soak", "generation", r.gen, "soak", d)
@@ -200,17 +255,14 @@ func (p *Pool) commitBatch() {
 	st := &p.st
 	r := st.reload
 	p.endBatch()
-	for _, s := range st.slots {
-		if !s.batch {
-			continue
-		}
-		s.batch = false
+	for _, s := range r.slots {
 		s.crashes, s.restarts = 0, 0
-		if old := p.promote(s); old != nil {
+		if old := p.promote(s, nil); old != nil {
 			r.retired = append(r.retired, old)
 		}
 		r.done++
 	}
+	r.slots = r.slots[:0]
 	st.gen = r.gen
 	r.committed = p.env.now()
 	r.phase = phaseHandover
@@ -226,7 +278,7 @@ func (p *Pool) checkHandover() {
 		return
 	}
 	for _, w := range r.retired {
-		if !w.exited && p.env.now().Sub(r.committed) < p.opts.ReloadTimeout+p.opts.StopTimeout && p.env.holdsListener(w.pid) {
+		if !w.exited && p.env.now().Sub(r.committed) < p.cfg.ReloadTimeout+p.cfg.StopTimeout && p.env.holdsListener(w.pid) {
 			p.after(handoverPoll, handoverTimer{})
 			return
 		}
@@ -288,7 +340,7 @@ func (p *Pool) finishReload(err error) {
 		p.announce()
 	} else {
 		st.lastStatus = p.summary()
-		p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
+		p.deps.Notify("READY=1\nSTATUS=" + st.lastStatus)
 	}
 	p.maybeStartQueued()
 }
@@ -298,16 +350,13 @@ func (p *Pool) onReloadDeadline(gen, batch int) {
 	if r == nil || r.gen != gen || r.batch != batch || r.phase != phaseStarting {
 		return
 	}
-	ready, size := 0, 0
-	for _, s := range p.st.slots {
-		if s.batch {
-			size++
-			if s.next != nil && s.next.state == Ready {
-				ready++
-			}
+	ready, size := 0, len(r.slots)
+	for _, s := range r.slots {
+		if s.next != nil && s.next.state == Ready {
+			ready++
 		}
 	}
-	p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)", p.opts.ReloadTimeout, ready, size))
+	p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)", p.cfg.ReloadTimeout, ready, size))
 }
 
 // endBatch stops the running batch's deadline and starts the list of
@@ -317,8 +366,8 @@ func (p *Pool) onReloadDeadline(gen, batch int) {
 func (p *Pool) endBatch() {
 	r := p.st.reload
 	r.deadline.Stop()
-	r.retired = append(r.retired[:0], r.dropped...)
-	r.dropped = nil
+	r.retired = append(r.retired[:0], r.superseded...)
+	r.superseded = nil
 }
 
 // abortReload rolls the running batch back: its new workers drain away,
@@ -328,17 +377,15 @@ func (p *Pool) abortReload(reason string) {
 	st := &p.st
 	r := st.reload
 	p.endBatch()
-	for _, s := range st.slots {
-		if !s.batch {
-			continue
-		}
-		s.batch, s.want = false, r.prev[s]
+	for _, s := range r.slots {
+		s.want = r.prev[s]
 		if w := s.next; w != nil {
 			s.next = nil
-			p.stopWorker(w)
+			p.retire(w, nil)
 			r.retired = append(r.retired, w)
 		}
 	}
+	r.slots = r.slots[:0]
 	now := p.env.now()
 	err := &ReloadError{Generation: r.gen, Serving: r.from, Reason: reason, Slots: len(st.slots), Replaced: r.done}
 	st.lastReload = &ReloadResult{Generation: r.gen, Error: reason, Replaced: r.done, FinishedAt: now, Seconds: now.Sub(r.started).Seconds()}
@@ -356,7 +403,7 @@ func (p *Pool) abortReload(reason string) {
 	p.event(Event{Kind: EventReloadFailed, Generation: r.gen, Reason: result, Seconds: now.Sub(r.started).Seconds(), Detail: reason})
 	r.err, r.phase, r.committed = err, phaseRollback, now
 	st.lastStatus = p.summary()
-	p.opts.Notify("READY=1\nSTATUS=" + st.lastStatus)
+	p.deps.Notify("READY=1\nSTATUS=" + st.lastStatus)
 	for _, s := range st.slots {
 		if s.cur == nil && s.next == nil && !s.restartArmed && !st.stopping {
 			s.restarts++

@@ -28,8 +28,8 @@ func modeFile(t *testing.T, mode string) (string, func(string)) {
 	return path, set
 }
 
-func withModeFile(path string) func(*pool.Options) {
-	return func(o *pool.Options) { o.Env = append(o.Env, "POOL_TEST_MODE_FILE="+path) }
+func withModeFile(path string) func(*options) {
+	return func(o *options) { o.Env = append(o.Env, "POOL_TEST_MODE_FILE="+path) }
 }
 
 func reload(t *testing.T, h *harness) error {
@@ -67,7 +67,7 @@ func TestReloadReplacesGeneration(t *testing.T) {
 func TestReloadRollsBackWhenNewWorkersNeverReady(t *testing.T) {
 	t.Parallel()
 	path, set := modeFile(t, "serve")
-	h := startPool(t, "", func(o *pool.Options) {
+	h := startPool(t, "", func(o *options) {
 		withModeFile(path)(o)
 		o.ReloadTimeout = 3 * time.Second
 	})
@@ -217,7 +217,7 @@ func TestStopDuringReload(t *testing.T) {
 func TestOldWorkerCrashDuringReloadNotRestarted(t *testing.T) {
 	t.Parallel()
 	path, set := modeFile(t, "serve")
-	h := startPool(t, "", func(o *pool.Options) {
+	h := startPool(t, "", func(o *options) {
 		withModeFile(path)(o)
 		o.ReloadTimeout = 3 * time.Second
 	})
@@ -253,7 +253,7 @@ func TestManyReloadsLeakNothing(t *testing.T) {
 	if testing.Short() {
 		n = 30
 	}
-	h := startPool(t, "serve", func(o *pool.Options) { o.Workers = 2 })
+	h := startPool(t, "serve", func(o *options) { o.Workers = 2 })
 	h.waitReady()
 	if err := reload(t, h); err != nil { // warm up: first reload allocates
 		t.Fatal(err)

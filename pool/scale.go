@@ -120,8 +120,10 @@ func (p *Pool) resize(n int, initial bool) error {
 		st.slots = st.slots[:len(st.slots)-1]
 		s.removed = true
 		if w := s.next; w != nil {
-			s.next = nil
-			p.stopWorker(w)
+			p.drop(w, nil)
+		}
+		if w := s.cur; w != nil {
+			w.owner = p.parking
 		}
 		retired = append(retired, s)
 	}
@@ -144,14 +146,43 @@ func (p *Pool) resize(n int, initial bool) error {
 	return nil
 }
 
+// retireSlot retires the worker of a removed slot: its slot was replaced
+// by nothing.
 func (p *Pool) retireSlot(s *slot) {
 	if w := s.cur; w != nil {
 		s.cur = nil
-		if !w.leaving {
-			p.stopWorker(w)
-		}
+		p.retire(w, nil)
 	}
 }
+
+// parker owns the worker of a slot a scale-down removed. With reuseport
+// sockets it serves on while new connections are steered away from its
+// slot's sockets and the connections queued there drain; then it is
+// retired (onParkTimer). Its exit is no crash, and nothing replaces it.
+type parker struct{ p *Pool }
+
+func (parker) ready(*worker)        {}
+func (parker) readyTimeout(*worker) {}
+func (parker) dropped(*worker)      {}
+func (o parker) stopping(w *worker) { o.p.leave(w) }
+func (parker) exited(w *worker, _ string) {
+	if s := w.home; s.cur == w {
+		s.cur = nil
+	}
+}
+
+// The scale-down's request and timer.
+type (
+	scaleRequest struct {
+		n        int
+		relative bool
+		reply    chan scaleReply
+	}
+	parkTimer struct{}
+)
+
+func (e scaleRequest) apply(p *Pool) { p.onScale(e) }
+func (parkTimer) apply(p *Pool)      { p.onParkTimer() }
 
 // unpark takes back the draining slot i, if there is one.
 func (p *Pool) unpark(i int) *slot {
@@ -160,6 +191,7 @@ func (p *Pool) unpark(i int) *slot {
 		if s.index == i && s.cur != nil && !s.cur.exited {
 			st.parked = append(st.parked[:j], st.parked[j+1:]...)
 			s.removed, s.parkedAt = false, time.Time{}
+			s.cur.owner = p.serving
 			return s
 		}
 	}
@@ -195,7 +227,7 @@ func (p *Pool) onParkTimer() {
 	for _, s := range st.parked {
 		switch {
 		case s.cur == nil || s.cur.exited || s.cur.stopSent:
-		case now.Sub(s.parkedAt) < parkDwell || p.env.queued(s.index) > 0 && now.Sub(s.parkedAt) < p.opts.StopTimeout:
+		case now.Sub(s.parkedAt) < parkDwell || p.env.queued(s.index) > 0 && now.Sub(s.parkedAt) < p.cfg.StopTimeout:
 			kept = append(kept, s)
 		default:
 			if q := p.env.queued(s.index); q > 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/internal/notify"
 	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/resources"
 )
 
 // sim runs the pool's loop by hand on a fake process table and a fake
@@ -57,7 +58,7 @@ type simProc struct {
 type simTimer struct {
 	at      time.Time
 	seq     int
-	ev      any
+	ev      loopEvent
 	stopped bool
 	fired   bool
 }
@@ -72,7 +73,7 @@ func (s *sim) start(w *worker) (int, error) {
 	if s.failStart > 0 {
 		s.failStart--
 		if s.startErr != nil {
-			return 0, s.startErr
+			return 0, resources.Check(s.startErr) // as the real env describes a shortage
 		}
 		return 0, errors.New("fork/exec /bin/true: exec format error")
 	}
@@ -136,11 +137,27 @@ func (s *sim) steer(n int) bool {
 func (s *sim) queued(slot int) int                        { return s.queue[slot] }
 func (s *sim) usage(t sampleTarget) (procfs.Usage, error) { return procfs.Usage{}, nil }
 func (s *sim) now_() time.Time                            { return s.now }
-func (s *sim) after(d time.Duration, ev any) timer {
+func (s *sim) after(d time.Duration, ev loopEvent) timer {
 	s.seq++
 	t := &simTimer{at: s.now.Add(d), seq: s.seq, ev: ev}
 	s.timers = append(s.timers, t)
 	return t
+}
+
+// simOpts is what a sim test may set: the configuration and the wiring.
+type simOpts struct {
+	Config
+	Deps
+}
+
+func (s *sim) pid() int      { return 1 }
+func (s *sim) begin()        {}
+func (s *sim) end()          {}
+func (s *sim) track(int)     {}
+func (s *sim) untrack(int)   {}
+func (s *sim) guardPID() int { return 0 }
+func (e simEnv) queue(l *activation.Listener, i int) (int, int, error) {
+	return e.sim.queue[i], 4096, nil
 }
 
 // simEnv adapts sim to env (now is a field of sim).
@@ -148,10 +165,10 @@ type simEnv struct{ *sim }
 
 func (e simEnv) now() time.Time { return e.now_() }
 
-func newSim(t *testing.T, edit func(*Options)) *sim { return newSimMode(t, false, edit) }
+func newSim(t *testing.T, edit func(*simOpts)) *sim { return newSimMode(t, false, edit) }
 
 // newSimMode makes a sim whose listener is a reuseport group, or shared.
-func newSimMode(t *testing.T, reuseport bool, edit func(*Options)) *sim {
+func newSimMode(t *testing.T, reuseport bool, edit func(*simOpts)) *sim {
 	t.Helper()
 	s := newSimUnstarted(t, reuseport, edit)
 	s.p.begin()
@@ -159,25 +176,30 @@ func newSimMode(t *testing.T, reuseport bool, edit func(*Options)) *sim {
 }
 
 // newSimUnstarted is newSimMode before the pool starts its workers.
-func newSimUnstarted(t *testing.T, reuseport bool, edit func(*Options)) *sim {
+func newSimUnstarted(t *testing.T, reuseport bool, edit func(*simOpts)) *sim {
 	t.Helper()
 	s := &sim{t: t, now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), procs: map[int]*simProc{}, holding: map[int]bool{}, next: 100, queue: map[int]int{}}
-	o := Options{
-		Command:   []string{"/bin/true"},
-		Listeners: activation.Set{&activation.Listener{Name: "http"}},
-		Workers:   2,
-		Notify:    func(m string) { s.sent = append(s.sent, m) },
-		Logger:    hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: simLog{t}}),
+	o := simOpts{
+		Config: Config{Command: []string{"/bin/true"}, Workers: 2},
+		Deps: Deps{
+			Listeners: activation.Set{&activation.Listener{Name: "http"}},
+			Notify:    func(m string) { s.sent = append(s.sent, m) },
+			Logger:    hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: simLog{t}}),
+		},
 	}
 	if edit != nil {
 		edit(&o)
 	}
-	o, err := o.withDefaults()
+	c, err := o.Config.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := o.Deps.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.reuseport = reuseport
-	s.p = &Pool{opts: o, log: o.Logger, command: o.Command[0], events: make(chan any, 1), done: make(chan struct{}), ready: make(chan struct{})}
+	s.p = newPool(&c, d, c.Command[0])
 	s.p.env = simEnv{s}
 	s.p.rand = rand.New(rand.NewPCG(1, 2)).Int64N // deterministic
 	return s
@@ -190,7 +212,7 @@ func (l simLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (s *sim) step(ev any) { s.p.step(ev) }
+func (s *sim) step(ev loopEvent) { s.p.step(ev) }
 
 // advance moves the clock by d, firing every timer due on the way, in
 // order.
@@ -345,7 +367,7 @@ func TestSimBackoffAndBudget(t *testing.T) {
 		{RestartLimit{3, 600 * time.Millisecond}, 100 * time.Millisecond, []time.Duration{0, 100 * time.Millisecond, 100 * time.Millisecond}},
 	} {
 		t.Run(c.limit.String(), func(t *testing.T) {
-			s := newSim(t, func(o *Options) { o.Workers = 1; o.RestartLimit = c.limit; o.BackoffMin = c.min })
+			s := newSim(t, func(o *simOpts) { o.Workers = 1; o.RestartLimit = c.limit; o.BackoffMin = c.min })
 			pid := s.starting()[0]
 			for i, want := range c.delays {
 				s.exit(pid)
@@ -379,7 +401,7 @@ func TestSimBackoffAndBudget(t *testing.T) {
 // A worker that stayed ready for StableAfter restarts at once after a
 // crash again; a crash loop's budget forgets crashes older than Period.
 func TestSimStableWorkerResetsBackoffAndBudget(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1; o.RestartLimit = RestartLimit{2, time.Minute} })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.RestartLimit = RestartLimit{2, time.Minute} })
 	for round := 0; round < 5; round++ {
 		pid := s.starting()[0]
 		s.ready(pid)
@@ -438,7 +460,7 @@ func TestSimMinServe(t *testing.T) {
 		crash  bool
 	}{{0, true}, {time.Second - time.Nanosecond, true}, {time.Second, false}, {time.Hour, false}} {
 		t.Run(c.served.String(), func(t *testing.T) {
-			s := newSim(t, func(o *Options) { o.Workers = 1 })
+			s := newSim(t, func(o *simOpts) { o.Workers = 1 })
 			pid := s.starting()[0]
 			s.ready(pid)
 			s.advance(c.served)
@@ -460,7 +482,7 @@ func TestSimMinServe(t *testing.T) {
 // A worker that announced STOPPING=1 keeps its slot until its replacement
 // is ready; sockd does not SIGTERM it.
 func TestSimStoppingReplacementFirst(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1 })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1 })
 	old := s.starting()[0]
 	s.ready(old)
 	s.advance(time.Minute)
@@ -496,7 +518,7 @@ func TestSimReloadRollsBack(t *testing.T) {
 		{"reload timeout", func(s *sim, n []int) { s.ready(n[0]); s.advance(20 * time.Second) }, "not every worker was ready within 20s (1/2 ready)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s := newSim(t, func(o *Options) {
+			s := newSim(t, func(o *simOpts) {
 				o.ReloadTimeout = 20 * time.Second
 				if c.name == "ready timeout" {
 					o.ReadyTimeout, o.ReloadTimeout = 10*time.Second, time.Minute
@@ -555,7 +577,7 @@ func TestSimRollbackRefillsCrashedSlot(t *testing.T) {
 // Reloads in batches: never more than the batch starting at once, slot i's
 // old worker drains only once slot i's new one (and its batch) is ready.
 func TestSimRollingReload(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 4; o.ReloadBatch = 1 })
+	s := newSim(t, func(o *simOpts) { o.Workers = 4; o.ReloadBatch = 1 })
 	s.readyAll()
 	old := s.livePIDs()
 	res := s.reload()
@@ -589,7 +611,7 @@ func TestSimRollingReload(t *testing.T) {
 // A failing canary leaves every old worker untouched; a later batch that
 // fails halts the reload with the slots reached on the new generation.
 func TestSimRollingReloadFailures(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 4; o.ReloadBatch = 2 })
+	s := newSim(t, func(o *simOpts) { o.Workers = 4; o.ReloadBatch = 2 })
 	s.readyAll()
 	old := s.livePIDs()
 	res := s.reload()
@@ -646,7 +668,7 @@ func TestSimRollingReloadFailures(t *testing.T) {
 // The canary batch serves beside the old workers for ReloadSoak; an exit
 // meanwhile rolls back with every old worker untouched.
 func TestSimCanarySoak(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 3; o.ReloadBatch = 1; o.ReloadSoak = 10 * time.Second })
+	s := newSim(t, func(o *simOpts) { o.Workers = 3; o.ReloadBatch = 1; o.ReloadSoak = 10 * time.Second })
 	s.readyAll()
 	old := s.livePIDs()
 	res := s.reload()
@@ -722,7 +744,7 @@ func TestSimShortOfResources(t *testing.T) {
 	}
 
 	var logged int
-	s = newSim(t, func(o *Options) {
+	s = newSim(t, func(o *simOpts) {
 		o.Logger = hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Error,
 			Exclude: func(_ hclog.Level, msg string, _ ...any) bool {
 				if msg == "cannot start worker" {
@@ -778,7 +800,7 @@ func TestSimStopDuringReload(t *testing.T) {
 // A reload is over only once every old worker let go of the listeners,
 // or was killed at its stop deadline.
 func TestSimHandoverWaitsForTheListeners(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.StopTimeout = 5 * time.Second })
+	s := newSim(t, func(o *simOpts) { o.StopTimeout = 5 * time.Second })
 	s.readyAll()
 	old := s.livePIDs()
 	s.holding[old[0]] = true
@@ -802,7 +824,7 @@ func TestSimHandoverWaitsForTheListeners(t *testing.T) {
 
 // Notifications from processes that are not live workers change nothing.
 func TestSimForeignNotifications(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1 })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1 })
 	pid := s.starting()[0]
 	before := fmt.Sprintf("%+v", s.status())
 	for _, m := range []string{"READY=1", "STOPPING=1", "WATCHDOG=1", "STATUS=x", "SOCKD_REQUESTS=5"} {
@@ -822,7 +844,7 @@ func TestSimForeignNotifications(t *testing.T) {
 // A ready worker silent for WorkerWatchdog is aborted and replaced; one
 // that pings is left alone.
 func TestSimWorkerWatchdog(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 2; o.WorkerWatchdog = time.Second })
+	s := newSim(t, func(o *simOpts) { o.Workers = 2; o.WorkerWatchdog = time.Second })
 	s.readyAll()
 	quiet, pinging := s.livePIDs()[0], s.livePIDs()[1]
 	for i := 0; i < 5; i++ {
@@ -851,7 +873,7 @@ func contains(xs []string, x string) bool {
 // after a requested stop it drains until the stop deadline, unless it
 // empties first.
 func TestSimProcessGroups(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1; o.StopTimeout = 10 * time.Second })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.StopTimeout = 10 * time.Second })
 	pid := s.starting()[0]
 	s.ready(pid)
 	s.procs[pid].group = true
@@ -889,7 +911,7 @@ func TestSimProcessGroups(t *testing.T) {
 }
 
 func TestSimGroupThatEmptiesIsForgotten(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1; o.StopTimeout = time.Minute })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.StopTimeout = time.Minute })
 	pid := s.starting()[0]
 	s.ready(pid)
 	s.procs[pid].group = true
@@ -904,7 +926,7 @@ func TestSimGroupThatEmptiesIsForgotten(t *testing.T) {
 
 // --ready after:D: ready that long after the start, whatever it says.
 func TestSimReadyAfter(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Ready = ReadyRule{After: 500 * time.Millisecond} })
+	s := newSim(t, func(o *simOpts) { o.Ready = ReadyRule{After: 500 * time.Millisecond} })
 	s.advance(499 * time.Millisecond)
 	if s.status().Ready != 0 {
 		t.Fatal("ready too early")
@@ -1062,7 +1084,7 @@ func (s *sim) usageOf(rss map[int]int64) {
 // A worker over MaxMemory is replaced, its replacement first, one slot
 // at a time, without counting a crash.
 func TestSimRecycleMemory(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 3; o.Recycle.MaxMemory = 100 << 20 })
+	s := newSim(t, func(o *simOpts) { o.Workers = 3; o.Recycle.MaxMemory = 100 << 20 })
 	s.readyAll()
 	pids := s.livePIDs()
 	s.usageOf(map[int]int64{pids[0]: 200 << 20, pids[1]: 150 << 20, pids[2]: 50 << 20})
@@ -1093,7 +1115,7 @@ func TestSimRecycleMemory(t *testing.T) {
 
 // MaxRequests with a jitter gives every worker its own limit within N±J.
 func TestSimRecycleRequestsStaggered(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 4; o.Recycle.MaxRequests = Jitter{N: 1000, J: 200} })
+	s := newSim(t, func(o *simOpts) { o.Workers = 4; o.Recycle.MaxRequests = Jitter{N: 1000, J: 200} })
 	s.readyAll()
 	limits := map[int64]bool{}
 	for _, pid := range s.livePIDs() {
@@ -1119,7 +1141,7 @@ func TestSimRecycleRequestsStaggered(t *testing.T) {
 }
 
 func TestSimRecycleAge(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1; o.Recycle.MaxAge = DurationJitter{D: time.Hour} })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.Recycle.MaxAge = DurationJitter{D: time.Hour} })
 	pid := s.starting()[0]
 	s.ready(pid)
 	s.advance(time.Hour - time.Second)
@@ -1135,7 +1157,7 @@ func TestSimRecycleAge(t *testing.T) {
 // A replacement that fails leaves the worker serving; the slot tries
 // again with backoff, and no crash is counted, however often it fails.
 func TestSimRecycleReplacementFails(t *testing.T) {
-	s := newSim(t, func(o *Options) {
+	s := newSim(t, func(o *simOpts) {
 		o.Workers = 1
 		o.Recycle.MaxMemory = 1
 		o.RestartLimit = RestartLimit{2, time.Minute}
@@ -1162,7 +1184,7 @@ func TestSimRecycleReplacementFails(t *testing.T) {
 // A reload replaces every worker anyway: recycling waits, and a recycle
 // under way gives way.
 func TestSimRecycleAndReload(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Recycle.MaxMemory = 1 })
+	s := newSim(t, func(o *simOpts) { o.Recycle.MaxMemory = 1 })
 	s.readyAll()
 	pids := s.livePIDs()
 	s.usageOf(map[int]int64{pids[0]: 2})
@@ -1202,22 +1224,12 @@ func TestParseRecycleLimits(t *testing.T) {
 			t.Errorf("ParseDurationJitter(%q) accepted", bad)
 		}
 	}
-	for in, want := range map[string]int64{"1048576": 1 << 20, "512K": 512 << 10, "512M": 512 << 20, "2G": 2 << 30, "1GiB": 1 << 30, "10B": 10} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
-		}
-	}
-	for _, bad := range []string{"", "M", "-1M", "1.5G", "9999999999T", "12X"} {
-		if _, err := ParseSize(bad); err == nil {
-			t.Errorf("ParseSize(%q) accepted", bad)
-		}
-	}
 }
 
 // A group that SIGKILL does not empty (a process stuck in the kernel) is
 // waited for StopTimeout, then given up on: the pool still stops.
 func TestSimStuckGroupIsGivenUp(t *testing.T) {
-	s := newSim(t, func(o *Options) { o.Workers = 1; o.StopTimeout = 2 * time.Second })
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.StopTimeout = 2 * time.Second })
 	pid := s.starting()[0]
 	s.ready(pid)
 	s.procs[pid].group, s.procs[pid].stuck = true, true

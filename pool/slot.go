@@ -1,25 +1,20 @@
 package pool
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/sockd/sockd/internal/resources"
 )
 
 // slot is one place in the pool, and the pool's one mechanism: replacing
-// the worker of a slot. At most two workers belong to a slot: cur, the one
-// that took the slot over (once it was ready), and next, the one starting
-// to take its place. Every worker enters a slot as next; when it is ready
-// it is promoted to cur and the worker it replaces is asked to drain. If
-// next fails before that, cur was never touched.
-//
-// What differs between a first start, a crash restart, a scale-up, a
-// replacement after STOPPING=1, a recycle and a reload is only when a next
-// is started and whether its promotion waits: a reload marks the slots of
-// its batch, whose workers are promoted together once the whole batch is
-// ready (reload.go).
+// the worker of a slot. At most two workers belong to a slot: cur, the
+// one that took the slot over (once it was ready), and next, the one
+// starting to take its place. Every worker enters a slot as next, owned
+// by the policy that started it (owner.go); when its owner promotes it,
+// it becomes cur and the worker it replaces is retired (asked to drain).
+// If next fails first, cur was never touched. A scale-down replaces a
+// slot's worker by nothing (scale.go).
 type slot struct {
 	index int
 	cur   *worker
@@ -27,120 +22,168 @@ type slot struct {
 	// want is the generation the slot runs, or is being moved to by a
 	// reload's batch.
 	want int
-	// batch: next belongs to the running reload's batch.
-	batch bool
 	// crashes counts consecutive crashes, for backoff; restarts counts
 	// crash restarts since the slot's generation took over (shown per
 	// worker in status).
 	crashes, restarts int
-	restartArmed      bool // a restartTimer is pending
+	restartArmed      bool // a restartTimer or a retry is pending
 	removed           bool // dropped by a scale-down
 	// served: new connections are steered to the slot's reuseport
 	// sockets (it had a ready worker, or was there from the start).
 	served   bool
 	parkedAt time.Time // when a scale-down steered connections away from it
-	// recycling: next replaces a worker over a Recycle limit.
-	recycling bool
-}
-
-type role int
-
-const (
-	roleNone role = iota // retiring, or of a slot that no longer exists
-	roleCur
-	roleNext
-)
-
-// slotOf finds w's slot and w's role in it.
-func (p *Pool) slotOf(w *worker) (*slot, role) {
-	st := &p.st
-	if w.slot < 0 || w.slot >= len(st.slots) {
-		return nil, roleNone
-	}
-	s := st.slots[w.slot]
-	switch w {
-	case s.cur:
-		return s, roleCur
-	case s.next:
-		return s, roleNext
-	}
-	return s, roleNone
 }
 
 // startNext forks the worker that is to take slot s over, of the slot's
-// wanted generation.
-func (p *Pool) startNext(s *slot) error {
+// wanted generation; its caller makes itself the worker's owner.
+func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.st.seq++
-	w := &worker{slot: s.index, gen: s.want, state: Starting, started: p.env.now(), id: fmt.Sprintf("%d-%d", p.self, p.st.seq)}
+	w := &worker{slot: s.index, home: s, gen: s.want, state: Starting, started: p.env.now(), why: ExitCrash,
+		id: fmt.Sprintf("%d-%d", p.env.pid(), p.st.seq), restarts: s.restarts}
 	pid, err := p.env.start(w)
 	if err != nil {
 		p.st.spawnFailures++
 		reason := "error"
-		if ShortOf(err) != "" {
+		if resources.Of(err) != "" {
 			reason = "resources"
 		}
 		p.event(Event{Kind: EventSpawnFailed, Slot: w.slot, Generation: w.gen, Reason: reason, Detail: err.Error()})
 		if n, ok := p.st.spawnLog.note(p.env.now()); ok {
 			p.log.Error("cannot start worker", "event", "worker_spawn_failed", "generation", w.gen, "worker", w.slot, "error", err, "failures", n)
 		}
-		return err
+		return nil, err
 	}
 	p.st.spawnLog = rateLog{}
 	w.pid = pid
-	if !s.batch {
-		w.restarts = s.restarts
-	}
 	s.next = w
 	p.st.byPID[pid] = w
-	p.guardAdd(pid)
+	p.env.track(pid)
 	p.wlog(w).Info("worker started", "event", "worker_start")
 	p.event(Event{Kind: EventStart, Slot: w.slot, Generation: w.gen, PID: w.pid})
-	if d := p.opts.Ready.After; d > 0 {
+	if d := p.cfg.Ready.After; d > 0 {
 		w.timers = append(w.timers, p.after(d, readyTimer{w}))
 	} else {
-		w.timers = append(w.timers, p.after(p.opts.ReadyTimeout, readyTimeout{w}))
+		w.timers = append(w.timers, p.after(p.cfg.ReadyTimeout, readyTimeout{w}))
 	}
-	return nil
+	return w, nil
 }
 
-// startOrCrash starts a worker in s outside a reload; a failure to fork
-// counts as a crash of the slot, unless sockd ran short of a resource.
+// promote makes s.next the worker of slot s, owned by the slot's serving
+// rules from now on, and retires the one it replaces (owned by ro from
+// then on; nil: the plain retirement). It returns that one.
+func (p *Pool) promote(s *slot, ro owner) *worker {
+	old, w := s.cur, s.next
+	s.cur, s.next = w, nil
+	w.owner = p.serving
+	if !s.served {
+		s.served = true
+		p.steer()
+	}
+	for _, pol := range p.policies {
+		pol.promoted(w)
+	}
+	if old != nil {
+		p.retire(old, ro)
+	}
+	return old
+}
+
+// failReady stops a worker that was not ready in time; its exit is then
+// its owner's to judge, as a failure.
+func (p *Pool) failReady(w *worker) {
+	p.wlog(w).Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
+	w.failure = fmt.Sprintf("not ready within %s", p.cfg.ReadyTimeout)
+	p.stopWorker(w, ExitReadyTimeout)
+}
+
+// failEarly marks a worker that announced STOPPING=1 before it served
+// (or right after it was ready): its exit will be a failure, not a
+// planned one.
+func (p *Pool) failEarly(w *worker) {
+	if w.state != Ready {
+		w.failure = "announced STOPPING=1 before it was ready"
+	} else {
+		served := p.env.now().Sub(w.readyAt)
+		w.failure = fmt.Sprintf("announced STOPPING=1 %s after it was ready (less than %s)", served.Round(time.Millisecond), p.cfg.MinServe)
+	}
+	w.why = ExitEarlyStopping
+	p.wlog(w).Warn("worker announced its exit too early; its exit will count as a crash", "event", "worker_leaving_early", "reason", w.failure)
+}
+
+// starter owns a worker started to fill a slot: the first start, a
+// crash restart, a scale-up, the replacement of a worker that announced
+// STOPPING=1. Ready, it takes the slot over; failed, the slot crashed.
+type starter struct{ p *Pool }
+
+func (o starter) ready(w *worker) {
+	p := o.p
+	p.promote(w.home, nil)
+	if p.state() == StateStarting && p.countReady() == len(p.st.slots) {
+		p.announce()
+	}
+}
+
+func (o starter) readyTimeout(w *worker) { o.p.failReady(w) }
+func (o starter) stopping(w *worker)     { o.p.failEarly(w) }
+func (starter) dropped(*worker)          {}
+
+func (o starter) exited(w *worker, how string) {
+	if s := w.home; s.next == w {
+		s.next = nil
+	}
+	o.p.crashed(w.home, w, how)
+}
+
+// server owns the worker serving a slot. Its unannounced exit is a crash
+// of the slot; an announced one (STOPPING=1, the "suicide" message of
+// Node's cluster) starts its replacement at once, and its exit is then
+// not a crash — unless it came before the worker served MinServe.
+type server struct{ p *Pool }
+
+func (server) ready(*worker)        {}
+func (server) readyTimeout(*worker) {}
+func (server) dropped(*worker)      {}
+
+func (o server) stopping(w *worker) {
+	p := o.p
+	if p.env.now().Sub(w.readyAt) < p.cfg.MinServe {
+		p.failEarly(w) // a crash loop in disguise: no early replacement
+		return
+	}
+	p.leave(w)
+	if s := w.home; s.next == nil {
+		p.wlog(w).Info("worker announced its exit; starting its replacement", "event", "worker_leaving")
+		p.startOrCrash(s)
+	}
+}
+
+func (o server) exited(w *worker, how string) {
+	if s := w.home; s.cur == w {
+		s.cur = nil
+	}
+	o.p.crashed(w.home, w, how)
+}
+
+// leave records that w announced its exit: it is retiring on its own,
+// with the usual stop deadline.
+func (p *Pool) leave(w *worker) {
+	w.leaving, w.why, w.state = true, ExitAnnounced, Stopping
+	w.owner = p.retired
+	w.killAt = p.env.now().Add(p.cfg.StopTimeout)
+	w.timers = append(w.timers, p.after(p.cfg.StopTimeout, killTimer{w}))
+}
+
+// startOrCrash fills s; a failure to fork counts as a crash of the slot,
+// unless sockd ran short of a resource.
 func (p *Pool) startOrCrash(s *slot) {
-	err := p.startNext(s)
+	err := p.startAs(s, p.starting)
 	switch {
 	case err == nil:
-	case ShortOf(err) != "":
+	case resources.Of(err) != "":
 		p.shortOf(s, err)
 	default:
-		p.crashed(s, &worker{slot: s.index, gen: s.want}, err.Error())
+		p.crashed(s, &worker{slot: s.index, gen: s.want, why: ExitCrash}, err.Error())
 	}
-}
-
-// ShortOf says which resource err says the system or a limit ran short
-// of, naming the limit that may be the cause ("RLIMIT_NOFILE 64"), or ""
-// for any other error.
-func ShortOf(err error) string {
-	var lim int
-	var name string
-	switch {
-	case errors.Is(err, unix.EMFILE):
-		lim, name = unix.RLIMIT_NOFILE, "RLIMIT_NOFILE"
-	case errors.Is(err, unix.EAGAIN):
-		lim, name = unix.RLIMIT_NPROC, "RLIMIT_NPROC"
-	case errors.Is(err, unix.ENFILE):
-		return "open files (the system's file table is full)"
-	case errors.Is(err, unix.ENOMEM):
-		return "memory"
-	case errors.Is(err, unix.ENOSPC):
-		return "space (a file system is full)"
-	default:
-		return ""
-	}
-	var rl unix.Rlimit
-	if unix.Getrlimit(lim, &rl) == nil && rl.Cur != unix.RLIM_INFINITY {
-		return fmt.Sprintf("%s %d", name, rl.Cur)
-	}
-	return name
 }
 
 // shortOf handles a worker sockd could not start for want of a resource
@@ -151,12 +194,12 @@ func ShortOf(err error) string {
 // logged at most once every rateLogEvery.
 func (p *Pool) shortOf(s *slot, err error) {
 	if !p.st.announced {
-		p.giveUp(fmt.Errorf("%w: worker %d: %w (short of %s)", ErrResources, s.index, err, ShortOf(err)))
+		p.giveUp(fmt.Errorf("%w: worker %d: %w (short of %s)", ErrResources, s.index, err, resources.Of(err)))
 		return
 	}
 	s.crashes++
 	s.restartArmed = true
-	p.after(max(p.backoff(s.crashes), p.opts.BackoffMin), restartTimer{s})
+	p.after(max(p.backoff(s.crashes), p.cfg.BackoffMin), restartTimer{s})
 }
 
 // rateLog lets a repeated failure be logged at most once every
@@ -181,25 +224,6 @@ func (r *rateLog) note(now time.Time) (int, bool) {
 	return n, true
 }
 
-// promote makes s.next the worker of slot s and asks the one it replaces to
-// drain (unless it is leaving on its own already). It returns that one.
-func (p *Pool) promote(s *slot) *worker {
-	old := s.cur
-	s.cur, s.next = s.next, nil
-	p.armRecycle(s.cur)
-	if !s.served {
-		s.served = true
-		p.steer()
-	}
-	if old != nil && !old.leaving {
-		p.stopWorker(old)
-	}
-	if s.recycling {
-		p.recycled(s)
-	}
-	return old
-}
-
 // countReady counts the slots whose worker is ready and serving.
 func (p *Pool) countReady() int {
 	n := 0
@@ -213,11 +237,16 @@ func (p *Pool) countReady() int {
 
 // crashed accounts for a worker of a slot that died without being asked
 // to (or failed to start) and schedules its replacement with backoff, or
-// gives up when the restart budget is spent.
+// gives up when the restart budget is spent. A slot that has a worker
+// starting already (a reload's, a recycle's) or a worker serving (this
+// was its replacement) is not refilled.
 func (p *Pool) crashed(s *slot, w *worker, how string) {
 	st := &p.st
 	now := p.env.now()
-	lim := p.opts.RestartLimit
+	if w.failure != "" {
+		how = w.failure + ", then " + how
+	}
+	lim := p.cfg.RestartLimit
 	kept := st.crashes[:0]
 	for _, t := range st.crashes {
 		if now.Sub(t) < lim.Period {
@@ -233,12 +262,9 @@ func (p *Pool) crashed(s *slot, w *worker, how string) {
 	case s.removed:
 		return
 	case s.next != nil:
-		// A reload's worker is already starting in this slot.
 		p.log.Info("not restarting a worker whose slot is being taken over", "generation", w.gen, "worker", w.slot)
 		return
 	case s.cur != nil && !s.cur.leaving:
-		// A replacement that failed: the worker it was to replace keeps
-		// serving.
 		p.log.Info("replacement failed; the slot's worker keeps serving", "generation", s.cur.gen, "worker", s.index)
 		return
 	}
@@ -249,7 +275,7 @@ func (p *Pool) crashed(s *slot, w *worker, how string) {
 	delay := p.backoff(s.crashes)
 	s.restarts++
 	st.restarts++
-	p.event(Event{Kind: EventRestart, Slot: s.index, Generation: s.want, Reason: p.exitReason(w), Detail: how})
+	p.event(Event{Kind: EventRestart, Slot: s.index, Generation: s.want, Reason: w.why, Detail: how})
 	p.log.Info("restarting worker", "event", "worker_restart", "generation", s.want, "worker", s.index, "delay", delay)
 	if delay == 0 {
 		p.startOrCrash(s)
@@ -266,7 +292,7 @@ func (p *Pool) backoff(consecutive int) time.Duration {
 		return 0
 	}
 	top := p.maxBackoff()
-	d := p.opts.BackoffMin
+	d := p.cfg.BackoffMin
 	for i := 2; i < consecutive && d < top; i++ {
 		d *= 2
 	}
@@ -279,11 +305,11 @@ func (p *Pool) backoff(consecutive int) time.Duration {
 // Period/(2·Burst) of starting (3 s with 10/60s) always exhausts the budget
 // and sockd gives up, instead of restarting it every BackoffMax forever.
 func (p *Pool) maxBackoff() time.Duration {
-	top := p.opts.BackoffMax
-	if lim := p.opts.RestartLimit; lim.Burst > 0 {
+	top := p.cfg.BackoffMax
+	if lim := p.cfg.RestartLimit; lim.Burst > 0 {
 		top = min(top, lim.Period/time.Duration(2*lim.Burst))
 	}
-	return max(top, p.opts.BackoffMin)
+	return max(top, p.cfg.BackoffMin)
 }
 
 func (p *Pool) onRestartTimer(s *slot) {

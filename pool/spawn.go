@@ -59,12 +59,12 @@ func Trampoline() {
 	os.Exit(127)
 }
 
-func (p *Pool) sysProcAttr(cgroupFD int) *syscall.SysProcAttr {
+func sysProcAttr(c *Config, cgroupFD int) *syscall.SysProcAttr {
 	a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, UseCgroupFD: cgroupFD >= 0, CgroupFD: cgroupFD}
-	if u := p.opts.User; u != nil {
+	if u := c.User; u != nil {
 		// Go sets the parent-death signal after changing the credentials
 		// (which would clear it).
-		a.Credential = u.credential()
+		a.Credential = u.Credential()
 	}
 	return a
 }
@@ -171,41 +171,45 @@ const WorkerIDVar = "SOCKD_WORKER_ID"
 // is cgroupFD (if >= 0), or with gate (if >= 0) as its stdin (see
 // gateVar). It must run on the pool's locked OS thread: the parent-death
 // signal fires when the thread that forked exits.
-func (p *Pool) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
-	o := &p.opts
+func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
+	c, d := e.p.cfg, &e.p.deps
 	gen, slot := w.gen, w.slot
-	env := workerEnv(o.Env,
-		"LISTEN_FDS="+strconv.Itoa(len(o.Listeners)),
-		"LISTEN_FDNAMES="+o.Listeners.Names(),
-		"NOTIFY_SOCKET="+o.NotifySocket,
+	base := c.Env
+	if c.User != nil {
+		base = append(base[:len(base):len(base)], c.User.Env()...)
+	}
+	env := workerEnv(base,
+		"LISTEN_FDS="+strconv.Itoa(len(d.Listeners)),
+		"LISTEN_FDNAMES="+d.Listeners.Names(),
+		"NOTIFY_SOCKET="+d.NotifySocket,
 		"SOCKD_WORKER="+strconv.Itoa(slot),
 		"SOCKD_GENERATION="+strconv.Itoa(gen),
 		WorkerIDVar+"="+w.id,
 	)
-	if o.MetricsDir != "" {
-		env = append(env, "SOCKD_METRICS_SOCKET="+w.metricsSocket(o.MetricsDir))
+	if d.MetricsDir != "" {
+		env = append(env, "SOCKD_METRICS_SOCKET="+w.metricsSocket(d.MetricsDir))
 	}
-	if o.WorkerWatchdog > 0 {
-		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(o.WorkerWatchdog.Microseconds(), 10))
+	if c.WorkerWatchdog > 0 {
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(c.WorkerWatchdog.Microseconds(), 10))
 	}
-	files := []uintptr{uintptr(p.devnull), 1, 2}
+	files := []uintptr{uintptr(e.devnull), 1, 2}
 	if gate >= 0 {
 		files[0] = uintptr(gate)
 		env = append(env, gateVar+"=1")
 	}
-	for _, fd := range o.Listeners.FDs(slot) {
+	for _, fd := range d.Listeners.FDs(slot) {
 		files = append(files, uintptr(fd))
 	}
 	if channel >= 0 {
 		env = append(env, "NODE_CHANNEL_FD="+strconv.Itoa(len(files)), "NODE_CHANNEL_SERIALIZATION_MODE=json")
 		files = append(files, uintptr(channel))
 	}
-	argv := append([]string{trampolineArg0, p.command}, o.Command...)
-	pid, _, err := syscall.StartProcess(o.Trampoline, argv, &syscall.ProcAttr{
-		Dir:   o.Dir,
+	argv := append([]string{trampolineArg0, e.p.command}, c.Command...)
+	pid, _, err := syscall.StartProcess(d.Trampoline, argv, &syscall.ProcAttr{
+		Dir:   c.Dir,
 		Env:   env,
 		Files: files,
-		Sys:   p.sysProcAttr(cgroupFD),
+		Sys:   sysProcAttr(c, cgroupFD),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start worker %d of generation %d: %w", slot, gen, err)
@@ -217,7 +221,7 @@ func (p *Pool) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 // pid cannot be reused before the loop has reaped it and forgotten it. It
 // waits on a pidfd through Go's network poller, so a thousand workers do
 // not hold a thousand OS threads blocked in waitid.
-func (p *Pool) watch(pid int) {
+func (e *osEnv) watch(pid int) {
 	if err := waitPidfd(pid); err != nil {
 		// No pidfd (kernel < 5.3): block a thread in waitid instead.
 		var info unix.Siginfo
@@ -228,16 +232,16 @@ func (p *Pool) watch(pid int) {
 	// sent before it exited (a STOPPING=1 just before exit(0) must not
 	// make the exit look like a crash): the exit travels as a mark through
 	// the notify socket's own queue.
-	p.exiting.Store(pid, true)
-	if p.notifyDead.Load() || p.nsrv.Mark(strconv.Itoa(pid), time.Second) != nil {
-		p.exited(pid)
+	e.exiting.Store(pid, true)
+	if e.notifyDead.Load() || e.nsrv.Mark(strconv.Itoa(pid), time.Second) != nil {
+		e.exited(pid)
 	}
 }
 
 // exited posts the exit of a worker that watch saw exit, once.
-func (p *Pool) exited(pid int) {
-	if _, ok := p.exiting.LoadAndDelete(pid); ok {
-		p.post(exitEvent{pid: pid})
+func (e *osEnv) exited(pid int) {
+	if _, ok := e.exiting.LoadAndDelete(pid); ok {
+		e.p.post(exitEvent{pid: pid})
 	}
 }
 

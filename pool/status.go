@@ -2,7 +2,6 @@ package pool
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -118,12 +117,9 @@ func (p *Pool) status() Status {
 	st := &p.st
 	now := p.env.now()
 	s := Status{
-		PID: os.Getpid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
-		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: st.recycles, SpawnFailures: st.spawnFailures,
-		StartedAt: st.started, ReadyRule: p.opts.Ready.String(), LastReload: st.lastReload,
-	}
-	if g := p.opts.Guard; g != nil {
-		s.GuardPID = g.PID()
+		PID: p.env.pid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
+		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: p.recycler.count, SpawnFailures: st.spawnFailures,
+		StartedAt: st.started, ReadyRule: p.cfg.Ready.String(), LastReload: st.lastReload, GuardPID: p.env.guardPID(),
 	}
 	s.Events = append([]Event(nil), st.events...)
 	if r := st.reload; r != nil && r.phase != phaseRollback {
@@ -140,7 +136,7 @@ func (p *Pool) status() Status {
 			ws.RSSBytes, ws.CPUSeconds = w.usage.RSS, w.usage.CPU.Seconds()
 		}
 		ws.Recycle = w.recycle
-		if d := p.opts.MetricsDir; d != "" {
+		if d := p.deps.MetricsDir; d != "" {
 			ws.MetricsSocket = w.metricsSocket(d)
 		}
 		s.Workers = append(s.Workers, ws)
@@ -152,10 +148,10 @@ func (p *Pool) status() Status {
 		}
 		return a.Slot < b.Slot || a.Slot == b.Slot && a.PID < b.PID
 	})
-	for i, l := range p.opts.Listeners {
+	for i, l := range p.deps.Listeners {
 		ls := ListenerStatus{Name: l.Name, Network: l.Network, Address: l.Addr, FD: 3 + i, SockdFDs: l.FDs(), Inherited: l.Inherited}
 		for j := 0; j < l.Slots(); j++ {
-			depth, limit, err := l.Queue(j)
+			depth, limit, err := p.env.queue(l, j)
 			if err != nil {
 				ls.QueueDepth, ls.QueueLimit = nil, nil
 				break
@@ -188,9 +184,11 @@ func (p *Pool) reloadReady() int {
 	n := 0
 	for _, s := range p.st.slots {
 		switch {
-		case s.batch && s.next != nil && s.next.state == Ready:
-			n++
-		case !s.batch && s.want == r.gen && s.cur != nil && s.cur.gen == r.gen:
+		case s.next != nil && s.next.owner == r:
+			if s.next.state == Ready {
+				n++
+			}
+		case s.want == r.gen && s.cur != nil && s.cur.gen == r.gen:
 			n++
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockd/sockd/pool"
 	"github.com/sockd/sockd/worker/workertest"
 )
 
@@ -19,7 +18,7 @@ func TestReloadsUnderLoadLoseNothingShared(t *testing.T) { testZeroLoss(t) }
 func TestReloadsUnderLoadLoseNothingReuseport(t *testing.T) { testZeroLoss(t, "reuseport") }
 
 func testZeroLoss(t *testing.T, extra ...string) {
-	h := startPool(t, "careful", func(o *pool.Options) { o.Workers = 2 }, extra...)
+	h := startPool(t, "careful", func(o *options) { o.Workers = 2 }, extra...)
 	h.waitReady()
 	if n := h.ls[0].Slots(); len(extra) > 0 && n != 2 {
 		t.Fatalf("reuseport listener has %d sockets, want one per slot", n)
@@ -63,7 +62,7 @@ func TestScaleUnderLoadLosesNothingShared(t *testing.T) { testScaleUnderLoad(t) 
 func TestScaleUnderLoadLosesNothingReuseport(t *testing.T) { testScaleUnderLoad(t, "reuseport") }
 
 func testScaleUnderLoad(t *testing.T, extra ...string) {
-	h := startPool(t, "careful", func(o *pool.Options) { o.Workers = 2 }, extra...)
+	h := startPool(t, "careful", func(o *options) { o.Workers = 2 }, extra...)
 	h.waitReady()
 	var mu sync.Mutex
 	pids := map[string]int{}
@@ -105,7 +104,7 @@ func testScaleUnderLoad(t *testing.T, extra ...string) {
 // A worker that grows past MaxMemory is replaced, its replacement first,
 // under load, with no failed request and no crash counted.
 func TestRecycleBloatedWorkerUnderLoad(t *testing.T) {
-	h := startPool(t, "bloat", func(o *pool.Options) {
+	h := startPool(t, "bloat", func(o *options) {
 		o.Workers = 2
 		o.Recycle.MaxMemory = 200 << 20
 		o.SampleInterval = 50 * time.Millisecond

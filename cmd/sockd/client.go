@@ -49,7 +49,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
+func clientCommand(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
 	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
 	asJSON, wait, check := new(bool), new(bool), new(bool)
@@ -72,24 +72,24 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	}
 	fs.Usage = usageFunc(fs, synopsis, clientHelp[name])
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
-		return exitOK, nil
+		return nil
 	} else if err != nil {
-		return exitUsage, err
+		return err
 	}
 	if fs.NArg() > 0 {
-		return exitUsage, usagef("sockd %s: unexpected argument %q", name, fs.Arg(0))
+		return usagef("sockd %s: unexpected argument %q", name, fs.Arg(0))
 	}
 	if name == "scale" {
 		if workers == "" {
-			return exitUsage, usagef("sockd scale: want the number of workers: N, +K or -K (see sockd scale --help)")
+			return usagef("sockd scale: want the number of workers: N, +K or -K (see sockd scale --help)")
 		}
 		if _, _, err := control.ParseScale(workers); err != nil {
-			return exitUsage, usagef("sockd scale: %v", err)
+			return usagef("sockd scale: %v", err)
 		}
 	}
 	path, err := controlPath(*ctl)
 	if err != nil {
-		return exitUsage, err
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -103,38 +103,38 @@ func clientCommand(name string, args []string, stdout io.Writer) (int, error) {
 	}
 	resp, err := control.Call(ctx, path, control.Request{Command: name, Wait: *wait, Workers: workers})
 	if errors.Is(err, control.ErrUnreachable) {
-		return exitUnreachable, err
+		return err
 	}
 	if err != nil {
-		return exitFailed, err
+		return err
 	}
 	switch {
 	case name == "status" && *check:
 		return checkStatus(stdout, resp.Status)
 	case name == "status":
-		return exitOK, printStatus(stdout, resp.Status, *asJSON)
+		return printStatus(stdout, resp.Status, *asJSON)
 	case name == "scale":
 		fmt.Fprintf(stdout, "%d\n", resp.Workers)
-		return exitOK, nil
+		return nil
 	}
 	if *wait {
 		fmt.Fprintf(stdout, "%s done\n", name)
 	}
-	return exitOK, nil
+	return nil
 }
 
 // checkStatus is `status --check`, for health probes: exit 0 while sockd
 // serves (a worker ready, not stopping), 1 otherwise; one line either way.
-func checkStatus(w io.Writer, raw json.RawMessage) (int, error) {
+func checkStatus(w io.Writer, raw json.RawMessage) error {
 	var s pool.Status
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return exitFailed, fmt.Errorf("bad status from sockd: %w", err)
+		return fmt.Errorf("bad status from sockd: %w", err)
 	}
 	if s.State == pool.StateStopping || s.Ready == 0 {
-		return exitFailed, fmt.Errorf("not serving: %s", s.Summary)
+		return fmt.Errorf("not serving: %s", s.Summary)
 	}
 	fmt.Fprintln(w, s.Summary)
-	return exitOK, nil
+	return nil
 }
 
 func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {

@@ -7,9 +7,15 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/sockd/sockd/daemon"
+	"github.com/sockd/sockd/internal/config"
+	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/pool"
 )
 
-// Exit codes, documented in README.md.
+// Exit codes, documented in README.md, and the kinds of error that make
+// them.
 const (
 	exitOK          = 0
 	exitFailed      = 1 // internal error, or a client request that failed (reload rolled back)
@@ -20,12 +26,33 @@ const (
 	exitResources   = 6 // limits too low for the pool, a full file system, or the first workers could not be forked
 )
 
-// usageError is a bad flag, argument or environment value.
-type usageError struct{ msg string }
+var exitCodes = []struct {
+	kind error
+	code int
+}{
+	{pool.ErrResources, exitResources},
+	{pool.ErrRestartLimit, exitWorkers},
+	{config.ErrUsage, exitUsage},
+	{daemon.ErrConfig, exitUsage},
+	{daemon.ErrSockets, exitListeners},
+	{control.ErrUnreachable, exitUnreachable},
+}
 
-func (e usageError) Error() string { return e.msg }
+// exitCodeOf is the exit code for err: 0 for nil, exitFailed for an error
+// of no kind in the table.
+func exitCodeOf(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	for _, e := range exitCodes {
+		if errors.Is(err, e.kind) {
+			return e.code
+		}
+	}
+	return exitFailed
+}
 
-func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+var usagef = config.Usagef
 
 // listFlag is a repeatable string flag.
 type listFlag []string

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -68,15 +67,14 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, helpText)
 		return exitUsage
 	}
-	var code int
 	var err error
 	switch args[0] {
 	case "run":
-		code, err = runCommand(args[1:], stdout, stderr)
+		err = runCommand(args[1:], stdout, stderr)
 	case "top":
-		code, err = topCommand(args[1:], stdout)
+		err = topCommand(args[1:], stdout)
 	case "status", "reload", "upgrade", "scale":
-		code, err = clientCommand(args[0], args[1:], stdout)
+		err = clientCommand(args[0], args[1:], stdout)
 	case "demo-worker": // hidden: the embedded demo worker sockd runs by default
 		return demo.Main(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -88,15 +86,8 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sockd: %s\n", oneLine(err))
-		if code == exitOK {
-			code = exitUsage
-			var u usageError
-			if !errors.As(err, &u) {
-				code = exitFailed
-			}
-		}
 	}
-	return code
+	return exitCodeOf(err)
 }
 
 func oneLine(err error) string {

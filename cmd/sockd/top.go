@@ -29,26 +29,26 @@ ends it; otherwise it prints a block of plain lines per refresh (-n sets how man
 `
 
 // topCommand is `sockd top`.
-func topCommand(args []string, stdout io.Writer) (int, error) {
+func topCommand(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd top", flag.ContinueOnError)
 	ctl := fs.String("control", "", "control socket `path` of the sockd to watch (default as for sockd run)")
 	interval := fs.Duration("interval", time.Second, "refresh every `D`")
 	count := fs.Int("n", 0, "stop after `N` refreshes (0: until q, Ctrl-C or SIGTERM)")
 	fs.Usage = usageFunc(fs, "sockd top [--interval D] [-n N] [--control PATH]", topHelp)
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
-		return exitOK, nil
+		return nil
 	} else if err != nil {
-		return exitUsage, err
+		return err
 	}
 	if fs.NArg() > 0 {
-		return exitUsage, usagef("sockd top: unexpected argument %q", fs.Arg(0))
+		return usagef("sockd top: unexpected argument %q", fs.Arg(0))
 	}
 	if *interval < 10*time.Millisecond {
-		return exitUsage, usagef("--interval %s: want at least 10ms", *interval)
+		return usagef("--interval %s: want at least 10ms", *interval)
 	}
 	path, err := controlPath(*ctl)
 	if err != nil {
-		return exitUsage, err
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -56,7 +56,7 @@ func topCommand(args []string, stdout io.Writer) (int, error) {
 	if f, ok := stdout.(*os.File); ok && isTerminal(f) && isTerminal(os.Stdin) {
 		restore, err := rawMode(os.Stdin)
 		if err != nil {
-			return exitFailed, err
+			return err
 		}
 		defer restore()
 		t.screen = f
@@ -77,29 +77,29 @@ type top struct {
 	prevAt time.Time
 }
 
-func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <-chan byte) (int, error) {
+func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <-chan byte) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for n := 1; ; n++ {
 		s, err := t.fetch(ctx)
 		if errors.Is(err, control.ErrUnreachable) {
-			return exitUnreachable, err
+			return err
 		}
 		if err != nil && ctx.Err() == nil {
-			return exitFailed, err
+			return err
 		}
 		if err == nil {
 			t.draw(s)
 		}
 		if count > 0 && n >= count {
-			return exitOK, nil
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return exitOK, nil
+			return nil
 		case k := <-keys:
 			if k == 'q' || k == 'Q' || k == 3 { // 3: Ctrl-C in raw mode
-				return exitOK, nil
+				return nil
 			}
 		case <-tick.C:
 		}

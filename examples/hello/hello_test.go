@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 // hello runs under sockd's pool, answers with its pid, slot and
 // generation, and reloads under load without losing a request.
 func TestHelloUnderSockd(t *testing.T) {
-	p, url := pooltest.Start(t, pool.Options{
+	p, url := pooltest.Start(t, pool.Config{
 		Command: []string{os.Args[0]}, Workers: 2, StopTimeout: 10 * time.Second,
 		Env: append(os.Environ(), "HELLO_TEST_WORKER=1", "GORACE=atexit_sleep_ms=0"),
 	})

@@ -33,7 +33,7 @@ func TestServerJSUnderSockd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, url := pooltest.Start(t, pool.Options{
+	p, url := pooltest.Start(t, pool.Config{
 		Command: []string{node, script}, Workers: 2, ReadyTimeout: 20 * time.Second,
 		StopTimeout: 20 * time.Second, Env: append(os.Environ(), "IDLE_GRACE_MS=1000"),
 	})

@@ -42,7 +42,7 @@ func TestPM2AppUnderSockd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, url := pooltest.Start(t, pool.Options{
+	p, url := pooltest.Start(t, pool.Config{
 		Command: []string{nodePath(t), script}, Workers: 2, Ready: pool.ReadyRule{NodeIPC: true},
 		ReadyTimeout: 20 * time.Second, StopTimeout: 20 * time.Second, StopSignal: unix.SIGINT,
 	})
@@ -79,7 +79,7 @@ const s = http.createServer((q, r) => r.end('x'));
 s.listen({fd: 3}, () => { process.send({hello: 'world'}); process.send('not ready'); process.send('x'.repeat(100000)); });
 process.on('SIGTERM', () => s.close());
 `), 0o644)
-	p, _ := pooltest.Run(t, pool.Options{
+	p, _ := pooltest.Run(t, pool.Config{
 		Command: []string{nodePath(t), script}, Workers: 1, Ready: pool.ReadyRule{NodeIPC: true},
 		ReadyTimeout: 2 * time.Second, StopTimeout: 10 * time.Second,
 		RestartLimit: pool.RestartLimit{Burst: 1, Period: time.Minute},

@@ -15,12 +15,12 @@ import (
 	"github.com/sockd/sockd/pool"
 )
 
-// Start binds 127.0.0.1:0, starts a pool with opts on it (Listeners is
-// set here), waits until every worker is ready and stops the pool at the
-// end of the test. It returns the pool and the URL of the socket.
-func Start(t *testing.T, opts pool.Options) (*pool.Pool, string) {
+// Start binds 127.0.0.1:0, starts a pool of cfg on it, waits until every
+// worker is ready and stops the pool at the end of the test. It returns
+// the pool and the URL of the socket.
+func Start(t *testing.T, cfg pool.Config) (*pool.Pool, string) {
 	t.Helper()
-	p, url := Run(t, opts)
+	p, url := Run(t, cfg)
 	select {
 	case <-p.Ready():
 	case <-p.Done():
@@ -32,15 +32,14 @@ func Start(t *testing.T, opts pool.Options) (*pool.Pool, string) {
 }
 
 // Run is Start without waiting for the workers.
-func Run(t *testing.T, opts pool.Options) (*pool.Pool, string) {
+func Run(t *testing.T, cfg pool.Config) (*pool.Pool, string) {
 	t.Helper()
 	ls, err := activation.Bind(context.Background(), []activation.Spec{{Name: "http", Network: "tcp", Address: "127.0.0.1:0"}}, activation.BindOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ls.Close() })
-	opts.Listeners = ls
-	p, err := pool.New(opts)
+	p, err := pool.New(cfg, pool.Deps{Listeners: ls})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,8 @@
-package pool
+// Package account looks up who the workers run as (sockd run --user):
+// names or numbers from the user and group databases (getpwnam(3),
+// getgrnam(3)), and checks what that user may reach before anything is
+// forked as it.
+package account
 
 import (
 	"fmt"
@@ -19,13 +23,13 @@ type User struct {
 	Home     string   // for HOME
 }
 
-// LookupUser reads "USER[:GROUP]" (names or numbers) from the user and
+// Lookup reads "USER[:GROUP]" (names or numbers) from the user and
 // group databases. GROUP defaults to the user's primary group; the
 // supplementary groups are the user's.
 //
 // Numbers need no database: "65534:65534" works in an image with no
 // /etc/passwd (FROM scratch), with HOME=/ and no supplementary groups.
-func LookupUser(spec string) (*User, error) {
+func Lookup(spec string) (*User, error) {
 	name, group, _ := strings.Cut(spec, ":")
 	out, err := lookupName(name)
 	if err != nil {
@@ -85,11 +89,13 @@ func lookupGroup(group string) (uint32, error) {
 	return uint32(gid), nil
 }
 
-func (u *User) credential() *syscall.Credential {
+// Credential is what a fork changes to.
+func (u *User) Credential() *syscall.Credential {
 	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: append([]uint32{}, u.Groups...)}
 }
 
-func (u *User) env() []string {
+// Env is USER, LOGNAME and HOME for u.
+func (u *User) Env() []string {
 	return []string{"USER=" + u.Name, "LOGNAME=" + u.Name, "HOME=" + u.Home}
 }
 

@@ -1,0 +1,168 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/cpus"
+	"github.com/sockd/sockd/pool"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for _, s := range kv {
+		k, v, _ := strings.Cut(s, "=")
+		m[k] = v
+	}
+	return func(k string) string { return m[k] }
+}
+
+// Flags in every spelling the flag package takes, then the command; a
+// flag on the command line wins over its variable; the rest come from
+// SOCKD_<FLAG>.
+func TestParse(t *testing.T) {
+	r, err := Parse([]string{"--workers", "3", "-stop-timeout=5s", "--reuseport", "--listen", "a=tcp://127.0.0.1:0", "--", "/bin/server", "--port", "1"},
+		env("SOCKD_WORKERS=9", "SOCKD_LISTEN=b=tcp://127.0.0.1:0 c=unix:///tmp/c.sock", "SOCKD_STOP_SIGNAL=INT", "SOCKD_WORKER_MAX_REQUESTS=1000+-100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Workers != 3 || r.StopTimeout != 5*time.Second || !r.ReusePort || r.StopSignal != unix.SIGINT {
+		t.Fatalf("parsed %+v", r)
+	}
+	if len(r.Listen) != 1 || r.Listen[0] != "a=tcp://127.0.0.1:0" {
+		t.Fatalf("--listen on the command line must replace SOCKD_LISTEN: %q", r.Listen)
+	}
+	if r.MaxRequests != (pool.Jitter{N: 1000, J: 100}) {
+		t.Fatalf("SOCKD_WORKER_MAX_REQUESTS: %+v", r.MaxRequests)
+	}
+	if strings.Join(r.Command, " ") != "/bin/server --port 1" {
+		t.Fatalf("command %q", r.Command)
+	}
+	r, err = Parse([]string{"/bin/server", "-x"}, env("SOCKD_LISTEN=b=tcp://127.0.0.1:0 c=unix:///tmp/c.sock"))
+	if err != nil || len(r.Command) != 2 || len(r.Listen) != 2 {
+		t.Fatalf("command without --: %q, listen %q, %v", r.Command, r.Listen, err)
+	}
+}
+
+// The defaults, as --help prints them.
+func TestDefaults(t *testing.T) {
+	r, err := Parse(nil, env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Workers != int64(cpus.Usable()) || r.ReadyTimeout != pool.DefaultReadyTimeout || r.StopSignal != unix.SIGTERM ||
+		r.RestartLimit != pool.DefaultRestartLimit || r.Cgroups != "auto" || r.LogFormat != "text" || r.LogLevel != "info" || r.Ready != (pool.ReadyRule{}) {
+		t.Fatalf("defaults %+v", r)
+	}
+	if r, _ := Parse(nil, env("SOCKD_WORKERS=max")); r.Workers != int64(cpus.Usable()) {
+		t.Fatalf("SOCKD_WORKERS=max: %d", r.Workers)
+	}
+}
+
+// Every bad value is one line naming the flag or the variable, of kind
+// ErrUsage.
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"--workers", "0"}, nil, "--workers 0: want 1 to 1024, or max"},
+		{[]string{"--workers", "1025"}, nil, "--workers 1025"},
+		{nil, []string{"SOCKD_WORKERS=lots"}, `SOCKD_WORKERS="lots": want 1 to 1024, or max`},
+		{[]string{"--frob"}, nil, "flag provided but not defined: --frob"},
+		{[]string{"--stop-timeout"}, nil, "flag needs an argument: --stop-timeout DURATION"},
+		{[]string{"--stop-timeout", "0s"}, nil, "--stop-timeout 0s: must be positive"},
+		{[]string{"--reload-timeout", "-1s"}, nil, "--reload-timeout -1s: must not be negative"},
+		{[]string{"--ready-timeout", "soon"}, nil, "want a duration"},
+		{[]string{"--ready", "soon"}, nil, "want notify, node-ipc or after:DURATION"},
+		{[]string{"--restart-limit", "ten"}, nil, "N/DURATION"},
+		{[]string{"--stop-signal", "NOPE"}, nil, "--stop-signal NOPE"},
+		{[]string{"--worker-max-memory", "0"}, nil, "--worker-max-memory 0: want more than 0"},
+		{[]string{"--worker-max-memory", "lots"}, nil, "want bytes"},
+		{[]string{"--worker-max-requests", "0"}, nil, "want more than 0"},
+		{[]string{"--worker-max-age", "1h±2h"}, nil, "--worker-max-age"},
+		{[]string{"--cgroups", "maybe"}, nil, "--cgroups maybe: want auto, yes or no"},
+		{[]string{"--worker-cpu-weight", "20000"}, nil, "--worker-cpu-weight 20000: want 1 to 10000"},
+		{[]string{"--log-format", "xml"}, nil, "--log-format xml: want text or json"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level loud"},
+		{[]string{"--listen", "tcp://nope"}, nil, "want HOST:PORT"},
+		{nil, []string{"SOCKD_LISTEN=a=tcp://127.0.0.1:0 sctp://x:1"}, "SOCKD_LISTEN"},
+		{[]string{"--metrics", "http://x"}, nil, "--metrics"},
+		{[]string{"--reuseport=maybe"}, nil, "--reuseport maybe: want true or false"},
+		{[]string{"--cgroups", "no", "--worker-pids-max", "10"}, nil, "need cgroups"},
+	}
+	for _, c := range cases {
+		_, err := Parse(c.args, env(c.env...))
+		if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q %q: %v, want one line with %q", c.args, c.env, err, c.want)
+		}
+	}
+	if _, err := Parse([]string{"--help"}, env()); !errors.Is(err, ErrHelp) {
+		t.Errorf("--help: %v", err)
+	}
+}
+
+// --help lists every setting with its variable's spelling rule, and the
+// values of the settings that take a list (node-ipc among --ready's).
+func TestUsageListsEverySetting(t *testing.T) {
+	var b bytes.Buffer
+	Usage(&b)
+	out := b.String()
+	for _, s := range Settings() {
+		if !strings.Contains(out, "--"+s.Name) {
+			t.Errorf("--help lacks --%s", s.Name)
+		}
+		for _, v := range s.Values {
+			if !strings.Contains(out, strings.Split(v, ":")[0]) {
+				t.Errorf("--help lacks %s's value %s", s.Name, v)
+			}
+		}
+		if s.Default != "" {
+			if err := s.value(&Run{}).Set(s.Default); err != nil {
+				t.Errorf("--%s's default %q does not parse: %v", s.Name, s.Default, err)
+			}
+		}
+	}
+	if !strings.Contains(out, "SOCKD_STOP_TIMEOUT") || !strings.Contains(out, "node-ipc") {
+		t.Errorf("--help:\n%s", out)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1048576": 1 << 20, "512K": 512 << 10, "512M": 512 << 20, "2G": 2 << 30, "1GiB": 1 << 30, "10B": 10} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "M", "-1M", "1.5G", "9999999999T", "12X"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+// Whatever the arguments and the environment say, Parse returns a
+// configuration or one line, and never panics.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"--workers 3", "--workers=max --reuseport", "--ready after:1s -- /bin/x", "--listen", "-h", "--worker-max-memory 9999999999T", "--stop-signal 65", "---x", "- -"} {
+		f.Add(s, "SOCKD_WORKERS=2")
+	}
+	f.Fuzz(func(t *testing.T, args, envs string) {
+		r, err := Parse(strings.Fields(args), env(strings.Fields(envs)...))
+		switch {
+		case errors.Is(err, ErrHelp):
+		case err != nil:
+			if strings.Contains(err.Error(), "\n") || !errors.Is(err, ErrUsage) {
+				t.Fatalf("error %q", err)
+			}
+		case r.Workers < 1 || r.Workers > pool.MaxWorkers:
+			t.Fatalf("workers %d accepted", r.Workers)
+		}
+	})
+}

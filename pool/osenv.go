@@ -1,0 +1,378 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/activation"
+	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/notify"
+	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/internal/reaper"
+	"github.com/sockd/sockd/internal/resources"
+)
+
+// osEnv is the real env: fork through the trampoline, pidfds, kill(2),
+// /proc, the notify socket.
+type osEnv struct {
+	p       *Pool
+	self    int // sockd's pid
+	uid     int // sockd's uid
+	devnull int
+	nsrv    *notify.Server
+	// inodes are "socket:[ino]" of every listening socket.
+	inodes map[string]bool
+	// noClone3: clone3 (CLONE_INTO_CGROUP) was refused once.
+	noClone3 atomic.Bool
+	// exiting holds the pids of workers that have exited until their exit
+	// reaches the loop through the notify socket; notifyDead says the
+	// notify socket stopped, so exits go to the loop directly.
+	exiting    sync.Map
+	notifyDead atomic.Bool
+}
+
+// newOSEnv opens what p's workers need from sockd: /dev/null for their
+// stdin and the notify socket.
+func newOSEnv(p *Pool) (*osEnv, error) {
+	e := &osEnv{p: p, self: os.Getpid(), uid: os.Geteuid(), inodes: map[string]bool{}}
+	for _, l := range p.deps.Listeners {
+		for _, fd := range l.FDs() {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+			}
+			e.inodes[fmt.Sprintf("socket:[%d]", st.Ino)] = true
+		}
+	}
+	var err error
+	if e.devnull, err = unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	if e.nsrv, err = notify.Listen(p.deps.NotifySocket); err != nil {
+		unix.Close(e.devnull)
+		return nil, err
+	}
+	e.nsrv.Trusted = e.trusted
+	return e, nil
+}
+
+func (e *osEnv) pid() int { return e.self }
+func (e *osEnv) begin()   { go e.receiveNotify() }
+
+func (e *osEnv) end() {
+	e.nsrv.Close()
+	unix.Close(e.devnull)
+}
+
+// trusted says whether a notify sender may be a worker at all, before its
+// message is read: only the workers' user (sockd's, or Config.User) and
+// root can be. The rest is decided by the loop (a live worker or one of
+// its descendants).
+func (e *osEnv) trusted(pid, uid int) bool {
+	u := e.p.cfg.User // the workers' user never changes while sockd runs
+	return uid == 0 || uid == e.uid || u != nil && uid == int(u.UID)
+}
+
+func (e *osEnv) receiveNotify() {
+	var drops rateLog // dropped messages: a flood of them must cost next to nothing
+	defer func() {
+		e.notifyDead.Store(true)
+		e.exiting.Range(func(pid, _ any) bool {
+			e.exited(pid.(int))
+			return true
+		})
+	}()
+	for {
+		m, err := e.nsrv.Receive()
+		if tag, ok := m.Fields[notify.MarkField]; ok && err == nil && m.PID == e.self {
+			if pid, err := strconv.Atoi(tag); err == nil {
+				e.exited(pid)
+			}
+			continue
+		}
+		var drop *notify.DropError
+		switch {
+		case errors.As(err, &drop):
+			if n, ok := drops.note(time.Now()); ok {
+				e.p.log.Debug("notify messages dropped", "event", "notify_dropped", "messages", n, "sender_pid", drop.PID, "reason", drop.Reason)
+			}
+		case errors.Is(err, net.ErrClosed):
+			return
+		case err != nil:
+			e.p.log.Error("notify socket failed", "error", err)
+			return
+		default:
+			// Now, while the sender surely runs (systemd-notify waits on a
+			// BARRIER=1 that is answered only after this is read).
+			// One /proc read for a worker itself (its parent is sockd).
+			m.Ancestors = procfs.Ancestors(m.PID, e.self, 8)
+			if !e.p.post(notifyEvent{msg: m}) {
+				return
+			}
+		}
+	}
+}
+
+func (e *osEnv) start(w *worker) (int, error) {
+	mine, theirs := -1, -1
+	if e.p.cfg.Ready.NodeIPC {
+		var err error
+		if mine, theirs, err = nodeChannel(); err != nil {
+			return 0, err
+		}
+		defer unix.Close(theirs)
+	}
+	var pid int
+	var err error
+	if t := e.p.deps.Cgroups; t != nil {
+		pid, err = e.startInCgroup(w, t, theirs)
+	} else {
+		pid, err = e.p.deps.Reaper.Start(func() (int, error) { return e.spawn(w, theirs, -1, -1) })
+	}
+	if err != nil {
+		if mine >= 0 {
+			unix.Close(mine)
+		}
+		return 0, resources.Check(err)
+	}
+	go e.watch(pid)
+	if mine >= 0 {
+		go e.readNodeChannel(pid, mine)
+	}
+	return pid, nil
+}
+
+// startInCgroup starts w in a new cgroup of its own: with clone3's
+// CLONE_INTO_CGROUP, or, where that is refused, stopped at a gate until
+// sockd has moved it there.
+func (e *osEnv) startInCgroup(w *worker, t *cgroup.Tree, channel int) (int, error) {
+	g, err := t.NewGroup()
+	if err != nil {
+		return 0, err
+	}
+	defer g.CloseFD()
+	if !e.noClone3.Load() {
+		pid, err := e.p.deps.Reaper.Start(func() (int, error) { return e.spawn(w, channel, g.FD(), -1) })
+		if !errors.Is(err, unix.ENOSYS) {
+			if err != nil {
+				g.Remove()
+				return 0, err
+			}
+			w.cgroup = g
+			return pid, nil
+		}
+		e.noClone3.Store(true)
+		e.p.log.Info("clone3 refused (ENOSYS, a seccomp filter such as systemd's RestrictNamespaces=); workers are moved into their cgroups before they exec", "event", "cgroups")
+	}
+	var gate [2]int
+	if err := unix.Pipe2(gate[:], unix.O_CLOEXEC); err != nil {
+		g.Remove()
+		return 0, fmt.Errorf("cgroup gate: %w", err)
+	}
+	defer unix.Close(gate[1])
+	pid, err := e.p.deps.Reaper.Start(func() (int, error) { return e.spawn(w, channel, -1, gate[0]) })
+	unix.Close(gate[0])
+	if err != nil {
+		g.Remove()
+		return 0, err
+	}
+	if err := g.Add(pid); err != nil {
+		// The gate closes unopened: the trampoline exits at once.
+		e.p.log.Error("cannot move a worker into its cgroup", "event", "cgroups", "error", err)
+	} else {
+		unix.Write(gate[1], []byte{'g'})
+	}
+	w.cgroup = g
+	return pid, nil
+}
+
+func (e *osEnv) reap(pid int) exitStatus {
+	var ws unix.WaitStatus
+	var ru unix.Rusage
+	defer e.p.deps.Reaper.Release(pid)
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, &ru)
+		if err != unix.EINTR {
+			return exitStatus{ws: ws, cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+		}
+	}
+}
+
+func (e *osEnv) signal(w *worker, sig unix.Signal) error {
+	err := unix.Kill(-w.pid, sig)
+	if err == unix.ESRCH || err == unix.EPERM {
+		err = unix.Kill(w.pid, sig)
+	}
+	// What it started outside its process group gets sig too, once: the
+	// rest of its cgroup, or the processes sockd adopted from it.
+	var others []int
+	if w.cgroup != nil {
+		others, _ = w.cgroup.PIDs()
+	} else {
+		others = e.adopted(w)
+	}
+	for _, pid := range others {
+		if pgid, err := unix.Getpgid(pid); err == nil && pgid != w.pid {
+			unix.Kill(pid, sig)
+		}
+	}
+	return err
+}
+
+func (e *osEnv) groupAlive(w *worker) bool {
+	if w.cgroup != nil {
+		return w.cgroup.Populated()
+	}
+	return unix.Kill(-w.pid, 0) == nil || len(e.adopted(w)) > 0
+}
+
+func (e *osEnv) killGroup(w *worker) bool {
+	if w.cgroup != nil {
+		return w.cgroup.Kill()
+	}
+	killed := unix.Kill(-w.pid, unix.SIGKILL) == nil
+	if n, _ := e.p.deps.Reaper.KillAdopted(func(pid int) bool { return markedBy(pid, w) }, time.Now().Add(time.Second)); n > 0 {
+		killed = true
+	}
+	return killed
+}
+
+func (e *osEnv) orphaned(w *worker, sig unix.Signal) {
+	if w.cgroup != nil {
+		return // its cgroup had every signal
+	}
+	for _, pid := range e.adopted(w) {
+		unix.Kill(pid, sig)
+	}
+}
+
+func (*osEnv) remove(path string) { os.Remove(path) }
+
+func (*osEnv) release(w *worker) {
+	if w.cgroup != nil {
+		w.cgroup.Remove()
+	}
+}
+
+// adopted lists the processes sockd adopted that w started (and their
+// descendants): sockd reads the SOCKD_WORKER_ID they inherited.
+func (e *osEnv) adopted(w *worker) []int {
+	var pids []int
+	for _, pid := range e.p.deps.Reaper.Adopted() {
+		if markedBy(pid, w) {
+			pids = append(pids, reaper.Descendants(pid, maxTree)...)
+		}
+	}
+	return pids
+}
+
+func markedBy(pid int, w *worker) bool { return procfs.EnvHas(pid, WorkerIDVar+"="+w.id) }
+
+// holdsListener compares the socket inodes /proc/PID/fd shows with the
+// pool's listening sockets.
+func (e *osEnv) holdsListener(pid int) bool {
+	fds, err := procfs.FDs(pid)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		target, err := procfs.FDTarget(pid, fd)
+		if err == nil && e.inodes[target] {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *osEnv) grow(n int) error {
+	for _, l := range e.p.deps.Listeners {
+		if _, err := l.Grow(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *osEnv) steer(n int) bool {
+	steered := false
+	for _, l := range e.p.deps.Listeners {
+		if l.Growable() {
+			if err := l.Steer(min(n, l.Slots())); err != nil {
+				e.p.log.Warn("cannot steer connections", "error", err)
+			}
+			steered = true
+		}
+	}
+	return steered
+}
+
+func (e *osEnv) queued(slot int) int {
+	n := 0
+	for _, l := range e.p.deps.Listeners {
+		if l.Growable() && slot < l.Slots() {
+			if d, _, err := l.Queue(slot); err == nil {
+				n += d
+			}
+		}
+	}
+	return n
+}
+
+// usage is the worker's cgroup's memory and CPU time when it has a cgroup
+// (the memory of its processes' tree without the memory controller),
+// else its process tree's.
+func (*osEnv) usage(t sampleTarget) (procfs.Usage, error) {
+	u, err := procfs.TreeUsage(t.pid, maxTree)
+	if t.cgroup == nil || err != nil {
+		return u, err
+	}
+	if cpu, err := t.cgroup.CPU(); err == nil {
+		u.CPU = cpu
+	}
+	if mem, ok := t.cgroup.Memory(); ok {
+		u.RSS = mem
+	}
+	return u, nil
+}
+
+// maxTree bounds the processes of one worker's tree that are sampled.
+const maxTree = 1024
+
+func (e *osEnv) queue(l *activation.Listener, i int) (int, int, error) { return l.Queue(i) }
+
+func (e *osEnv) track(pgid int) {
+	if g := e.p.deps.Guard; g != nil {
+		if err := g.Add(pgid); err != nil {
+			e.p.log.Warn("guard", "error", err)
+		}
+	}
+}
+
+func (e *osEnv) untrack(pgid int) {
+	if g := e.p.deps.Guard; g != nil {
+		if err := g.Remove(pgid); err != nil {
+			e.p.log.Warn("guard", "error", err)
+		}
+	}
+}
+
+func (e *osEnv) guardPID() int {
+	if g := e.p.deps.Guard; g != nil {
+		return g.PID()
+	}
+	return 0
+}
+
+func (*osEnv) now() time.Time { return time.Now() }
+
+func (e *osEnv) after(d time.Duration, ev loopEvent) timer {
+	return time.AfterFunc(d, func() { e.p.post(ev) })
+}

@@ -11,32 +11,46 @@
 // (https://www.freedesktop.org/software/systemd/man/sd_notify.html)
 // describes.
 //
-// # One goroutine, one mechanism
+// # One goroutine, one mechanism, policies that own their workers
 //
 // One goroutine (run, loop.go) owns every worker; the methods of Pool,
-// timers and the processes' exits send it events. Its one mechanism is
-// replacing the worker of a slot (slot.go): a new worker starts in the
-// slot as its "next"; once it is ready it is promoted and the worker it
-// replaces is asked to drain (SIGTERM); if it fails first, the slot's
-// worker was never touched. First starts, crash restarts, replacements
-// after STOPPING=1 and reloads are policies over it:
+// timers and the processes' exits send it events (a sealed interface,
+// event.go: each kind says what the loop does with it). Its one
+// mechanism is replacing the worker of a slot (slot.go): a new worker
+// starts in the slot as its "next"; once it is ready it is promoted and
+// the worker it replaces is retired (asked to drain, SIGTERM); if it fails
+// first, the slot's worker was never touched. A scale-down replaces a
+// slot's worker by nothing.
 //
-//	event                       what the loop does
-//	worker exits                a slot's worker or its starting replacement: a crash (budget,
-//	                            backoff, restart); in a reload's batch: the reload is rolled
-//	                            back; any other worker: it was retiring, nothing more
-//	READY=1 (or after:D)        promote the slot's new worker; in a reload's batch: wait for
-//	                            the whole batch, then promote it together
-//	STOPPING=1                  start the worker's replacement at once; its exit is not a
-//	                            crash (unless it came before READY=1 or within MinServe)
-//	WATCHDOG=1, STATUS=,        remembered for the watchdog and status
+// Every worker has an owner (owner.go): the policy that started it, then
+// the slot's serving rules once promoted, then the retirement. The loop's
+// handlers do what is the same for every worker and hand the event to the
+// owner, which alone decides what it means:
+//
+//	event                       generic (loop.go)               the owner decides
+//	worker exits                reap, log, its group            starter, server: a crash of the slot (budget,
+//	                                                            backoff, restart); recycler: the old worker keeps
+//	                                                            serving, retry later; rollout: roll the reload
+//	                                                            back; retiree, parker: nothing
+//	READY=1 (or after:D,        state, event, watchdog timer    starter, recycler: promote; rollout: wait for the
+//	node-ipc "ready")                                           batch, then promote it together
+//	STOPPING=1                  ignored if asked to stop        server: start the replacement at once (its exit is
+//	                                                            no crash, unless within MinServe); starter,
+//	                                                            recycler: an early failure; rollout: roll back
+//	ready timeout               ignored unless still starting   starter, recycler: stop it, its exit a failure;
+//	                                                            rollout: roll back
+//	WATCHDOG=1, STATUS=,        remembered; policies hear it    recycler: over MaxRequests? replace it
 //	SOCKD_REQUESTS=
-//	ready timeout               the worker is stopped and its exit counts as a crash; in a
-//	                            reload's batch: roll back
 //	watchdog timeout            SIGABRT, SIGKILL after StopTimeout; the exit counts as a crash
 //	stop timeout                SIGKILL the worker (and, once it exited, its process group)
-//	Reload                      start a reload, or join the one queued behind it (reload.go)
-//	Stop                        SIGTERM everyone; done when every worker is reaped
+//	Reload                      start a reload, or join the one queued behind it
+//	Stop                        every worker is retired; done when every worker is reaped
+//
+// Where each policy lives: filling a slot (first start, crash restart,
+// scale-up, the replacement after STOPPING=1) and serving it, slot.go;
+// reloads, reload.go, which reads top to bottom as everything a reload
+// decides; recycling, recycle.go; scaling and parking, scale.go. Adding a
+// policy needs no change to the mechanism (policy_test.go has one).
 //
 // # A worker's life
 //
@@ -55,8 +69,9 @@
 // for meanwhile are coalesced into one, which starts only once the old
 // generation is gone: never three generations alive.
 //
-// Everything the loop does to the world goes through a small seam (env.go:
-// fork, reap, signal, /proc, timers), so its decisions are tested with a
-// fake process table and a fake clock (loop_test.go), and again with real
-// forked workers.
+// Everything the loop learns from the world and does to it goes through a
+// small seam (env.go: fork, reap, signal, /proc, the guard, the sockets'
+// queues, the clock), so its decisions are tested with a fake process
+// table and a fake clock (sim_test.go), and again with real forked
+// workers (osenv.go is the real seam).
 package pool

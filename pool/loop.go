@@ -173,22 +173,6 @@ func (p *Pool) beginStop() {
 	}
 }
 
-// stopWorker sends StopSignal (SIGTERM) and arms the SIGKILL deadline;
-// its exit will have reason why.
-func (p *Pool) stopWorker(w *worker, why string) {
-	if w.stopSent || w.exited {
-		return
-	}
-	w.stopSent, w.why = true, why
-	w.state = Stopping
-	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
-	if err := p.env.signal(w, p.cfg.StopSignal); err != nil {
-		p.wlog(w).Warn("cannot signal worker", "error", err)
-	}
-	w.killAt = p.env.now().Add(p.cfg.StopTimeout)
-	w.timers = append(w.timers, p.after(p.cfg.StopTimeout, killTimer{w}))
-}
-
 // markReady handles READY=1 (or the after:D rule, or "ready" on Node's
 // IPC channel).
 func (p *Pool) markReady(w *worker) {

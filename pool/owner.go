@@ -68,35 +68,3 @@ func (retiree) exited(w *worker, how string) {
 		s.cur = nil // it announced its exit; its replacement starts as s.next
 	}
 }
-
-// startAs starts a worker in s as the slot's next, owned by o. On error
-// nothing was started.
-func (p *Pool) startAs(s *slot, o owner) error {
-	w, err := p.startNext(s)
-	if err != nil {
-		return err
-	}
-	w.owner = o
-	return nil
-}
-
-// retire takes w out of service: its owner becomes the retirement (or
-// ro), and it is asked to drain unless it announced its exit already.
-func (p *Pool) retire(w *worker, ro owner) {
-	if ro == nil {
-		ro = p.retired
-	}
-	w.owner = ro
-	if !w.leaving {
-		p.stopWorker(w, ExitRetired)
-	}
-}
-
-// drop takes a starting worker from its owner and retires it.
-func (p *Pool) drop(w *worker, ro owner) {
-	w.owner.dropped(w)
-	if s := w.home; s != nil && s.next == w {
-		s.next = nil
-	}
-	p.retire(w, ro)
-}

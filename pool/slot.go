@@ -88,6 +88,54 @@ func (p *Pool) promote(s *slot, ro owner) *worker {
 	return old
 }
 
+// startAs starts a worker in s as the slot's next, owned by o. On error
+// nothing was started.
+func (p *Pool) startAs(s *slot, o owner) error {
+	w, err := p.startNext(s)
+	if err != nil {
+		return err
+	}
+	w.owner = o
+	return nil
+}
+
+// retire takes w out of service: its owner becomes the retirement (or
+// ro), and it is asked to drain unless it announced its exit already.
+func (p *Pool) retire(w *worker, ro owner) {
+	if ro == nil {
+		ro = p.retired
+	}
+	w.owner = ro
+	if !w.leaving {
+		p.stopWorker(w, ExitRetired)
+	}
+}
+
+// drop takes a starting worker from its owner and retires it.
+func (p *Pool) drop(w *worker, ro owner) {
+	w.owner.dropped(w)
+	if s := w.home; s != nil && s.next == w {
+		s.next = nil
+	}
+	p.retire(w, ro)
+}
+
+// stopWorker sends StopSignal (SIGTERM) and arms the SIGKILL deadline;
+// its exit will have reason why.
+func (p *Pool) stopWorker(w *worker, why string) {
+	if w.stopSent || w.exited {
+		return
+	}
+	w.stopSent, w.why = true, why
+	w.state = Stopping
+	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
+	if err := p.env.signal(w, p.cfg.StopSignal); err != nil {
+		p.wlog(w).Warn("cannot signal worker", "error", err)
+	}
+	w.killAt = p.env.now().Add(p.cfg.StopTimeout)
+	w.timers = append(w.timers, p.after(p.cfg.StopTimeout, killTimer{w}))
+}
+
 // failReady stops a worker that was not ready in time; its exit is then
 // its owner's to judge, as a failure.
 func (p *Pool) failReady(w *worker) {

@@ -207,8 +207,8 @@ var inheritEnvErrors = []struct {
 	{map[string]string{"LISTEN_FDS": "-1", "LISTEN_PID": "4242"}, "not a count"},
 	{map[string]string{"LISTEN_FDS": "5000", "LISTEN_PID": "4242"}, "more than"},
 	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, "not a process id"},
-	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1, this is 4242"},
-	{map[string]string{"LISTEN_FDS": "1"}, "without LISTEN_PID"},
+	{map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}, "LISTEN_PID=1: the sockets are for that process, not this process (pid 4242"},
+	{map[string]string{"LISTEN_FDS": "1"}, "LISTEN_PID is not"},
 	{map[string]string{"LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "a"}, "1 names for LISTEN_FDS=2"},
 }
 

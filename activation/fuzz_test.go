@@ -154,8 +154,14 @@ func FuzzInherit(f *testing.F) {
 			t.Fatalf("LISTEN_FDS=%d gave %d listeners", n, len(set))
 		}
 		wantNames := strings.TrimSuffix(strings.Repeat(activation.DefaultName+":", n), ":")
-		if names != "" {
-			wantNames = names
+		if names != "" { // an empty name is unnamed too
+			parts := strings.Split(names, ":")
+			for i, p := range parts {
+				if p == "" {
+					parts[i] = activation.DefaultName
+				}
+			}
+			wantNames = strings.Join(parts, ":")
 		}
 		if set.Names() != wantNames {
 			t.Fatalf("names %q, want %q", set.Names(), wantNames)

@@ -3,14 +3,11 @@ package activation
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
-)
 
-// listenFdsStart is SD_LISTEN_FDS_START: the first passed descriptor.
-const listenFdsStart = 3
+	"github.com/sockd/sockd/internal/listenfds"
+)
 
 // MaxInherited bounds LISTEN_FDS; systemd's own limit on a socket unit's
 // descriptors is far below it.
@@ -18,7 +15,7 @@ const MaxInherited = 1024
 
 // ErrNotOurs means LISTEN_PID names another process, or is missing: the
 // descriptors were meant for someone else and must be left alone.
-var ErrNotOurs = errors.New("the sockets are not ours")
+var ErrNotOurs = listenfds.ErrNotOurs
 
 // Inherit takes the sockets passed by systemd (or any sd_listen_fds(3)
 // parent) as described by LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, read
@@ -32,18 +29,21 @@ var ErrNotOurs = errors.New("the sockets are not ours")
 // stream sockets must be listening (Accept=no): a connected socket from an
 // Accept=yes unit is an error.
 func Inherit(getenv func(string) string, pid int) (Set, error) {
-	return inherit(getenv, pid, listenFdsStart)
+	return inherit(getenv, pid, listenfds.Start)
 }
 
 // inherit is Inherit with the sockets from descriptor first on (tests
 // pass ones they made, away from those their process holds).
 func inherit(getenv func(string) string, pid, first int) (Set, error) {
-	nfds, names, err := parseEnv(getenv, pid)
-	if err != nil || nfds == 0 {
+	names, err := listenfds.Parse(getenv, pid, MaxInherited)
+	if errors.Is(err, listenfds.ErrNone) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
-	set := make(Set, 0, nfds)
-	for i := 0; i < nfds; i++ {
+	set := make(Set, 0, len(names))
+	for i := range names {
 		fd := first + i
 		l, err := inheritFD(fd, names[i])
 		if err != nil {
@@ -55,45 +55,6 @@ func inherit(getenv func(string) string, pid, first int) (Set, error) {
 		unix.CloseOnExec(l.fds[0])
 	}
 	return set, nil
-}
-
-func parseEnv(getenv func(string) string, pid int) (int, []string, error) {
-	fdsVar := getenv("LISTEN_FDS")
-	if fdsVar == "" {
-		return 0, nil, nil
-	}
-	pidVar := getenv("LISTEN_PID")
-	if pidVar == "" {
-		// sd_listen_fds(3) takes nothing without LISTEN_PID either: the
-		// variables may have leaked from a parent's environment.
-		return 0, nil, fmt.Errorf("LISTEN_FDS=%s without LISTEN_PID: %w", fdsVar, ErrNotOurs)
-	}
-	p, err := strconv.Atoi(pidVar)
-	if err != nil || p <= 0 {
-		return 0, nil, fmt.Errorf("LISTEN_PID=%q is not a process id", pidVar)
-	}
-	if p != pid {
-		return 0, nil, fmt.Errorf("LISTEN_PID=%d, this is %d: %w", p, pid, ErrNotOurs)
-	}
-	n, err := strconv.Atoi(fdsVar)
-	if err != nil || n < 0 {
-		return 0, nil, fmt.Errorf("LISTEN_FDS=%q is not a count of descriptors", fdsVar)
-	}
-	if n > MaxInherited {
-		return 0, nil, fmt.Errorf("LISTEN_FDS=%d is more than the %d sockd accepts", n, MaxInherited)
-	}
-	names := make([]string, n)
-	for i := range names {
-		names[i] = DefaultName
-	}
-	if v := getenv("LISTEN_FDNAMES"); v != "" {
-		got := strings.Split(v, ":")
-		if len(got) != n {
-			return 0, nil, fmt.Errorf("LISTEN_FDNAMES has %d names for LISTEN_FDS=%d", len(got), n)
-		}
-		copy(names, got)
-	}
-	return n, names, nil
 }
 
 func inheritFD(fd int, name string) (*Listener, error) {

@@ -8,11 +8,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/sockd/sockd/internal/listenfds"
 )
 
 // DefaultName is the name a listener gets when its spec names none; it is
 // what sd_listen_fds_with_names(3) reports for an unnamed socket.
-const DefaultName = "unknown"
+const DefaultName = listenfds.DefaultName
 
 // Spec describes one listener sockd binds itself, parsed from
 // "[NAME=]URL" (the --listen flag).

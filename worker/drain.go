@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sockd/sockd/internal/drain"
 )
 
 // Drainer serves an http.Server on listeners and drains it carefully (see
@@ -17,13 +19,7 @@ type Drainer struct {
 	srv      *http.Server
 	opts     Options
 	requests atomic.Int64
-	draining atomic.Bool
-	changed  chan struct{} // a connection changed state during the drain
-
-	mu         sync.Mutex
-	conns      map[net.Conn]*connInfo
-	drainStart time.Time
-	closedIdle int
+	conns    *drain.Tracker
 
 	lns     []*trackedListener
 	serving sync.WaitGroup
@@ -31,27 +27,13 @@ type Drainer struct {
 	errs    chan error
 }
 
-// connInfo is what the drain knows of one connection.
-type connInfo struct {
-	idle    bool      // StateNew or StateIdle: between requests
-	since   time.Time // when it became idle
-	rcvd    uint64    // bytes received by then (TCP_INFO)
-	known   bool      // rcvd is known
-	closing bool      // closed by the drain, waiting for StateClosed
-}
-
 // NewDrainer prepares srv for a careful drain: it wraps srv.Handler (nil
 // means http.DefaultServeMux) to count requests and answer with
 // "Connection: close" once draining, and chains srv.ConnState to track
 // connections. Call it before serving.
 func NewDrainer(srv *http.Server, opts Options) *Drainer {
-	d := &Drainer{
-		srv:     srv,
-		opts:    opts.withDefaults(),
-		changed: make(chan struct{}, 1),
-		conns:   make(map[net.Conn]*connInfo),
-		ready:   make(chan struct{}),
-	}
+	d := &Drainer{srv: srv, opts: opts.withDefaults(), ready: make(chan struct{})}
+	d.conns = drain.New(d.opts.IdleGrace)
 	h := srv.Handler
 	if h == nil {
 		h = http.DefaultServeMux
@@ -69,7 +51,7 @@ func NewDrainer(srv *http.Server, opts Options) *Drainer {
 
 func (d *Drainer) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d.draining.Load() {
+		if d.conns.Draining() {
 			w.Header().Set("Connection", "close")
 		}
 		h.ServeHTTP(w, r)
@@ -78,23 +60,13 @@ func (d *Drainer) wrap(h http.Handler) http.Handler {
 }
 
 func (d *Drainer) track(c net.Conn, s http.ConnState) {
-	d.mu.Lock()
 	switch s {
 	case http.StateNew, http.StateIdle:
-		ci := &connInfo{idle: true, since: time.Now()}
-		ci.rcvd, ci.known = receivedBytes(c)
-		d.conns[c] = ci
+		d.conns.Idle(c)
 	case http.StateActive:
-		d.conns[c] = &connInfo{}
+		d.conns.Active(c)
 	case http.StateHijacked, http.StateClosed:
-		delete(d.conns, c)
-	}
-	d.mu.Unlock()
-	if d.draining.Load() {
-		select {
-		case d.changed <- struct{}{}:
-		default:
-		}
+		d.conns.Gone(c)
 	}
 }
 
@@ -121,7 +93,7 @@ func (d *Drainer) Start(ls []net.Listener) {
 func (d *Drainer) serve(l *trackedListener) {
 	defer d.serving.Done()
 	err := d.srv.Serve(l)
-	if !d.draining.Load() {
+	if !d.conns.Draining() {
 		d.errs <- fmt.Errorf("worker: serve %s: %w", l.Addr(), err)
 	}
 }
@@ -136,11 +108,8 @@ func (d *Drainer) Err() <-chan error { return d.errs }
 // the policy of the package documentation. When ctx is done first, it
 // closes the remaining connections and returns an error. Call it once.
 func (d *Drainer) Drain(ctx context.Context) error {
-	d.mu.Lock()
-	d.drainStart = time.Now()
-	d.draining.Store(true)
-	atStart := len(d.conns)
-	d.mu.Unlock()
+	start := time.Now()
+	atStart := d.conns.Begin()
 	d.opts.Logger.Printf("draining: %d connections open", atStart)
 	if d.opts.OnDrain != nil {
 		d.opts.OnDrain()
@@ -149,71 +118,14 @@ func (d *Drainer) Drain(ctx context.Context) error {
 		l.close()
 	}
 	d.serving.Wait() // every accepted connection is tracked from here on
-	for {
-		open, next := d.sweep(time.Now())
-		if open == 0 {
-			break
-		}
-		if err := d.waitChange(ctx, next); err != nil {
-			d.srv.Close()
-			return fmt.Errorf("worker: drain deadline passed with %d connections open: %w", open, err)
-		}
-	}
+	closed, left, err := d.conns.Wait(ctx)
 	d.srv.Close()
-	d.mu.Lock()
-	closed := d.closedIdle
-	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("worker: drain deadline passed with %d connections open: %w", left, err)
+	}
 	d.opts.Logger.Printf("drained in %v: %d requests served, %d idle connections closed",
-		time.Since(d.drainStart).Round(time.Millisecond), d.Requests(), closed)
+		time.Since(start).Round(time.Millisecond), d.Requests(), closed)
 	return nil
-}
-
-// waitChange waits for a state change, for next (if > 0) or for ctx.
-func (d *Drainer) waitChange(ctx context.Context, next time.Duration) error {
-	var timeout <-chan time.Time
-	if next > 0 {
-		t := time.NewTimer(next)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case <-d.changed:
-	case <-timeout:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
-}
-
-// sweep closes the connections idle for the grace period and returns how
-// many are open and when the next one's grace ends (0: none pending).
-func (d *Drainer) sweep(now time.Time) (open int, next time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for c, ci := range d.conns {
-		if !ci.idle || ci.closing {
-			continue
-		}
-		wait := ci.since.Add(d.opts.IdleGrace).Sub(now)
-		if start := d.drainStart.Add(d.opts.IdleGrace).Sub(now); start > wait {
-			wait = start
-		}
-		if wait <= 0 && quiet(c, ci.rcvd, ci.known) {
-			ci.closing = true
-			d.closedIdle++
-			c.Close()
-			continue
-		}
-		if wait <= 0 { // data arrived: the server is about to read it
-			ci.since = now
-			ci.rcvd, ci.known = receivedBytes(c)
-			wait = d.opts.IdleGrace
-		}
-		if next == 0 || wait < next {
-			next = wait
-		}
-	}
-	return len(d.conns), next
 }
 
 // trackedListener reports its first Accept and closes once.

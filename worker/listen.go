@@ -5,20 +5,20 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/listenfds"
 )
 
 // ErrNotActivated is returned when no sockets were passed: LISTEN_FDS is
 // unset, empty or 0. Callers that can bind a port themselves may fall back
 // on it (errors.Is).
-var ErrNotActivated = errors.New("worker: no sockets passed (LISTEN_FDS is not set)")
+var ErrNotActivated = listenfds.ErrNone
 
 // listenFdsStart is SD_LISTEN_FDS_START. Only in-process tests change it,
 // to hand sockets on free descriptors instead of the runtime's fd 3.
-var listenFdsStart = 3
+var listenFdsStart = listenfds.Start
 
 // maxListenFDs bounds LISTEN_FDS to catch garbage before touching fds.
 const maxListenFDs = 4096
@@ -143,14 +143,14 @@ func checkListening(fd int) error {
 // close-on-exec. It always unsets LISTEN_*.
 func takeFDs() ([]passedFD, error) {
 	defer unsetListenEnv()
-	n, err := listenFDCount()
-	if err != nil {
-		return nil, err
+	names, err := listenfds.Parse(os.Getenv, os.Getpid(), maxListenFDs)
+	if errors.Is(err, listenfds.ErrNone) {
+		return nil, ErrNotActivated
 	}
-	names, err := listenFDNames(n)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("worker: %w", err)
 	}
+	n := len(names)
 	fds := make([]passedFD, n)
 	for i := range fds {
 		fd := listenFdsStart + i
@@ -163,48 +163,6 @@ func takeFDs() ([]passedFD, error) {
 		unix.CloseOnExec(p.fd)
 	}
 	return fds, nil
-}
-
-// listenFDCount parses LISTEN_FDS after checking LISTEN_PID.
-func listenFDCount() (int, error) {
-	v := os.Getenv("LISTEN_FDS")
-	if v == "" || v == "0" {
-		return 0, ErrNotActivated
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > maxListenFDs {
-		return 0, fmt.Errorf("worker: invalid LISTEN_FDS=%q", v)
-	}
-	pv, ok := os.LookupEnv("LISTEN_PID")
-	if !ok {
-		return 0, errors.New("worker: LISTEN_FDS is set but LISTEN_PID is not")
-	}
-	pid, err := strconv.Atoi(pv)
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("worker: invalid LISTEN_PID=%q", pv)
-	}
-	if pid != os.Getpid() {
-		return 0, fmt.Errorf("worker: sockets are for pid %d, not this process (pid %d): was the worker started through a wrapper that forked instead of exec?", pid, os.Getpid())
-	}
-	return n, nil
-}
-
-// listenFDNames parses LISTEN_FDNAMES; unset means "unknown" for each fd.
-func listenFDNames(n int) ([]string, error) {
-	v, ok := os.LookupEnv("LISTEN_FDNAMES")
-	names := strings.Split(v, ":")
-	if !ok {
-		names = make([]string, n)
-	}
-	if len(names) != n {
-		return nil, fmt.Errorf("worker: LISTEN_FDNAMES has %d names for LISTEN_FDS=%d", len(names), n)
-	}
-	for i, name := range names {
-		if name == "" {
-			names[i] = "unknown"
-		}
-	}
-	return names, nil
 }
 
 func unsetListenEnv() {

@@ -362,7 +362,9 @@ func KillTree(base string, pid int) int {
 	return n
 }
 
-func write(path, v string) error { return os.WriteFile(path, []byte(v), 0) }
+// write writes a cgroup file. Tests replace it to make the kernel's
+// refusals (EBUSY, ENOENT) happen where a real tree will not.
+var write = func(path, v string) error { return os.WriteFile(path, []byte(v), 0) }
 
 func readPIDs(path string) ([]int, error) {
 	b, err := os.ReadFile(path)

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +13,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sockd/sockd/internal/accept"
+	"github.com/sockd/sockd/internal/drain"
 	"github.com/sockd/sockd/internal/http1"
 )
 
@@ -30,17 +29,17 @@ import (
 // touch most of it. Go workers of your own should use net/http with
 // package worker; examples/hello shows how.
 //
-// Its drain on SIGTERM is package worker's: stop accepting (closing only
-// its own copies of the sockets), answer requests that still arrive with
-// "Connection: close", close a connection idle for the grace period only if
-// nothing waits unread on it, exit when no connection is open.
+// Its drain on SIGTERM is package worker's, internal/drain: stop accepting
+// (closing only its own copies of the sockets), answer requests that
+// still arrive with "Connection: close", close a connection idle for the
+// grace period only if nothing arrived on it, exit when no connection is
+// open.
 
 const (
 	maxHeaderBytes = 64 << 10
 	maxBodyBytes   = 1 << 20
 	headerTimeout  = 10 * time.Second // to read a request once its first byte came
 	idleTimeout    = 2 * time.Minute  // keep-alive connections idle longer are closed
-	idleGrace      = time.Second      // during the drain
 )
 
 // errBadRequest wraps every malformed request (http1.ErrBad).
@@ -55,27 +54,16 @@ type server struct {
 	body  string
 	log   *log.Logger
 
-	requests   atomic.Int64
-	draining   atomic.Bool
-	drainStart time.Time // set before draining turns true
-
-	mu         sync.Mutex
-	conns      map[net.Conn]*connState
-	closedIdle int
-	changed    chan struct{} // a connection went away
-	lns        []net.Listener
-	serving    sync.WaitGroup // accept loops
-	errs       chan error     // an accept loop failed
-}
-
-type connState struct {
-	idle      bool
-	idleSince time.Time
+	requests atomic.Int64
+	conns    *drain.Tracker
+	lns      []net.Listener
+	serving  sync.WaitGroup // accept loops
+	errs     chan error     // an accept loop failed
 }
 
 func newServer(delay time.Duration, slot, gen int, logger *log.Logger) *server {
 	s := &server{delay: delay, pid: strconv.Itoa(os.Getpid()), slot: strconv.Itoa(slot), gen: strconv.Itoa(gen),
-		log: logger, conns: map[net.Conn]*connState{}, changed: make(chan struct{}, 1), errs: make(chan error, 1)}
+		log: logger, conns: drain.New(drain.DefaultIdleGrace), errs: make(chan error, 1)}
 	s.body = fmt.Sprintf("hello from pid=%s worker=%s generation=%s\n", s.pid, s.slot, s.gen)
 	return s
 }
@@ -94,12 +82,12 @@ func (s *server) accept(l net.Listener) {
 	var backoff accept.Backoff // out of descriptors: wait, the connections stay queued
 	for {
 		c, err := l.Accept()
-		if err != nil && !s.draining.Load() && backoff.Retry(err) {
+		if err != nil && !s.conns.Draining() && backoff.Retry(err) {
 			continue
 		}
 		backoff.OK()
 		if err != nil {
-			if !s.draining.Load() {
+			if !s.conns.Draining() {
 				select {
 				case s.errs <- fmt.Errorf("accept: %w", err):
 				default:
@@ -107,22 +95,14 @@ func (s *server) accept(l net.Listener) {
 			}
 			return
 		}
-		s.mu.Lock()
-		s.conns[c] = &connState{}
-		s.mu.Unlock()
+		s.conns.Idle(c)
 		go s.serveConn(c)
 	}
 }
 
 func (s *server) forget(c net.Conn) {
 	c.Close()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
+	s.conns.Gone(c)
 }
 
 func (s *server) serveConn(c net.Conn) {
@@ -130,9 +110,13 @@ func (s *server) serveConn(c net.Conn) {
 	br := bufio.NewReaderSize(c, 4096)
 	bw := bufio.NewWriterSize(c, 4096)
 	for {
-		if !s.waitRequest(c, br) {
+		// Idle: the next request's first byte, or the end (the client
+		// closed it, it stayed idle too long, or the drain closed it).
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		if _, err := br.Peek(1); err != nil {
 			return
 		}
+		s.conns.Active(c)
 		c.SetReadDeadline(time.Now().Add(headerTimeout))
 		req, err := readRequest(br, bw)
 		c.SetReadDeadline(time.Time{})
@@ -148,7 +132,7 @@ func (s *server) serveConn(c net.Conn) {
 			t := time.NewTimer(s.delay) // the demo's artificial latency
 			<-t.C
 		}
-		closing := req.close || s.draining.Load()
+		closing := req.close || s.conns.Draining()
 		s.respond(bw, req, closing)
 		if err := bw.Flush(); err != nil {
 			return
@@ -157,82 +141,8 @@ func (s *server) serveConn(c net.Conn) {
 		if closing {
 			return
 		}
+		s.conns.Idle(c)
 	}
-}
-
-// waitRequest waits until the next request starts to arrive on an idle
-// connection. It reports false when the connection is to be closed: the
-// client closed it, it stayed idle too long, or the drain's grace passed
-// with nothing pending.
-func (s *server) waitRequest(c net.Conn, br *bufio.Reader) bool {
-	s.mu.Lock()
-	st := s.conns[c]
-	st.idle, st.idleSince = true, time.Now()
-	s.mu.Unlock()
-	for {
-		// Under the lock, so that the drain's wake-up cannot be overwritten.
-		s.mu.Lock()
-		deadline := st.idleSince.Add(idleTimeout)
-		if s.draining.Load() {
-			deadline = laterOf(st.idleSince, s.drainStart).Add(idleGrace)
-		}
-		c.SetReadDeadline(deadline)
-		s.mu.Unlock()
-		_, err := br.Peek(1)
-		s.mu.Lock()
-		if err == nil {
-			st.idle = false
-			c.SetReadDeadline(time.Time{}) // undo a wake-up by the drain
-			s.mu.Unlock()
-			return true
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			s.mu.Unlock()
-			return false // closed by the client, or broken
-		}
-		if !s.draining.Load() {
-			s.mu.Unlock()
-			if time.Now().Before(deadline) {
-				continue
-			}
-			return false // idle too long
-		}
-		if time.Now().Before(deadline) {
-			s.mu.Unlock()
-			continue // woken when the drain began
-		}
-		if pending(c) {
-			st.idleSince = time.Now() // a request is arriving: read it
-			s.mu.Unlock()
-			continue
-		}
-		s.closedIdle++
-		s.mu.Unlock()
-		return false
-	}
-}
-
-func laterOf(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// pending reports whether bytes wait unread in c's receive buffer.
-func pending(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	n := 0
-	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	return n > 0
 }
 
 func (s *server) respond(bw *bufio.Writer, req *request, closing bool) {
@@ -254,46 +164,21 @@ func (s *server) respond(bw *bufio.Writer, req *request, closing bool) {
 // drain stops accepting and waits until no connection is open, or until
 // deadline (then it closes what is left and says how many).
 func (s *server) drain(deadline time.Time) error {
-	s.mu.Lock()
-	s.drainStart = time.Now()
-	s.draining.Store(true)
-	open := len(s.conns)
-	for c, st := range s.conns {
-		if st.idle {
-			c.SetReadDeadline(time.Now()) // wake it up to start its grace
-		}
-	}
-	s.mu.Unlock()
+	start := time.Now()
+	open := s.conns.Begin()
 	for _, l := range s.lns {
 		l.Close() // our copy: the socket stays open in sockd
 	}
 	s.serving.Wait()
 	s.log.Printf("draining: %d connections open", open)
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		select {
-		case <-s.changed:
-		case <-timer.C:
-			s.mu.Lock()
-			for c := range s.conns {
-				c.Close()
-			}
-			s.mu.Unlock()
-			return fmt.Errorf("drain deadline passed with %d connections open", n)
-		}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	closed, left, err := s.conns.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("drain deadline passed with %d connections open", left)
 	}
-	s.mu.Lock()
-	closed := s.closedIdle
-	s.mu.Unlock()
 	s.log.Printf("drained in %v: %d requests served, %d idle connections closed",
-		time.Since(s.drainStart).Round(time.Millisecond), s.requests.Load(), closed)
+		time.Since(start).Round(time.Millisecond), s.requests.Load(), closed)
 	return nil
 }
 

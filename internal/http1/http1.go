@@ -60,9 +60,10 @@ func CopyChunked(w io.Writer, br *bufio.Reader, limit int64) error {
 		if err != nil || size < 0 {
 			return fmt.Errorf("%w: chunk size %.20q", ErrBad, line)
 		}
-		if total += size; total > limit {
+		if size > limit-total { // not total+size > limit: that overflows
 			return fmt.Errorf("%w: body over %d bytes", ErrBad, limit)
 		}
+		total += size
 		if size == 0 {
 			break
 		}
@@ -100,12 +101,13 @@ func Get(conn io.ReadWriter, host, path string, headers map[string]string, limit
 	if err != nil {
 		return 0, nil, err
 	}
-	f := strings.Fields(status)
-	if len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/1.") {
-		return 0, nil, fmt.Errorf("%w: status line %.60q", ErrBad, status)
+	// HTTP/1.x SP 3DIGIT SP reason (RFC 9112, 4)
+	f := strings.SplitN(status, " ", 3)
+	code := 0
+	if len(f) >= 2 && (f[0] == "HTTP/1.0" || f[0] == "HTTP/1.1") && len(f[1]) == 3 {
+		code, err = strconv.Atoi(f[1])
 	}
-	code, err := strconv.Atoi(f[1])
-	if err != nil {
+	if err != nil || code < 100 || code > 599 {
 		return 0, nil, fmt.Errorf("%w: status line %.60q", ErrBad, status)
 	}
 	length, chunked := int64(-1), false

@@ -1,4 +1,4 @@
-package worker
+package drain
 
 import (
 	"net"
@@ -7,8 +7,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawFD returns the syscall.RawConn of c, looking through *tls.Conn.
-func rawFD(c net.Conn) (syscall.RawConn, bool) {
+// rawConn returns the syscall.RawConn of c, looking through *tls.Conn.
+func rawConn(c net.Conn) (syscall.RawConn, bool) {
 	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		c = nc.NetConn()
 	}
@@ -20,11 +20,11 @@ func rawFD(c net.Conn) (syscall.RawConn, bool) {
 	return rc, err == nil
 }
 
-// receivedBytes returns how many bytes the kernel has received on c so far
+// ReceivedBytes returns how many bytes the kernel has received on c so far
 // (TCP_INFO tcpi_bytes_received), without reading any. ok is false for
-// non-TCP connections.
-func receivedBytes(c net.Conn) (n uint64, ok bool) {
-	rc, found := rawFD(c)
+// connections that are not TCP.
+func ReceivedBytes(c net.Conn) (n uint64, ok bool) {
+	rc, found := rawConn(c)
 	if !found {
 		return 0, false
 	}
@@ -37,10 +37,10 @@ func receivedBytes(c net.Conn) (n uint64, ok bool) {
 	return n, ok
 }
 
-// quiet reports whether nothing arrived on c since receivedBytes returned
+// Quiet reports whether nothing arrived on c since ReceivedBytes returned
 // rcvd (when known) and nothing waits unread in its receive buffer.
-func quiet(c net.Conn, rcvd uint64, known bool) bool {
-	rc, found := rawFD(c)
+func Quiet(c net.Conn, rcvd uint64, known bool) bool {
+	rc, found := rawConn(c)
 	if !found {
 		return true
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/account"
 	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/internal/metrics"
@@ -63,31 +64,22 @@ const (
 // sockets.
 const DefaultHandoffTimeout = 30 * time.Second
 
-// Options configure a Daemon. Every field but Pool.Command has a useful
-// zero value.
+// Options configure a Daemon.
 type Options struct {
-	// Listen are the listeners to bind, unless systemd (LISTEN_FDS) or an
-	// old sockd (an upgrade) passes one of that name.
-	Listen []activation.Spec
-	// ReusePort binds one SO_REUSEPORT socket per worker slot for the TCP
-	// and UDP listeners sockd binds itself.
-	ReusePort bool
-	// ControlPath is the control socket; "" means DefaultControlPath().
-	ControlPath string
-	// Pool configures the workers (the daemon wires the pool: its
-	// listeners, systemd, the guard, cgroups, metrics, its logger
-	// Logger.Named("pool")).
-	Pool pool.Config
-	// Cgroups says whether each worker gets a cgroup of its own (see
-	// internal/cgroup): CgroupsAuto (when sockd may manage a cgroup v2
-	// subtree; the zero value), CgroupsYes (required) or CgroupsNo.
-	Cgroups string
-	// Limits are per-worker cgroup limits; they need cgroups.
-	Limits cgroup.Limits
-	// Metrics, if set, is where sockd serves Prometheus metrics
-	// (tcp://HOST:PORT or unix:///PATH; see internal/metrics), and the
-	// workers get SOCKD_METRICS_SOCKET for their own.
-	Metrics string
+	// Config is what sockd runs: sockd run's settings (internal/config).
+	// Its listeners are bound unless systemd (LISTEN_FDS) or an old sockd
+	// (an upgrade) passes one of that name; without any, the demo
+	// worker's address. Required.
+	Config *config.Run
+	// Source is where Config was read from: a reload reads it again (the
+	// env files, and the environment a reload client hands over with
+	// --update-env), checks it, and the new generation runs it. Its zero
+	// value keeps Config for good.
+	Source config.Source
+	// Apply, if set, is called with every configuration put in force, at
+	// start and when a reload's generation took over, for what only the
+	// caller owns: the logger's level and format.
+	Apply func(*config.Run)
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }
@@ -117,6 +109,8 @@ type Daemon struct {
 	reqs    chan request
 	stopped chan struct{} // closed when Run's loop is over: no request is handled after
 
+	conf configs // the configuration in force, and the ones reloads bring
+
 	ctx         context.Context // Run's
 	ctlCtx      context.Context // the control server's: ends with stopServing
 	stopServing context.CancelFunc
@@ -136,10 +130,14 @@ func build(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	if opts.Config == nil {
+		return nil, tag(ErrConfig, errors.New("no configuration"))
+	}
 	d := &Daemon{opts: opts, log: opts.Logger, sd: &notifier{on: true}, reqs: make(chan request, 16), stopped: make(chan struct{})}
 	d.m = &machine{env: d, log: d.log, phase: phaseRunning}
+	d.conf.init(opts.Config)
 	var err error
-	if d.ctlPath, err = controlPath(opts.ControlPath); err != nil {
+	if d.ctlPath, err = controlPath(opts.Config.Control); err != nil {
 		return nil, tag(ErrConfig, err)
 	}
 	if d.child, err = handoff.Accept(os.Getenv, DefaultHandoffTimeout); err != nil {
@@ -166,11 +164,11 @@ func build(opts Options) (*Daemon, error) {
 		}
 	}
 	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
-	workers := opts.Pool.Workers
+	cfg := opts.Config.Pool()
 	if d.child != nil && d.child.State.Workers > 0 {
-		workers = d.child.State.Workers // scaled at run time: kept
+		cfg.Workers = d.child.State.Workers // scaled at run time: kept
 	}
-	if err := checkLimits(cmp.Or(workers, pool.DefaultWorkers()), d.ls, opts.Pool.User); err != nil {
+	if err := checkLimits(cmp.Or(cfg.Workers, pool.DefaultWorkers()), d.ls, cfg.User); err != nil {
 		d.release()
 		return nil, err
 	}
@@ -178,8 +176,6 @@ func build(opts Options) (*Daemon, error) {
 		d.release()
 		return nil, err
 	}
-	cfg := opts.Pool
-	cfg.Workers = workers
 	deps := pool.Deps{Listeners: d.ls, FirstGeneration: first, Notify: d.sd.Notify, Logger: d.log.Named("pool"),
 		Reaper: d.reaper, Cgroups: d.tree}
 	if err := d.makeRunDir(cfg.User, &deps); err != nil {
@@ -228,7 +224,7 @@ func (d *Daemon) contain() error {
 
 // cgroups sets the workers' cgroup tree up, as Options.Cgroups says.
 func (d *Daemon) cgroups() (*cgroup.Tree, error) {
-	mode, limits := d.opts.Cgroups, d.opts.Limits
+	mode, limits := d.opts.Config.Cgroups, d.opts.Config.Limits
 	limited := limits != (cgroup.Limits{})
 	if mode == CgroupsNo {
 		if limited {
@@ -261,13 +257,13 @@ func (d *Daemon) cgroups() (*cgroup.Tree, error) {
 // setupMetrics opens the metrics endpoint, and the directory the workers
 // make their own metrics sockets in.
 func (d *Daemon) setupMetrics(deps *pool.Deps) error {
-	if d.opts.Metrics == "" {
+	if d.opts.Config.Metrics == "" {
 		return nil
 	}
 	d.metrics = metrics.New(d.sampledStatus, d.log.Named("metrics"))
 	deps.OnEvent = d.metrics.OnEvent
 	var err error
-	if d.metricsLn, err = metrics.Listen(d.opts.Metrics); err != nil {
+	if d.metricsLn, err = metrics.Listen(d.opts.Config.Metrics); err != nil {
 		return tag(ErrSockets, err)
 	}
 	deps.MetricsDir = d.runDir
@@ -448,7 +444,13 @@ func (d *Daemon) Stop() {
 }
 
 // Status is the pool's status, with the workers' usage read now.
-func (d *Daemon) Status(ctx context.Context) (any, error) { return d.sampledStatus(ctx) }
+func (d *Daemon) Status(ctx context.Context) (any, error) {
+	s, err := d.sampledStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return Status{Status: s, Config: d.configStatus()}, nil
+}
 
 // sampledStatus reads the workers' usage (unless it was read a moment
 // ago) and returns the pool's status with it. Only status requests and
@@ -460,10 +462,12 @@ func (d *Daemon) sampledStatus(ctx context.Context) (pool.Status, error) {
 	return d.pool.Status(ctx)
 }
 
-// Reload starts a new generation of workers. With wait it returns the
-// outcome; without, it returns once the reload is accepted (and logs the
-// outcome).
-func (d *Daemon) Reload(ctx context.Context, wait bool) error {
+// Reload starts a new generation of workers, on the configuration read
+// again (reconfig.go; environ, if not nil, is the reload client's
+// environment). An invalid configuration is refused at once, whether or
+// not the caller waits. With wait it returns the outcome; without, it
+// returns once the reload is under way (and logs the outcome).
+func (d *Daemon) Reload(ctx context.Context, wait bool, environ []string) error {
 	reply := make(chan error, 1)
 	if !d.post(reloadRequest{reply}) {
 		return pool.ErrStopping
@@ -476,10 +480,16 @@ func (d *Daemon) Reload(ctx context.Context, wait bool) error {
 	case <-d.stopped:
 		return pool.ErrStopping
 	}
+	next, err := d.nextConfig(environ)
+	if err != nil {
+		d.post(reloadDone{})
+		d.refuse(err)
+		return err
+	}
 	run := func(ctx context.Context) error {
 		defer d.post(reloadDone{})
 		defer d.trim.soon()
-		return d.pool.Reload(ctx)
+		return d.reload(ctx, next)
 	}
 	if wait {
 		return run(ctx)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/handoff"
+	"github.com/sockd/sockd/internal/config"
 )
 
 // acquire takes systemd's sockets, then binds the Listen ones whose names
@@ -37,12 +38,13 @@ func (d *Daemon) acquire() (activation.Set, error) {
 		log.Info("took inherited listener", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
 	}
 	var todo []activation.Spec
-	for _, s := range d.opts.Listen {
+	for _, s := range d.listenSpecs(len(inherited) > 0) {
 		if !have[s.Name] {
 			todo = append(todo, s)
 		}
 	}
-	bound, err := activation.Bind(context.Background(), todo, activation.BindOptions{ReusePort: d.opts.ReusePort, Slots: d.opts.Pool.Workers})
+	c := d.opts.Config
+	bound, err := activation.Bind(context.Background(), todo, activation.BindOptions{ReusePort: c.ReusePort, Slots: int(c.Workers)})
 	if err != nil {
 		inherited.Close()
 		return nil, tag(ErrSockets, err)
@@ -57,6 +59,19 @@ func (d *Daemon) acquire() (activation.Set, error) {
 	d.ls = all
 	d.storeSockets()
 	return all, nil
+}
+
+// listenSpecs are the listeners the configuration asks for; the demo
+// worker's address when it asks for none, runs the demo worker and got
+// no sockets from systemd.
+func (d *Daemon) listenSpecs(inherited bool) []activation.Spec {
+	c := d.opts.Config
+	specs := c.Specs()
+	if len(specs) == 0 && c.Demo() && !inherited {
+		demo, _ := activation.ParseSpec(config.DemoListen)
+		specs = []activation.Spec{demo}
+	}
+	return specs
 }
 
 // storeSockets puts the sockets sockd bound into systemd's fd store

@@ -21,7 +21,8 @@ type Event struct {
 	PID        int    `json:"pid,omitempty"`
 	// Reason says why: for EventExit and EventRestart one of the Exit…
 	// constants, for EventRecycle the limit (memory, requests, age), for
-	// EventReloadFailed rolled_back or halted, for EventSpawnFailed
+	// EventReloadFailed rolled_back, halted or refused (its configuration
+	// was not valid: nothing started), for EventSpawnFailed
 	// "resources" when sockd ran short of one, else "error".
 	Reason string `json:"reason,omitempty"`
 	// Seconds: how long a worker took to get ready (EventReady), or a
@@ -117,7 +118,7 @@ func (e nodeReady) apply(p *Pool) {
 
 func (e killTimer) apply(p *Pool) {
 	if !e.w.exited {
-		p.wlog(e.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", p.cfg.StopTimeout)
+		p.wlog(e.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", e.w.cfg.StopTimeout)
 		p.env.signal(e.w, unix.SIGKILL)
 	}
 }

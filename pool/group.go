@@ -27,7 +27,7 @@ func (p *Pool) afterLeader(w *worker, groupLeft bool, log hclog.Logger) {
 		p.after(left, groupKillTimer{w})
 		// What it started outside its group (a detached child) was its
 		// child until now: it is asked to stop too.
-		p.env.orphaned(w, p.cfg.StopSignal)
+		p.env.orphaned(w, w.cfg.StopSignal)
 		return
 	}
 	log.Info("killing what is left of the worker's group", "event", "worker_group_kill")
@@ -42,7 +42,7 @@ func (p *Pool) linger(w *worker) {
 		p.after(groupPoll, groupPollTimer{})
 	}
 	p.st.lingering[w.pid] = w
-	w.goneBy = p.env.now().Add(p.cfg.StopTimeout)
+	w.goneBy = p.env.now().Add(w.cfg.StopTimeout)
 }
 
 // groupPoll is how often lingering groups are checked for being empty:
@@ -78,7 +78,7 @@ func (p *Pool) killGroup(w *worker) {
 		p.log.Warn("what an exited worker started did not stop in time; killed it", "event", "worker_group_kill", "worker_pid", w.pid)
 	}
 	w.groupKilled = true
-	w.goneBy = p.env.now().Add(p.cfg.StopTimeout)
+	w.goneBy = p.env.now().Add(w.cfg.StopTimeout)
 }
 
 // groupGone is told once nothing of a worker's group is left.

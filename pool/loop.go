@@ -18,6 +18,7 @@ import (
 type worker struct {
 	slot, gen, pid int
 	home           *slot // the slot it was started in
+	cfg            *conf // the configuration it runs
 	owner          owner // decides what its events mean (owner.go)
 	state          string
 	started        time.Time
@@ -108,7 +109,7 @@ func (p *Pool) begin() {
 	st.genSeq = p.deps.FirstGeneration
 	st.gen = st.genSeq
 	p.log.Info("starting workers", "event", "pool_start", "generation", st.gen, "workers", p.cfg.Workers,
-		"command", p.command, "ready", p.cfg.Ready.String())
+		"command", p.cfg.command, "ready", p.cfg.Ready.String())
 	if err := p.resize(p.cfg.Workers, true); err != nil {
 		p.giveUp(err)
 	}
@@ -183,7 +184,7 @@ func (p *Pool) markReady(w *worker) {
 	w.readyAt = p.env.now()
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())
 	p.event(Event{Kind: EventReady, Slot: w.slot, Generation: w.gen, PID: w.pid, Seconds: w.readyAt.Sub(w.started).Seconds()})
-	if d := p.cfg.WorkerWatchdog; d > 0 {
+	if d := w.cfg.WorkerWatchdog; d > 0 {
 		w.timers = append(w.timers, p.after(d, watchdogTimer{w}))
 	}
 	w.owner.ready(w)
@@ -214,16 +215,16 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 	if w.lastPing.After(last) {
 		last = w.lastPing
 	}
-	if left := p.cfg.WorkerWatchdog - p.env.now().Sub(last); left > 0 {
+	if left := w.cfg.WorkerWatchdog - p.env.now().Sub(last); left > 0 {
 		w.timers = append(w.timers, p.after(left, watchdogTimer{w}))
 		return
 	}
-	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", p.cfg.WorkerWatchdog)
+	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", w.cfg.WorkerWatchdog)
 	w.state = Stopping
-	w.failure, w.why = fmt.Sprintf("silent for %s (watchdog)", p.cfg.WorkerWatchdog), ExitWatchdog
+	w.failure, w.why = fmt.Sprintf("silent for %s (watchdog)", w.cfg.WorkerWatchdog), ExitWatchdog
 	p.env.signal(w, unix.SIGABRT)
-	w.killAt = p.env.now().Add(p.cfg.StopTimeout)
-	w.timers = append(w.timers, p.after(p.cfg.StopTimeout, killTimer{w}))
+	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
+	w.timers = append(w.timers, p.after(w.cfg.StopTimeout, killTimer{w}))
 }
 
 func (p *Pool) onNotify(m notify.Message) {

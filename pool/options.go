@@ -185,6 +185,12 @@ type Config struct {
 	// a ready worker silent for that long is killed (SIGABRT, then SIGKILL
 	// after StopTimeout) and replaced.
 	WorkerWatchdog time.Duration
+	// Limits are each worker's cgroup limits (with Deps.Cgroups, which
+	// must offer their controllers).
+	Limits cgroup.Limits
+	// Revision names this configuration (internal/config makes it a hash
+	// of everything in it); Status shows the one in force.
+	Revision string
 }
 
 // Deps are what a pool works with: the sockets, where its files go, and

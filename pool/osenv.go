@@ -77,8 +77,7 @@ func (e *osEnv) end() {
 // root can be. The rest is decided by the loop (a live worker or one of
 // its descendants).
 func (e *osEnv) trusted(pid, uid int) bool {
-	u := e.p.cfg.User // the workers' user never changes while sockd runs
-	return uid == 0 || uid == e.uid || u != nil && uid == int(u.UID)
+	return uid == 0 || uid == e.uid || e.p.workerUID(uid)
 }
 
 func (e *osEnv) receiveNotify() {
@@ -123,7 +122,7 @@ func (e *osEnv) receiveNotify() {
 
 func (e *osEnv) start(w *worker) (int, error) {
 	mine, theirs := -1, -1
-	if e.p.cfg.Ready.NodeIPC {
+	if w.cfg.Ready.NodeIPC {
 		var err error
 		if mine, theirs, err = nodeChannel(); err != nil {
 			return 0, err
@@ -154,7 +153,7 @@ func (e *osEnv) start(w *worker) (int, error) {
 // CLONE_INTO_CGROUP, or, where that is refused, stopped at a gate until
 // sockd has moved it there.
 func (e *osEnv) startInCgroup(w *worker, t *cgroup.Tree, channel int) (int, error) {
-	g, err := t.NewGroup()
+	g, err := t.NewGroup(w.cfg.Limits)
 	if err != nil {
 		return 0, err
 	}

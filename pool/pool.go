@@ -7,9 +7,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/sockd/sockd/internal/cgroup"
 )
 
 // Errors callers can branch on.
@@ -23,6 +25,8 @@ var (
 	ErrResources = errors.New("cannot start workers")
 	// ErrStopping: the pool is shutting down.
 	ErrStopping = errors.New("pool is stopping")
+	// ErrConfig: a reload's configuration is not valid; nothing changed.
+	ErrConfig = errors.New("invalid configuration")
 )
 
 // ReloadError says why a reload was rolled back. The previous generation
@@ -48,12 +52,16 @@ func (e *ReloadError) Error() string {
 // Pool runs generations of workers on a fixed set of listeners. One
 // goroutine (run) owns all of its state; the methods send it requests.
 type Pool struct {
-	cfg     *Config // the configuration in force
-	deps    Deps
-	log     hclog.Logger
-	command string // resolved Command[0]
-	env     env
-	rand    func(n int64) int64 // [0, n)
+	cfg  *conf // the configuration of the serving generation (the loop's)
+	deps Deps
+	log  hclog.Logger
+	env  env
+	rand func(n int64) int64 // [0, n)
+
+	// inForce is cfg for the other goroutines; uids are the workers'
+	// users of every configuration so far (who may send notify messages).
+	inForce atomic.Pointer[conf]
+	uids    sync.Map
 
 	// The owners of workers that are not a policy's (owner.go) and the
 	// policies that watch the pool as it runs.
@@ -77,13 +85,46 @@ type Pool struct {
 // socket. Nothing is forked until Start. Its errors are one line each,
 // naming the setting.
 func New(cfg Config, deps Deps) (*Pool, error) {
+	deps, err := deps.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c, err := newConf(cfg, deps)
+	if err != nil {
+		return nil, err
+	}
+	p := newPool(c, deps)
+	e, err := newOSEnv(p)
+	if err != nil {
+		return nil, err
+	}
+	p.env = e
+	return p, nil
+}
+
+// conf is a Config in force: checked, its defaults filled in, its
+// command found.
+type conf struct {
+	Config
+	command string // Command[0], found in PATH
+}
+
+// newConf checks c: its values, its command, and that its user may run
+// the command and sockd's own binary (the trampoline).
+func newConf(cfg Config, deps Deps) (*conf, error) {
 	c, err := cfg.WithDefaults()
 	if err != nil {
 		return nil, err
 	}
-	if deps, err = deps.withDefaults(); err != nil {
-		return nil, err
+	if c.Limits != (cgroup.Limits{}) && deps.Cgroups == nil {
+		return nil, errors.New("per-worker cgroup limits need cgroups (--cgroups auto or yes, where sockd may manage a cgroup v2 subtree)")
 	}
+	if deps.Cgroups != nil {
+		if err := deps.Cgroups.Enable(c.Limits); err != nil {
+			return nil, err
+		}
+	}
+	trampoline := deps.Trampoline
 	command, err := ResolveCommand(c.Command[0])
 	if err != nil {
 		return nil, err
@@ -92,7 +133,7 @@ func New(cfg Config, deps Deps) (*Pool, error) {
 		if err := c.User.CanExecute(command); err != nil {
 			return nil, err
 		}
-		if deps.Trampoline == "/proc/self/exe" {
+		if trampoline == "/proc/self/exe" {
 			exe, err := os.Executable()
 			if err == nil {
 				err = c.User.CanExecute(exe)
@@ -102,20 +143,15 @@ func New(cfg Config, deps Deps) (*Pool, error) {
 			}
 		}
 	}
-	p := newPool(&c, deps, command)
-	e, err := newOSEnv(p)
-	if err != nil {
-		return nil, err
-	}
-	p.env = e
-	return p, nil
+	return &conf{Config: c, command: command}, nil
 }
 
 // newPool makes a pool of a valid configuration, before it has an env:
 // New gives it the OS, the simulator a fake one.
-func newPool(c *Config, deps Deps, command string) *Pool {
-	p := &Pool{cfg: c, deps: deps, log: deps.Logger, command: command, rand: rand.Int64N,
+func newPool(c *conf, deps Deps) *Pool {
+	p := &Pool{deps: deps, log: deps.Logger, rand: rand.Int64N,
 		events: make(chan loopEvent, 64), done: make(chan struct{}), ready: make(chan struct{})}
+	p.setConf(c)
 	p.starting, p.serving, p.retired, p.parking = starter{p}, server{p}, retiree{p}, parker{p}
 	p.recycler = &recycler{p: p}
 	p.policies = []policy{p.recycler, reloads{p}}
@@ -165,12 +201,23 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 }
 
 // Reload starts a new generation, waits until it is ready and retires the
-// current one. It returns nil once the new generation has taken over, a
-// *ReloadError if it was rolled back, or ErrStopping. Reloads requested
-// while one runs are coalesced into at most one more.
-func (p *Pool) Reload(ctx context.Context) error {
+// current one. With cfg the new generation runs that configuration (nil:
+// the one in force); it is checked first, and an invalid one fails the
+// reload with nothing started. It returns nil once the new generation has
+// taken over, a *ReloadError if it was rolled back (the configuration
+// stays as it was), or ErrStopping. Reloads requested while one runs are
+// coalesced into at most one more, which runs the newest configuration
+// asked for.
+func (p *Pool) Reload(ctx context.Context, cfg *Config) error {
+	var c *conf
+	if cfg != nil {
+		var err error
+		if c, err = newConf(*cfg, p.deps); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
 	reply := make(chan error, 1)
-	if !p.post(reloadRequest{reply: reply}) {
+	if !p.post(reloadRequest{reply: reply, cfg: c}) {
 		return ErrStopping
 	}
 	select {
@@ -217,6 +264,23 @@ func (p *Pool) post(ev loopEvent) bool {
 	}
 }
 
-// Config returns the configuration in force, with every default filled
-// in.
-func (p *Pool) Config() Config { return *p.cfg }
+// Config returns the configuration of the serving generation, with every
+// default filled in.
+func (p *Pool) Config() Config { return p.inForce.Load().Config }
+
+// setConf makes c the serving generation's configuration.
+func (p *Pool) setConf(c *conf) {
+	p.cfg = c
+	p.inForce.Store(c)
+	uid := -1
+	if c.User != nil {
+		uid = int(c.User.UID)
+	}
+	p.uids.Store(uid, true)
+}
+
+// workerUID reports whether uid runs (or ran) workers of this pool.
+func (p *Pool) workerUID(uid int) bool {
+	_, ok := p.uids.Load(uid)
+	return ok
+}

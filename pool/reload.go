@@ -41,8 +41,12 @@ import (
 // it was told the reload failed.
 
 // reloadJob is the callers waiting for one reload (coalesced requests
-// share it).
-type reloadJob struct{ waiters []chan error }
+// share it), and the configuration it brings (nil: the one in force; the
+// newest request's wins).
+type reloadJob struct {
+	waiters []chan error
+	cfg     *conf
+}
 
 func (j *reloadJob) finish(err error) {
 	for _, w := range j.waiters {
@@ -70,8 +74,15 @@ type rollout struct {
 	started   time.Time
 	batch     int           // batches started so far
 	done      int           // slots that took the new generation
+	cfg       *conf         // the configuration the new generation runs
 	slots     []*slot       // the running batch's slots
 	prev      map[*slot]int // the wanted generation of the batch's slots before
+	prevCfg   map[*slot]*conf
+	// size is the number of slots the new configuration asks for, when it
+	// changed (0: it did not); added are the slots the reload made for it,
+	// removed again if it fails.
+	size      int
+	added     []*slot
 	deadline  timer
 	committed time.Time // when the last batch took over (or failed)
 	// superseded are old-generation workers that were starting in the
@@ -86,14 +97,19 @@ type rollout struct {
 
 // The reload's requests and timers.
 type (
-	reloadRequest  struct{ reply chan error }
+	refusal        struct{ reason string }
+	reloadRequest struct {
+		reply chan error
+		cfg   *conf
+	}
 	handoverTimer  struct{}
 	reloadDeadline struct{ gen, batch int }
 	soakTimer      struct{ gen int }
 )
 
-func (e reloadRequest) apply(p *Pool)  { p.onReloadRequest(e.reply) }
+func (e reloadRequest) apply(p *Pool)  { p.onReloadRequest(e.reply, e.cfg) }
 func (handoverTimer) apply(p *Pool)    { p.checkHandover() }
+func (r refusal) apply(p *Pool)        { p.onRefusal(r.reason) }
 func (e reloadDeadline) apply(p *Pool) { p.onReloadDeadline(e.gen, e.batch) }
 func (e soakTimer) apply(p *Pool)      { p.onSoakOver(e.gen) }
 
@@ -113,7 +129,7 @@ func (r *rollout) ready(*worker) { r.p.batchProgress() }
 func (*rollout) dropped(*worker) {}
 
 func (r *rollout) readyTimeout(w *worker) {
-	r.p.abortReload(fmt.Sprintf("worker %d was not ready within %s", w.slot, r.p.cfg.ReadyTimeout))
+	r.p.abortReload(fmt.Sprintf("worker %d was not ready within %s", w.slot, w.cfg.ReadyTimeout))
 }
 
 func (r *rollout) stopping(w *worker) {
@@ -134,15 +150,18 @@ func (r *rollout) exited(w *worker, how string) {
 // onReloadRequest starts a reload, or queues it behind the running one.
 // At most one reload waits: later requests join it, so a storm of SIGHUPs
 // becomes one more generation, never a pile of them.
-func (p *Pool) onReloadRequest(reply chan error) {
+func (p *Pool) onReloadRequest(reply chan error, cfg *conf) {
 	st := &p.st
 	switch {
 	case st.stopping:
 		reply <- ErrStopping
 	case st.queued != nil:
 		st.queued.waiters = append(st.queued.waiters, reply)
+		if cfg != nil {
+			st.queued.cfg = cfg
+		}
 	default:
-		st.queued = &reloadJob{waiters: []chan error{reply}}
+		st.queued = &reloadJob{waiters: []chan error{reply}, cfg: cfg}
 		if st.reload != nil || p.strayGeneration() {
 			p.log.Info("reload queued behind the running one", "event", "reload_queued")
 		}
@@ -177,9 +196,27 @@ func (p *Pool) maybeStartQueued() {
 		return
 	}
 	st.genSeq++
-	r := &rollout{p: p, job: st.queued, gen: st.genSeq, from: st.gen, started: p.env.now(), prev: map[*slot]int{}}
+	r := &rollout{p: p, job: st.queued, gen: st.genSeq, from: st.gen, started: p.env.now(), cfg: p.cfg,
+		prev: map[*slot]int{}, prevCfg: map[*slot]*conf{}}
+	if c := st.queued.cfg; c != nil {
+		r.cfg = c
+		if c.Workers != p.cfg.Workers {
+			r.size = c.Workers
+		}
+	}
 	st.queued, st.reload = nil, r
 	p.log.Info("reload started", "event", "reload_start", "generation", r.gen)
+	if r.size > len(st.slots) {
+		if err := p.env.grow(r.size); err != nil {
+			p.log.Error("cannot grow the sockets for the new size; reloading at the old one", "event", "scale_failed", "workers", r.size, "error", err)
+			r.size = 0
+		}
+		for len(st.slots) < r.size {
+			s := &slot{index: len(st.slots), want: st.gen, cfg: p.cfg}
+			st.slots = append(st.slots, s)
+			r.added = append(r.added, s)
+		}
+	}
 	st.lastStatus = p.summary()
 	p.deps.Notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + st.lastStatus)
 	p.startBatch()
@@ -203,8 +240,8 @@ func (p *Pool) startBatch() {
 		p.log.Info("reload batch started", "event", "reload_batch", "generation", r.gen, "batch", r.batch, "slots", len(r.slots))
 	}
 	for _, s := range r.slots {
-		r.prev[s] = s.want
-		s.want = r.gen
+		r.prev[s], r.prevCfg[s] = s.want, s.cfg
+		s.want, s.cfg = r.gen, r.cfg
 		if w := s.next; w != nil { // a restart or replacement of the old generation
 			p.drop(w, nil)
 			r.superseded = append(r.superseded, w)
@@ -264,6 +301,10 @@ func (p *Pool) commitBatch() {
 	}
 	r.slots = r.slots[:0]
 	st.gen = r.gen
+	if p.cfg != r.cfg {
+		p.setConf(r.cfg)
+	}
+	r.added = nil // theirs now
 	r.committed = p.env.now()
 	r.phase = phaseHandover
 	p.checkHandover()
@@ -278,7 +319,7 @@ func (p *Pool) checkHandover() {
 		return
 	}
 	for _, w := range r.retired {
-		if !w.exited && p.env.now().Sub(r.committed) < p.cfg.ReloadTimeout+p.cfg.StopTimeout && p.env.holdsListener(w.pid) {
+		if !w.exited && p.env.now().Sub(r.committed) < p.cfg.ReloadTimeout+w.cfg.StopTimeout && p.env.holdsListener(w.pid) {
 			p.after(handoverPoll, handoverTimer{})
 			return
 		}
@@ -313,8 +354,11 @@ func (p *Pool) finishReload(err error) {
 	st := &p.st
 	r := st.reload
 	st.reload = nil
-	if st.pendingSize > 0 {
+	switch {
+	case st.pendingSize > 0: // sockd scale during the reload: it wins
 		defer p.scaleTo(st.pendingSize)
+	case err == nil && r.size > 0 && r.size < len(st.slots):
+		defer p.scaleTo(r.size)
 	}
 	if err != nil {
 		r.job.finish(err)
@@ -378,7 +422,7 @@ func (p *Pool) abortReload(reason string) {
 	r := st.reload
 	p.endBatch()
 	for _, s := range r.slots {
-		s.want = r.prev[s]
+		s.want, s.cfg = r.prev[s], r.prevCfg[s]
 		if w := s.next; w != nil {
 			s.next = nil
 			p.retire(w, nil)
@@ -386,6 +430,7 @@ func (p *Pool) abortReload(reason string) {
 		}
 	}
 	r.slots = r.slots[:0]
+	p.dropAdded(r)
 	now := p.env.now()
 	err := &ReloadError{Generation: r.gen, Serving: r.from, Reason: reason, Slots: len(st.slots), Replaced: r.done}
 	st.lastReload = &ReloadResult{Generation: r.gen, Error: reason, Replaced: r.done, FinishedAt: now, Seconds: now.Sub(r.started).Seconds()}
@@ -414,6 +459,19 @@ func (p *Pool) abortReload(reason string) {
 	p.checkHandover()
 }
 
+// dropAdded removes the slots a failed reload made for its new size:
+// they never served (a later batch's failure finds them committed).
+func (p *Pool) dropAdded(r *rollout) {
+	st := &p.st
+	for i := len(r.added) - 1; i >= 0; i-- {
+		if s := r.added[i]; st.slots[len(st.slots)-1] == s && s.cur == nil {
+			st.slots = st.slots[:len(st.slots)-1]
+			s.removed = true
+		}
+	}
+	r.added = nil
+}
+
 // endReloadsForStop answers the reload callers when the pool stops: a
 // reload that took every slot over is done, a rolled-back one failed, any
 // other is cut short.
@@ -434,6 +492,17 @@ func (p *Pool) endReloadsForStop() {
 		st.queued.finish(ErrStopping)
 	}
 	st.reload, st.queued = nil, nil
+}
+
+// Refuse records a reload that failed before it reached the pool (its
+// configuration was not valid): status and systemd's STATUS= say so
+// until the next reload, and nothing changed.
+func (p *Pool) Refuse(reason string) { p.post(refusal{reason}) }
+
+func (p *Pool) onRefusal(reason string) {
+	now := p.env.now()
+	p.st.lastReload = &ReloadResult{Generation: p.st.gen, Error: reason, FinishedAt: now}
+	p.event(Event{Kind: EventReloadFailed, Generation: p.st.gen, Reason: "refused", Detail: reason})
 }
 
 // lastExit is when the last of ws exited, or zero while one still runs.

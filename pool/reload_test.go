@@ -36,7 +36,7 @@ func reload(t *testing.T, h *harness) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return h.p.Reload(ctx)
+	return h.p.Reload(ctx, nil)
 }
 
 func TestReloadReplacesGeneration(t *testing.T) {

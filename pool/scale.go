@@ -107,7 +107,7 @@ func (p *Pool) resize(n int, initial bool) error {
 			continue
 		}
 		// The first slots' sockets were bound for them: served from the start.
-		s := &slot{index: i, want: st.gen, served: initial}
+		s := &slot{index: i, want: st.gen, cfg: p.cfg, served: initial}
 		st.slots = append(st.slots, s)
 		p.startOrCrash(s)
 		if st.fatal != nil {
@@ -227,7 +227,7 @@ func (p *Pool) onParkTimer() {
 	for _, s := range st.parked {
 		switch {
 		case s.cur == nil || s.cur.exited || s.cur.stopSent:
-		case now.Sub(s.parkedAt) < parkDwell || p.env.queued(s.index) > 0 && now.Sub(s.parkedAt) < p.cfg.StopTimeout:
+		case now.Sub(s.parkedAt) < parkDwell || p.env.queued(s.index) > 0 && now.Sub(s.parkedAt) < s.cur.cfg.StopTimeout:
 			kept = append(kept, s)
 		default:
 			if q := p.env.queued(s.index); q > 0 {

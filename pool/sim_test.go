@@ -199,7 +199,7 @@ func newSimUnstarted(t *testing.T, reuseport bool, edit func(*simOpts)) *sim {
 		t.Fatal(err)
 	}
 	s.reuseport = reuseport
-	s.p = newPool(&c, d, c.Command[0])
+	s.p = newPool(&conf{Config: c, command: c.Command[0]}, d)
 	s.p.env = simEnv{s}
 	s.p.rand = rand.New(rand.NewPCG(1, 2)).Int64N // deterministic
 	return s

@@ -20,8 +20,9 @@ type slot struct {
 	cur   *worker
 	next  *worker
 	// want is the generation the slot runs, or is being moved to by a
-	// reload's batch.
+	// reload's batch, and cfg that generation's configuration.
 	want int
+	cfg  *conf
 	// crashes counts consecutive crashes, for backoff; restarts counts
 	// crash restarts since the slot's generation took over (shown per
 	// worker in status).
@@ -38,7 +39,7 @@ type slot struct {
 // wanted generation; its caller makes itself the worker's owner.
 func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.st.seq++
-	w := &worker{slot: s.index, home: s, gen: s.want, state: Starting, started: p.env.now(), why: ExitCrash,
+	w := &worker{slot: s.index, home: s, cfg: s.cfg, gen: s.want, state: Starting, started: p.env.now(), why: ExitCrash,
 		id: fmt.Sprintf("%d-%d", p.env.pid(), p.st.seq), restarts: s.restarts}
 	pid, err := p.env.start(w)
 	if err != nil {
@@ -60,10 +61,10 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.env.track(pid)
 	p.wlog(w).Info("worker started", "event", "worker_start")
 	p.event(Event{Kind: EventStart, Slot: w.slot, Generation: w.gen, PID: w.pid})
-	if d := p.cfg.Ready.After; d > 0 {
+	if d := w.cfg.Ready.After; d > 0 {
 		w.timers = append(w.timers, p.after(d, readyTimer{w}))
 	} else {
-		w.timers = append(w.timers, p.after(p.cfg.ReadyTimeout, readyTimeout{w}))
+		w.timers = append(w.timers, p.after(w.cfg.ReadyTimeout, readyTimeout{w}))
 	}
 	return w, nil
 }
@@ -129,18 +130,18 @@ func (p *Pool) stopWorker(w *worker, why string) {
 	w.stopSent, w.why = true, why
 	w.state = Stopping
 	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
-	if err := p.env.signal(w, p.cfg.StopSignal); err != nil {
+	if err := p.env.signal(w, w.cfg.StopSignal); err != nil {
 		p.wlog(w).Warn("cannot signal worker", "error", err)
 	}
-	w.killAt = p.env.now().Add(p.cfg.StopTimeout)
-	w.timers = append(w.timers, p.after(p.cfg.StopTimeout, killTimer{w}))
+	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
+	w.timers = append(w.timers, p.after(w.cfg.StopTimeout, killTimer{w}))
 }
 
 // failReady stops a worker that was not ready in time; its exit is then
 // its owner's to judge, as a failure.
 func (p *Pool) failReady(w *worker) {
 	p.wlog(w).Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
-	w.failure = fmt.Sprintf("not ready within %s", p.cfg.ReadyTimeout)
+	w.failure = fmt.Sprintf("not ready within %s", w.cfg.ReadyTimeout)
 	p.stopWorker(w, ExitReadyTimeout)
 }
 
@@ -217,8 +218,8 @@ func (o server) exited(w *worker, how string) {
 func (p *Pool) leave(w *worker) {
 	w.leaving, w.why, w.state = true, ExitAnnounced, Stopping
 	w.owner = p.retired
-	w.killAt = p.env.now().Add(p.cfg.StopTimeout)
-	w.timers = append(w.timers, p.after(p.cfg.StopTimeout, killTimer{w}))
+	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
+	w.timers = append(w.timers, p.after(w.cfg.StopTimeout, killTimer{w}))
 }
 
 // startOrCrash fills s; a failure to fork counts as a crash of the slot,
@@ -230,7 +231,7 @@ func (p *Pool) startOrCrash(s *slot) {
 	case resources.Of(err) != "":
 		p.shortOf(s, err)
 	default:
-		p.crashed(s, &worker{slot: s.index, gen: s.want, why: ExitCrash}, err.Error())
+		p.crashed(s, &worker{slot: s.index, gen: s.want, cfg: s.cfg, why: ExitCrash}, err.Error())
 	}
 }
 

@@ -59,7 +59,7 @@ func Trampoline() {
 	os.Exit(127)
 }
 
-func sysProcAttr(c *Config, cgroupFD int) *syscall.SysProcAttr {
+func sysProcAttr(c *conf, cgroupFD int) *syscall.SysProcAttr {
 	a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, UseCgroupFD: cgroupFD >= 0, CgroupFD: cgroupFD}
 	if u := c.User; u != nil {
 		// Go sets the parent-death signal after changing the credentials
@@ -172,7 +172,7 @@ const WorkerIDVar = "SOCKD_WORKER_ID"
 // gateVar). It must run on the pool's locked OS thread: the parent-death
 // signal fires when the thread that forked exits.
 func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
-	c, d := e.p.cfg, &e.p.deps
+	c, d := w.cfg, &e.p.deps
 	gen, slot := w.gen, w.slot
 	base := c.Env
 	if c.User != nil {
@@ -204,7 +204,7 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		env = append(env, "NODE_CHANNEL_FD="+strconv.Itoa(len(files)), "NODE_CHANNEL_SERIALIZATION_MODE=json")
 		files = append(files, uintptr(channel))
 	}
-	argv := append([]string{trampolineArg0, e.p.command}, c.Command...)
+	argv := append([]string{trampolineArg0, c.command}, c.Command...)
 	pid, _, err := syscall.StartProcess(d.Trampoline, argv, &syscall.ProcAttr{
 		Dir:   c.Dir,
 		Env:   env,

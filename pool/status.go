@@ -35,13 +35,15 @@ type Status struct {
 	Recycles   int    `json:"recycles"` // workers replaced for being over a recycle limit
 	// SpawnFailures counts the workers sockd could not start (fork or
 	// exec failed: out of descriptors, processes or memory, say).
-	SpawnFailures int              `json:"spawn_failures"`
-	StartedAt     time.Time        `json:"started_at"`
-	ReadyRule     string           `json:"ready_rule"`
-	Reload        *ReloadProgress  `json:"reload,omitempty"`
-	LastReload    *ReloadResult    `json:"last_reload,omitempty"`
-	Workers       []WorkerStatus   `json:"workers"`
-	Listeners     []ListenerStatus `json:"listeners"`
+	SpawnFailures int       `json:"spawn_failures"`
+	StartedAt     time.Time `json:"started_at"`
+	ReadyRule     string    `json:"ready_rule"`
+	// Revision names the configuration in force (Config.Revision).
+	Revision   string           `json:"revision,omitempty"`
+	Reload     *ReloadProgress  `json:"reload,omitempty"`
+	LastReload *ReloadResult    `json:"last_reload,omitempty"`
+	Workers    []WorkerStatus   `json:"workers"`
+	Listeners  []ListenerStatus `json:"listeners"`
 	// Events are the pool's last events, oldest first.
 	Events []Event `json:"events,omitempty"`
 	// GuardPID is the guard process that kills the workers' process
@@ -119,7 +121,7 @@ func (p *Pool) status() Status {
 	s := Status{
 		PID: p.env.pid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
 		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: p.recycler.count, SpawnFailures: st.spawnFailures,
-		StartedAt: st.started, ReadyRule: p.cfg.Ready.String(), LastReload: st.lastReload, GuardPID: p.env.guardPID(),
+		StartedAt: st.started, ReadyRule: p.cfg.Ready.String(), Revision: p.cfg.Revision, LastReload: st.lastReload, GuardPID: p.env.guardPID(),
 	}
 	s.Events = append([]Event(nil), st.events...)
 	if r := st.reload; r != nil && r.phase != phaseRollback {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -19,8 +20,14 @@ import (
 )
 
 var clientHelp = map[string]string{
-	"status":  "Shows the serving generation, every worker (slot, pid, state, uptime, restarts) and the listeners.\n",
-	"reload":  "Starts a new generation of workers on the same sockets; once it is ready the old one drains.\nWith --wait it returns when the reload is over: exit 0 if the new generation took over,\nexit 1 with the reason if it was rolled back (the old generation keeps serving).\n",
+	"status": "Shows the serving generation, every worker (slot, pid, state, uptime, restarts) and the listeners.\n",
+	"reload": "Starts a new generation of workers on the same sockets; once it is ready the old one drains.\n" +
+		"The configuration is read again first (--env-file files; with --update-env this command's\n" +
+		"environment instead of the one sockd started with, as systemd's ExecReload= hands it the\n" +
+		"re-read EnvironmentFile=): the new generation runs it. An invalid one is refused at once and\n" +
+		"nothing changes. With --wait it returns when the reload is over: exit 0 if the new generation\n" +
+		"took over, exit 1 with the reason if it was refused or rolled back (the old generation keeps\n" +
+		"serving, on its configuration).\n",
 	"upgrade": "Starts the sockd binary found at sockd's own path and hands it the listening sockets.\n",
 	"scale":   "Sets the number of workers to N, or changes it by +K or -K (1 to 1024). New workers start at once;\nthe highest slots drain. During a reload the change waits for the reload's end. With --wait it\nreturns once that many workers are ready. Prints the new number.\n",
 }
@@ -52,7 +59,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 func clientCommand(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
 	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
-	asJSON, wait, check := new(bool), new(bool), new(bool)
+	asJSON, wait, check, updateEnv := new(bool), new(bool), new(bool), new(bool)
 	timeout := fs.Duration("timeout", defaultClientTimeout, "give up after this long (0: no limit; with --wait the default is no limit)")
 	synopsis := "sockd " + name + " [--control PATH]"
 	var workers string
@@ -68,6 +75,10 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 		synopsis = "sockd " + name + " [--wait] [--control PATH]"
 		if name == "scale" {
 			synopsis = "sockd scale [--wait] [--control PATH] N|+K|-K"
+		}
+		if name == "reload" {
+			fs.BoolVar(updateEnv, "update-env", false, "read the new configuration from this command's environment (SOCKD_* settings, the workers' variables) instead of the one sockd started with")
+			synopsis = "sockd reload [--wait] [--update-env] [--control PATH]"
 		}
 	}
 	fs.Usage = usageFunc(fs, synopsis, clientHelp[name])
@@ -101,7 +112,11 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	resp, err := control.Call(ctx, path, control.Request{Command: name, Wait: *wait, Workers: workers})
+	req := control.Request{Command: name, Wait: *wait, Workers: workers}
+	if *updateEnv {
+		req.Env = os.Environ()
+	}
+	resp, err := control.Call(ctx, path, req)
 	if errors.Is(err, control.ErrUnreachable) {
 		return err
 	}

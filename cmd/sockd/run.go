@@ -11,15 +11,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/journal"
-	"github.com/sockd/sockd/pool"
 )
 
 func runCommand(args []string, stdout, stderr io.Writer) error {
-	c, err := config.Parse(args, getenv)
+	src := config.Source{Args: args, Environ: os.Environ(), Self: self()}
+	c, err := config.Load(src)
 	if errors.Is(err, config.ErrHelp) {
 		config.Usage(stdout)
 		return nil
@@ -27,12 +26,8 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(c, stderr)
-	opts, err := daemonOptions(c, log)
-	if err != nil {
-		return err
-	}
-	d, err := daemon.New(opts)
+	log, apply := newLogger(c, stderr)
+	d, err := daemon.New(daemon.Options{Config: c, Source: src, Apply: apply, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -45,31 +40,6 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	return d.Run()
-}
-
-// daemonOptions turns the configuration into the daemon's options: the
-// demo worker and its address where nothing else is configured, the
-// command checked before anything is bound and before N copies fork.
-func daemonOptions(c *config.Run, log hclog.Logger) (daemon.Options, error) {
-	listen := c.Specs()
-	if len(listen) == 0 && len(c.Command) == 0 && os.Getenv("LISTEN_FDS") == "" {
-		demo, _ := activation.ParseSpec(config.DemoListen)
-		listen = []activation.Spec{demo}
-	}
-	cmd := c.Command
-	if len(cmd) == 0 {
-		cmd = []string{self(), "demo-worker"}
-	} else if path, err := pool.ResolveCommand(cmd[0]); err != nil {
-		return daemon.Options{}, config.Usagef("%v", err)
-	} else if c.User != nil {
-		if err := c.User.CanExecute(path); err != nil {
-			return daemon.Options{}, config.Usagef("%v", err)
-		}
-	}
-	return daemon.Options{
-		Listen: listen, ReusePort: c.ReusePort, ControlPath: c.Control, Pool: c.Pool(cmd),
-		Cgroups: c.Cgroups, Limits: c.Limits, Metrics: c.Metrics, Logger: log,
-	}, nil
 }
 
 // handledSignals are the signals sockd acts on or ignores; README.md's
@@ -97,7 +67,7 @@ func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal) {
 		d.Stop()
 	case syscall.SIGHUP:
 		log.Info("signal received", "event", "signal", "signal", sig.String())
-		if err := d.Reload(ctx, false); err != nil {
+		if err := d.Reload(ctx, false, nil); err != nil {
 			log.Warn("reload refused", "error", err)
 		}
 	case syscall.SIGUSR2:
@@ -119,14 +89,22 @@ func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal) {
 	}
 }
 
-func newLogger(c *config.Run, stderr io.Writer) hclog.Logger {
+// newLogger makes sockd's logger, and the function that applies a new
+// configuration's level and format to it (a reload may change them).
+// Under systemd it logs to the journal, whatever the format.
+func newLogger(c *config.Run, stderr io.Writer) (hclog.Logger, func(*config.Run)) {
+	out := &logFormat{w: stderr}
+	out.json.Store(c.LogFormat == "json")
 	opts := &hclog.LoggerOptions{
-		Name: "sockd", Level: hclog.LevelFromString(c.LogLevel), Output: stderr,
-		JSONFormat: c.LogFormat == "json", TimeFormat: time.RFC3339Nano,
+		Name: "sockd", Level: hclog.LevelFromString(c.LogLevel), Output: out,
+		JSONFormat: true, TimeFormat: time.RFC3339Nano,
 	}
 	if journal.Enabled() {
 		opts.Output = &journal.Writer{Identifier: "sockd", Fallback: stderr}
-		opts.JSONFormat = true
 	}
-	return hclog.New(opts)
+	log := hclog.New(opts)
+	return log, func(c *config.Run) {
+		log.SetLevel(hclog.LevelFromString(c.LogLevel))
+		out.json.Store(c.LogFormat == "json")
+	}
 }

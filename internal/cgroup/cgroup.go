@@ -67,7 +67,7 @@ type Tree struct {
 	Base    string // absolute path of BASE
 	origin  string // the cgroup sockd was in, to go back to on Close
 	created bool   // BASE was made by sockd (standalone), so Close removes it
-	limits  Limits
+	limits  Limits // the ones asked for at Setup
 	seq     int
 }
 
@@ -170,7 +170,13 @@ func (t *Tree) setup() error {
 	if err := write(filepath.Join(sup, "cgroup.procs"), strconv.Itoa(os.Getpid())); err != nil {
 		return fmt.Errorf("%w: move sockd into %s: %v", ErrUnavailable, sup, err)
 	}
-	want := t.limits.controllers()
+	return t.Enable(t.limits)
+}
+
+// Enable makes the controllers limits need available to the workers'
+// cgroups (a reload may bring limits the first workers did not have).
+func (t *Tree) Enable(limits Limits) error {
+	want := limits.controllers()
 	if len(want) == 0 {
 		return nil
 	}
@@ -224,15 +230,15 @@ type Group struct {
 	dir  *os.File
 }
 
-// NewGroup makes the cgroup of the next worker, with the limits.
-func (t *Tree) NewGroup() (*Group, error) {
+// NewGroup makes the cgroup of the next worker, with limits l (which
+// Setup or Enable made available).
+func (t *Tree) NewGroup(l Limits) (*Group, error) {
 	t.seq++
 	path := filepath.Join(t.Base, fmt.Sprintf("worker-%d-%d", os.Getpid(), t.seq))
 	if err := os.Mkdir(path, 0o755); err != nil {
 		return nil, fmt.Errorf("worker cgroup: %w", err)
 	}
 	g := &Group{Path: path}
-	l := t.limits
 	for _, s := range []struct {
 		file string
 		v    int64

@@ -106,7 +106,7 @@ func TestKernelTree(t *testing.T) {
 	if own, _ := ownCgroup(); own != fmt.Sprintf("/sockd-%d/supervisor", os.Getpid()) {
 		t.Fatalf("this process is in %q, want the supervisor leaf", own)
 	}
-	g, err := tr.NewGroup()
+	g, err := tr.NewGroup(tr.limits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestKernelLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	g, err := tr.NewGroup()
+	g, err := tr.NewGroup(tr.limits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestFakeControllerMissing(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(base, "cgroup.subtree_control")); string(b) != "+pids +cpu" {
 		t.Fatalf("subtree_control = %q", b)
 	}
-	g, err := tr.NewGroup()
+	g, err := tr.NewGroup(tr.limits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestFakeLimitRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	refuse(t, "memory.max", unix.ENOENT)
-	if _, err := tr.NewGroup(); err == nil || !strings.Contains(err.Error(), "memory.max") {
+	if _, err := tr.NewGroup(tr.limits); err == nil || !strings.Contains(err.Error(), "memory.max") {
 		t.Fatalf("NewGroup: %v", err)
 	}
 	if got := ls(base); strings.Join(got, " ") != "cgroup.controllers cgroup.procs cgroup.subtree_control supervisor" {

@@ -60,9 +60,17 @@ type Run struct {
 	Control        string
 	LogFormat      string
 	LogLevel       string
-	// Command is what follows the flags (after --): the worker's program
-	// and arguments; empty for the built-in demo worker.
+	EnvFiles       []string
+	Dir            string
+	Name           string
+	// Command is what follows the flags (after --), or SOCKD_COMMAND
+	// split into words: the worker's program and arguments; empty for the
+	// built-in demo worker.
 	Command []string
+	// Env is the workers' environment: the one sockd was given (or the
+	// reload client's, with reload --update-env), with the env files'
+	// variables over it. Set by Load.
+	Env []string
 }
 
 // Setting describes one setting of `sockd run`.
@@ -74,6 +82,9 @@ type Setting struct {
 	// Default is the value it has when neither the flag nor the variable
 	// is given, as text ("" for none).
 	Default string
+	// Restart: the setting cannot change on a reload (it holds the
+	// sockets, or what sockd itself binds); changing it needs a restart.
+	Restart bool
 	value   func(r *Run) value
 }
 
@@ -99,11 +110,11 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[int64]{&r.Workers, parseWorkers, showInt}
 		}},
-	{Name: "listen", Arg: "[NAME=]URL", Help: "a listener, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH[?mode=0660] (default without a command and without systemd's sockets: " + DemoListen + ")",
+	{Name: "listen", Restart: true, Arg: "[NAME=]URL", Help: "a listener, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH[?mode=0660] (default without a command and without systemd's sockets: " + DemoListen + ")",
 		value: func(r *Run) value {
 			return listValue{&r.Listen, func(s string) error { _, err := activation.ParseSpec(s); return err }}
 		}},
-	{Name: "reuseport", Help: "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP and UDP listeners sockd binds)",
+	{Name: "reuseport", Restart: true, Help: "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP and UDP listeners sockd binds)",
 		value: func(r *Run) value { return boolValue{&r.ReusePort} }},
 	{Name: "ready", Arg: "RULE", Default: "notify", Values: []string{"notify", "node-ipc", "after:DURATION"},
 		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too) or after:DURATION (that long after it started)",
@@ -142,13 +153,13 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[pool.DurationJitter]{&r.MaxAge, positive(pool.ParseDurationJitter, func(j pool.DurationJitter) bool { return j.D == 0 }), showDurationJitter}
 		}},
-	{Name: "metrics", Arg: "URL", Help: "serve Prometheus metrics at tcp://127.0.0.1:9464 or unix:///PATH (default: off); workers get SOCKD_METRICS_SOCKET for their own",
+	{Name: "metrics", Restart: true, Arg: "URL", Help: "serve Prometheus metrics at tcp://127.0.0.1:9464 or unix:///PATH (default: off); workers get SOCKD_METRICS_SOCKET for their own",
 		value: func(r *Run) value {
 			return typed[string]{&r.Metrics, func(s string) (string, error) { return s, metrics.ParseAddr(s) }, showString}
 		}},
 	{Name: "user", Arg: "USER[:GROUP]", Help: "run the workers as USER (names or numbers) with the user's groups, HOME, USER and LOGNAME; sockd must be root",
 		value: func(r *Run) value { return typed[*account.User]{&r.User, lookupUser, showUser} }},
-	{Name: "cgroups", Arg: "MODE", Default: "auto", Values: []string{"auto", "yes", "no"},
+	{Name: "cgroups", Restart: true, Arg: "MODE", Default: "auto", Values: []string{"auto", "yes", "no"},
 		Help:  "give each worker a cgroup of its own: auto (where sockd may manage a cgroup v2 subtree), yes (required) or no",
 		value: func(r *Run) value { return typed[string]{&r.Cgroups, oneOf("auto", "yes", "no"), showString} }},
 	{Name: "worker-memory-max", Arg: "SIZE", Help: "cgroup memory.max of each worker: the kernel kills a worker over SIZE (512M, 2G) and sockd replaces it (needs cgroups with the memory controller)",
@@ -161,11 +172,18 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[int64]{&r.Limits.CPUWeight, intIn(0, 10000, "1 to 10000"), showInt}
 		}},
-	{Name: "control", Arg: "PATH", Help: "the control socket (default: $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock)",
+	{Name: "control", Restart: true, Arg: "PATH", Help: "the control socket (default: $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock)",
 		value: func(r *Run) value { return typed[string]{&r.Control, nonEmpty, showString} }},
 	{Name: "log-format", Arg: "FORMAT", Default: "text", Values: []string{"text", "json"},
 		Help:  "log format on stderr: text or json (under systemd sockd logs natively to the journal)",
 		value: func(r *Run) value { return typed[string]{&r.LogFormat, oneOf("text", "json"), showString} }},
+	{Name: "env-file", Arg: "FILE", Restart: true,
+		Help: "read settings (SOCKD_*) and the workers' variables from FILE, in systemd's EnvironmentFile= syntax, at start and again at every reload; repeatable, later files win",
+		value: func(r *Run) value { return listValue{&r.EnvFiles, nonEmptyCheck} }},
+	{Name: "cwd", Arg: "DIR", Help: "the workers' working directory (default: sockd's)",
+		value: func(r *Run) value { return typed[string]{&r.Dir, existingDir, showString} }},
+	{Name: "name", Arg: "NAME", Help: "the application's name, in logs, status and metrics (default: the command's file name)",
+		value: func(r *Run) value { return typed[string]{&r.Name, nonEmpty, showString} }},
 	{Name: "log-level", Arg: "LEVEL", Default: "info", Values: []string{"trace", "debug", "info", "warn", "error"},
 		Help: "the least level sockd logs: trace, debug, info, warn or error",
 		value: func(r *Run) value {
@@ -206,6 +224,19 @@ func showDurationJitter(j pool.DurationJitter) string {
 		return ""
 	}
 	return j.String()
+}
+
+func nonEmptyCheck(s string) error { _, err := nonEmpty(s); return err }
+
+func existingDir(s string) (string, error) {
+	fi, err := os.Stat(s)
+	switch {
+	case err != nil:
+		return "", errors.Unwrap(err)
+	case !fi.IsDir():
+		return "", errors.New("not a directory")
+	}
+	return s, nil
 }
 
 func nonEmpty(s string) (string, error) {
@@ -328,11 +359,11 @@ func (r *Run) Specs() []activation.Spec {
 	return specs
 }
 
-// Pool is the workers' configuration; command is the worker command
-// (Run.Command, or the demo worker's).
-func (r *Run) Pool(command []string) pool.Config {
+// Pool is the workers' configuration.
+func (r *Run) Pool() pool.Config {
 	return pool.Config{
-		Command: command, Workers: int(r.Workers), Ready: r.Ready,
+		Command: r.Command, Dir: r.Dir, Env: r.Env, Limits: r.Limits, Revision: r.Revision(),
+		Workers: int(r.Workers), Ready: r.Ready,
 		ReadyTimeout: r.ReadyTimeout, ReloadTimeout: r.ReloadTimeout, StopTimeout: r.StopTimeout, StopSignal: r.StopSignal,
 		RestartLimit: r.RestartLimit, WorkerWatchdog: r.WorkerWatchdog,
 		ReloadBatch: int(r.ReloadBatch), ReloadSoak: r.ReloadSoak,

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,97 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("workers %d accepted", r.Workers)
 		}
 	})
+}
+
+func TestSplitCommand(t *testing.T) {
+	for in, want := range map[string]string{
+		"/srv/app/bin/server --config /etc/app/app.conf": "/srv/app/bin/server|--config|/etc/app/app.conf",
+		"node app.js --title 'two words'":                "node|app.js|--title|two words",
+		`a "b \" \$x c" d\ e`:                            `a|b " $x c|d e`,
+		"  spaced   out  ":                               "spaced|out",
+		`x ''`:                                           "x|",
+		`"a"'b'c`:                                        "abc",
+	} {
+		got, err := SplitCommand(in)
+		if err != nil || strings.Join(got, "|") != want {
+			t.Errorf("SplitCommand(%q) = %q, %v; want %q", in, strings.Join(got, "|"), err, want)
+		}
+	}
+	for _, bad := range []string{"a 'b", `a "b`} {
+		if _, err := SplitCommand(bad); err == nil {
+			t.Errorf("SplitCommand(%q) accepted", bad)
+		}
+	}
+}
+
+// Load: env files over the environment, the command from SOCKD_COMMAND,
+// the command checked before anything starts.
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	f := dir + "/app.env"
+	os.WriteFile(f, []byte("SOCKD_WORKERS=3\nAPP_COLOR=green\nSOCKD_COMMAND=/bin/sh -c 'exec sleep 1'\n"), 0o644)
+	r, err := Load(Source{Args: []string{"--env-file", f}, Environ: []string{"APP_COLOR=blue", "PATH=/usr/bin:/bin", "SOCKD_WORKERS=2"}, Self: "/usr/bin/sockd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Workers != 3 || strings.Join(r.Command, "|") != "/bin/sh|-c|exec sleep 1" || r.Name != "sh" || lookup(r.Env)("APP_COLOR") != "green" {
+		t.Fatalf("loaded %+v", r)
+	}
+	demo, err := Load(Source{Environ: []string{"PATH=/bin"}, Self: "/usr/bin/sockd"})
+	if err != nil || !demo.Demo() || demo.Name != "sockd-demo" {
+		t.Fatalf("demo: %+v, %v", demo, err)
+	}
+	for _, c := range []struct {
+		src  Source
+		want string
+	}{
+		{Source{Args: []string{"--env-file", dir + "/missing.env"}}, "--env-file: open"},
+		{Source{Args: []string{"--", "/nonexistent/app"}}, "/nonexistent/app"},
+		{Source{Environ: []string{"SOCKD_COMMAND=/bin/sh -c 'x"}}, "SOCKD_COMMAND: unterminated '"},
+		{Source{Args: []string{"--cwd", f}}, "--cwd " + f + ": not a directory"},
+	} {
+		if _, err := Load(c.src); err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.src, err, c.want)
+		}
+	}
+	os.WriteFile(f, []byte("SOCKD_WORKERS=lots\n"), 0o644)
+	if _, err := Load(Source{Args: []string{"--env-file", f}, Self: "x"}); err == nil || !strings.Contains(err.Error(), `SOCKD_WORKERS="lots"`) {
+		t.Errorf("a bad setting in the env file: %v", err)
+	}
+}
+
+// What a reload changed, secrets without their values; what it cannot
+// change.
+func TestDiff(t *testing.T) {
+	old, _ := Load(Source{Args: []string{"--workers", "2", "--", "/bin/sh", "-c", "x"}, Environ: []string{"APP_COLOR=blue", "DB_PASSWORD=a", "API_KEY=k", "GONE=1", "MAINPID=7"}})
+	r, _ := Load(Source{Args: []string{"--workers", "3", "--reuseport", "--", "/bin/sh", "-c", "y"}, Environ: []string{"APP_COLOR=green", "DB_PASSWORD=b", "API_KEY=k", "NEW=1", "MAINPID=8"}})
+	var got []string
+	for _, c := range r.Diff(old) {
+		got = append(got, c.String())
+	}
+	want := []string{`--workers "2" → "3"`, `--reuseport "false" → "true"`, `command "/bin/sh -c x" → "/bin/sh -c y"`,
+		`APP_COLOR "blue" → "green"`, "DB_PASSWORD changed", `GONE "1" removed`, `NEW "1" added`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("diff:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if rn := r.RestartNeeded(old); strings.Join(rn, " ") != "--reuseport" {
+		t.Fatalf("restart needed for %q", rn)
+	}
+	if r.Revision() == old.Revision() || len(r.Revision()) != 12 {
+		t.Fatalf("revisions %s %s", r.Revision(), old.Revision())
+	}
+	same, _ := Load(Source{Args: []string{"--workers", "2", "--", "/bin/sh", "-c", "x"}, Environ: []string{"GONE=1", "APP_COLOR=blue", "API_KEY=k", "DB_PASSWORD=a", "MAINPID=9"}})
+	if same.Revision() != old.Revision() || len(same.Diff(old)) != 0 {
+		t.Fatalf("same configuration: %s vs %s, diff %v", same.Revision(), old.Revision(), same.Diff(old))
+	}
+}
+
+// A reload client's environment, but a process's own variables stay
+// sockd's.
+func TestReloadEnviron(t *testing.T) {
+	env := ReloadEnviron([]string{"MAINPID=1", "JOURNAL_STREAM=8:9", "A=old"}, []string{"A=new", "MAINPID=2", "B=1", "JOURNAL_STREAM=1:2"})
+	l := lookup(env)
+	if l("A") != "new" || l("B") != "1" || l("MAINPID") != "1" || l("JOURNAL_STREAM") != "8:9" {
+		t.Fatalf("%q", env)
+	}
 }

@@ -33,8 +33,9 @@ import (
 	"github.com/sockd/sockd/internal/accept"
 )
 
-// MaxRequest bounds a request line.
-const MaxRequest = 64 << 10
+// MaxRequest bounds a request line (an environment handed over with a
+// reload included: execve(2) bounds one at about 2 MB).
+const MaxRequest = 4 << 20
 
 // requestTimeout bounds how long a client may take to send its request
 // (a variable so that tests can shorten it).
@@ -46,6 +47,10 @@ type Request struct {
 	Wait    bool   `json:"wait,omitempty"`
 	// Workers is scale's argument: "N", "+K" or "-K".
 	Workers string `json:"workers,omitempty"`
+	// Env is reload's environment, KEY=VALUE (reload --update-env): the
+	// new configuration is read from it instead of sockd's own. Nil
+	// otherwise.
+	Env []string `json:"env,omitempty"`
 }
 
 // Response is what the server answers.
@@ -61,7 +66,9 @@ type Response struct {
 // package knows nothing of pools and generations.
 type Handler interface {
 	Status(ctx context.Context) (any, error)
-	Reload(ctx context.Context, wait bool) error
+	// Reload reloads; env, if not nil, is the environment to read the
+	// configuration from (Request.Env).
+	Reload(ctx context.Context, wait bool, env []string) error
 	Upgrade(ctx context.Context, wait bool) error
 	// Scale sets the number of workers to n, or changes it by n if
 	// relative, and returns the new number.
@@ -206,7 +213,7 @@ func handle(ctx context.Context, h Handler, req Request) Response {
 			return Response{OK: true, Status: b}
 		}
 	case "reload":
-		err = h.Reload(ctx, req.Wait)
+		err = h.Reload(ctx, req.Wait, req.Env)
 	case "upgrade":
 		err = h.Upgrade(ctx, req.Wait)
 	case "scale":

@@ -77,8 +77,12 @@ func (h *fakeHandler) Status(ctx context.Context) (any, error) {
 	return h.status, nil
 }
 
-func (h *fakeHandler) Reload(ctx context.Context, wait bool) error {
-	h.record(fmt.Sprintf("reload wait=%v", wait))
+func (h *fakeHandler) Reload(ctx context.Context, wait bool, env []string) error {
+	if env != nil {
+		h.record(fmt.Sprintf("reload wait=%v env=%q", wait, env))
+	} else {
+		h.record(fmt.Sprintf("reload wait=%v", wait))
+	}
 	if wait && h.release != nil {
 		<-h.release
 	}
@@ -236,7 +240,9 @@ func TestServeCommands(t *testing.T) {
 	if err != nil || !resp.OK || string(resp.Status) != string(want) {
 		t.Fatalf("status: %+v, %v; want status %s", resp, err, want)
 	}
-	for _, req := range []Request{{Command: "reload", Wait: true}, {Command: "reload"}, {Command: "upgrade", Wait: true}, {Command: "upgrade"}} {
+	big := "BIG=" + strings.Repeat("x", 200<<10) // an environment larger than a small request
+	for _, req := range []Request{{Command: "reload", Wait: true}, {Command: "reload"}, {Command: "reload", Wait: true, Env: []string{"A=1", "B=two words"}},
+		{Command: "reload", Env: []string{big}}, {Command: "upgrade", Wait: true}, {Command: "upgrade"}} {
 		if resp, err := Call(ctx, s.path, req); err != nil || !resp.OK || resp.Status != nil {
 			t.Fatalf("%+v: %+v, %v", req, resp, err)
 		}
@@ -265,7 +271,8 @@ func TestServeCommands(t *testing.T) {
 			t.Errorf("%+v: %+v, %v; want a refusal mentioning %q", c.req, resp, err, c.want)
 		}
 	}
-	wantCalls := []string{"status", "reload wait=true", "reload wait=false", "upgrade wait=true", "upgrade wait=false",
+	wantCalls := []string{"status", "reload wait=true", "reload wait=false", `reload wait=true env=["A=1" "B=two words"]`,
+		fmt.Sprintf("reload wait=false env=%q", []string{big}), "upgrade wait=true", "upgrade wait=false",
 		"scale 6 relative=false wait=true", "scale 2 relative=true wait=true", "scale -1 relative=true wait=true"}
 	if got := h.Calls(); strings.Join(got, ",") != strings.Join(wantCalls, ",") {
 		t.Errorf("handler calls %q, want %q", got, wantCalls)

@@ -59,7 +59,7 @@ func Reload(t *testing.T, p *pool.Pool) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return p.Reload(ctx)
+	return p.Reload(ctx, nil)
 }
 
 // CheckHello checks an answer of the hello protocol the examples speak:

@@ -1,0 +1,232 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"unicode/utf8"
+)
+
+// ReadEnvFile reads an environment file the way systemd reads one for
+// EnvironmentFile= (systemd.exec(5)), so that one file serves a unit and
+// `sockd run --env-file`: KEY=VALUE lines; empty lines, lines without
+// "=" and lines starting with # or ; are skipped; leading and trailing
+// white space of a value is dropped, interior white space kept; an
+// unquoted value takes \ as an escape and a trailing \ continues the
+// line; '…' keeps everything verbatim, across lines; "…" takes \ before
+// " \ ` $ and newline, and keeps any other \ with its character. Unlike
+// systemd, which skips them with a warning, a name that is not a shell
+// variable name or invalid UTF-8 is an error naming the line: a reload
+// must not go ahead on half of a file.
+func ReadEnvFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEnvFile(path, string(b))
+}
+
+// ParseEnvFile is ReadEnvFile on text already read; name is for errors.
+func ParseEnvFile(name, text string) ([]string, error) {
+	const (
+		preKey = iota
+		key
+		preValue
+		value
+		valueEscape
+		single
+		double
+		doubleEscape
+		comment
+		commentEscape
+	)
+	var (
+		out       []string
+		state     = preKey
+		k, v      []byte
+		kTrail    = -1 // where trailing white space of the key starts
+		vTrail    = -1 // likewise for an unquoted value
+		line      = 1  // the line being read
+		startLine = 1  // the line the assignment began on
+	)
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\r' }
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch state {
+		case preKey:
+			switch {
+			case c == '#' || c == ';':
+				state = comment
+			case c == '\n':
+				line++
+			case !isSpace(c):
+				state, kTrail, startLine = key, -1, line
+				k = append(k[:0], c)
+			}
+		case key:
+			switch {
+			case c == '\n':
+				state, k = preKey, k[:0] // no "=": not an assignment
+				line++
+			case c == '=':
+				state, vTrail, v = preValue, -1, []byte{}
+			default:
+				if !isSpace(c) {
+					kTrail = -1
+				} else if kTrail < 0 {
+					kTrail = len(k)
+				}
+				k = append(k, c)
+			}
+		case preValue:
+			switch {
+			case c == '\n':
+				if err := pushAt(&out, name, startLine, k, kTrail, v); err != nil {
+					return nil, err
+				}
+				k, v, kTrail, vTrail = k[:0], nil, -1, -1
+				state = preKey
+				line++
+			case c == '\'':
+				state = single
+			case c == '"':
+				state = double
+			case c == '\\':
+				state = valueEscape
+			case !isSpace(c):
+				state = value
+				v = append(v, c)
+			}
+		case value:
+			switch {
+			case c == '\n':
+				if vTrail >= 0 {
+					v = v[:vTrail]
+				}
+				if err := pushAt(&out, name, startLine, k, kTrail, v); err != nil {
+					return nil, err
+				}
+				k, v, kTrail, vTrail = k[:0], nil, -1, -1
+				state = preKey
+				line++
+			case c == '\\':
+				state, vTrail = valueEscape, -1
+			default:
+				if !isSpace(c) {
+					vTrail = -1
+				} else if vTrail < 0 {
+					vTrail = len(v)
+				}
+				v = append(v, c)
+			}
+		case valueEscape:
+			state = value
+			if c == '\n' {
+				line++ // a continued line
+			} else {
+				v = append(v, c)
+			}
+		case single:
+			if c == '\'' {
+				state = preValue
+			} else {
+				if c == '\n' {
+					line++
+				}
+				v = append(v, c)
+			}
+		case double:
+			switch c {
+			case '"':
+				state = preValue
+			case '\\':
+				state = doubleEscape
+			default:
+				if c == '\n' {
+					line++
+				}
+				v = append(v, c)
+			}
+		case doubleEscape:
+			state = double
+			switch {
+			case strings.IndexByte("\"\\`$", c) >= 0:
+				v = append(v, c)
+			case c == '\n':
+				line++ // a continued line
+			default:
+				v = append(v, '\\', c)
+			}
+		case comment:
+			switch c {
+			case '\\':
+				state = commentEscape
+			case '\n':
+				state = preKey
+				line++
+			}
+		case commentEscape:
+			// A comment ending in \ does not continue onto the next line
+			// (systemd 254 and later).
+			if c == '\n' {
+				state = preKey
+				line++
+			} else {
+				state = comment
+			}
+		}
+	}
+	switch state {
+	case preValue, value, valueEscape, single, double, doubleEscape:
+		if state == value && vTrail >= 0 {
+			v = v[:vTrail]
+		}
+		if err := pushAt(&out, name, startLine, k, kTrail, v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// pushAt adds the assignment k=v read from line of the file name.
+func pushAt(out *[]string, name string, line int, k []byte, kTrail int, v []byte) error {
+	if kTrail >= 0 {
+		k = k[:kTrail]
+	}
+	key, val := string(k), string(v)
+	switch {
+	case !validName(key):
+		return fmt.Errorf("%s:%d: %q is not a variable name (letters, digits and _, not starting with a digit)", name, line, key)
+	case !utf8.ValidString(val):
+		return fmt.Errorf("%s:%d: the value of %s is not valid UTF-8", name, line, key)
+	}
+	*out = setEnv(*out, key+"="+val)
+	return nil
+}
+
+// validName: a shell variable name, as systemd requires of an
+// environment variable's name.
+func validName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// setEnv replaces or adds kv ("K=V") in env.
+func setEnv(env []string, kv string) []string {
+	k, _, _ := strings.Cut(kv, "=")
+	for i, e := range env {
+		if ek, _, _ := strings.Cut(e, "="); ek == k {
+			env[i] = kv
+			return env
+		}
+	}
+	return append(env, kv)
+}

@@ -1,0 +1,71 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// systemd.exec(5)'s EnvironmentFile= rules, case by case.
+func TestParseEnvFile(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"A=1\nB=two words\n", "A=1|B=two words"},
+		{"# comment\n; comment\n\nnot an assignment\nA=1", "A=1"},
+		{"  A  =   spaced value   \n", "A=spaced value"},
+		{"A=a \"b\" 'c'\n", `A=a "b" 'c'`},
+		{"A='single  # $x \\n'\n", `A=single  # $x \n`},
+		{"A=\"dq \\\" \\\\ \\$ \\` \\x\"\n", "A=dq \" \\ $ ` \\x"},
+		{"A='multi\nline'\nB=2\n", "A=multi\nline|B=2"},
+		{"A=\"multi\nline\"\n", "A=multi\nline"},
+		{"A=con\\\ntinued\n", "A=continued"},
+		{"A=\"con\\\ntinued\"\n", "A=continued"},
+		{"A=back\\\\slash \\x\n", `A=back\slash x`},
+		{"A='x'y\n", "A=xy"},
+		{"A=\n", "A="},
+		{"A=1\nA=2\n", "A=2"},
+		{"A=#not a comment\n", "A=#not a comment"},
+		{"# a comment \\\nB=1\n", "B=1"},
+		{"SOCKD_COMMAND=/srv/app/bin/server --config /etc/app/app.conf\n", "SOCKD_COMMAND=/srv/app/bin/server --config /etc/app/app.conf"},
+		{"A=no newline at the end", "A=no newline at the end"},
+		{"A=1\r\n", "A=1"},
+		{"=x\nB=1\n", "B=1"}, // as systemd: "=x" is a name with no "=" after it
+	}
+	for _, c := range cases {
+		got, err := ParseEnvFile("f", c.in)
+		if err != nil || strings.Join(got, "|") != c.want {
+			t.Errorf("%q: %q, %v; want %q", c.in, strings.Join(got, "|"), err, c.want)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"A=1\nBAD NAME=2\n", "f:2: \"BAD NAME\" is not a variable name"},
+		{"A=1\n\n1A=2\n", "f:3:"},
+		{"A-B=1\n", "not a variable name"},
+		{"A=\xff\n", "f:1: the value of A is not valid UTF-8"},
+	} {
+		if _, err := ParseEnvFile("f", c.in); err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %v, want %q", c.in, err, c.want)
+		}
+	}
+}
+
+func FuzzParseEnvFile(f *testing.F) {
+	for _, s := range []string{"A=1\n", "A='x\n", "A=\"\\", "#\\", "A=\\", "  =", "A=b\\\nc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		env, err := ParseEnvFile("f", s)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error of two lines: %q", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, kv := range env {
+			k, _, ok := strings.Cut(kv, "=")
+			if !ok || !validName(k) || seen[k] {
+				t.Fatalf("%q gave %q", s, env)
+			}
+			seen[k] = true
+		}
+	})
+}

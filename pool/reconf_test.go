@@ -1,0 +1,162 @@
+package pool
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sockd/sockd/internal/cgroup"
+)
+
+// reloadWith asks for a reload that brings cfg.
+func (s *sim) reloadWith(edit func(*Config)) chan error {
+	c := s.p.cfg.Config
+	c.Env = append([]string(nil), c.Env...)
+	edit(&c)
+	reply := make(chan error, 1)
+	s.step(reloadRequest{reply: reply, cfg: &conf{Config: c, command: c.Command[0]}})
+	return reply
+}
+
+func (s *sim) cfgOf(pid int) *conf { return s.p.st.byPID[pid].cfg }
+
+// A reload with a new configuration: the new generation runs it, the
+// serving configuration becomes it once the batch took over; restarts
+// after that run it too.
+func TestSimReloadAppliesConfig(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	old := s.p.cfg
+	res := s.reloadWith(func(c *Config) { c.Env = append(c.Env, "APP_COLOR=green"); c.Command = []string{"/bin/true", "--v2"} })
+	next := s.starting()
+	if len(next) != 2 {
+		t.Fatalf("starting %v", next)
+	}
+	for _, pid := range next {
+		if c := s.cfgOf(pid); c == old || strings.Join(c.Command, " ") != "/bin/true --v2" {
+			t.Fatalf("new worker %d runs %v", pid, c.Command)
+		}
+	}
+	if s.p.cfg != old {
+		t.Fatal("the configuration changed before the new generation took over")
+	}
+	s.ready(next...)
+	s.exitStopped()
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.p.Config().Command, " ") != "/bin/true --v2" {
+		t.Fatalf("in force: %v", s.p.Config().Command)
+	}
+	s.exit(next[0]) // a crash: the restart runs the new configuration
+	if c := s.cfgOf(s.starting()[0]); strings.Join(c.Command, " ") != "/bin/true --v2" {
+		t.Fatalf("restart runs %v", c.Command)
+	}
+}
+
+// A reload whose new workers fail rolls back: the old configuration
+// stays in force, and a slot restarted afterwards runs it.
+func TestSimReloadConfigRollsBack(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	old := s.p.cfg
+	olds := s.livePIDs()
+	res := s.reloadWith(func(c *Config) { c.Command = []string{"/bin/true", "--broken"} })
+	s.exit(s.starting()[0])
+	s.exitStopped()
+	var re *ReloadError
+	if err := reply(t, res); !errors.As(err, &re) {
+		t.Fatalf("reload: %v", err)
+	}
+	if s.p.cfg != old || s.p.st.slots[0].cfg != old || s.p.st.slots[1].cfg != old {
+		t.Fatal("a failed reload's configuration stayed")
+	}
+	s.exit(olds[0])
+	if c := s.cfgOf(s.starting()[0]); c != old {
+		t.Fatalf("restart after the rollback runs %v", c.Command)
+	}
+}
+
+// The configured number of workers changes with a reload: more slots
+// join the new generation (and are gone again if it fails); fewer are
+// retired once it took over.
+func TestSimReloadChangesSize(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	res := s.reloadWith(func(c *Config) { c.Workers = 3 })
+	if got := s.starting(); len(got) != 3 {
+		t.Fatalf("starting %v, want 3 new workers", got)
+	}
+	s.readyAll()
+	s.exitStopped()
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.status(); st.Size != 3 || st.Ready != 3 {
+		t.Fatalf("after growing: %+v", st)
+	}
+
+	res = s.reloadWith(func(c *Config) { c.Workers = 5 })
+	s.exit(s.starting()[4])
+	s.exitStopped()
+	if err := reply(t, res); err == nil {
+		t.Fatal("failed reload succeeded")
+	}
+	if st := s.status(); st.Size != 3 || st.Ready != 3 || len(s.starting()) != 0 {
+		t.Fatalf("after a failed grow: %+v, starting %v", st, s.starting())
+	}
+
+	res = s.reloadWith(func(c *Config) { c.Workers = 2 })
+	if got := s.starting(); len(got) != 3 {
+		t.Fatalf("starting %v: the reload replaces every slot, then shrinks", got)
+	}
+	s.readyAll()
+	s.exitStopped()
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+	s.exitStopped()
+	if st := s.status(); st.Size != 2 || st.Ready != 2 {
+		t.Fatalf("after shrinking: %+v", st)
+	}
+}
+
+// Reloads queued behind a running one share one generation: the newest
+// configuration asked for.
+func TestSimQueuedReloadsTakeTheNewestConfig(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	first := s.reloadWith(func(c *Config) { c.Command = []string{"/bin/true", "1"} })
+	second := s.reloadWith(func(c *Config) { c.Command = []string{"/bin/true", "2"} })
+	third := s.reloadWith(func(c *Config) { c.Command = []string{"/bin/true", "3"} })
+	s.readyAll()
+	s.exitStopped()
+	if err := reply(t, first); err != nil {
+		t.Fatal(err)
+	}
+	got := s.starting()
+	if len(got) != 2 || s.cfgOf(got[0]).Command[1] != "3" {
+		t.Fatalf("the queued reload runs %v", s.cfgOf(got[0]).Command)
+	}
+	s.readyAll()
+	s.exitStopped()
+	for _, c := range []chan error{second, third} {
+		if err := reply(t, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An invalid configuration fails the reload before anything starts.
+func TestNewConfRefuses(t *testing.T) {
+	for _, c := range []Config{
+		{Command: []string{"/nonexistent/app"}},
+		{Command: []string{"/bin/true"}, Workers: 5000},
+		{},
+		{Command: []string{"/bin/true"}, Limits: cgroup.Limits{PidsMax: 5}}, // no cgroups
+	} {
+		if _, err := newConf(c, Deps{Trampoline: "/proc/self/exe"}); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}

@@ -75,13 +75,13 @@ func Parse(b []byte) (Entry, error) {
 
 // Server is a fake journald socket.
 type Server struct {
-	Path string
-	c    *net.UnixConn
-	mu   sync.Mutex
-	got  []Entry
-	errs []error
+	Path   string
+	c      *net.UnixConn
+	mu     sync.Mutex
+	got    []Entry
+	errs   []error
 	memfds int
-	done chan struct{}
+	done   chan struct{}
 }
 
 // Start listens at a path under t.TempDir() and collects entries until the

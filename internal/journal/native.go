@@ -74,6 +74,9 @@ func (e *Entry) AddString(name, value string) {
 	e.b = append(e.b, '\n')
 }
 
+// AddEntry appends the fields of o.
+func (e *Entry) AddEntry(o *Entry) { e.b = append(e.b, o.b...) }
+
 // ValidName reports whether journald accepts name as a field a client sets.
 func ValidName(name string) bool {
 	if name == "" || name[0] == '_' || len(name) > 64 {

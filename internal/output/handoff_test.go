@@ -170,4 +170,3 @@ func TestFDName(t *testing.T) {
 		}
 	}
 }
-

@@ -243,9 +243,9 @@ func TestJournalSinkFields(t *testing.T) {
 		return nil
 	}
 	for msg, want := range map[string]map[string]string{
-		"plain":        {"PRIORITY": "6", "SOCKD_STREAM": "stdout"},
-		"warned":       {"PRIORITY": "4", "SOCKD_STREAM": "stdout"},
-		"stderr plain": {"PRIORITY": "3", "SOCKD_STREAM": "stderr"},
+		"plain":                           {"PRIORITY": "6", "SOCKD_STREAM": "stdout"},
+		"warned":                          {"PRIORITY": "4", "SOCKD_STREAM": "stdout"},
+		"stderr plain":                    {"PRIORITY": "3", "SOCKD_STREAM": "stderr"},
 		`{"level":60,"msg":"pino fatal"}`: {"PRIORITY": "2"},
 	} {
 		e := find(msg)

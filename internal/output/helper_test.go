@@ -173,7 +173,8 @@ func spawn(t testing.TB, r *output.Relay, slot, gen int, args ...string) (*outpu
 	defer devnull.Close()
 	out, errFD := p.FDs()
 	pid, err := syscall.ForkExec(os.Args[0], append([]string{os.Args[0]}, args...), &syscall.ProcAttr{
-		Env:   append(os.Environ(), workerEnv+"=1", "GOMAXPROCS=1"),
+		// The race detector sleeps 1 s at exit unless told not to.
+		Env:   append(os.Environ(), workerEnv+"=1", "GOMAXPROCS=1", "GORACE=atexit_sleep_ms=0"),
 		Files: []uintptr{devnull.Fd(), uintptr(out), uintptr(errFD)},
 	})
 	if err != nil {

@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) == "1" {
 		os.Exit(worker(os.Args[1:]))
 	}
+	if os.Getenv(e2eEnv) == "1" {
+		os.Exit(journaldSender(os.Args[1:]))
+	}
 	// Orphans of the grandchild test are reparented to the test process,
 	// which reaps them, instead of to an init that may not.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -95,23 +95,35 @@ func (r *Relay) Export() (*Export, error) {
 	r.mu.Unlock()
 	ex := &Export{}
 	for _, s := range ss {
-		rc, err := s.f.SyscallConn()
+		fd, err := dupReadEnd(s)
 		if err != nil {
+			select {
+			case <-s.exited: // it reached its end meanwhile: nothing to pass
+				continue
+			default:
+			}
 			ex.Close()
-			return nil, fmt.Errorf("export output pipe: %w", err)
-		}
-		var fd int
-		var derr error
-		rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 3) })
-		if derr != nil {
-			ex.Close()
-			return nil, fmt.Errorf("export output pipe: %w", derr)
+			return nil, fmt.Errorf("export output pipe of worker %d: %w", s.w.Slot, err)
 		}
 		ex.Pipes = append(ex.Pipes, HandoffPipe{Worker: s.w, Stream: s.kind.String()})
 		ex.FDs = append(ex.FDs, fd)
 		ex.streams = append(ex.streams, s)
 	}
 	return ex, nil
+}
+
+// dupReadEnd dups the stream's read end, close-on-exec.
+func dupReadEnd(s *stream) (int, error) {
+	rc, err := s.f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 3) }); err != nil {
+		return -1, err
+	}
+	return fd, derr
 }
 
 // Switch is what a new relay needs to go on where the old one stopped:

@@ -45,9 +45,10 @@ func scriptsPackage(t *testing.T, args ...string) (string, error) {
 }
 
 // buildPackages runs scripts/package --version V --out DIR for each
-// version, with args.
-func buildPackages(t *testing.T, dir string, versions []string, args ...string) {
+// version, with args, and returns what it printed.
+func buildPackages(t *testing.T, dir string, versions []string, args ...string) string {
 	t.Helper()
+	var log strings.Builder
 	for _, v := range versions {
 		begin := time.Now()
 		out, err := scriptsPackage(t, append([]string{"--version", v, "--out", dir}, args...)...)
@@ -55,7 +56,9 @@ func buildPackages(t *testing.T, dir string, versions []string, args ...string) 
 			t.Fatalf("scripts/package --version %s %q: %v\n%s", v, args, err, out)
 		}
 		t.Logf("scripts/package --version %s %q in %v:\n%s", v, args, time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
+		log.WriteString(out)
 	}
+	return log.String()
 }
 
 // debName is the file name scripts/package gives a package.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,21 +45,31 @@ func scriptsPackage(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-// buildPackages runs scripts/package --version V --out DIR for each
-// version, with args, and returns what it printed.
-func buildPackages(t *testing.T, dir string, versions []string, args ...string) string {
+// buildPackages runs scripts/package --out DIR for each set of
+// arguments, all at once (each mostly links a sockd: one core each), and
+// returns what they printed.
+func buildPackages(t *testing.T, dir string, runs ...[]string) string {
 	t.Helper()
-	var log strings.Builder
-	for _, v := range versions {
-		begin := time.Now()
-		out, err := scriptsPackage(t, append([]string{"--version", v, "--out", dir}, args...)...)
-		if err != nil {
-			t.Fatalf("scripts/package --version %s %q: %v\n%s", v, args, err, out)
-		}
-		t.Logf("scripts/package --version %s %q in %v:\n%s", v, args, time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
-		log.WriteString(out)
+	outs := make([]string, len(runs))
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for i, args := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = scriptsPackage(t, append([]string{"--out", dir}, args...)...)
+		}()
 	}
-	return log.String()
+	wg.Wait()
+	for i, args := range runs {
+		if errs[i] != nil {
+			t.Fatalf("scripts/package %q: %v\n%s", args, errs[i], outs[i])
+		}
+		t.Logf("scripts/package %q:\n%s", args, strings.TrimSpace(outs[i]))
+	}
+	t.Logf("scripts/package: %d runs in %v", len(runs), time.Since(begin).Round(time.Millisecond))
+	return strings.Join(outs, "")
 }
 
 // debName is the file name scripts/package gives a package.
@@ -83,8 +94,8 @@ func (sb *sockdSandbox) pkgStatus(t *testing.T, control string) (pool.Status, er
 	return s, nil
 }
 
-// pkgServing waits until the sockd at control serves generation gen with
-// all its workers ready.
+// pkgServing waits until the sockd at control serves generation gen (0:
+// any) with all its workers ready.
 func (sb *sockdSandbox) pkgServing(t *testing.T, control string, gen, workers int) pool.Status {
 	t.Helper()
 	var s pool.Status
@@ -93,7 +104,7 @@ func (sb *sockdSandbox) pkgServing(t *testing.T, control string, gen, workers in
 		if s, err = sb.pkgStatus(t, control); err != nil {
 			return false, err.Error()
 		}
-		return s.State == pool.StateRunning && s.Generation == gen && s.Ready == workers && len(s.Workers) == workers,
+		return s.State == pool.StateRunning && (gen == 0 || s.Generation == gen) && s.Ready == workers && len(s.Workers) == workers,
 			fmt.Sprintf("state %s, generation %d, %d/%d ready", s.State, s.Generation, s.Ready, len(s.Workers))
 	})
 	return s
@@ -184,4 +195,97 @@ func diffTrees(before, after []string) (added, removed []string) {
 func (sb *sockdSandbox) dpkg(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	return sb.Run(t, append([]string{"sh", "-c", `dpkg "$@" 2>&1`, "sh"}, args...)...)
+}
+
+// pkgUnits are the sockds TestDebianPackage runs: unit, address, control
+// socket, workers.
+var pkgUnits = []struct {
+	unit, addr, control string
+	workers             int
+}{
+	{"sockd.service", pkgAddr, "", 3},
+	{"sockd@shop.service", shopAddr, shopControl, 2},
+}
+
+// handOverUnderLoad installs deb (sockd version) with dpkg -i under load on
+// every sockd and checks that each handed over to the new binary: 0 failed
+// requests, no restart, the unit's main process the new sockd (a new
+// process, systemd's child again, the old one gone with its workers; or,
+// should the hand-off ever re-execute in place, the same pid running the
+// new file), serving a new generation of workers with their command line
+// intact.
+func (sb *sockdSandbox) handOverUnderLoad(t *testing.T, deb, version string) {
+	t.Helper()
+	old := map[string]mainProc{}
+	gen := map[string]int{}
+	var oldPIDs []int
+	var loads []*loadRun
+	for _, u := range pkgUnits {
+		old[u.unit] = sb.mainProc(t, u.unit)
+		st := sb.pkgServing(t, u.control, 0, u.workers)
+		gen[u.unit] = st.Generation
+		oldPIDs = append(append(oldPIDs, st.PID), workerPIDs(st)...)
+		loads = append(loads, sb.startLoad(t, "-addr", u.addr, "-keepalive", "2", "-fresh", "2", "-sporadic", "2", "-pause", "1ms", "-idle-max", "200ms"))
+	}
+	oldProcs := sb.procs(t, oldPIDs...)
+	begin := time.Now()
+	out, err := sb.dpkg(t, "-i", deb)
+	t.Logf("dpkg -i %s (%v):\n%s", filepath.Base(deb), time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
+	if err != nil {
+		for _, l := range loads {
+			l.stop(t)
+		}
+		t.Fatalf("dpkg -i: %v", err)
+	}
+	for _, u := range pkgUnits {
+		o := old[u.unit]
+		if want := fmt.Sprintf("sockd: %s (pid %d) handed over to sockd %s", u.unit, o.PID, version); !strings.Contains(out, want) {
+			t.Errorf("dpkg's output does not say %q", want)
+		}
+		var m mainProc
+		WaitFor(t, 15*time.Second, func() (bool, string) { // a new sockd is systemd's child again at once (README, "Binary upgrade")
+			m = sb.mainProc(t, u.unit)
+			return m.Exe == "/usr/bin/sockd" && m.PPID == 1, fmt.Sprintf("%s: %+v", u.unit, m)
+		})
+		if m.Version != "sockd "+version {
+			t.Errorf("%s after dpkg -i runs %+v, want /usr/bin/sockd, version %s", u.unit, m, version)
+		}
+		how := "a new process"
+		if m.PID == o.PID {
+			how = "the same process, re-executed"
+		}
+		t.Logf("%s: MainPID %d -> %d (%s), %s", u.unit, o.PID, m.PID, how, m.Version)
+		if p := sb.props(t, u.unit, "NRestarts", "ActiveState", "SubState"); p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["SubState"] != "running" {
+			t.Errorf("%s after dpkg -i: %v, want active/running and no restart", u.unit, p)
+		}
+		st := sb.pkgServing(t, u.control, gen[u.unit]+1, u.workers)
+		if st.PID != m.PID {
+			t.Errorf("%s: the sockd answering on its control socket is %d, its MainPID %d", u.unit, st.PID, m.PID)
+		}
+		for pid, args := range sb.cmdlines(t, workerPIDs(st)) {
+			if strings.Join(args, " ") != workerCommand {
+				t.Errorf("%s: worker %d runs %q, want %q", u.unit, pid, args, workerCommand)
+			}
+		}
+		if m.PID == o.PID {
+			delete(oldProcs, o.PID)
+		}
+	}
+	WaitFor(t, 15*time.Second, func() (bool, string) {
+		alive := sb.running(t, oldProcs)
+		return len(alive) == 0, fmt.Sprintf("old sockds or workers still running: %+v", alive)
+	})
+	for i, l := range loads {
+		r := l.stop(t)
+		t.Logf("%s, load across dpkg -i: %s", pkgUnits[i].unit, summary(r))
+		if r.Summary.Failed > 0 {
+			t.Errorf("%s: %d of %d requests failed:\n%s", pkgUnits[i].unit, r.Summary.Failed, r.Summary.Requests, describeFailures(r, 20))
+		}
+	}
+}
+
+// hasPostinstWarning: the postinst's warnings (logger -t sockd.postinst)
+// include one containing s.
+func hasPostinstWarning(entries []JournalEntry, s string) bool {
+	return slices.ContainsFunc(entries, func(e JournalEntry) bool { return strings.Contains(e.Field("MESSAGE"), s) })
 }

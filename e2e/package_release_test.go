@@ -52,7 +52,7 @@ func TestReleaseArtifacts(t *testing.T) {
 		t.Skip("package test: SKIPPING: podman builds the images as root here; run as root")
 	}
 	out := t.TempDir()
-	log := buildPackages(t, out, []string{"0.1.0"})
+	log := buildPackages(t, out, []string{"--version", "0.1.0"})
 	for _, arch := range []string{"amd64", "arm64"} {
 		t.Run(arch, func(t *testing.T) {
 			deb := filepath.Join(out, debName("0.1.0", arch))

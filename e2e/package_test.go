@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,14 +33,15 @@ func TestDebianPackage(t *testing.T) {
 	needTools(t, "dpkg-deb")
 	arch := runtime.GOARCH
 	pkgs := t.TempDir()
-	buildPackages(t, pkgs, []string{"0.1.0", "0.1.1"}, "--arch", arch, "--format", "deb", "--no-lintian")
 	broken := filepath.Join(pkgs, "brokensockd")
 	build := exec.Command("go", "build", "-o", broken, "-ldflags", "-X main.real="+filepath.Join(bin, "sockd"), "./e2e/internal/brokensockd")
 	build.Dir, build.Env = RepoRoot(t), append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build brokensockd: %v\n%s", err, out)
 	}
-	buildPackages(t, pkgs, []string{"0.1.2"}, "--arch", arch, "--format", "deb", "--no-lintian", "--binary", broken)
+	deb := []string{"--arch", arch, "--format", "deb", "--no-lintian"}
+	buildPackages(t, pkgs, append([]string{"--version", "0.1.0"}, deb...), append([]string{"--version", "0.1.1"}, deb...),
+		append([]string{"--version", "0.1.2", "--binary", broken}, deb...))
 	v010, v011, v012 := filepath.Join(pkgs, debName("0.1.0", arch)), filepath.Join(pkgs, debName("0.1.1", arch)), filepath.Join(pkgs, debName("0.1.2", arch))
 
 	sb := &sockdSandbox{Sandbox: Start(t, bin, pkgs), bin: bin}
@@ -109,61 +109,11 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 	sb.MustRun(t, "systemctl", "reload", "sockd.service")
-	st = sb.pkgServing(t, "", 2, 3)
+	sb.pkgServing(t, "", 2, 3)
 	phase("serving, reloaded")
 
 	// The upgrade, under load on both sockds.
-	old := map[string]mainProc{"sockd.service": sb.mainProc(t, "sockd.service"), "sockd@shop.service": sb.mainProc(t, "sockd@shop.service")}
-	oldProcs := sb.procs(t, append(append([]int{st.PID, shop.PID}, workerPIDs(st)...), workerPIDs(shop)...)...)
-	loadArgs := []string{"-keepalive", "2", "-fresh", "2", "-sporadic", "2", "-pause", "1ms", "-idle-max", "200ms"}
-	l1 := sb.startLoad(t, append([]string{"-addr", pkgAddr}, loadArgs...)...)
-	l2 := sb.startLoad(t, append([]string{"-addr", shopAddr}, loadArgs...)...)
-	begin := time.Now()
-	out, err := sb.dpkg(t, "-i", v011)
-	t.Logf("dpkg -i %s (%v):\n%s", filepath.Base(v011), time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
-	if err != nil {
-		l1.stop(t)
-		l2.stop(t)
-		t.Fatalf("dpkg -i: %v", err)
-	}
-	for u, o := range old {
-		if want := u + " (pid "; !strings.Contains(out, want) || !strings.Contains(out, "handed over to sockd 0.1.1") {
-			t.Errorf("dpkg's output does not say that %s (pid %d) handed over to sockd 0.1.1", u, o.PID)
-		}
-		var m mainProc
-		WaitFor(t, 15*time.Second, func() (bool, string) { // the new sockd becomes systemd's child again (README, "Binary upgrade")
-			m = sb.mainProc(t, u)
-			return m.PID != o.PID && m.PPID == 1, fmt.Sprintf("%s: %+v", u, m)
-		})
-		if m.Exe != "/usr/bin/sockd" || m.Version != "sockd 0.1.1" {
-			t.Errorf("%s after the upgrade runs %+v, want /usr/bin/sockd, version 0.1.1", u, m)
-		}
-		if p := sb.props(t, u, "NRestarts", "ActiveState", "SubState"); p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["SubState"] != "running" {
-			t.Errorf("%s after the upgrade: %v, want active/running and no restart", u, p)
-		}
-	}
-	st2 := sb.pkgServing(t, "", 3, 3)
-	shop2 := sb.pkgServing(t, shopControl, 2, 2)
-	if st2.PID != sb.mainPID(t, "sockd.service") || shop2.PID != sb.mainPID(t, "sockd@shop.service") {
-		t.Errorf("the sockds answering (%d, %d) are not the units' main processes", st2.PID, shop2.PID)
-	}
-	for pid, args := range sb.cmdlines(t, append(workerPIDs(st2), workerPIDs(shop2)...)) {
-		if strings.Join(args, " ") != workerCommand {
-			t.Errorf("after the upgrade worker %d runs %q, want %q", pid, args, workerCommand)
-		}
-	}
-	WaitFor(t, 15*time.Second, func() (bool, string) {
-		alive := sb.running(t, oldProcs)
-		return len(alive) == 0, fmt.Sprintf("old sockds or workers still running: %+v", alive)
-	})
-	for _, l := range []*loadRun{l1, l2} {
-		r := l.stop(t)
-		t.Logf("load across the package upgrade: %s", summary(r))
-		if r.Summary.Failed > 0 {
-			t.Errorf("%d of %d requests failed:\n%s", r.Summary.Failed, r.Summary.Requests, describeFailures(r, 20))
-		}
-	}
-
+	sb.handOverUnderLoad(t, v011, "0.1.1")
 	phase("upgraded under load")
 
 	// policy-rc.d forbids touching services: the package is upgraded (here
@@ -184,8 +134,8 @@ func TestDebianPackage(t *testing.T) {
 	// A broken new binary: the hand-off fails, the old sockd keeps serving,
 	// and dpkg succeeds.
 	keep := sb.mainProc(t, "sockd.service")
-	l1 = sb.startLoad(t, append([]string{"-addr", pkgAddr}, loadArgs...)...)
-	out, err = sb.dpkg(t, "-i", v012)
+	l1 := sb.startLoad(t, "-addr", pkgAddr, "-keepalive", "2", "-fresh", "2", "-sporadic", "2", "-pause", "1ms", "-idle-max", "200ms")
+	out, err := sb.dpkg(t, "-i", v012)
 	t.Logf("dpkg -i %s:\n%s", filepath.Base(v012), strings.TrimSpace(out))
 	if err != nil {
 		t.Errorf("dpkg -i of the broken package failed: %v", err)
@@ -210,7 +160,15 @@ func TestDebianPackage(t *testing.T) {
 		t.Errorf("across the failed hand-off %d of %d requests failed:\n%s", r.Summary.Failed, r.Summary.Requests, describeFailures(r, 20))
 	}
 
+	if !hasPostinstWarning(sb.journal(t, "-t", "sockd.postinst"), "sockd.service (pid ") {
+		t.Errorf("the postinst did not log the failed hand-off to the journal")
+	}
 	phase("broken upgrade done")
+
+	// A downgrade (over the broken 0.1.2, with 0.1.1 running) hands over
+	// as an upgrade does.
+	sb.handOverUnderLoad(t, v010, "0.1.0")
+	phase("downgraded under load")
 
 	// Purge: every sockd stops, the package's files go, the admin's stay.
 	out, err = sb.dpkg(t, "--purge", "sockd")
@@ -224,6 +182,17 @@ func TestDebianPackage(t *testing.T) {
 	for _, u := range []string{"sockd.socket", "sockd.service", "sockd@shop.socket", "sockd@shop.service"} {
 		if p := sb.props(t, u, "ActiveState", "LoadState"); p["ActiveState"] != "inactive" || p["LoadState"] != "not-found" {
 			t.Errorf("after the purge %s: %v", u, p)
+		}
+	}
+	for _, u := range pkgUnits { // stopped cleanly: sockd drained and exited, systemd killed nothing
+		entries := sb.journal(t, "-u", u.unit)
+		if last := entries[len(entries)-1]; !hasEvent(entries, "sockd_exit") || !strings.Contains(last.Field("MESSAGE"), "Stopped") {
+			t.Errorf("%s: no clean stop in its journal (last: %q)", u.unit, last.Field("MESSAGE"))
+		}
+		for _, e := range entries {
+			if m := e.Field("MESSAGE"); e.Field("_PID") == "1" && (strings.Contains(m, "Killing process") || strings.Contains(m, "Failed with result")) {
+				t.Errorf("%s: systemd says %q", u.unit, m)
+			}
 		}
 	}
 	if out, _ := sb.Run(t, "sh", "-c", "ls /var/lib/dpkg/info/sockd.* 2>/dev/null; dpkg-query -W -f '${db:Status-Abbrev}' sockd 2>/dev/null; true"); strings.TrimSpace(out) != "" {

@@ -171,8 +171,10 @@ func (sb *sockdSandbox) sockdProcs(t *testing.T) []string {
 func (sb *sockdSandbox) fileTree(t *testing.T) []string {
 	t.Helper()
 	out := sb.MustRun(t, "sh", "-c", `find /etc /usr /var /opt /srv /etc/systemd/system -xdev \( -path /var/lib/dpkg -o -path /var/log \
-		-o -path /var/cache/man -o -path /var/lib/apt -o -path /var/cache/apt -o -path /var/lib/containers \) -prune -o -print | sort -u`)
-	return strings.Split(strings.TrimSpace(out), "\n")
+		-o -path /var/cache/man -o -path /var/lib/apt -o -path /var/cache/apt -o -path /var/lib/containers \) -prune -o -print`)
+	paths := strings.Split(strings.TrimSpace(out), "\n")
+	slices.Sort(paths)
+	return slices.Compact(paths) // /etc/systemd/system is listed twice
 }
 
 // diffTrees says which paths one listing has that the other lacks.

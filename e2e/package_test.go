@@ -60,6 +60,7 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 	policy(false)
+	phase("sandbox ready")
 	before := sb.fileTree(t)
 	phase("file tree listed")
 

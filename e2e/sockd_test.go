@@ -669,7 +669,7 @@ func TestSockdInstallScript(t *testing.T) {
 		t.Errorf("%s is not a static binary (err %v)", built, err)
 	}
 	unit, _ := os.ReadFile(filepath.Join(stage, "etc/systemd/system/sockd.service"))
-	if !strings.Contains(string(unit), "\nExecStart=/opt/sockd/bin/sockd run -- $SOCKD_COMMAND\n") || strings.Contains(string(unit), "/usr/local/bin/sockd") {
+	if !strings.Contains(string(unit), "\nExecStart=/opt/sockd/bin/sockd run\n") || strings.Contains(string(unit), "/usr/local/bin/sockd") {
 		t.Errorf("staged sockd.service does not run /opt/sockd/bin/sockd:\n%s", unit)
 	}
 	for _, f := range []string{"etc/systemd/system/sockets.target.wants/sockd.socket", "etc/systemd/system/sockets.target.wants/sockd@shop.socket",

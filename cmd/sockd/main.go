@@ -75,6 +75,8 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 		err = topCommand(args[1:], stdout)
 	case "status", "reload", "upgrade", "scale":
 		err = clientCommand(args[0], args[1:], stdout)
+	case "man": // hidden: sockd(8) and shell completions from the flag definitions (scripts/package)
+		return manCommand(args[1:], stdout, stderr)
 	case "demo-worker": // hidden: the embedded demo worker sockd runs by default
 		return demo.Main(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -372,13 +372,20 @@ func (r *Run) Pool() pool.Config {
 	}
 }
 
+// Synopsis and About are what --help and the man page say of sockd run.
+const (
+	Synopsis = "sockd run [flags] [-- COMMAND [ARGS...]]"
+	About    = "Runs --workers copies of COMMAND (or SOCKD_COMMAND, split into words as a shell would, without\n" +
+		"expanding anything); each gets the listeners as fds 3, 4, … with LISTEN_FDS, LISTEN_FDNAMES and\n" +
+		"LISTEN_PID set as systemd would. Without COMMAND sockd runs its built-in demo HTTP worker, on\n" +
+		DemoListen + " unless --listen or systemd says otherwise. A reload (SIGHUP, sockd reload,\n" +
+		"systemctl reload) reads the settings and --env-file files again and the new generation runs them."
+)
+
 // Usage writes `sockd run --help`.
 func Usage(w interface{ Write([]byte) (int, error) }) {
-	fmt.Fprintf(w, "Usage: sockd run [flags] [-- COMMAND [ARGS...]]\n\n"+
-		"Runs --workers copies of COMMAND; each gets the listeners as fds 3, 4, … with LISTEN_FDS,\n"+
-		"LISTEN_FDNAMES and LISTEN_PID set as systemd would. Without COMMAND sockd runs its built-in\n"+
-		"demo HTTP worker, on %s unless --listen or systemd says otherwise.\n\n"+
-		"Flags (each also read from SOCKD_<FLAG>, dashes as underscores: --stop-timeout from SOCKD_STOP_TIMEOUT):\n", DemoListen)
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\n"+
+		"Flags (each also read from SOCKD_<FLAG>, dashes as underscores: --stop-timeout from SOCKD_STOP_TIMEOUT):\n", Synopsis, About)
 	for _, s := range settings {
 		head := "  --" + s.Name
 		if s.Arg != "" {

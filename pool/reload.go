@@ -97,7 +97,7 @@ type rollout struct {
 
 // The reload's requests and timers.
 type (
-	refusal        struct{ reason string }
+	refusal       struct{ reason string }
 	reloadRequest struct {
 		reply chan error
 		cfg   *conf

@@ -178,7 +178,7 @@ var settings = []Setting{
 		Help:  "log format on stderr: text or json (under systemd sockd logs natively to the journal)",
 		value: func(r *Run) value { return typed[string]{&r.LogFormat, oneOf("text", "json"), showString} }},
 	{Name: "env-file", Arg: "FILE", Restart: true,
-		Help: "read settings (SOCKD_*) and the workers' variables from FILE, in systemd's EnvironmentFile= syntax, at start and again at every reload; repeatable, later files win",
+		Help:  "read settings (SOCKD_*) and the workers' variables from FILE, in systemd's EnvironmentFile= syntax, at start and again at every reload; repeatable, later files win",
 		value: func(r *Run) value { return listValue{&r.EnvFiles, nonEmptyCheck} }},
 	{Name: "cwd", Arg: "DIR", Help: "the workers' working directory (default: sockd's)",
 		value: func(r *Run) value { return typed[string]{&r.Dir, existingDir, showString} }},

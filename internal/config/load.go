@@ -191,7 +191,7 @@ func ReloadEnviron(own, client []string) []string {
 
 // Change is one difference between two configurations.
 type Change struct {
-	Setting string `json:"setting"`       // --workers, the command, or a variable's name
+	Setting string `json:"setting"`        // --workers, the command, or a variable's name
 	From    string `json:"from,omitempty"` // "" where secret, or new
 	To      string `json:"to,omitempty"`   // "" where secret, or removed
 	Secret  bool   `json:"secret,omitempty"`

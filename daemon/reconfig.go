@@ -51,9 +51,9 @@ func (d *Daemon) nextConfig(environ []string) (*config.Run, error) {
 	}
 	cur := d.conf.current()
 	if environ != nil {
-		src.Environ = config.ReloadEnviron(cur.Env, environ)
+		src.Environ = config.ReloadEnviron(cur.Base, environ)
 	} else {
-		src.Environ = cur.Env // the env files are read again over it
+		src.Environ = cur.Base // the env files are read again over it
 	}
 	next, err := config.Load(src)
 	if err != nil {

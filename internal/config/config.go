@@ -69,8 +69,9 @@ type Run struct {
 	Command []string
 	// Env is the workers' environment: the one sockd was given (or the
 	// reload client's, with reload --update-env), with the env files'
-	// variables over it. Set by Load.
-	Env []string
+	// variables over it; Base is that environment without the files'.
+	// Set by Load.
+	Env, Base []string
 }
 
 // Setting describes one setting of `sockd run`.

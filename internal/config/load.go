@@ -51,7 +51,7 @@ func Load(src Source) (*Run, error) {
 			return nil, err
 		}
 	}
-	r.Env = env
+	r.Env, r.Base = env, src.Environ
 	if len(r.Command) == 0 {
 		if c := lookup(env)("SOCKD_COMMAND"); c != "" {
 			if r.Command, err = SplitCommand(c); err != nil {

@@ -19,14 +19,14 @@ import (
 // parseSpecGood maps listen specs to their String(); they, and
 // parseSpecBad's, seed FuzzParseSpec too.
 var parseSpecGood = map[string]string{
-	"tcp://127.0.0.1:8080":             "unknown=tcp://127.0.0.1:8080",
+	"tcp://127.0.0.1:8080":             "tcp-127.0.0.1-8080=tcp://127.0.0.1:8080",
 	"http=tcp://127.0.0.1:0":           "http=tcp://127.0.0.1:0",
-	"tcp://:80":                        "unknown=tcp://:80",
+	"tcp://:80":                        "tcp-any-80=tcp://:80",
 	"v6=tcp6://[::1]:8080":             "v6=tcp6://[::1]:8080",
 	"dns=udp://127.0.0.1:5353":         "dns=udp://127.0.0.1:5353",
 	"adm=unix:///run/a.sock?mode=0660": "adm=unix:///run/a.sock?mode=0660",
-	"tcp4://localhost:1":               "unknown=tcp4://localhost:1",
-	"unix:///run/a%3Fb%23c%25d%20e":    "unknown=unix:///run/a%3Fb%23c%25d%20e",
+	"tcp4://localhost:1":               "tcp4-localhost-1=tcp4://localhost:1",
+	"unix:///run/a%3Fb%23c%25d%20e":    "unix-a?b#c%d.e=unix:///run/a%3Fb%23c%25d%20e",
 	"u=unix:///run/a b":                "u=unix:///run/a%20b",
 }
 

@@ -12,8 +12,9 @@ import (
 	"github.com/sockd/sockd/internal/listenfds"
 )
 
-// DefaultName is the name a listener gets when its spec names none; it is
-// what sd_listen_fds_with_names(3) reports for an unnamed socket.
+// DefaultName is what sd_listen_fds_with_names(3) reports for a socket
+// passed without a name. (A --listen spec without a name is named after
+// its address.)
 const DefaultName = listenfds.DefaultName
 
 // Spec describes one listener sockd binds itself, parsed from
@@ -46,7 +47,7 @@ func (s Spec) String() string {
 // ParseSpec parses "[NAME=]URL" where URL is tcp://HOST:PORT, tcp4://,
 // tcp6://, udp://HOST:PORT (also udp4, udp6) or unix:///path[?mode=0660].
 func ParseSpec(s string) (Spec, error) {
-	name, raw := DefaultName, s
+	name, raw := "", s
 	if i := strings.Index(s, "="); i >= 0 && !strings.Contains(s[:i], "://") {
 		name, raw = s[:i], s[i+1:]
 		if err := checkName(name); err != nil {
@@ -78,6 +79,9 @@ func ParseSpec(s string) (Spec, error) {
 	}
 	if err != nil {
 		return Spec{}, fmt.Errorf("listen %q: %w", s, err)
+	}
+	if spec.Name == "" {
+		spec.Name = spec.addressName()
 	}
 	return spec, nil
 }
@@ -124,6 +128,28 @@ func (s *Spec) parseUnix(u *url.URL) error {
 
 // checkName enforces what systemd accepts in FileDescriptorName=: up to 255
 // printable ASCII characters, no colon.
+// addressName names a listener its spec does not name after its
+// address, in what LISTEN_FDNAMES allows: tcp-127.0.0.1-8080,
+// tcp6-..1-8443, unix-app.sock.
+func (s Spec) addressName() string {
+	a := s.Address
+	if s.Network == "unix" {
+		a = a[strings.LastIndexByte(a, '/')+1:]
+	} else if host, port, err := net.SplitHostPort(a); err == nil {
+		if host == "" {
+			host = "any"
+		}
+		a = host + "-" + port
+	}
+	b := []byte(s.Network + "-" + a)
+	for i, c := range b {
+		if c < 0x21 || c > 0x7e || c == ':' || c == '=' {
+			b[i] = '.'
+		}
+	}
+	return string(b[:min(len(b), 255)])
+}
+
 func checkName(name string) error {
 	if name == "" || len(name) > 255 {
 		return fmt.Errorf("name must be 1 to 255 characters")

@@ -372,7 +372,7 @@ func (p *Pool) finishReload(err error) {
 	// workers' start-up (ready_seconds), the old workers letting go of the
 	// sockets after SIGTERM (handover_seconds) and, when they have all
 	// exited by now, how long their drain took (old_gone_seconds).
-	log := p.log.With("event", "reload_done", "generation", r.gen, "retired", r.from, "seconds", took.Seconds(),
+	log := p.log.With("event", "reload_done", "generation", r.gen, "retired_generation", r.from, "seconds", took.Seconds(),
 		"ready_seconds", r.committed.Sub(r.started).Seconds(), "handover_seconds", now.Sub(r.committed).Seconds())
 	if gone := lastExit(r.retired); !gone.IsZero() {
 		log = log.With("old_gone_seconds", gone.Sub(r.committed).Seconds())

@@ -12,7 +12,7 @@ import (
 // sockd runs with --log-format json: its stderr (the run directory's
 // sockd.log) is one hclog JSON object per line, e.g.
 //
-//	{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:04:55.782745190Z","event":"reload_done","generation":2,"handover_seconds":0.0025,"ready_seconds":0.0399,"retired":1,"seconds":0.0424}
+//	{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:04:55.782745190Z","event":"reload_done","generation":2,"handover_seconds":0.0025,"ready_seconds":0.0399,"retired_generation":1,"seconds":0.0424}
 //
 // The "event" field names what happened; these are the events the runner
 // reads (sockd's pool logs them). The workers' own output is mixed in;
@@ -187,7 +187,7 @@ func (rl reloadLog) reload(st logEntry, trig time.Time) *SockdReload {
 	commit := st.t.Add(time.Duration(ready * float64(time.Second)))
 	if og, ok := d.num("old_gone_seconds"); ok {
 		sr.OldGoneMS = og * 1000
-	} else if t, ok := rl.lastExit[d.atoi("retired")]; ok && t.After(commit) {
+	} else if t, ok := rl.lastExit[d.atoi("retired_generation")]; ok && t.After(commit) {
 		sr.OldGoneMS = ms(t.Sub(commit))
 	}
 	return sr

@@ -15,7 +15,7 @@ func TestParseLogLine(t *testing.T) {
 	if e.t.Nanosecond() != 782932075 {
 		t.Errorf("timestamp %v", e.t)
 	}
-	e, ok = parseLogLine([]byte(`{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:04:55.782745190Z","event":"reload_done","generation":2,"ready_seconds":0.04,"retired":1}`))
+	e, ok = parseLogLine([]byte(`{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:04:55.782745190Z","event":"reload_done","generation":2,"ready_seconds":0.04,"retired_generation":1}`))
 	if v, _ := e.num("ready_seconds"); !ok || e.ev != evReloadDone || e.atoi("generation") != 2 || v != 0.04 {
 		t.Fatalf("reload_done: %v %+v", ok, e)
 	}
@@ -35,11 +35,11 @@ func TestParseLogLine(t *testing.T) {
 const testLog = `{"@level":"info","@message":"signal received","@module":"sockd","@timestamp":"2026-11-28T01:00:01.001000000Z","event":"signal","signal":"hangup"}
 {"@level":"info","@message":"reload started","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:01.002000000Z","event":"reload_start","generation":2}
 hello[2]: ready: serving 1 listeners
-{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:01.050000000Z","event":"reload_done","generation":2,"handover_seconds":0.003,"ready_seconds":0.040,"retired":1,"seconds":0.043}
+{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:01.050000000Z","event":"reload_done","generation":2,"handover_seconds":0.003,"ready_seconds":0.040,"retired_generation":1,"seconds":0.043}
 {"@level":"info","@message":"worker exited","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:01.060000000Z","event":"worker_exit","generation":1,"status":"exit status 0","worker":0,"worker_pid":1}
 {"@level":"info","@message":"worker exited","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:01.070000000Z","event":"worker_exit","generation":1,"status":"exit status 0","worker":1,"worker_pid":2}
 {"@level":"info","@message":"reload started","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:02.000500000Z","event":"reload_start","generation":3}
-{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:02.030000000Z","event":"reload_done","generation":3,"handover_seconds":0.002,"old_gone_seconds":0.0015,"ready_seconds":0.020,"retired":2,"seconds":0.022}
+{"@level":"info","@message":"reload finished","@module":"sockd.pool","@timestamp":"2026-11-28T01:00:02.030000000Z","event":"reload_done","generation":3,"handover_seconds":0.002,"old_gone_seconds":0.0015,"ready_seconds":0.020,"retired_generation":2,"seconds":0.022}
 `
 
 func TestAttachSockdLog(t *testing.T) {

@@ -33,10 +33,22 @@ var clientHelp = map[string]string{
 }
 
 // scaleArg takes scale's N, +K or -K out of args before the flags are
-// parsed (the flag package would read -1 as a flag).
+// parsed (the flag package would read -1 as a flag): the first argument
+// that is not a flag, or a flag that is a number (-1).
 func scaleArg(args []string) (string, []string) {
-	for i, a := range args {
-		if strings.TrimLeft(strings.TrimLeft(a, "+-"), "0123456789") == "" && strings.Trim(a, "+-") != "" {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if i+1 < len(args) {
+				return args[i+1], append(args[:i:i], args[i+2:]...)
+			}
+			return "", args
+		case strings.HasPrefix(a, "-") && strings.Trim(a[1:], "0123456789") != "":
+			if !strings.Contains(a, "=") && (a == "--control" || a == "-control" || a == "--timeout" || a == "-timeout") {
+				i++ // its value
+			}
+		default:
 			return a, append(args[:i:i], args[i+1:]...)
 		}
 	}
@@ -134,6 +146,8 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	}
 	if *wait {
 		fmt.Fprintf(stdout, "%s done\n", name)
+	} else {
+		fmt.Fprintf(stdout, "%s started; `sockd status` shows how it goes, `sockd %s --wait` waits for its outcome\n", name, name)
 	}
 	return nil
 }
@@ -157,7 +171,7 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		_, err := fmt.Fprintf(w, "%s\n", raw)
 		return err
 	}
-	var s pool.Status
+	var s daemon.Status
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return fmt.Errorf("bad status from sockd: %w", err)
 	}
@@ -165,6 +179,22 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 	fmt.Fprintf(w, "  up since %s, ready rule %s", s.StartedAt.Format(time.RFC3339), s.ReadyRule)
 	if s.GuardPID != 0 {
 		fmt.Fprintf(w, ", guard pid %d", s.GuardPID)
+	}
+	if c := s.Config; c.Command != "" {
+		fmt.Fprintf(w, "\n  command: %s", c.Command)
+		if c.Dir != "" {
+			fmt.Fprintf(w, "\n  in %s", c.Dir)
+		}
+		if c.User != "" {
+			fmt.Fprintf(w, " as %s", c.User)
+		}
+		fmt.Fprintf(w, "\n  configuration %s", c.Revision)
+		if len(c.Changes) > 0 {
+			fmt.Fprintf(w, "; the last reload changed %s", strings.Join(c.Changes, ", "))
+		}
+		if c.Refused != "" {
+			fmt.Fprintf(w, "\n  last reload refused: %s", c.Refused)
+		}
 	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)

@@ -100,7 +100,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 func usageFunc(fs *flag.FlagSet, synopsis, text string) func() {
 	return func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: %s\n\n%s\nFlags (each also read from SOCKD_<FLAG>, e.g. SOCKD_STOP_TIMEOUT):\n", synopsis, text)
+		fmt.Fprintf(w, "Usage: %s\n\n%s\nFlags (each also read from SOCKD_<FLAG>, e.g. SOCKD_CONTROL for --control):\n", synopsis, text)
 		fs.PrintDefaults()
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -295,5 +296,33 @@ func TestTopInATerminal(t *testing.T) {
 	}
 	if s := d.mustStatus(); s.State != pool.StateRunning {
 		t.Fatalf("sockd after top: %+v", s)
+	}
+}
+
+// sockd top -n 1 (a health script's one look): the rates are there, not
+// "-": top takes a first sample silently and draws the second.
+func TestTopOnceShowsRates(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	for i := 0; i < 5; i++ {
+		getGen(t, d.url())
+	}
+	var out bytes.Buffer
+	if code := sockd([]string{"top", "-n", "1", "--control", d.control}, &out, &out); code != 0 {
+		t.Fatalf("top exit %d: %s", code, out.String())
+	}
+	rows := 0
+	for _, w := range d.mustStatus().Workers {
+		for _, line := range strings.Split(out.String(), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 9 && f[2] == strconv.Itoa(w.PID) {
+				rows++
+				if _, err := strconv.ParseFloat(f[5], 64); err != nil {
+					t.Errorf("CPU%% of worker %d is %q:\n%s", w.PID, f[5], out.String())
+				}
+			}
+		}
+	}
+	if rows != 2 {
+		t.Fatalf("%d worker rows:\n%s", rows, out.String())
 	}
 }

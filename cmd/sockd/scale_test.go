@@ -83,11 +83,17 @@ func TestScaleCommandSignalsReloadAndUpgrade(t *testing.T) {
 				}
 			}
 			// Bad sizes are refused with the reason, and change nothing.
-			for _, bad := range []string{"0", "+2000", "-3"} {
+			// A size that is never right: one message, exit 2.
+			for _, bad := range []string{"0", "2000", "+2000", "abc", "1.5"} {
 				var errOut bytes.Buffer
-				if code := sockd([]string{"scale", "--control", d.control, bad}, io.Discard, &errOut); code == 0 || !strings.Contains(errOut.String(), "want") {
+				if code := sockd([]string{"scale", "--control", d.control, bad}, io.Discard, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "want N from 1 to 1024, or +K or -K") {
 					t.Fatalf("sockd scale %s: exit %d, %q", bad, code, errOut.String())
 				}
+			}
+			// One that is wrong for this pool now: sockd says why, exit 1.
+			var errOut bytes.Buffer
+			if code := sockd([]string{"scale", "--control", d.control, "-3"}, io.Discard, &errOut); code != exitFailed || !strings.Contains(errOut.String(), "want 1 to 1024 (now 3)") {
+				t.Fatalf("sockd scale -3: exit %d, %q", code, errOut.String())
 			}
 			if code := sockd([]string{"scale", "--control", d.control}, io.Discard, io.Discard); code != exitUsage {
 				t.Fatalf("sockd scale without a number: exit %d", code)

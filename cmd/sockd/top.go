@@ -77,7 +77,22 @@ type top struct {
 	prevAt time.Time
 }
 
+// firstGap is how long after a first, silent sample the first refresh
+// comes: CPU% and REQ/S are rates, which need two samples, and sockd reads
+// the workers' usage at most twice a second.
+const firstGap = 600 * time.Millisecond
+
 func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <-chan byte) error {
+	if s, err := t.fetch(ctx); err == nil {
+		t.remember(s, time.Now())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(firstGap, interval)):
+		}
+	} else if errors.Is(err, control.ErrUnreachable) {
+		return err
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for n := 1; ; n++ {
@@ -173,7 +188,8 @@ func (t *top) draw(s pool.Status) {
 	for _, e := range evs {
 		fmt.Fprintf(&b, "%s  %s\n", e.Time.Local().Format("15:04:05.000"), describeEvent(e))
 	}
-	t.prev, t.prevAt = cur, now
+	t.prevAt = now
+	t.prev = cur
 	if t.screen != nil {
 		text := strings.ReplaceAll(b.String(), "\n", "\x1b[K\r\n")
 		fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", text)
@@ -255,5 +271,13 @@ func readKeys(f *os.File, keys chan<- byte) {
 			return
 		}
 		keys <- b[0]
+	}
+}
+
+// remember keeps s as the sample the next refresh's rates start from.
+func (t *top) remember(s pool.Status, at time.Time) {
+	t.prev, t.prevAt = map[int]pool.WorkerStatus{}, at
+	for _, w := range s.Workers {
+		t.prev[w.PID] = w
 	}
 }

@@ -33,6 +33,10 @@ import (
 	"github.com/sockd/sockd/internal/accept"
 )
 
+// MaxWorkers is the most workers a pool has (pool.MaxWorkers; this
+// package imports nothing of the pool).
+const MaxWorkers = 1024
+
 // MaxRequest bounds a request line (an environment handed over with a
 // reload included: execve(2) bounds one at about 2 MB).
 const MaxRequest = 4 << 20
@@ -79,8 +83,8 @@ type Handler interface {
 func ParseScale(s string) (n int, relative bool, err error) {
 	relative = strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-")
 	n, err = strconv.Atoi(s)
-	if err != nil || !relative && n < 1 || relative && n == 0 {
-		return 0, false, fmt.Errorf("workers %q: want N, +K or -K", s)
+	if err != nil || !relative && (n < 1 || n > MaxWorkers) || relative && (n == 0 || n > MaxWorkers || n < -MaxWorkers) {
+		return 0, false, fmt.Errorf("workers %q: want N from 1 to %d, or +K or -K", s, MaxWorkers)
 	}
 	return n, relative, nil
 }

@@ -46,6 +46,8 @@ function fail(e) {
   // offending source line on stderr, which node.go reads when the stack
   // does not say where (syntax errors in ES modules).
   process.nextTick(() => { throw e; });
+  // Should the file have made uncaught errors harmless, end all the same.
+  setTimeout(() => process.exit(1), 500).unref();
 }
 
 function done(v) {

@@ -101,7 +101,7 @@ func jsNumber(f float64) string {
 	case f == 0:
 		return "0"
 	}
-	if a := math.Abs(f); a >= 1e-7 && a < 1e21 {
+	if a := math.Abs(f); a >= 1e-6 && a < 1e21 {
 		return strconv.FormatFloat(f, 'f', -1, 64)
 	}
 	s := strconv.FormatFloat(f, 'e', -1, 64) // 1.5e-07, 1e+21

@@ -166,6 +166,8 @@ func loadJSON(ctx context.Context, o *Options) (any, error) {
 	return nil, &Error{Kind: ErrSyntax, File: o.Path, Msg: "not valid JSON: " + jerr.Error(), Err: jerr}
 }
 
+const exportsNothing = "no apps: the file exports nothing, want module.exports = {apps: [...]}"
+
 // parse finds the apps in what the file exports, as PM2's _startJson:
 // {apps: [...]} (or {pm2: [...]}), an array of apps, or a single app; apps
 // may be a single object too.
@@ -208,6 +210,8 @@ func parse(v any, o Options) (*File, error) {
 		}
 	case []any:
 		list = x
+	case nil:
+		return nil, newErr(ErrNoApps, o.Path, "", exportsNothing)
 	default:
 		return nil, newErr(ErrNoApps, o.Path, "", "no apps: the file exports a %s, want module.exports = {apps: [...]}", jsTypeName(v))
 	}

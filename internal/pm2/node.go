@@ -169,8 +169,8 @@ func evalNode(ctx context.Context, o *Options, mode evalMode) (any, error) {
 		return nil, newErr(ErrNoApps, o.Path, "", "module.exports is a function, which PM2 does not call: export the object, module.exports = {apps: [...]}")
 	case "promise":
 		return nil, newErr(ErrNoApps, o.Path, "", "module.exports is a promise, which PM2 does not wait for: export the object, module.exports = {apps: [...]}")
-	case "undefined", "symbol", "null":
-		return nil, newErr(ErrNoApps, o.Path, "", "the file exports nothing: want module.exports = {apps: [...]}")
+	case "undefined", "symbol":
+		return nil, newErr(ErrNoApps, o.Path, "", exportsNothing)
 	}
 	v, err := decodeJSON(out.Config)
 	if err != nil {

@@ -110,14 +110,82 @@ func jsNumber(f float64) string {
 	return mant + "e" + sign + digits
 }
 
-// jsonText is JSON.stringify(v) for an object or array value (key order
-// is Go's, sorted, not the file's).
+// jsonText is JSON.stringify(v) for an object or array value, numbers
+// and strings written as JavaScript writes them (object keys come sorted,
+// not in the file's order: Go's maps have none, whichever path read the
+// file).
 func jsonText(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
+	var b strings.Builder
+	writeJSON(&b, v)
+	return b.String()
+}
+
+func writeJSON(b *strings.Builder, v any) {
+	switch x := v.(type) {
+	case map[string]any:
+		b.WriteByte('{')
+		for i, k := range sortedKeys(x) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSONString(b, k)
+			b.WriteByte(':')
+			writeJSON(b, x[k])
+		}
+		b.WriteByte('}')
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSON(b, e)
+		}
+		b.WriteByte(']')
+	case string:
+		writeJSONString(b, x)
+	case json.Number:
+		f, err := strconv.ParseFloat(string(x), 64)
+		if (err != nil && !isRangeErr(err)) || math.IsInf(f, 0) {
+			b.WriteString("null") // JSON.stringify(Infinity)
+			return
+		}
+		b.WriteString(jsNumber(f))
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	default:
+		b.WriteString("null")
 	}
-	return string(b)
+}
+
+// writeJSONString quotes s as JSON.stringify does: only ", \ and control
+// characters are escaped.
+func writeJSONString(b *strings.Builder, s string) {
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '"', '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case '\b':
+			b.WriteString(`\b`)
+		case '\f':
+			b.WriteString(`\f`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			if r < 0x20 {
+				fmt.Fprintf(b, `\u%04x`, r)
+			} else {
+				b.WriteRune(r)
+			}
+		}
+	}
+	b.WriteByte('"')
 }
 
 // jsSpace is JavaScript's \s: what PM2's argument splitter treats as

@@ -79,9 +79,18 @@ func Generate(f *File, o GenerateOptions) (*Generated, error) {
 		g.Warnings = append(g.Warnings, w)
 	}
 	var outs []Output
+	instances := map[string]string{}
 	for _, a := range apps {
 		if len(o.Apps) > 0 && !contains(o.Apps, a.Name) {
 			continue
+		}
+		inst := Instance(a.Name)
+		if other, dup := instances[inst]; dup || inst == "" {
+			return nil, newErr(ErrInvalid, f.Path, a.Name, "no systemd instance name: it would be %s, as for app %s; rename it (letters, digits, : _ . -)", quote(inst), quote(other))
+		}
+		instances[inst] = a.Name
+		if inst != a.Name {
+			g.Warnings = append(g.Warnings, fmt.Sprintf("%s: app %s runs as sockd@%s (systemd unit names take letters, digits and : _ . -)", f.Path, quote(a.Name), inst))
 		}
 		files, unit, err := unitFiles(f, a)
 		if err != nil {
@@ -268,21 +277,24 @@ func dirOwner(dir string) string {
 }
 
 // Instance is the systemd instance name of an app: the name itself when
-// it is made of letters, digits and : _ . - (and does not start with a
-// dot), else escaped as systemd-escape does (\xNN for every other byte).
+// it is made of letters, digits and : _ . - (not starting with . or -),
+// else the name with every run of other characters made one "-". Not
+// systemd-escape's \xNN form: the template's EnvironmentFile= is a glob,
+// in which a backslash escapes the next character, so
+// /etc/sockd/%i.env would never find a file named with \x20 in it.
 func Instance(name string) string {
-	if name != "" && name[0] != '.' && !strings.ContainsFunc(name, func(r rune) bool { return !unitChar(r) }) {
-		return name
-	}
 	var b strings.Builder
-	for i, c := range []byte(name) {
-		if unitChar(rune(c)) && c != '-' && !(i == 0 && c == '.') {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, `\x%02x`, c)
+	dash := false
+	for _, r := range name {
+		if unitChar(r) {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
 		}
 	}
-	return b.String()
+	return strings.TrimLeft(b.String(), ".-")
 }
 
 func unitChar(r rune) bool {

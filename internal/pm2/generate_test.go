@@ -168,6 +168,7 @@ func TestGenerateServiceDropIn(t *testing.T) {
   { name: 'owned', script: 'server.js', cwd: 'owned' },
   { name: 'by-uid', script: 'server.js', cwd: 'mine', uid: 'daemon', gid: 'daemon', env: { PORT: 8081 } },
   { name: 'my api v2', script: 'server.js', cwd: 'mine' },
+  { name: 'api.v2', script: 'server.js', cwd: 'mine' },
   { name: 'a-rather-long-application-name', script: 'server.js', cwd: 'mine' },
   { name: 'py', script: 'server.js', cwd: 'mine', interpreter: 'python3' },
   { name: 'plain', script: 'server.js', cwd: 'mine' },
@@ -194,8 +195,9 @@ func TestGenerateServiceDropIn(t *testing.T) {
 	for inst, want := range map[string]string{
 		"owned":                          "DynamicUser=no\nUser=4242\nReadWritePaths=" + filepath.Join(dir, "owned") + "\n",
 		"by-uid":                         "DynamicUser=no\nUser=daemon\nGroup=daemon\nReadWritePaths=" + filepath.Join(dir, "mine") + "\n",
-		`my\x20api\x20v2`:                "User=" + dynamicUser("my api v2") + "\n",
+		"my-api-v2":                      "",
 		"a-rather-long-application-name": "User=" + dynamicUser("a-rather-long-application-name") + "\n",
+		"api.v2":                         "User=" + dynamicUser("api.v2") + "\n",
 		"plain":                          "",
 	} {
 		if got := dropIn(inst); got != want {
@@ -208,10 +210,10 @@ func TestGenerateServiceDropIn(t *testing.T) {
 	if env := readEnvFile(t, filepath.Join(root, "etc/sockd/py.env")); env["PATH"] != bin+":"+systemdPath {
 		t.Errorf("py: PATH=%q, want the interpreter's directory first", env["PATH"])
 	}
-	if env := readEnvFile(t, filepath.Join(root, `etc/sockd/my\x20api\x20v2.env`)); env["SOCKD_NAME"] != "my api v2" {
+	if env := readEnvFile(t, filepath.Join(root, "etc/sockd/my-api-v2.env")); env["SOCKD_NAME"] != "my api v2" {
 		t.Errorf("SOCKD_NAME=%q", env["SOCKD_NAME"])
 	}
-	if !contains(g.Units, `sockd@my\x20api\x20v2.service`) || !contains(g.Units, "sockd@by-uid.socket") {
+	if !contains(g.Units, "sockd@my-api-v2.service") || !contains(g.Units, "sockd@by-uid.socket") {
 		t.Errorf("units %q", g.Units)
 	}
 	verifyUnits(t, root, g.Units)
@@ -232,8 +234,8 @@ func TestGenerateRefusesWhatSystemdDrops(t *testing.T) {
 }
 
 func TestInstance(t *testing.T) {
-	for in, want := range map[string]string{"api": "api", "my-api": "my-api", "api.v2": "api.v2", "a:b_c": "a:b_c", "my api": `my\x20api`,
-		".hidden": `\x2ehidden`, "a/b": `a\x2fb`, "é": `\xc3\xa9`, "a-b c": `a\x2db\x20c`} {
+	for in, want := range map[string]string{"api": "api", "my-api": "my-api", "api.v2": "api.v2", "a:b_c": "a:b_c", "my api": "my-api",
+		".hidden": "hidden", "a/b": "a-b", "é": "", "café au lait": "caf-au-lait", "a - b": "a---b", "--x": "x", "node server.js --port 3": "node-server.js---port-3"} {
 		if got := Instance(in); got != want {
 			t.Errorf("Instance(%q) = %s, want %s", in, got, want)
 		}

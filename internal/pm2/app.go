@@ -354,6 +354,8 @@ func read(obj map[string]any, index int, file, envName string, deploy map[string
 	if s, ok := r.str("exec_interpreter"); ok && strings.Contains(s, "node@") {
 		r.fail("interpreter %s: sockd does not install Node.js versions (PM2 uses nvm); give the path of the node binary", quote(s))
 	}
+	r.str("cwd")                 // resolved by locate; its type is checked for every app, as PM2 does
+	r.boolean("execute_command") // likewise
 	a.InterpreterArgs = r.list("node_args")
 	a.Args = r.list("args")
 	if a.CronRestart = r.cron(); a.CronRestart != "" {

@@ -284,3 +284,19 @@ func verifyUnits(t *testing.T, root string, units []string) {
 		t.Errorf("systemd-analyze verify: %s", line)
 	}
 }
+
+// TestDropInForHome: an app, script or interpreter under a home directory
+// needs ProtectHome=read-only (the template hides /home).
+func TestDropInForHome(t *testing.T) {
+	for _, a := range []*App{
+		{Name: "h", Cwd: "/home/alice/app", Script: "/home/alice/app/server.js", Interpreter: "/usr/bin/node"},
+		{Name: "n", Cwd: "/srv/app", Script: "/srv/app/server.js", Interpreter: "/root/.nvm/versions/node/v20/bin/node"},
+	} {
+		if d := serviceDropIn(a, a.Name); !strings.HasSuffix(d, "[Service]\nProtectHome=read-only\n") {
+			t.Errorf("%s: drop-in %q", a.Name, d)
+		}
+	}
+	if d := serviceDropIn(&App{Name: "s", Cwd: "/srv/app", Script: "/srv/app/s.js", Interpreter: "/usr/bin/node"}, "s"); d != "" {
+		t.Errorf("drop-in %q for an app needing none", d)
+	}
+}

@@ -127,6 +127,9 @@ func Load(ctx context.Context, opts Options) (*File, error) {
 	if err != nil {
 		return nil, &Error{Kind: ErrRead, File: o.Path, Msg: "cannot read: " + strings.TrimPrefix(err.Error(), "stat "+o.abs+": "), Err: err}
 	}
+	if st, err := os.Stat(o.Dir); err != nil || !st.IsDir() {
+		return nil, newErr(ErrRead, o.Path, "", "directory %s: not a directory", quote(o.Dir))
+	}
 	var v any
 	switch ext := strings.ToLower(filepath.Ext(o.abs)); ext {
 	case ".js", ".cjs", ".mjs":

@@ -269,3 +269,18 @@ func TestSplitRef(t *testing.T) {
 		}
 	}
 }
+
+func TestBadDir(t *testing.T) {
+	_, err := load(t, Options{Path: testdata(t, "apps/docs.json"), Dir: "/nonexistent"})
+	checkErr(t, err, ErrRead, `directory "/nonexistent": not a directory`)
+}
+
+// TestTypesOfEveryApp: like PM2, a bad field of any app fails the file,
+// not only one of the app chosen.
+func TestTypesOfEveryApp(t *testing.T) {
+	dir := t.TempDir()
+	writeTestFile(t, dir+"/server.js", "//\n", 0o644)
+	path := writeTestFile(t, dir+"/e.json", `{"apps":[{"name":"a","script":"server.js"},{"name":"b","script":"server.js","cwd":7}]}`, 0o644)
+	_, err := load(t, Options{Path: path})
+	checkErr(t, err, ErrInvalid, `app "b": cwd is a number: want a string`)
+}

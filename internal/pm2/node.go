@@ -103,7 +103,7 @@ func evalNode(ctx context.Context, o *Options, mode evalMode) (any, error) {
 		select {
 		case res = <-got:
 			haveRes, got = true, nil
-			if res.over || !bytes.Contains(res.b, []byte(`"error"`)) {
+			if res.over || !bytes.HasPrefix(res.b, []byte(`{"error":`)) {
 				// All there is to read (or too much): PM2 reads
 				// module.exports as soon as require returns, and does not
 				// wait for what the file left running. An error is left

@@ -20,7 +20,9 @@
 // array of apps, or one app. node runs as a child process with a deadline
 // (Options.Timeout), bounded output, its own process group (killed when it
 // is done), and no descriptor of sockd's: stray inherited descriptors are
-// closed before the file runs. Every error is a *Error on one line, whose
+// closed before the file runs; under sockd's reaper (Options.Reaper) it is
+// registered so that the reaper leaves it alone. Every error is a *Error
+// on one line, whose
 // Kind says what went wrong (ErrSyntax with node's FILE:LINE, ErrNoApps,
 // ErrUnknownApp, ErrAppRequired, ErrNodeMissing, ErrTimeout, ErrInvalid):
 // a command prints it and exits 2. Load is pure: called again on a reload,

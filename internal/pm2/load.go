@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sockd/sockd/internal/reaper"
 )
 
 // Defaults for the zero values of Options.
@@ -48,6 +50,10 @@ type Options struct {
 	Timeout time.Duration
 	// MaxOutput bounds the JSON node hands back. Default: DefaultMaxOutput.
 	MaxOutput int
+	// Reaper is sockd's reaper, if it is a child subreaper: node is
+	// started through it, so that it is not reaped as an adopted orphan,
+	// and what the file leaves behind is reaped by it. nil: none.
+	Reaper *reaper.Reaper
 
 	abs string // Path made absolute
 }

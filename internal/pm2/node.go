@@ -75,12 +75,18 @@ func evalNode(ctx context.Context, o *Options, mode evalMode) (any, error) {
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = time.Second // a grandchild escaping the group may hold stdout
-	if err := cmd.Start(); err != nil {
-		w.Close()
+	// Registered with sockd's reaper (a nil one just starts it), which
+	// would otherwise take node for an adopted orphan and reap it.
+	pid, err := o.Reaper.Start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	w.Close()
+	if err != nil {
 		return nil, &Error{Kind: ErrNodeMissing, File: o.Path, Msg: fmt.Sprintf("cannot run %s: %v (install Node.js, or use a .json ecosystem file)", node, err), Err: err}
 	}
-	w.Close()
-	pid := cmd.Process.Pid
 
 	type read struct {
 		b    []byte
@@ -124,6 +130,7 @@ func evalNode(ctx context.Context, o *Options, mode evalMode) (any, error) {
 	// be reused until it is reaped, so this reaches only what it left.
 	unix.Kill(-pid, unix.SIGKILL)
 	waitErr := cmd.Wait()
+	o.Reaper.Release(pid)
 	if !haveRes {
 		// Every writer is gone, unless something the file started left
 		// the group and holds fd 3: give up on it after a moment.

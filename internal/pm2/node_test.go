@@ -333,3 +333,23 @@ throw new TypeError('bad config');
 `)
 	checkErr(t, err, ErrSyntax, "ecosystem.config.js:4: TypeError: bad config")
 }
+
+// TestEvalUnderReaper: in a subreaper whose reaper reaps every child it
+// does not own, as sockd is, node is still Load's to wait for: its exit
+// status is reported, not stolen.
+func TestEvalUnderReaper(t *testing.T) {
+	env, _ := testEnv(t)
+	for i := 0; i < 3; i++ {
+		cmd := exec.Command(os.Args[0], testdata(t, "bad/exit.config.js"), testdata(t, "apps/simple.config.js"), testdata(t, "bad/syntax.config.mjs"))
+		cmd.Env = append(env, helperEnv+"=reaper")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helper: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 3 || !strings.Contains(lines[0], "node exited (exit status 3) before the file was read") ||
+			!strings.HasSuffix(lines[1], "simple.config.js <nil>") || !strings.Contains(lines[2], "syntax.config.mjs:2: SyntaxError") {
+			t.Fatalf("helper said:\n%s", out)
+		}
+	}
+}

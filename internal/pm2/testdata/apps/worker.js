@@ -1,0 +1,2 @@
+// A queue consumer: no port.
+setInterval(() => {}, 1000);

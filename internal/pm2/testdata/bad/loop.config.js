@@ -1,0 +1,2 @@
+require('fs').writeFileSync(process.env.PIDFILE, String(process.pid));
+for (;;) {}

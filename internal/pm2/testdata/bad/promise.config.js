@@ -1,0 +1,1 @@
+module.exports = Promise.resolve({ apps: [{ script: 'server.js' }] });

@@ -1,0 +1,6 @@
+module.exports = {
+  apps: [{
+    name: 'x'
+    script: 'server.js'
+  }]
+}

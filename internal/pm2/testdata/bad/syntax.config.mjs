@@ -1,0 +1,3 @@
+export default {
+  apps: [{ script: 'a.js' oops }]
+}

@@ -1,0 +1,2 @@
+const cfg = require('./missing-settings');
+module.exports = { apps: [{ script: cfg.script }] };

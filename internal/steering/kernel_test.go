@@ -234,4 +234,3 @@ func TestKernelGrowUnderProgram(t *testing.T) {
 		t.Fatal("Extend without a program succeeded")
 	}
 }
-

@@ -33,7 +33,9 @@ func (l *Listener) AttachProgram(prog []unix.SockFilter) error {
 // has n and returns the new ones. It first attaches prog, which must
 // answer only indexes below the group's present size: the new sockets come
 // last in the group, and without a program the kernel would hash new
-// connections onto them before anyone takes from them.
+// connections onto them before anyone takes from them. A nil prog says
+// such a program is attached already (by this process or the sockd that
+// handed the group over), and leaves it.
 func (l *Listener) Extend(n int, prog []unix.SockFilter) ([]int, error) {
 	if !l.Growable() {
 		return nil, fmt.Errorf("extend %s: %w", l, ErrNotSupported)
@@ -41,8 +43,10 @@ func (l *Listener) Extend(n int, prog []unix.SockFilter) ([]int, error) {
 	if len(l.fds) >= n {
 		return nil, nil
 	}
-	if err := l.AttachProgram(prog); err != nil {
-		return nil, err
+	if prog != nil {
+		if err := l.AttachProgram(prog); err != nil {
+			return nil, err
+		}
 	}
 	var added []int
 	for len(l.fds) < n {

@@ -230,7 +230,12 @@ func TestKernelGrowUnderProgram(t *testing.T) {
 	}
 	counts = steerAndCount(t, l, []int{0, 0, 0, 0, 1000, 1000, 1000, 1000}, 400)
 	t.Logf("after steering to the new sockets: %v", counts)
-	if _, err := l.Extend(9, nil); err == nil {
-		t.Fatal("Extend without a program succeeded")
+	// Extend under the program attached: the ninth socket gets nothing.
+	if _, err := l.Extend(9, nil); err != nil {
+		t.Fatal(err)
+	}
+	counts = steerAndCount(t, l, []int{0, 0, 0, 0, 1000, 1000, 1000, 1000, 0}, 100)
+	if counts[8] != 0 {
+		t.Fatalf("connections %v: the new socket got some", counts)
 	}
 }

@@ -293,11 +293,3 @@ func check(prog []unix.SockFilter) error {
 	return nil
 }
 
-// ebpfSize is what the program would cost the kernel by our estimate.
-func ebpfSize(prog []unix.SockFilter) int {
-	n := ebpfPrologue
-	for _, in := range prog {
-		n += ebpfInsns(in)
-	}
-	return ebpfHeader + 8*n
-}

@@ -210,9 +210,11 @@ func (s *Steering) update(now time.Time) {
 	}
 }
 
-// attach compiles and attaches g's program; past optmem_max (ENOMEM) it
-// tries again within half the bytes, coarser.
-func (s *Steering) attach(g *group) {
+// attach compiles and attaches g's program; the kernel refusing it for
+// its size (ENOMEM: past optmem_max, which our estimate of the kernel's
+// charge did not foresee) makes it try again within three quarters of
+// what was refused, coarser.
+func (s *Steering) attach(g *group) bool {
 	for try := 0; ; try++ {
 		p, err := Compile(g.weights, g.limits)
 		if err == nil {
@@ -221,16 +223,16 @@ func (s *Steering) attach(g *group) {
 		if err == nil {
 			g.prog, g.attached = p, true
 			s.stats.updates++
-			return
+			return true
 		}
-		if errors.Is(err, unix.ENOMEM) && try < 4 && g.limits.MaxBytes > 4096 {
-			g.limits.MaxBytes /= 2
+		if errors.Is(err, unix.ENOMEM) && p != nil && try < 8 {
+			g.limits.MaxBytes = ebpfSize(p.Insns) * 3 / 4
 			s.log.Warn("steering program over optmem_max: coarser weights", "listener", g.l.Name, "bytes", g.limits.MaxBytes)
 			continue
 		}
 		s.stats.attachErrors++
 		g.weights = nil // try again at the next update
 		s.log.Warn("cannot steer connections", "listener", g.l.Name, "error", err)
-		return
+		return false
 	}
 }

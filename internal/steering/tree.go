@@ -77,6 +77,15 @@ var hashBytes = func() int {
 	return n
 }()
 
+// ebpfSize is what the kernel will charge for prog, by our estimate.
+func ebpfSize(prog []unix.SockFilter) int {
+	n := ebpfPrologue
+	for _, in := range prog {
+		n += ebpfInsns(in)
+	}
+	return ebpfHeader + 8*n
+}
+
 // tree is the program after the hash: a balanced binary search on h over
 // the runs (one comparison a level), each leaf answering its run's socket.
 type tree struct {

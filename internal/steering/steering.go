@@ -304,6 +304,9 @@ func (s *Steering) Assign(worker, replaces string) (int, error) {
 		delete(s.byWorker, old)
 	}
 	s.entries[k] = Entry{Worker: worker, State: Starting, Replaces: replaces}
+	if j, ok := s.byWorker[replaces]; ok {
+		s.entries[k].at = j + 1
+	}
 	s.byWorker[worker] = k
 	for _, g := range s.groups {
 		g.det.Forget(k)

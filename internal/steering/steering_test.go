@@ -1,7 +1,9 @@
 package steering
 
 import (
+	"math"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,4 +169,47 @@ func TestIdleStopsSampling(t *testing.T) {
 	}
 	defer c2.Close()
 	workertest.Eventually(t, 5*time.Second, "sampling again", func() bool { return p.s.Stats().Samples > n })
+}
+
+// Slow start over real sockets: a replacement's share of new connections
+// follows the ramp (10 % at once, linear to its whole share over
+// SlowStart) while the worker it replaces keeps the rest; both
+// measured on a fake clock at five points of the ramp.
+func TestSlowStartShareFollowsRamp(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0).Add(-time.Hour) // the pool's workers ramped long ago
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p := newPool(t, 2, Options{Logger: testLogger(t), SlowStart: 10 * time.Second, Now: clock})
+	mu.Lock()
+	now = time.Unix(1000, 0)
+	mu.Unlock()
+	p.start(t, "new", "w1", false)
+	end := p.s.Ready("new")
+	if want := clock().Add(10 * time.Second); !end.Equal(want) {
+		t.Fatalf("ramp ends %v, want %v", end, want)
+	}
+	for _, at := range []time.Duration{0, 2500 * time.Millisecond, 5 * time.Second, 7500 * time.Millisecond, 10 * time.Second} {
+		mu.Lock()
+		now = time.Unix(1000, 0).Add(at)
+		mu.Unlock()
+		p.s.mu.Lock()
+		p.s.update(clock())
+		p.s.mu.Unlock()
+		want := max(0.1, at.Seconds()/10) / 2 // of the two slots' connections
+		var share float64
+		for _, w := range p.s.Stats().Workers {
+			if w.Worker == "new" {
+				share = w.Share
+			}
+		}
+		if math.Abs(share-want) > 0.011 {
+			t.Fatalf("at %v of the ramp the program gives the new worker %.3f, want %.3f", at, share, want)
+		}
+		who := ask(t, p.l.Addr, 400)
+		got := float64(who["new"]) / 400
+		t.Logf("at %4v: share %.3f, connections %v", at, share, who)
+		if math.Abs(got-want) > 0.1 {
+			t.Fatalf("at %v: the new worker answered %.2f of the connections, want about %.2f", at, got, want)
+		}
+	}
 }

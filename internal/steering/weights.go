@@ -61,6 +61,9 @@ type Entry struct {
 	// Replaces is the worker this one takes the place of: while this one
 	// ramps up, that one keeps the rest of the pair's share.
 	Replaces string
+	// at is 1 + the index Replaces held when this one was assigned (a
+	// hint that spares Weights a map; 0: unknown).
+	at int
 }
 
 // Ramp is slow start: a ready worker's weight as a function of the time
@@ -108,11 +111,21 @@ func (r Ramp) Weight(d time.Duration) int {
 func Weights(entries []Entry, now time.Time, ramp Ramp, stalled []bool) ([]int, []Reason) {
 	w := make([]int, len(entries))
 	why := make([]Reason, len(entries))
-	byWorker := make(map[string]int, len(entries))
-	for i, e := range entries {
-		if e.State != Free {
-			byWorker[e.Worker] = i
+	var byWorker map[string]int
+	find := func(e Entry) (int, bool) {
+		if j := e.at - 1; j >= 0 && j < len(entries) && entries[j].Worker == e.Replaces && entries[j].State != Free {
+			return j, true
 		}
+		if byWorker == nil {
+			byWorker = make(map[string]int, len(entries))
+			for i, e := range entries {
+				if e.State != Free {
+					byWorker[e.Worker] = i
+				}
+			}
+		}
+		j, ok := byWorker[e.Replaces]
+		return j, ok
 	}
 	// What the replacements of each ready worker take from it.
 	taken := make([]int, len(entries))
@@ -120,7 +133,7 @@ func Weights(entries []Entry, now time.Time, ramp Ramp, stalled []bool) ([]int, 
 		if e.State != Ready || e.Replaces == "" {
 			continue
 		}
-		if j, ok := byWorker[e.Replaces]; ok && entries[j].State == Ready {
+		if j, ok := find(e); ok && entries[j].State == Ready {
 			taken[j] = max(taken[j], ramp.Weight(now.Sub(e.Since)))
 		}
 	}

@@ -3,8 +3,8 @@ package steering
 import (
 	"context"
 	"fmt"
-	"os"
 	"math/rand"
+	"os"
 	"testing"
 	"time"
 

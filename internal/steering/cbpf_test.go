@@ -292,4 +292,3 @@ func check(prog []unix.SockFilter) error {
 	}
 	return nil
 }
-

@@ -331,9 +331,9 @@ func FuzzCompile(f *testing.F) {
 		n := 1 + int(b[0])*8 // up to 2041 sockets
 		w := make([]int, n)
 		for i := range w {
-			v := int(b[1+i%max(1, len(b)-1)%len(b)])
-			if i < len(b)-1 {
-				v = int(b[1+i])
+			v := int(b[0])
+			if len(b) > 1 {
+				v = int(b[1+i%(len(b)-1)])
 			}
 			w[i] = v * v
 		}

@@ -52,7 +52,8 @@ func (l *Listener) Grow(n int) ([]int, error) {
 // socket(7)): connections and datagrams of one flow keep going to one
 // socket, and sockets from n on get nothing new. The group's sockets are
 // in the order they were bound, which is slot order, since sockd never
-// closes one while it runs.
+// closes one while it runs. internal/steering supersedes it (a socket per
+// worker, weights, stalls, slow start); it stays until the pool uses that.
 func (l *Listener) Steer(n int) error {
 	if !l.Growable() {
 		return nil

@@ -1,0 +1,215 @@
+package steering
+
+import (
+	"math"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/worker/workertest"
+)
+
+// stallAndResume stalls worker w2 of four with stall (and resumes it with
+// resume) under about 1,000 connections a second, and checks: w2 is
+// excluded; while it is, every new connection is answered by the others;
+// once it took its queue it is readmitted and answers again.
+func stallAndResume(t *testing.T, stall, resume func(p *proc), wantState byte) {
+	p := newPool(t, 4, Options{Logger: testLogger(t)})
+	addr := p.l.Addr
+	if who := ask(t, addr, 100); len(who) != 4 {
+		t.Fatalf("before the stall, answers from %v, want all four", who)
+	}
+	w2 := p.procs["w2"]
+	stall(w2)
+	workertest.Eventually(t, 5*time.Second, "w2's state", func() bool { return w2.state(t) == wantState })
+	stop, done := make(chan struct{}), make(chan int, 1)
+	start := time.Now()
+	go knock(addr, stop, done)
+	p.waitReason(t, "w2", ReasonStalled)
+	close(stop)
+	t.Logf("w2 excluded %v after the traffic started (%d connections meanwhile)", time.Since(start).Round(time.Millisecond), <-done)
+	// Every connection is answered, so none went to w2 (its queue is
+	// not taken from): answers come from the others only.
+	if who := ask(t, addr, 300); who["w2"] != 0 {
+		t.Fatalf("while w2 is stalled, answers from %v", who)
+	}
+	if p.reason("w2") != ReasonStalled {
+		t.Fatal("w2 was readmitted while stalled")
+	}
+	resume(w2)
+	p.waitReason(t, "w2", ReasonReady)
+	if who := ask(t, addr, 300); who["w2"] == 0 {
+		t.Fatalf("after w2 resumed, answers from %v", who)
+	}
+	// On a loaded machine a healthy worker not scheduled for StallAfter
+	// is excluded too, briefly: counted, not failed.
+	t.Logf("stall decisions: %d", p.s.Stats().Decisions[ReasonStalled])
+}
+
+// A stopped worker (SIGSTOP, process state T) loses its new connections
+// and gets them back after SIGCONT.
+func TestStoppedWorkerIsExcluded(t *testing.T) {
+	stallAndResume(t,
+		func(p *proc) { p.signal(t, syscall.SIGSTOP) },
+		func(p *proc) { p.signal(t, syscall.SIGCONT) }, 'T')
+}
+
+// A worker whose loop burns CPU and never gets to accept (running, as
+// /proc sees it) loses its new connections the same way.
+func TestBusyLoopWorkerIsExcluded(t *testing.T) {
+	stallAndResume(t,
+		func(p *proc) { p.signal(t, syscall.SIGUSR1) },
+		func(p *proc) { p.signal(t, syscall.SIGUSR2) }, 'R')
+}
+
+// Saturation: every worker busy, every queue growing: nobody is excluded,
+// sample after sample.
+func TestSaturationExcludesNone(t *testing.T) {
+	p := newPool(t, 4, Options{Logger: testLogger(t)})
+	for _, w := range p.procs {
+		w.signal(t, syscall.SIGUSR1)
+	}
+	for _, w := range p.procs {
+		workertest.Eventually(t, 5*time.Second, "burning", func() bool { return w.state(t) == 'R' })
+	}
+	stop, done := make(chan struct{}), make(chan int, 1)
+	go knock(p.l.Addr, stop, done)
+	s0 := p.s.Stats().Samples
+	workertest.Eventually(t, 10*time.Second, "50 samples", func() bool {
+		st := p.s.Stats()
+		for _, w := range st.Workers {
+			if w.Reason != ReasonReady {
+				t.Fatalf("under saturation, %+v", w)
+			}
+		}
+		return st.Samples >= s0+50
+	})
+	close(stop)
+	t.Logf("%d connections, none taken, nobody excluded", <-done)
+	if n := p.s.Stats().Decisions[ReasonStalled]; n != 0 {
+		t.Fatalf("%d stall decisions under saturation", n)
+	}
+}
+
+// A starting worker takes no connection before it is ready, even though
+// it accepts from its first instant; then it gets its share.
+func TestNoConnectionBeforeReady(t *testing.T) {
+	p := newPool(t, 2, Options{Logger: testLogger(t)})
+	p.start(t, "cold", "w1", false)
+	if who := ask(t, p.l.Addr, 300); who["cold"] != 0 {
+		t.Fatalf("before READY=1: answers %v", who)
+	}
+	p.s.Ready("cold")
+	if who := ask(t, p.l.Addr, 300); who["cold"] == 0 || who["w1"] != 0 {
+		t.Fatalf("after READY=1 (no slow start: it takes w1's whole share at once): answers %v", who)
+	}
+}
+
+// A leaving worker gets no new connection; it is drained once Dwell has
+// passed with nothing queued.
+func TestLeavingAndDrained(t *testing.T) {
+	p := newPool(t, 3, Options{Logger: testLogger(t), Dwell: 50 * time.Millisecond})
+	p.s.Leave("w1")
+	if who := ask(t, p.l.Addr, 300); who["w1"] != 0 {
+		t.Fatalf("answers %v after w1 left", who)
+	}
+	workertest.Eventually(t, 5*time.Second, "w1 drained", func() bool { return p.s.Drained("w1") })
+	if p.s.Drained("w0") {
+		t.Fatal("a serving worker is drained")
+	}
+}
+
+// A worker that dies with connections queued on its socket: the next
+// worker gets that socket and answers them.
+func TestQueuedConnectionsOfADeadWorker(t *testing.T) {
+	p := newPool(t, 2, Options{Logger: testLogger(t)})
+	w1 := p.procs["w1"]
+	w1.signal(t, syscall.SIGSTOP)
+	k, _ := p.s.Index("w1")
+	stop, done := make(chan struct{}), make(chan int, 1)
+	go knock(p.l.Addr, stop, done)
+	workertest.Eventually(t, 5*time.Second, "connections queued on w1", func() bool { d, _, _ := p.l.Queue(k); return d >= 3 })
+	close(stop)
+	<-done
+	w1.kill()
+	p.s.Exited("w1")
+	if got := p.start(t, "w1b", "", true); got != k {
+		t.Fatalf("the new worker got socket %d, want %d (connections wait there)", got, k)
+	}
+	workertest.Eventually(t, 5*time.Second, "w1's queue taken", func() bool { d, _, _ := p.l.Queue(k); return d == 0 })
+}
+
+// The sampler stops when nothing waits: no sample is taken while idle; a
+// connection that waits wakes it.
+func TestIdleStopsSampling(t *testing.T) {
+	p := newPool(t, 2, Options{Logger: testLogger(t), Quiet: 100 * time.Millisecond})
+	p.procs["w0"].signal(t, syscall.SIGSTOP)
+	p.procs["w1"].signal(t, syscall.SIGSTOP)
+	c, err := net.Dial("tcp", p.l.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	workertest.Eventually(t, 5*time.Second, "sampling", func() bool { return p.s.Stats().Samples > 0 })
+	p.procs["w0"].signal(t, syscall.SIGCONT)
+	p.procs["w1"].signal(t, syscall.SIGCONT)
+	workertest.Eventually(t, 5*time.Second, "sampling stopped", func() bool { return !p.s.Stats().Sampling })
+	n := p.s.Stats().Samples
+	<-time.After(20 * DefaultPeriod)
+	if m := p.s.Stats().Samples; m != n {
+		t.Fatalf("%d samples while idle", m-n)
+	}
+	p.procs["w0"].signal(t, syscall.SIGSTOP)
+	p.procs["w1"].signal(t, syscall.SIGSTOP)
+	c2, err := net.Dial("tcp", p.l.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	workertest.Eventually(t, 5*time.Second, "sampling again", func() bool { return p.s.Stats().Samples > n })
+}
+
+// Slow start over real sockets: a replacement's share of new connections
+// follows the ramp (10 % at once, linear to its whole share over
+// SlowStart) while the worker it replaces keeps the rest; both
+// measured on a fake clock at five points of the ramp.
+func TestSlowStartShareFollowsRamp(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0).Add(-time.Hour) // the pool's workers ramped long ago
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p := newPool(t, 2, Options{Logger: testLogger(t), SlowStart: 10 * time.Second, Now: clock})
+	mu.Lock()
+	now = time.Unix(1000, 0)
+	mu.Unlock()
+	p.start(t, "new", "w1", false)
+	end := p.s.Ready("new")
+	if want := clock().Add(10 * time.Second); !end.Equal(want) {
+		t.Fatalf("ramp ends %v, want %v", end, want)
+	}
+	for _, at := range []time.Duration{0, 2500 * time.Millisecond, 5 * time.Second, 7500 * time.Millisecond, 10 * time.Second} {
+		mu.Lock()
+		now = time.Unix(1000, 0).Add(at)
+		mu.Unlock()
+		p.s.mu.Lock()
+		p.s.update(clock())
+		p.s.mu.Unlock()
+		want := max(0.1, at.Seconds()/10) / 2 // of the two slots' connections
+		var share float64
+		for _, w := range p.s.Stats().Workers {
+			if w.Worker == "new" {
+				share = w.Share
+			}
+		}
+		if math.Abs(share-want) > 0.011 {
+			t.Fatalf("at %v of the ramp the program gives the new worker %.3f, want %.3f", at, share, want)
+		}
+		who := ask(t, p.l.Addr, 400)
+		got := float64(who["new"]) / 400
+		t.Logf("at %4v: share %.3f, connections %v", at, share, who)
+		if math.Abs(got-want) > 0.1 {
+			t.Fatalf("at %v: the new worker answered %.2f of the connections, want about %.2f", at, got, want)
+		}
+	}
+}

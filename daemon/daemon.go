@@ -136,6 +136,7 @@ func build(opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, log: opts.Logger, sd: &notifier{on: true}, reqs: make(chan request, 16), stopped: make(chan struct{})}
 	d.m = &machine{env: d, log: d.log, phase: phaseRunning}
 	d.conf.init(opts.Config)
+	d.warn(opts.Config)
 	var err error
 	if d.ctlPath, err = controlPath(opts.Config.Control); err != nil {
 		return nil, tag(ErrConfig, err)

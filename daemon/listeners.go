@@ -30,6 +30,14 @@ func (d *Daemon) acquire() (activation.Set, error) {
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(v)
 	}
+	if d.opts.Config.NoListeners() {
+		if len(inherited) > 0 {
+			log.Warn("--listen none: the sockets systemd passed are not used", "event", "listener", "sockets", len(inherited))
+			inherited.Close()
+		}
+		log.Info("no listener: the workers get no sockets (--listen none)", "event", "listener")
+		return activation.Set{}, nil
+	}
 	have := map[string]bool{}
 	for _, l := range inherited {
 		// A socket unit's unnamed sockets do not stand for an unnamed

@@ -50,6 +50,7 @@ func (d *Daemon) nextConfig(environ []string) (*config.Run, error) {
 		return nil, nil // nothing to read again
 	}
 	cur := d.conf.current()
+	src.Reaper = d.reaper
 	if environ != nil {
 		src.Environ = config.ReloadEnviron(cur.Base, environ)
 	} else {
@@ -60,8 +61,9 @@ func (d *Daemon) nextConfig(environ []string) (*config.Run, error) {
 		return nil, err
 	}
 	if rn := next.RestartNeeded(cur); len(rn) > 0 {
-		return nil, config.Usagef("%s changed: sockd binds those itself; restart sockd to change them (under systemd, listeners belong to the socket unit: edit it and restart the socket)", strings.Join(rn, ", "))
+		return nil, config.Usagef("%s changed: a reload cannot change %s; restart sockd to apply it (under systemd, listeners belong to the socket unit: edit it, then restart the socket and the service)", strings.Join(rn, ", "), map[bool]string{true: "it", false: "them"}[len(rn) == 1])
 	}
+	d.warn(next)
 	if next.Revision() == cur.Revision() {
 		return nil, nil
 	}
@@ -89,6 +91,13 @@ func (d *Daemon) reload(ctx context.Context, next *config.Run) error {
 		d.commit()
 	}
 	return err
+}
+
+// warn logs what the configuration reader noticed but did not refuse.
+func (d *Daemon) warn(r *config.Run) {
+	for _, w := range r.Warnings {
+		d.log.Warn(w, "event", "config_warning")
+	}
 }
 
 // refuse records a configuration a reload could not use.

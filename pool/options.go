@@ -188,6 +188,9 @@ type Config struct {
 	// Limits are each worker's cgroup limits (with Deps.Cgroups, which
 	// must offer their controllers).
 	Limits cgroup.Limits
+	// InstanceVar, if set, is a variable each worker gets with its slot,
+	// 0 to N-1 (PM2's NODE_APP_INSTANCE), as SOCKD_WORKER.
+	InstanceVar string
 	// Revision names this configuration (internal/config makes it a hash
 	// of everything in it); Status shows the one in force.
 	Revision string
@@ -197,7 +200,8 @@ type Config struct {
 // the collaborators it tells what happens. Every field but Listeners has
 // a useful zero value.
 type Deps struct {
-	// Listeners are handed to every worker as fds 3, 4, ….
+	// Listeners are handed to every worker as fds 3, 4, … (none: the
+	// workers get no LISTEN_FDS).
 	Listeners activation.Set
 	// NotifySocket is the address of the workers' NOTIFY_SOCKET; "" means an
 	// abstract socket named after sockd's pid.
@@ -281,11 +285,9 @@ func (c Config) WithDefaults() (Config, error) {
 	return c, nil
 }
 
-// withDefaults validates d and fills in the defaults.
+// withDefaults validates d and fills in the defaults. No listeners is a
+// pool of workers that take no connections (queue consumers).
 func (d Deps) withDefaults() (Deps, error) {
-	if len(d.Listeners) == 0 {
-		return d, errors.New("no listeners")
-	}
 	if d.NotifySocket == "" {
 		d.NotifySocket = fmt.Sprintf("@sockd/%d/%d/notify", os.Getpid(), time.Now().UnixNano())
 	}

@@ -179,15 +179,19 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		base = append(base[:len(base):len(base)], c.User.Env()...)
 	}
 	env := workerEnv(base,
-		"LISTEN_FDS="+strconv.Itoa(len(d.Listeners)),
-		"LISTEN_FDNAMES="+d.Listeners.Names(),
 		"NOTIFY_SOCKET="+d.NotifySocket,
 		"SOCKD_WORKER="+strconv.Itoa(slot),
 		"SOCKD_GENERATION="+strconv.Itoa(gen),
 		WorkerIDVar+"="+w.id,
 	)
+	if len(d.Listeners) > 0 {
+		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(d.Listeners)), "LISTEN_FDNAMES="+d.Listeners.Names())
+	}
 	if d.MetricsDir != "" {
 		env = append(env, "SOCKD_METRICS_SOCKET="+w.metricsSocket(d.MetricsDir))
+	}
+	if v := c.InstanceVar; v != "" {
+		env = append(withoutVar(env, v), v+"="+strconv.Itoa(slot))
 	}
 	if c.WorkerWatchdog > 0 {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(c.WorkerWatchdog.Microseconds(), 10))
@@ -267,4 +271,15 @@ func waitPidfd(pid int) error {
 		werr = nil
 	}
 	return errors.Join(err, werr)
+}
+
+// withoutVar is env without name's assignments.
+func withoutVar(env []string, name string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/cpus"
 	"github.com/sockd/sockd/internal/metrics"
+	"github.com/sockd/sockd/internal/pm2"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -63,6 +64,13 @@ type Run struct {
 	EnvFiles       []string
 	Dir            string
 	Name           string
+	PM2            string // --pm2 FILE[:APP]
+	PM2Env         string
+	InstanceVar    string
+	// Warnings are what Load noticed but did not refuse: fields of an
+	// ecosystem file sockd does not support, SOCKD_ variables that are
+	// no setting (a typo). sockd logs them at start and at every reload.
+	Warnings []string
 	// Command is what follows the flags (after --), or SOCKD_COMMAND
 	// split into words: the worker's program and arguments; empty for the
 	// built-in demo worker.
@@ -111,9 +119,15 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[int64]{&r.Workers, parseWorkers, showInt}
 		}},
-	{Name: "listen", Restart: true, Arg: "[NAME=]URL", Help: "a listener, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH[?mode=0660] (default without a command and without systemd's sockets: " + DemoListen + ")",
+	{Name: "listen", Restart: true, Arg: "[NAME=]URL", Help: "a listener, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH[?mode=0660], or none: no listener at all (a queue consumer), whatever systemd passes (default without a command and without systemd's sockets: " + DemoListen + ")",
 		value: func(r *Run) value {
-			return listValue{&r.Listen, func(s string) error { _, err := activation.ParseSpec(s); return err }}
+			return listValue{&r.Listen, func(s string) error {
+				if s == NoListen {
+					return nil
+				}
+				_, err := activation.ParseSpec(s)
+				return err
+			}}
 		}},
 	{Name: "reuseport", Restart: true, Help: "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP and UDP listeners sockd binds)",
 		value: func(r *Run) value { return boolValue{&r.ReusePort} }},
@@ -185,6 +199,12 @@ var settings = []Setting{
 		value: func(r *Run) value { return typed[string]{&r.Dir, existingDir, showString} }},
 	{Name: "name", Arg: "NAME", Help: "the application's name, in logs, status and metrics (default: the command's file name)",
 		value: func(r *Run) value { return typed[string]{&r.Name, nonEmpty, showString} }},
+	{Name: "pm2", Arg: "FILE[:APP]", Help: "run APP of a PM2 ecosystem file (.js, .cjs, .mjs, .json) as PM2 would: its script, args, cwd, instances, env, wait_ready, timeouts, memory limit, restarts; flags given here win over the file, the file over SOCKD_ variables; read again at every reload",
+		value: func(r *Run) value { return typed[string]{&r.PM2, nonEmpty, showString} }},
+	{Name: "pm2-env", Arg: "NAME", Help: "with --pm2: merge the app's env_NAME over its env, as pm2 start --env NAME",
+		value: func(r *Run) value { return typed[string]{&r.PM2Env, nonEmpty, showString} }},
+	{Name: "instance-var", Arg: "NAME", Default: "NODE_APP_INSTANCE", Help: "the variable that tells each worker its slot, 0 to N-1, stable across reloads and restarts (PM2's NODE_APP_INSTANCE; an app runs its cron jobs where it is 0)",
+		value: func(r *Run) value { return typed[string]{&r.InstanceVar, envName, showString} }},
 	{Name: "log-level", Arg: "LEVEL", Default: "info", Values: []string{"trace", "debug", "info", "warn", "error"},
 		Help: "the least level sockd logs: trace, debug, info, warn or error",
 		value: func(r *Run) value {
@@ -197,10 +217,24 @@ var settings = []Setting{
 const DemoListen = "http=tcp://127.0.0.1:8080"
 
 func parseWorkers(s string) (int64, error) {
-	if s == "max" {
-		return int64(cpus.Usable()), nil
+	if strings.HasPrefix(s, "max") {
+		n, err := pm2.ParseWorkers(s, cpus.Usable())
+		if err != nil {
+			return 0, fmt.Errorf("want 1 to %d, max, or max-N", pool.MaxWorkers)
+		}
+		return int64(min(n, pool.MaxWorkers)), nil
 	}
-	return intIn(1, pool.MaxWorkers, fmt.Sprintf("1 to %d, or max", pool.MaxWorkers))(s)
+	return intIn(1, pool.MaxWorkers, fmt.Sprintf("1 to %d, max, or max-N", pool.MaxWorkers))(s)
+}
+
+// NoListen is --listen none: the pool has no listener.
+const NoListen = "none"
+
+func envName(s string) (string, error) {
+	if !validName(s) {
+		return "", errors.New("want a variable name (letters, digits and _)")
+	}
+	return s, nil
 }
 
 func positive[T any](parse func(string) (T, error), zero func(T) bool) func(string) (T, error) {
@@ -344,16 +378,36 @@ func (r *Run) check() error {
 	if hclog.LevelFromString(r.LogLevel) == hclog.NoLevel {
 		return Usagef("--log-level %q: want trace, debug, info, warn or error", r.LogLevel)
 	}
+	if r.NoListeners() && len(r.Listen) > 1 {
+		return Usagef("--listen none: no other --listen with it")
+	}
+	if r.PM2Env != "" && r.PM2 == "" {
+		return Usagef("--pm2-env %s: needs --pm2", r.PM2Env)
+	}
 	if r.Cgroups == "no" && r.Limits != (cgroup.Limits{}) {
 		return Usagef("--cgroups no: per-worker cgroup limits (--worker-memory-max, --worker-pids-max, --worker-cpu-weight) need cgroups")
 	}
 	return nil
 }
 
+// NoListeners reports whether the pool is to run without listeners
+// (--listen none).
+func (r *Run) NoListeners() bool {
+	for _, l := range r.Listen {
+		if l == NoListen {
+			return true
+		}
+	}
+	return false
+}
+
 // Specs are the parsed --listen values.
 func (r *Run) Specs() []activation.Spec {
 	specs := make([]activation.Spec, 0, len(r.Listen))
 	for _, l := range r.Listen {
+		if l == NoListen {
+			continue
+		}
 		s, _ := activation.ParseSpec(l) // checked by Set
 		specs = append(specs, s)
 	}
@@ -363,7 +417,7 @@ func (r *Run) Specs() []activation.Spec {
 // Pool is the workers' configuration.
 func (r *Run) Pool() pool.Config {
 	return pool.Config{
-		Command: r.Command, Dir: r.Dir, Env: r.Env, Limits: r.Limits, Revision: r.Revision(),
+		Command: r.Command, Dir: r.Dir, Env: r.Env, Limits: r.Limits, Revision: r.Revision(), InstanceVar: r.InstanceVar,
 		Workers: int(r.Workers), Ready: r.Ready,
 		ReadyTimeout: r.ReadyTimeout, ReloadTimeout: r.ReloadTimeout, StopTimeout: r.StopTimeout, StopSignal: r.StopSignal,
 		RestartLimit: r.RestartLimit, WorkerWatchdog: r.WorkerWatchdog,

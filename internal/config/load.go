@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sockd/sockd/internal/pm2"
+	"github.com/sockd/sockd/internal/reaper"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -21,6 +24,9 @@ type Source struct {
 	Environ []string // KEY=VALUE, as os.Environ
 	// Self is sockd's own binary, for the built-in demo worker.
 	Self string
+	// Reaper, if set, is sockd's (a child subreaper's): an ecosystem
+	// file's node runs through it (internal/pm2).
+	Reaper *reaper.Reaper
 }
 
 // Load reads the whole configuration: the flags, then every setting not
@@ -51,7 +57,34 @@ func Load(src Source) (*Run, error) {
 			return nil, err
 		}
 	}
+	var app *pm2.App
+	if r.PM2 != "" {
+		// The ecosystem file's settings stand over the environment's,
+		// the command line's over both.
+		path, name := pm2.SplitRef(r.PM2)
+		f, err := pm2.Load(context.Background(), pm2.Options{Path: path, EnvName: r.PM2Env, Environ: env, Reaper: src.Reaper})
+		if err != nil {
+			return nil, Usagef("--pm2 %s: %v", r.PM2, err)
+		}
+		if app, err = f.App(name); err != nil {
+			return nil, Usagef("--pm2 %s: %v", r.PM2, err)
+		}
+		warns := []string{f.Warning(), app.Warning()}
+		if r, err = Parse(src.Args, pm2.Getenv(app.Settings(), lookup(env))); err != nil {
+			return nil, err
+		}
+		for _, w := range warns {
+			if w != "" {
+				r.Warnings = append(r.Warnings, w)
+			}
+		}
+		env = app.Environ(env)
+	}
 	r.Env, r.Base = env, src.Environ
+	r.Warnings = append(r.Warnings, unknownSettings(env)...)
+	if len(r.Command) == 0 && app != nil {
+		r.Command = app.Command()
+	}
 	if len(r.Command) == 0 {
 		if c := lookup(env)("SOCKD_COMMAND"); c != "" {
 			if r.Command, err = SplitCommand(c); err != nil {
@@ -71,6 +104,32 @@ func Load(src Source) (*Run, error) {
 		r.Name = filepath.Base(r.Command[0])
 	}
 	return r, nil
+}
+
+// otherVars are SOCKD_ variables that are not settings of sockd run but
+// are sockd's all the same: the client commands' flags, what sockd tells
+// workers, its own plumbing.
+var otherVars = map[string]bool{"SOCKD_COMMAND": true, "SOCKD_WAIT": true, "SOCKD_TIMEOUT": true, "SOCKD_JSON": true,
+	"SOCKD_CHECK": true, "SOCKD_UPDATE_ENV": true, "SOCKD_INTERVAL": true, "SOCKD_N": true, "SOCKD_WORKER": true,
+	"SOCKD_GENERATION": true, "SOCKD_WORKER_ID": true, "SOCKD_METRICS_SOCKET": true, "SOCKD_UPGRADE_FD": true,
+	"SOCKD_CGROUP_GATE": true, "SOCKD_FOLLOW": true, "SOCKD_LINES": true}
+
+// unknownSettings names the SOCKD_ variables of env that are no setting:
+// a typo (SOCKD_WOKRERS=4) would otherwise be ignored without a word.
+func unknownSettings(env []string) []string {
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.Var()] = true
+	}
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "SOCKD_") && !known[k] && !otherVars[k] && !strings.HasPrefix(k, "SOCKD_NODE_") {
+			out = append(out, fmt.Sprintf("%s is not a setting of sockd run (a typo? sockd run --help lists them); ignored", k))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Demo reports whether the workers are the built-in demo worker.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockd/sockd/internal/fdtest"
 	"github.com/sockd/sockd/worker/workertest"
 )
@@ -261,4 +263,33 @@ func hintLine(out string) string {
 		}
 	}
 	return ""
+}
+
+// `npm start` as the worker: npm (Node too) hands sockd's sockets and the
+// IPC channel on to the script it runs, so the app serves on sockd's
+// socket and its process.send('ready') reaches sockd; SIGINT to the
+// worker's process group (as sockd sends it) drains the app and ends all.
+func TestNpmStart(t *testing.T) {
+	dir := apps(t)
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	fd := set[0].FD(0)
+	before := backlog(t, fd)
+	p := start(t, spec{cmd: []string{"npm", "start"}, dir: dir, set: set, ipc: true,
+		env: []string{"PORT=" + strconv.Itoa(port(t, set[0]))}})
+	p.waitMsg(`"ready"`, readyTimeout)
+	pid, _, err := get("tcp", set[0].Addr, "/")
+	if err != nil || pid == 0 || pid == p.pid {
+		t.Fatalf("answered by %d (%v); want the app npm started, not npm (%d)", pid, err, p.pid)
+	}
+	if got := inodeOf(t, pid, 3); got != fdtest.Inode(fd) {
+		t.Fatalf("the app's fd 3 is socket %d, not sockd's", got)
+	}
+	if after := backlog(t, fd); after != before {
+		t.Fatalf("backlog %d before, %d after", before, after)
+	}
+	if err := unix.Kill(-p.pid, unix.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(readyTimeout)
+	workertest.Eventually(t, readyTimeout, "npm's process group to end", p.groupGone)
 }

@@ -57,4 +57,3 @@ func Listeners(fds []int, names []string) ([]Listener, error) {
 	}
 	return out, nil
 }
-

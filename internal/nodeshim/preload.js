@@ -39,6 +39,8 @@
   const owner = env.SOCKD_NODE_OWNER || '';
   const grace = positive(env.SOCKD_NODE_IDLE_GRACE_MS, 1000);
   const sends = new Set((env.SOCKD_NODE_SEND || '').split(',').filter(Boolean));
+  const careful = env.SOCKD_NODE_DRAIN !== '0'; // 0: Node's own close (for comparisons)
+  const debug = env.SOCKD_NODE_DEBUG === '1';
 
   function say(msg) {
     try { fs.writeSync(2, `sockd: ${msg}\n`); } catch { /* stderr closed */ }
@@ -195,7 +197,7 @@
     const l = ls.find((x) => x.state === 'claimed') || ls.find((x) => x.state === 'closed') || ls[0];
     const what = l.net === 'unix' ? `path ${l.path}` : `port ${l.port}`;
     const head = `listen EADDRINUSE on ${what}: it is sockd's listening socket (fd ${l.fd}${l.name ? `, ${l.name}` : ''})`;
-    if (role !== 'worker') return `${head}, but ${why}; make node the worker (sockd run -- node app.js, or a script that execs node)`;
+    if (role !== 'worker') return `${head}, but ${why}; run node as sockd's worker (sockd run -- node app.js), from a shell script, or with npm start`;
     if (!l.ok) return `${head}, but this process does not have that fd (closed on the way); start node directly or from a shell`;
     if (l.state === 'closed') return `${head}, which this process closed (server.close()); sockd keeps it, so a new listen on it cannot bind`;
     return `${head}, and another server of this process already listens on it`;
@@ -291,6 +293,7 @@
       }
       st.idle.delete(s);
       st.closedIdle++;
+      if (debug) say(`drain: closing connection fd ${s._handle && s._handle.fd}, idle for ${now - rec.since} ms`);
       s.destroy();
     }
     for (const s of st.idle.keys()) if (s.destroyed) st.idle.delete(s);
@@ -309,20 +312,21 @@
       return true; // EAGAIN: nothing there; a reset: closing is right
     }
     if (n === 0) return true; // the client closed its side
+    if (debug) say(`drain: a request began on idle connection fd ${fd} as it was to be closed; kept, its byte handed to the parser`);
     s.emit('data', Buffer.from(probe));
     return false;
   }
   for (const Server of [http.Server, https.Server]) {
     const orig = Server.prototype.closeIdleConnections;
-    if (typeof orig !== 'function' || orig.sockd) continue;
+    if (!careful || typeof orig !== 'function' || orig.sockd) continue;
     // Node's server.close() calls closeIdleConnections() first.
-    const careful = function closeIdleConnections() {
+    const patched = function closeIdleConnections() {
       const st = this[kState];
       if (!st) return orig.apply(this, arguments);
       beginDrain(st);
     };
-    careful.sockd = true;
-    Server.prototype.closeIdleConnections = careful;
+    patched.sockd = true;
+    Server.prototype.closeIdleConnections = patched;
   }
 
   // --- Messages to sockd over Node's IPC channel ---------------------------
@@ -349,7 +353,7 @@
     setInterval(() => send({ watchdog: true }), Math.max(1, watchdogUsec / 2000)).unref();
   }
 
-  fastifyDefaults();
+  if (careful) fastifyDefaults();
 
   // --- Fastify answers 503 to requests on open connections while it closes
   // (return503OnClosing), which the careful drain exists to serve: its

@@ -225,7 +225,7 @@ func start(t testing.TB, s spec) *proc {
 		if p.ipc != nil {
 			p.ipc.Close()
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("NODESHIM_SHOW_OUTPUT") == "1" {
 			t.Logf("output of %v (pid %d):\n%s", s.cmd, p.pid, p.out.String())
 		}
 	})

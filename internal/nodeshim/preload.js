@@ -43,7 +43,7 @@
   const debug = env.SOCKD_NODE_DEBUG === '1';
 
   function say(msg) {
-    try { fs.writeSync(2, `sockd: ${msg}\n`); } catch { /* stderr closed */ }
+    try { fs.writeSync(2, `sockd: ${debug ? `${Date.now() % 100000} ` : ''}${msg}\n`); } catch { /* stderr closed */ }
   }
   function positive(v, dflt) {
     const n = Number(v);
@@ -241,6 +241,7 @@
       }
     });
     server.once('close', () => {
+      if (debug) say(`drain: done, ${st.closedIdle} idle connections closed`);
       if (st.timer) clearInterval(st.timer);
       st.timer = null;
       st.idle.clear();
@@ -252,6 +253,7 @@
   }
   function beginDrain(st) {
     if (st.draining) return;
+    if (debug) say(`drain: begins with ${connections(st.server) ? connections(st.server).all().length : '?'} connections`);
     st.draining = true;
     st.start = Date.now();
     const list = connections(st.server);

@@ -188,3 +188,28 @@ func TestDrainProbeKeepsRequestNodeHasNotRead(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// Fastify answers 503 to a request that arrives on an open connection
+// while it closes (return503OnClosing); the careful drain exists to serve
+// those, so the preload makes false its default. Both require and import.
+func TestDrainFastifyServesWhileClosing(t *testing.T) {
+	dir := apps(t)
+	for _, app := range []string{"fastify-app.js", "fastify-app.mjs"} {
+		t.Run(app, func(t *testing.T) {
+			set := bind(t, "web=tcp://127.0.0.1:0")
+			p := start(t, spec{cmd: []string{"node", app}, dir: dir, set: set, ipc: true,
+				env: []string{"PORT=" + strconv.Itoa(port(t, set[0])), "SOCKD_NODE_DEBUG=1"}})
+			p.waitMsg(`"ready"`, readyTimeout)
+			k := dial(t, set[0].Addr)
+			k.do()
+			p.signal(unix.SIGINT)
+			p.waitOutput("drain: begins", 10*time.Second) // Fastify is closing by then
+			if r := k.do(); !r.Close {
+				t.Fatal("answer during the drain without Connection: close")
+			}
+			if code := p.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
+}

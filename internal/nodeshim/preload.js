@@ -359,26 +359,34 @@
 
   // --- Fastify answers 503 to requests on open connections while it closes
   // (return503OnClosing), which the careful drain exists to serve: its
-  // default becomes false in sockd's workers, unless the app sets it.
+  // default becomes false in sockd's workers, unless the app sets it. The
+  // option is read by the router's setup (lib/route.js), which fastify.js
+  // requires through Module._load whether the app used require or import.
   function fastifyDefaults() {
     const Module = require('module');
     const load = Module._load;
-    const wrapped = new WeakSet();
-    Module._load = function (request, parent, isMain) {
+    Module._load = function (request, parent) {
       const exp = load.apply(this, arguments);
-      if (typeof exp !== 'function' || exp.fastify !== exp || wrapped.has(exp) || !exp.errorCodes) return exp;
-      const factory = function fastify(options) {
-        const o = options && typeof options === 'object' ? options : {};
-        if (!Object.hasOwn(o, 'return503OnClosing')) options = { ...o, return503OnClosing: false };
-        return exp.apply(this, [options, ...Array.prototype.slice.call(arguments, 1)]);
-      };
-      Object.assign(factory, exp);
-      factory.fastify = factory.default = factory;
-      wrapped.add(exp).add(factory);
-      for (const id in require.cache) {
-        if (require.cache[id] && require.cache[id].exports === exp) require.cache[id].exports = factory;
+      if (exp && typeof exp.buildRouting === 'function' && !exp.buildRouting.sockd &&
+          /route(\.js)?$/.test(request) && parent && /[\\/]fastify[\\/]/.test(parent.filename || '')) {
+        const build = exp.buildRouting;
+        const wrapped = function buildRouting(...a) {
+          const r = build.apply(this, a);
+          if (r && typeof r.setup === 'function') {
+            const setup = r.setup;
+            r.setup = function (options, ...rest) {
+              if (options && typeof options === 'object' && !Object.hasOwn(options, 'return503OnClosing')) {
+                options = Object.assign(Object.create(Object.getPrototypeOf(options)), options, { return503OnClosing: false });
+              }
+              return setup.call(this, options, ...rest);
+            };
+          }
+          return r;
+        };
+        wrapped.sockd = true;
+        exp.buildRouting = wrapped;
       }
-      return factory;
+      return exp;
     };
   }
 

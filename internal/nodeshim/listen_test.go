@@ -122,7 +122,7 @@ const http = require('http'), https = require('https'), net = require('net'), fs
 const E = process.env, out = {};
 const h = () => http.createServer((q, r) => r.end('pid=' + process.pid + ' ' + q.url));
 const servers = {
-  a: h(), b: h(), c: h(), d: h(), e: h(), g: net.createServer((c) => c.end('HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\npid=' + process.pid)),
+  a: h(), b: h(), c: h(), d: h(), e: h(), g: net.createServer((c) => { const b = 'pid=' + process.pid; c.end('HTTP/1.1 200 OK\r\nContent-Length: ' + b.length + '\r\nConnection: close\r\n\r\n' + b); }),
   f: https.createServer({key: fs.readFileSync(E.KEY), cert: fs.readFileSync(E.CERT)}, (q, r) => r.end('pid=' + process.pid)),
   h: h(), free: h(), zero: h(),
 };

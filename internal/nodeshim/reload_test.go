@@ -56,12 +56,21 @@ func (pr *pair) reload() {
 }
 
 // Reloads of unchanged apps under keep-alive clients, busy ones and ones
-// that pause up to 1.5s between requests (their connections are often
+// that pause up to 0.8s between requests (their connections are often
 // idle when a drain begins), all POST, with no retry: nothing may fail.
 // The clients look whether an idle connection was closed before they
 // reuse it, as browsers, nginx and Go do (load.Config.Careful); a request
 // sent on a connection that the server then closes without an answer
 // fails.
+//
+// The sporadic clients pause less than the drain's idle grace (1s), so
+// each of their connections gets a request, and a "Connection: close"
+// answer, before the drain would close it. A client that pauses longer
+// can still lose a request to HTTP/1.1's own race when it sends in the
+// instant the server closes: it checked the connection before the FIN
+// arrived and wrote after the close. SOCKD_NODESHIM_IDLE_MAX=1500ms
+// measures that (about 1 request in 100 idle connections closed, on 2
+// busy cores); the drain tests cover closing idle connections one by one.
 func TestReloadLosesNothing(t *testing.T) {
 	dir := apps(t)
 	for _, app := range []string{"http-app.js", "express-app.js", "fastify-app.js", "koa-app.js"} {
@@ -69,10 +78,14 @@ func TestReloadLosesNothing(t *testing.T) {
 			set := bind(t, "web=tcp://127.0.0.1:0")
 			pr := newPair(t, spec{cmd: []string{"node", app}, dir: dir, set: set,
 				env: []string{"PORT=" + strconv.Itoa(port(t, set[0])), "SOCKD_NODE_DEBUG=" + os.Getenv("SOCKD_NODE_DEBUG"), "SOCKD_NODE_DRAIN=" + os.Getenv("SOCKD_NODE_DRAIN")}})
+			idleMax := 800 * time.Millisecond
+			if d, err := time.ParseDuration(os.Getenv("SOCKD_NODESHIM_IDLE_MAX")); err == nil {
+				idleMax = d
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			run := load.Start(ctx, load.Config{Addr: set[0].Addr, Method: "POST", Body: []byte("hello"),
-				KeepAlive: 8, Sporadic: 8, IdleMax: 1500 * time.Millisecond, Timeout: 10 * time.Second, Careful: true})
+				KeepAlive: 8, Sporadic: 8, IdleMax: idleMax, Timeout: 10 * time.Second, Careful: true})
 			<-run.Answered()
 			const n = 4
 			for range n {
@@ -227,17 +240,18 @@ http {
 // connections pause up to 200ms, so upstream connections sit idle), POST.
 // With the preload's drain nothing may fail. SOCKD_NODESHIM_COMPARE=1
 // also runs each with Node's own server.close() (SOCKD_NODE_DRAIN=0) and
-// logs what that loses; nothing is asserted of it.
+// logs what that loses (nothing is asserted of it), and measures the
+// Fastify app too (TestReloadLosesNothing covers it otherwise).
 func TestReloadUnderWrkAndNginx(t *testing.T) {
 	dir := apps(t)
 	need(t, "wrk", "the reload measurements use it")
 	need(t, "nginx", "the reload measurements put it in front of the app (apt nginx-light)")
-	modes := []bool{true}
+	modes, apps := []bool{true}, []string{"http-app.js"}
 	if os.Getenv("SOCKD_NODESHIM_COMPARE") == "1" {
-		modes = append(modes, false)
+		modes, apps = append(modes, false), append(apps, "fastify-app.js")
 	}
 	const reloads = 10
-	for _, app := range []string{"http-app.js", "fastify-app.js"} {
+	for _, app := range apps {
 		for _, via := range []string{"wrk", "nginx"} {
 			for _, careful := range modes {
 				name := fmt.Sprintf("%s/%s/careful=%v", strings.TrimSuffix(app, ".js"), via, careful)

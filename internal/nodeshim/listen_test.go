@@ -122,7 +122,7 @@ const http = require('http'), https = require('https'), net = require('net'), fs
 const E = process.env, out = {};
 const h = () => http.createServer((q, r) => r.end('pid=' + process.pid + ' ' + q.url));
 const servers = {
-  a: h(), b: h(), c: h(), d: h(), e: h(), g: net.createServer((c) => { const b = 'pid=' + process.pid; c.end('HTTP/1.1 200 OK\r\nContent-Length: ' + b.length + '\r\nConnection: close\r\n\r\n' + b); }),
+  a: h(), b: h(), c: h(), d: h(), e: h(), g: net.createServer((c) => c.once('data', () => { const b = 'pid=' + process.pid; c.end('HTTP/1.1 200 OK\r\nContent-Length: ' + b.length + '\r\nConnection: close\r\n\r\n' + b); })),
   f: https.createServer({key: fs.readFileSync(E.KEY), cert: fs.readFileSync(E.CERT)}, (q, r) => r.end('pid=' + process.pid)),
   h: h(), free: h(), zero: h(),
 };
@@ -238,6 +238,25 @@ require('http').createServer((q, r) => r.end('pid=' + process.pid)).listen(proce
 		pid, _, err := get("tcp", set[0].Addr, "/")
 		if err != nil || pid == p.pid || pid == 0 {
 			t.Fatalf("answered by %d (%v); want node, a child of the shell %d", pid, err, p.pid)
+		}
+	})
+
+	t.Run("listen again after close", func(t *testing.T) {
+		script := filepath.Join(t.TempDir(), "again.js")
+		os.WriteFile(script, []byte(`
+const https = require('https'), http = require('http');
+const s = https.createServer();
+s.listen(process.env.PORT, () => {
+  s.close(); // the fd is closed now; the drain (and 'close') may come later
+  require('net').createServer().listen(0); // takes the lowest free fd: 3
+  http.createServer().listen(process.env.PORT);
+});`), 0o644)
+		p := start(t, spec{cmd: []string{"node", script}, set: set, env: env})
+		if code := p.wait(readyTimeout); code == 0 {
+			t.Fatalf("exit 0; want EADDRINUSE")
+		}
+		if hint := hintLine(p.out.String()); !strings.Contains(hint, "which this process closed") {
+			t.Fatalf("hint %q; output:\n%s", hint, p.out)
 		}
 	})
 

@@ -155,6 +155,16 @@
     return listeners.filter((l) => l.net === 'tcp' && l.port === port && conflicts(l, resolved, !!req.options.ipv6Only));
   }
 
+  // close() closes the fd at once (the 'close' event comes after the
+  // drain): a later listen on the port must not reuse its number.
+  const kClaim = Symbol('sockd.listener');
+  const origClose = net.Server.prototype.close;
+  net.Server.prototype.close = function close() {
+    const l = this[kClaim];
+    if (l && this._handle) l.state = 'closed';
+    return origClose.apply(this, arguments);
+  };
+
   const origListen = net.Server.prototype.listen;
   net.Server.prototype.listen = function listen(...args) {
     if (this._handle || args.length === 0) return origListen.apply(this, args);
@@ -183,9 +193,9 @@
     }
     l.state = 'claimed';
     l.server = server;
+    server[kClaim] = l;
     const opts = { fd: l.fd };
     if (req.options.signal) opts.signal = req.options.signal;
-    server.once('close', () => { l.state = 'closed'; });
     if (server instanceof http.Server || server instanceof https.Server) track(server);
     server.once('listening', () => setImmediate(maybeReady));
     return req.cb ? origListen.call(server, opts, l.backlog, req.cb) : origListen.call(server, opts, l.backlog);

@@ -1,0 +1,314 @@
+package nodeshim
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/fdtest"
+	"github.com/sockd/sockd/worker/workertest"
+)
+
+const readyTimeout = 30 * time.Second
+
+// Unchanged apps of every framework, listening on PORT as their docs show,
+// run two to a socket that sockd holds: each gets sockd's socket, every
+// request is answered by one of them, both take connections, and the
+// socket's backlog stays sockd's.
+func TestFrameworksShareSockdSocket(t *testing.T) {
+	dir := apps(t)
+	for _, app := range []string{"http-app.js", "express-app.js", "express4-app.js", "fastify-app.js", "koa-app.js"} {
+		for _, addr := range []string{"tcp://127.0.0.1:0", "tcp://[::]:0"} {
+			t.Run(strings.TrimSuffix(app, ".js")+"/"+addr, func(t *testing.T) {
+				set := bind(t, "web="+addr)
+				fd := set[0].FD(0)
+				before := backlog(t, fd)
+				env := []string{"PORT=" + strconv.Itoa(port(t, set[0]))}
+				var pids []int
+				for range 2 {
+					p := start(t, spec{cmd: []string{"node", app}, dir: dir, set: set, ipc: true, env: env})
+					p.waitMsg(`"ready"`, readyTimeout)
+					pids = append(pids, p.pid)
+					// The fd 3 it listens on is sockd's socket.
+					if got, want := inodeOf(t, p.pid, 3), fdtest.Inode(fd); got != want {
+						t.Fatalf("pid %d's fd 3 is socket %d, not sockd's %d", p.pid, got, want)
+					}
+				}
+				seen := map[int]int{}
+				workertest.Eventually(t, 20*time.Second, fmt.Sprintf("both %v to answer (answers so far %v)", pids, seen), func() bool {
+					for range 20 {
+						pid, _, err := get("tcp", "127.0.0.1:"+strconv.Itoa(port(t, set[0])), "/")
+						if err != nil {
+							t.Fatalf("request failed: %v", err)
+						}
+						if pid != pids[0] && pid != pids[1] {
+							t.Fatalf("answered by pid %d, not one of %v", pid, pids)
+						}
+						seen[pid]++
+					}
+					return len(seen) == 2
+				})
+				if after := backlog(t, fd); after != before {
+					t.Fatalf("backlog %d before the apps listened, %d after", before, after)
+				}
+				t.Logf("%s on %s: answers per pid %v, backlog %d", app, set[0].Addr, seen, before)
+			})
+		}
+	}
+}
+
+// inodeOf is the inode of the socket that process pid has as fd.
+func inodeOf(t testing.TB, pid, fd int) uint64 {
+	t.Helper()
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+	if err != nil {
+		t.Fatalf("pid %d fd %d: %v", pid, fd, err)
+	}
+	var ino uint64
+	if _, err := fmt.Sscanf(link, "socket:[%d]", &ino); err != nil {
+		t.Fatalf("pid %d fd %d is %s, not a socket", pid, fd, link)
+	}
+	return ino
+}
+
+// Without the preload Node calls listen(2) again with its own backlog:
+// the check above would see it (this is what the preload prevents).
+func TestBacklogShrinksWithoutPreload(t *testing.T) {
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	fd := set[0].FD(0)
+	before := backlog(t, fd)
+	p := start(t, spec{cmd: []string{"node", "-e", `
+		require('http').createServer((q, r) => r.end('pid=' + process.pid)).listen({fd: 3}, () => process.send('ready'));`},
+		set: set, ipc: true, noPreload: true})
+	p.waitMsg(`"ready"`, readyTimeout)
+	if after := backlog(t, fd); after != 511 || before == 511 {
+		t.Fatalf("backlog %d before, %d after a plain listen({fd: 3}); want Node's 511 after", before, after)
+	}
+}
+
+// Every form of listen() that names a socket sockd holds gets that socket
+// (the same fd, sockd's backlog); the others bind as without sockd.
+func TestListenForms(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "app.sock")
+	set := bind(t,
+		"a=tcp://127.0.0.1:0", // listen(PORT): no host
+		"b=tcp://[::]:0",      // listen(String(PORT), '0.0.0.0', cb)
+		"c=tcp://127.0.0.1:0", // listen({port, host: '::'})
+		"d=tcp://127.0.0.1:0", // listen(PORT, 'localhost', cb): a name, looked up
+		"e=unix://"+sock,      // listen(path)
+		"f=tcp://127.0.0.1:0", // https
+		"g=tcp://127.0.0.1:0", // net.Server, listen(port, host, backlog, cb)
+		"h=tcp://[::1]:0",     // listen(PORT, '127.0.0.1'): no clash with ::1, binds itself
+	)
+	env := []string{"SOCK=" + sock}
+	for i, l := range set {
+		if l.Network != "unix" {
+			env = append(env, fmt.Sprintf("PORT_%c=%d", 'A'+i, port(t, l)))
+		}
+	}
+	key, cert := selfSigned(t, dir)
+	env = append(env, "KEY="+key, "CERT="+cert, "FREE_SOCK="+filepath.Join(dir, "free.sock"))
+	script := filepath.Join(dir, "forms.js")
+	os.WriteFile(script, []byte(`
+const http = require('http'), https = require('https'), net = require('net'), fs = require('fs');
+const E = process.env, out = {};
+const h = () => http.createServer((q, r) => r.end('pid=' + process.pid + ' ' + q.url));
+const servers = {
+  a: h(), b: h(), c: h(), d: h(), e: h(), g: net.createServer((c) => c.once('data', () => { const b = 'pid=' + process.pid; c.end('HTTP/1.1 200 OK\r\nContent-Length: ' + b.length + '\r\nConnection: close\r\n\r\n' + b); })),
+  f: https.createServer({key: fs.readFileSync(E.KEY), cert: fs.readFileSync(E.CERT)}, (q, r) => r.end('pid=' + process.pid)),
+  h: h(), free: h(), zero: h(),
+};
+let n = Object.keys(servers).length;
+const done = (name) => () => {
+  const s = servers[name];
+  out[name] = {fd: s._handle.fd, address: s.address()};
+  if (--n === 0) process.send(out);
+};
+servers.a.listen(E.PORT_A, done('a'));
+servers.b.listen(String(E.PORT_B), '0.0.0.0', done('b'));
+servers.c.listen({port: Number(E.PORT_C), host: '::'}, done('c'));
+servers.d.listen(Number(E.PORT_D), 'localhost', done('d'));
+servers.e.listen(E.SOCK, done('e'));
+servers.f.listen(Number(E.PORT_F), done('f'));
+servers.g.listen(Number(E.PORT_G), '127.0.0.1', 10, done('g'));
+servers.h.listen(Number(E.PORT_H), '127.0.0.1', done('h'));
+servers.free.listen(E.FREE_SOCK, done('free'));
+servers.zero.listen(0, '127.0.0.1', done('zero'));
+`), 0o644)
+	p := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: env})
+	var got map[string]struct {
+		FD      int
+		Address json.RawMessage
+	}
+	select {
+	case m := <-p.msgs:
+		if err := json.Unmarshal([]byte(m), &got); err != nil {
+			t.Fatalf("message %s: %v", m, err)
+		}
+	case <-p.done:
+		t.Fatalf("exited: %v\n%s", p.err, p.out)
+	case <-time.After(readyTimeout):
+		t.Fatalf("no report\n%s", p.out)
+	}
+	for i, l := range set[:7] {
+		name := l.Name
+		if got[name].FD != 3+i {
+			t.Errorf("server %s listens on fd %d, want sockd's fd %d (%s); address %s", name, got[name].FD, 3+i, l.Addr, got[name].Address)
+		}
+		if b := backlog(t, l.FD(0)); b != somaxconn() {
+			t.Errorf("server %s: backlog %d, want sockd's %d", name, b, somaxconn())
+		}
+	}
+	for _, name := range []string{"h", "free", "zero"} {
+		if got[name].FD < 3+len(set) {
+			t.Errorf("server %s listens on fd %d, one of sockd's: it should have bound its own socket", name, got[name].FD)
+		}
+	}
+	// Each answers on sockd's socket.
+	for i, l := range set[:7] {
+		network, addr := "tcp", l.Addr
+		if l.Network == "unix" {
+			network = "unix"
+		}
+		if l.Name == "f" {
+			continue // TLS: checked below
+		}
+		pid, _, err := get(network, addr, "/")
+		if err != nil || pid != p.pid {
+			t.Errorf("listener %d (%s): pid %d, %v", i, addr, pid, err)
+		}
+	}
+	if pid := tlsPID(t, set[5].Addr); pid != p.pid {
+		t.Errorf("https on sockd's socket answered by pid %d", pid)
+	}
+}
+
+// A process that is not sockd's worker leaves sockd's sockets alone, and a
+// listen that collides with one fails as it would without sockd, with one
+// line that says why.
+func TestNotTheWorker(t *testing.T) {
+	dir := apps(t)
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	env := []string{"PORT=" + strconv.Itoa(port(t, set[0]))}
+
+	t.Run("LISTEN_PID names another process", func(t *testing.T) {
+		p := start(t, spec{cmd: []string{"node", "http-app.js"}, dir: dir, set: set, env: env, listenPID: "1"})
+		if code := p.wait(readyTimeout); code == 0 {
+			t.Fatalf("exit 0; want the EADDRINUSE crash")
+		}
+		out := p.out.String()
+		hint := hintLine(out)
+		if !strings.Contains(out, "EADDRINUSE") || !strings.Contains(hint, "not to this process") {
+			t.Fatalf("no clear hint; output:\n%s", out)
+		}
+		t.Logf("hint: %s", hint)
+	})
+
+	t.Run("a node process the worker starts", func(t *testing.T) {
+		script := filepath.Join(t.TempDir(), "parent.js")
+		os.WriteFile(script, []byte(`
+const { spawn } = require('child_process');
+require('http').createServer((q, r) => r.end('pid=' + process.pid)).listen(process.env.PORT, () => {
+  // The child inherits NODE_OPTIONS, LISTEN_FDS and the rest, and gets fd 3 too.
+  const c = spawn(process.execPath, ['-e', "require('net').createServer().listen(process.env.PORT)"],
+    {stdio: ['ignore', 'inherit', 'inherit', 3]});
+  c.on('exit', (code) => { console.log('child exit ' + code); process.send('ready'); });
+});`), 0o644)
+		p := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: env})
+		p.waitMsg(`"ready"`, readyTimeout)
+		if !strings.Contains(p.out.String(), "child exit 1") || !strings.Contains(hintLine(p.out.String()), "belong to the Node process "+strconv.Itoa(p.pid)) {
+			t.Fatalf("the child should fail with EADDRINUSE and a hint naming its parent:\n%s", p.out)
+		}
+		if pid, _, err := get("tcp", set[0].Addr, "/"); err != nil || pid != p.pid {
+			t.Fatalf("sockd's socket answered by %d, %v; want the worker %d", pid, err, p.pid)
+		}
+	})
+
+	t.Run("a shell script starts node", func(t *testing.T) {
+		p := start(t, spec{cmd: []string{"sh", "-c", "echo starting; node http-app.js; echo done"}, dir: dir, set: set, ipc: true, env: env})
+		p.waitMsg(`"ready"`, readyTimeout)
+		pid, _, err := get("tcp", set[0].Addr, "/")
+		if err != nil || pid == p.pid || pid == 0 {
+			t.Fatalf("answered by %d (%v); want node, a child of the shell %d", pid, err, p.pid)
+		}
+	})
+
+	t.Run("listen again after close", func(t *testing.T) {
+		script := filepath.Join(t.TempDir(), "again.js")
+		os.WriteFile(script, []byte(`
+const https = require('https'), http = require('http');
+const s = https.createServer();
+s.listen(process.env.PORT, () => {
+  s.close(); // the fd is closed now; the drain (and 'close') may come later
+  require('net').createServer().listen(0); // takes the lowest free fd: 3
+  http.createServer().listen(process.env.PORT);
+});`), 0o644)
+		p := start(t, spec{cmd: []string{"node", script}, set: set, env: env})
+		if code := p.wait(readyTimeout); code == 0 {
+			t.Fatalf("exit 0; want EADDRINUSE")
+		}
+		if hint := hintLine(p.out.String()); !strings.Contains(hint, "which this process closed") {
+			t.Fatalf("hint %q; output:\n%s", hint, p.out)
+		}
+	})
+
+	t.Run("a second server on the same port", func(t *testing.T) {
+		script := filepath.Join(t.TempDir(), "twice.js")
+		os.WriteFile(script, []byte(`
+const http = require('http');
+http.createServer().listen(process.env.PORT, () => http.createServer().listen(process.env.PORT));`), 0o644)
+		p := start(t, spec{cmd: []string{"node", script}, set: set, env: env})
+		if code := p.wait(readyTimeout); code == 0 {
+			t.Fatalf("exit 0; want EADDRINUSE")
+		}
+		if hint := hintLine(p.out.String()); !strings.Contains(hint, "another server of this process already listens on it") {
+			t.Fatalf("hint %q; output:\n%s", hint, p.out)
+		}
+	})
+}
+
+func hintLine(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "sockd: ") {
+			return l
+		}
+	}
+	return ""
+}
+
+// `npm start` as the worker: npm (Node too) hands sockd's sockets and the
+// IPC channel on to the script it runs, so the app serves on sockd's
+// socket and its process.send('ready') reaches sockd; SIGINT to the
+// worker's process group (as sockd sends it) drains the app and ends all.
+func TestNpmStart(t *testing.T) {
+	dir := apps(t)
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	fd := set[0].FD(0)
+	before := backlog(t, fd)
+	p := start(t, spec{cmd: []string{"npm", "start"}, dir: dir, set: set, ipc: true,
+		env: []string{"PORT=" + strconv.Itoa(port(t, set[0]))}})
+	p.waitMsg(`"ready"`, readyTimeout)
+	pid, _, err := get("tcp", set[0].Addr, "/")
+	if err != nil || pid == 0 || pid == p.pid {
+		t.Fatalf("answered by %d (%v); want the app npm started, not npm (%d)", pid, err, p.pid)
+	}
+	if got := inodeOf(t, pid, 3); got != fdtest.Inode(fd) {
+		t.Fatalf("the app's fd 3 is socket %d, not sockd's", got)
+	}
+	if after := backlog(t, fd); after != before {
+		t.Fatalf("backlog %d before, %d after", before, after)
+	}
+	if err := unix.Kill(-p.pid, unix.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(readyTimeout)
+	workertest.Eventually(t, readyTimeout, "npm's process group to end", p.groupGone)
+}

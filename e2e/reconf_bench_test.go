@@ -109,6 +109,7 @@ func (sb *sockdSandbox) benchRound(t *testing.T, a benchApp, method string, roun
 	run.sockdPIDs[0] = sb.mainPID(t, unit)
 	l := sb.startLoad(t, "-addr", a.addr, "-rate", strconv.Itoa(rate), "-keepalive", "4", "-fresh", "4", "-sporadic", "0",
 		"-timeout", "10s", "-records")
+	t.Cleanup(func() { l.stdin.Close() }) // ends the load first, should the round fail (see TestSockdReconfigureTemplate)
 	var first time.Time
 	for i, n := range []int{3, 2} {
 		<-time.After(steady) // a steady window of the load, not a synchronisation

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sockd/sockd/daemon"
+	"github.com/sockd/sockd/pool"
 )
 
 // Issue 22 under systemd: the configuration of a sockd@ instance is its
@@ -76,6 +77,10 @@ func TestSockdReconfigureTemplate(t *testing.T) {
 	rev1 := sb.fullStatus(t, webControl).Config.Revision
 
 	l := sb.startLoad(t, "-addr", webAddr, "-keepalive", "2", "-fresh", "2", "-sporadic", "2", "-pause", "1ms")
+	// Should the test fail with the load running, end the load before
+	// startLoad's cleanup waits for it (cleanups run last in, first out):
+	// that waits for the loadclient inside the sandbox to close its output.
+	t.Cleanup(func() { l.stdin.Close() })
 
 	// The edit: systemctl reload applies it.
 	sb.WriteFile(t, webEnv, []byte(webEnvV2))
@@ -89,7 +94,7 @@ func TestSockdReconfigureTemplate(t *testing.T) {
 		t.Errorf("after the reload returned, a new connection was answered by generation %d (pid %d), want 2", q.Generation, q.PID)
 	}
 	s2 := sb.fullStatus(t, webControl)
-	gen2 := workerPIDs(s2.Status)
+	gen2 := generationPIDs(s2.Status) // the old workers may still be draining
 	if s2.Generation != 2 || s2.Size != 3 || s2.Ready != 3 || len(gen2) != 3 || s2.PID != mainPID {
 		t.Fatalf("after the reload: generation %d, %d/%d ready, workers %v, sockd pid %d; want generation 2, 3/3, sockd %d",
 			s2.Generation, s2.Ready, s2.Size, gen2, s2.PID, mainPID)
@@ -163,7 +168,7 @@ func TestSockdReconfigureTemplate(t *testing.T) {
 	sb.MustRun(t, "systemctl", "daemon-reload")
 	sb.MustRun(t, "systemctl", "reload", webUnit)
 	s4 := sb.fullStatus(t, webControl)
-	gen3 := workerPIDs(s4.Status)
+	gen3 := generationPIDs(s4.Status)
 	wantDropIn := []string{`--stop-timeout "30s" → "20s"`, `APP_REGION "eu-west" added`}
 	if s4.Generation != 3 || s4.Ready != 3 || len(gen3) != 3 || !slices.Equal(s4.Config.Changes, wantDropIn) || s4.Config.Refused != "" ||
 		s4.Config.Settings["stop-timeout"] != "20s" || s4.Config.Revision != s4.Revision {
@@ -175,6 +180,7 @@ func TestSockdReconfigureTemplate(t *testing.T) {
 	if status := sb.MustRun(t, "systemctl", "status", "--no-pager", "--lines=0", webUnit); !strings.Contains(status, "override.conf") {
 		t.Errorf("systemctl status does not list the drop-in:\n%s", status)
 	}
+	sb.waitGone(t, gen2)
 
 	r := l.stop(t)
 	t.Logf("load: %s", summary(r))
@@ -187,6 +193,19 @@ func TestSockdReconfigureTemplate(t *testing.T) {
 		}
 	}
 	sb.checkNoSecrets(t, "hunter2", "swordfish")
+}
+
+// generationPIDs lists the workers of the serving generation (Workers
+// also lists the old ones while they drain).
+func generationPIDs(s pool.Status) []int {
+	var pids []int
+	for _, w := range s.Workers {
+		if w.Generation == s.Generation {
+			pids = append(pids, w.PID)
+		}
+	}
+	slices.Sort(pids)
+	return pids
 }
 
 // fullStatus is `sockd status --json` with the configuration in force.

@@ -13,6 +13,11 @@
 // requests in flight finish and prints the report (load.Report) as one
 // line of JSON.
 //
+// With -rate N the clients send N requests per second in total, each
+// request due at a fixed time and its latency counted from then, so a
+// stall is charged to every request it delayed; -records puts every
+// request in the report.
+//
 //	loadclient -addr 127.0.0.1:8080 -once
 //
 // sends one request on a new connection and prints its report, with the
@@ -48,6 +53,8 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per request")
 	flag.DurationVar(&cfg.IdleMax, "idle-max", 300*time.Millisecond, "longest pause of a sporadic client")
 	flag.DurationVar(&cfg.Pause, "pause", 0, "pause of keepalive and fresh clients between requests")
+	flag.Float64Var(&cfg.Rate, "rate", 0, "total requests per second, paced, latency counted from when each was due (0: closed loop)")
+	records := flag.Bool("records", false, "list every request in the report (Records)")
 	slow := flag.Duration("slow", 0, "list the requests slower than this (from their connection's start) in the report (0: none)")
 	duration := flag.Duration("duration", 0, "stop after this long (0: when stdin is closed)")
 	once := flag.Bool("once", false, "send one request and print it")
@@ -82,7 +89,12 @@ func main() {
 		fmt.Println("running")
 	case <-run.Done():
 	}
-	if err := out.Encode(run.Wait().Report(*slow, listed)); err != nil {
+	res := run.Wait()
+	rep := res.Report(*slow, listed)
+	if *records {
+		rep.Records = res.Records
+	}
+	if err := out.Encode(rep); err != nil {
 		fmt.Fprintf(os.Stderr, "loadclient: %v\n", err)
 		os.Exit(1)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -173,12 +174,21 @@ type sampleTarget struct {
 // onUsage records what the workers use.
 func (p *Pool) onUsage(got map[int]procfs.Usage) {
 	now := p.env.now()
+	var ws []*worker
 	for pid, u := range got {
 		if w := p.st.byPID[pid]; w != nil {
 			w.usage, w.sampledAt = u, now
-			for _, pol := range p.policies {
-				pol.sampled(w)
-			}
+			ws = append(ws, w)
+		}
+	}
+	// In slot order, so that what policies decide does not depend on
+	// the order of a map.
+	sort.Slice(ws, func(i, j int) bool {
+		return ws[i].slot < ws[j].slot || ws[i].slot == ws[j].slot && ws[i].pid < ws[j].pid
+	})
+	for _, w := range ws {
+		for _, pol := range p.policies {
+			pol.sampled(w)
 		}
 	}
 }

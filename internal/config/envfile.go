@@ -49,7 +49,12 @@ func ParseEnvFile(name, text string) ([]string, error) {
 		line      = 1  // the line being read
 		startLine = 1  // the line the assignment began on
 	)
-	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\r' }
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' }
+	// A lone carriage return ends a line too, as systemd has it.
+	isNL := func(c byte) bool { return c == '\n' || c == '\r' }
+	if i := strings.IndexByte(text, 0); i >= 0 {
+		return nil, fmt.Errorf("%s:%d: a NUL byte (systemd refuses such a file)", name, 1+strings.Count(text[:i], "\n"))
+	}
 	for i := 0; i < len(text); i++ {
 		c := text[i]
 		switch state {
@@ -57,17 +62,15 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			switch {
 			case c == '#' || c == ';':
 				state = comment
-			case c == '\n':
-				line++
+			case isNL(c):
 			case !isSpace(c):
 				state, kTrail, startLine = key, -1, line
 				k = append(k[:0], c)
 			}
 		case key:
 			switch {
-			case c == '\n':
+			case isNL(c):
 				state, k = preKey, k[:0] // no "=": not an assignment
-				line++
 			case c == '=':
 				state, vTrail, v = preValue, -1, []byte{}
 			default:
@@ -80,13 +83,12 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			}
 		case preValue:
 			switch {
-			case c == '\n':
+			case isNL(c):
 				if err := pushAt(&out, name, startLine, k, kTrail, v); err != nil {
 					return nil, err
 				}
 				k, v, kTrail, vTrail = k[:0], nil, -1, -1
 				state = preKey
-				line++
 			case c == '\'':
 				state = single
 			case c == '"':
@@ -99,7 +101,7 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			}
 		case value:
 			switch {
-			case c == '\n':
+			case isNL(c):
 				if vTrail >= 0 {
 					v = v[:vTrail]
 				}
@@ -108,7 +110,6 @@ func ParseEnvFile(name, text string) ([]string, error) {
 				}
 				k, v, kTrail, vTrail = k[:0], nil, -1, -1
 				state = preKey
-				line++
 			case c == '\\':
 				state, vTrail = valueEscape, -1
 			default:
@@ -121,18 +122,13 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			}
 		case valueEscape:
 			state = value
-			if c == '\n' {
-				line++ // a continued line
-			} else {
+			if !isNL(c) { // else a continued line
 				v = append(v, c)
 			}
 		case single:
 			if c == '\'' {
 				state = preValue
 			} else {
-				if c == '\n' {
-					line++
-				}
 				v = append(v, c)
 			}
 		case double:
@@ -142,9 +138,6 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			case '\\':
 				state = doubleEscape
 			default:
-				if c == '\n' {
-					line++
-				}
 				v = append(v, c)
 			}
 		case doubleEscape:
@@ -152,28 +145,28 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			switch {
 			case strings.IndexByte("\"\\`$", c) >= 0:
 				v = append(v, c)
-			case c == '\n':
-				line++ // a continued line
+			case c == '\n': // a continued line
 			default:
 				v = append(v, '\\', c)
 			}
 		case comment:
-			switch c {
-			case '\\':
+			switch {
+			case c == '\\':
 				state = commentEscape
-			case '\n':
+			case isNL(c):
 				state = preKey
-				line++
 			}
 		case commentEscape:
-			// A comment ending in \ does not continue onto the next line
-			// (systemd 254 and later).
-			if c == '\n' {
-				state = preKey
-				line++
-			} else {
-				state = comment
+			// systemd 252 (Debian 12) continues a comment ending in \ onto
+			// the next line, 254 and later do not: the same file means two
+			// things. Refused rather than guessed.
+			if isNL(c) {
+				return nil, fmt.Errorf("%s:%d: a comment ends in \\, which systemd before 254 continues onto the next line and later ones do not; remove the \\", name, line)
 			}
+			state = comment
+		}
+		if c == '\n' {
+			line++
 		}
 	}
 	switch state {

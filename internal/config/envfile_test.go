@@ -23,7 +23,8 @@ func TestParseEnvFile(t *testing.T) {
 		{"A=\n", "A="},
 		{"A=1\nA=2\n", "A=2"},
 		{"A=#not a comment\n", "A=#not a comment"},
-		{"# a comment \\\nB=1\n", "B=1"},
+		{"A=x\rB=y\n", "A=x|B=y"}, // a lone CR ends a line, as in systemd
+		{"A='x\ry'\n", "A=x\ry"},
 		{"SOCKD_COMMAND=/srv/app/bin/server --config /etc/app/app.conf\n", "SOCKD_COMMAND=/srv/app/bin/server --config /etc/app/app.conf"},
 		{"A=no newline at the end", "A=no newline at the end"},
 		{"A=1\r\n", "A=1"},
@@ -40,6 +41,8 @@ func TestParseEnvFile(t *testing.T) {
 		{"A=1\n\n1A=2\n", "f:3:"},
 		{"A-B=1\n", "not a variable name"},
 		{"A=\xff\n", "f:1: the value of A is not valid UTF-8"},
+		{"A=1\nB=\x00x\n", "f:2: a NUL byte"},
+		{"A=1\n# comment \\\nB=1\n", "f:2: a comment ends in \\"},
 	} {
 		if _, err := ParseEnvFile("f", c.in); err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%q: %v, want %q", c.in, err, c.want)

@@ -22,6 +22,7 @@ import (
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/guard"
 	"github.com/sockd/sockd/internal/metrics"
+	"github.com/sockd/sockd/internal/nodeshim"
 	"github.com/sockd/sockd/internal/reaper"
 	"github.com/sockd/sockd/pool"
 )
@@ -292,6 +293,11 @@ func (d *Daemon) makeRunDir(u *account.User, deps *pool.Deps) error {
 		if err := os.Chown(d.runDir, int(u.UID), int(u.GID)); err != nil {
 			return fmt.Errorf("workers' directory: %w", err)
 		}
+	}
+	if path, err := nodeshim.Install(d.runDir); err != nil {
+		d.log.Warn("Node.js workers get no preload", "event", "node_preload", "error", err)
+	} else {
+		deps.NodePreload = path
 	}
 	if sock := filepath.Join(d.runDir, "notify"); len(sock) < 100 {
 		deps.NotifySocket = sock

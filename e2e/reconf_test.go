@@ -134,7 +134,7 @@ func TestSockdReconfigureTemplate(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 || !strings.Contains(err.Error(), "Job for "+webUnit+" failed") {
 		t.Fatalf("systemctl reload after an invalid edit: %v %q; want a failed job, non-zero exit", err, out)
 	}
-	const why = `SOCKD_WORKERS="lots": want 1 to 1024, or max`
+	const why = `SOCKD_WORKERS="lots": want 1 to 1024, max, or max-N`
 	sb.checkUnit(t, mainPID, "exit-code", "3/3 workers ready, generation 2, 0 restarts; last reload failed: invalid configuration: "+why)
 	status, _ := sb.Run(t, "systemctl", "status", "--no-pager", "-l", "--lines=12", webUnit)
 	t.Logf("systemctl status after the invalid edit:\n%s", status)

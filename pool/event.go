@@ -84,7 +84,6 @@ type loopEvent interface{ apply(p *Pool) }
 type (
 	exitEvent      struct{ pid int }
 	notifyEvent    struct{ msg notify.Message }
-	nodeReady      struct{ pid int } // "ready" on a worker's Node IPC channel
 	stopRequest    struct{}
 	statusRequest  struct{ reply chan Status }
 	sampleRequest  struct{ reply chan []sampleTarget }
@@ -109,12 +108,6 @@ func (groupPollTimer) apply(p *Pool)   { p.pollGroups() }
 func (e watchdogTimer) apply(p *Pool)  { p.onWatchdogTimer(e.w) }
 func (e restartTimer) apply(p *Pool)   { p.onRestartTimer(e.s) }
 func (e usageEvent) apply(p *Pool)     { p.onUsage(e.got) }
-
-func (e nodeReady) apply(p *Pool) {
-	if w := p.st.byPID[e.pid]; w != nil {
-		p.markReady(w)
-	}
-}
 
 func (e killTimer) apply(p *Pool) {
 	if !e.w.exited {

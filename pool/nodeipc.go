@@ -2,10 +2,12 @@ package pool
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/sockd/sockd/internal/nodeshim"
+	"github.com/sockd/sockd/internal/notify"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,8 +17,10 @@ import (
 // NODE_CHANNEL_SERIALIZATION_MODE=json every message is one JSON value on
 // a line of its own, so process.send('ready') arrives as the line "ready"
 // (with its quotes). That line marks the worker ready, as it marks a
-// process ready in PM2's wait_ready mode; any other message is logged at
-// debug and dropped. sockd never writes on the channel. A worker that
+// process ready in PM2's wait_ready mode. {"sockd":{…}} carries the rest of
+// what sd_notify does (ready, status, requests, stopping, watchdog: see
+// internal/nodeshim's ParseMessage), for a worker that cannot reach the
+// notify socket; any other message is the app's and is dropped. A worker that
 // listens for no 'message' has its channel unref'd by Node, so it exits
 // as it would without one.
 //
@@ -47,6 +51,7 @@ func (e *osEnv) readNodeChannel(pid, fd int) {
 	f := os.NewFile(uintptr(fd), "node-ipc")
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 4096)
+	var bad rateLog
 	for {
 		line, err := readLine(r, maxNodeMessage)
 		if err != nil {
@@ -56,14 +61,21 @@ func (e *osEnv) readNodeChannel(pid, fd int) {
 			p.log.Debug("node ipc message too long; skipped", "event", "node_ipc", "worker_pid", pid)
 			continue
 		}
-		var msg any
-		if json.Unmarshal(line, &msg) == nil && msg == "ready" {
-			if !p.post(nodeReady{pid}) {
+		m, ours, err := nodeshim.ParseMessage(line)
+		switch {
+		case err != nil:
+			if n, ok := bad.note(time.Now()); ok {
+				p.log.Warn("node ipc message for sockd not understood", "event", "node_ipc", "worker_pid", pid, "error", err, "messages", n)
+			}
+		case !ours:
+			p.log.Debug("node ipc message ignored", "event", "node_ipc", "worker_pid", pid, "message", string(line[:min(len(line), 200)]))
+		case len(m.Fields()) > 0:
+			// What sd_notify carries, through the same loop event as a
+			// notify datagram of this worker.
+			if !p.post(notifyEvent{msg: notify.Message{PID: pid, Fields: m.Fields()}}) {
 				return
 			}
-			continue
 		}
-		p.log.Debug("node ipc message ignored", "event", "node_ipc", "worker_pid", pid, "message", string(line[:min(len(line), 200)]))
 	}
 }
 

@@ -53,15 +53,22 @@ type ReadyRule struct {
 	// process.send('ready') does under PM2's wait_ready. READY=1 counts
 	// too. See nodeipc.go.
 	NodeIPC bool
+	// Listening (with NodeIPC) makes a Node.js worker ready once it
+	// listens on sockd's sockets: sockd's preload says so on the channel,
+	// for apps that never call process.send('ready').
+	Listening bool
 }
 
-// ParseReadyRule reads "notify", "node-ipc" or "after:DURATION".
+// ParseReadyRule reads "notify", "node-ipc", "node-listen" or
+// "after:DURATION".
 func ParseReadyRule(s string) (ReadyRule, error) {
 	switch s {
 	case "notify":
 		return ReadyRule{}, nil
 	case "node-ipc":
 		return ReadyRule{NodeIPC: true}, nil
+	case "node-listen":
+		return ReadyRule{NodeIPC: true, Listening: true}, nil
 	}
 	if d, ok := strings.CutPrefix(s, "after:"); ok {
 		dur, err := time.ParseDuration(d)
@@ -70,13 +77,15 @@ func ParseReadyRule(s string) (ReadyRule, error) {
 		}
 		return ReadyRule{After: dur}, nil
 	}
-	return ReadyRule{}, fmt.Errorf("ready rule %q: want notify, node-ipc or after:DURATION", s)
+	return ReadyRule{}, fmt.Errorf("ready rule %q: want notify, node-ipc, node-listen or after:DURATION", s)
 }
 
 func (r ReadyRule) String() string {
 	switch {
 	case r.After > 0:
 		return "after:" + r.After.String()
+	case r.Listening:
+		return "node-listen"
 	case r.NodeIPC:
 		return "node-ipc"
 	}
@@ -188,6 +197,8 @@ type Config struct {
 	// Limits are each worker's cgroup limits (with Deps.Cgroups, which
 	// must offer their controllers).
 	Limits cgroup.Limits
+	// NodePreload gives Node.js workers sockd's preload (Deps.NodePreload).
+	NodePreload bool
 	// InstanceVar, if set, is a variable each worker gets with its slot,
 	// 0 to N-1 (PM2's NODE_APP_INSTANCE), as SOCKD_WORKER.
 	InstanceVar string
@@ -210,6 +221,11 @@ type Deps struct {
 	// pid and execs the command; "" means /proc/self/exe, which must call
 	// Trampoline() first thing in main.
 	Trampoline string
+	// NodePreload, if set, is the path of internal/nodeshim's preload,
+	// which every worker whose Config.NodePreload is on gets through
+	// NODE_OPTIONS: a Node app's listen(PORT) on a socket sockd holds takes
+	// that socket, and its server.close() drains carefully.
+	NodePreload string
 	// MetricsDir, if set, is a directory the workers may create unix
 	// sockets in: each gets SOCKD_METRICS_SOCKET, a path there on which it
 	// may serve its own metrics (see internal/metrics).

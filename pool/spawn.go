@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/sockd/sockd/internal/nodeshim"
 	"golang.org/x/sys/unix"
 )
 
@@ -190,6 +191,9 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 	if d.MetricsDir != "" {
 		env = append(env, "SOCKD_METRICS_SOCKET="+w.metricsSocket(d.MetricsDir))
 	}
+	if e.p.deps.NodePreload != "" && c.NodePreload {
+		env = e.nodePreload(env, w, channel >= 0)
+	}
 	if v := c.InstanceVar; v != "" {
 		env = append(withoutVar(env, v), v+"="+strconv.Itoa(slot))
 	}
@@ -282,4 +286,30 @@ func withoutVar(env []string, name string) []string {
 		}
 	}
 	return out
+}
+
+// nodePreload adds what sockd's Node.js preload needs (internal/nodeshim):
+// NODE_OPTIONS with --require, and the worker's sockets as the preload
+// maps listen(PORT) to them. Non-Node workers ignore both.
+func (e *osEnv) nodePreload(env []string, w *worker, channel bool) []string {
+	d, c := &e.p.deps, w.cfg
+	ls, err := nodeshim.Listeners(d.Listeners.FDs(w.slot), strings.Split(d.Listeners.Names(), ":"))
+	if err != nil {
+		e.p.log.Warn("node preload: cannot describe the sockets; workers get none", "error", err)
+		ls = nil
+	}
+	o := nodeshim.Options{Send: nodeshim.Send{Ready: c.Ready.Listening, Requests: channel, Watchdog: channel && c.WorkerWatchdog > 0}}
+	extra, err := o.Env(ls)
+	if err != nil {
+		e.p.log.Warn("node preload: not used", "error", err)
+		return env
+	}
+	opts := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "NODE_OPTIONS="); ok {
+			opts = v
+		}
+	}
+	env = append(withoutVar(env, "NODE_OPTIONS"), extra...)
+	return append(env, "NODE_OPTIONS="+nodeshim.NodeOptions(opts, d.NodePreload))
 }

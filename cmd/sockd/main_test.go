@@ -375,7 +375,7 @@ func TestBadInput(t *testing.T) {
 		{"bad listen url", nil, nil, append([]string{"run", "--listen", "tcp://nope"}, ctl...), exitUsage, "want HOST:PORT"},
 		{"bad scheme", nil, nil, append([]string{"run", "--listen", "sctp://1.2.3.4:5"}, ctl...), exitUsage, "unsupported scheme"},
 		{"port in use", nil, nil, append([]string{"run", "--listen", "tcp://" + busy.Addr().String()}, ctl...), exitListeners, "address already in use"},
-		{"bad ready rule", nil, nil, append(append([]string{"run"}, listen...), "--ready", "soon"), exitUsage, "want notify, node-ipc or after"},
+		{"bad ready rule", nil, nil, append(append([]string{"run"}, listen...), "--ready", "soon"), exitUsage, "want notify, node-ipc, node-listen or after"},
 		{"bad restart limit", nil, nil, append(append([]string{"run"}, listen...), "--restart-limit", "ten"), exitUsage, "N/DURATION"},
 		{"LISTEN_FDS not a number", []string{"LISTEN_FDS=abc", "LISTEN_PID=self"}, nil, append([]string{"run"}, ctl...), exitListeners, "LISTEN_FDS"},
 		{"LISTEN_FDS huge", []string{"LISTEN_FDS=100000", "LISTEN_PID=self"}, nil, append([]string{"run"}, ctl...), exitListeners, "more than"},

@@ -67,6 +67,7 @@ type Run struct {
 	PM2            string // --pm2 FILE[:APP]
 	PM2Env         string
 	InstanceVar    string
+	NodePreload    string
 	// Warnings are what Load noticed but did not refuse: fields of an
 	// ecosystem file sockd does not support, SOCKD_ variables that are
 	// no setting (a typo). sockd logs them at start and at every reload.
@@ -131,8 +132,8 @@ var settings = []Setting{
 		}},
 	{Name: "reuseport", Restart: true, Help: "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP and UDP listeners sockd binds)",
 		value: func(r *Run) value { return boolValue{&r.ReusePort} }},
-	{Name: "ready", Arg: "RULE", Default: "notify", Values: []string{"notify", "node-ipc", "after:DURATION"},
-		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too) or after:DURATION (that long after it started)",
+	{Name: "ready", Arg: "RULE", Default: "notify", Values: []string{"notify", "node-ipc", "node-listen", "after:DURATION"},
+		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too), node-listen (a Node.js worker listens on sockd's sockets, told by sockd's preload) or after:DURATION (that long after it started)",
 		value: func(r *Run) value {
 			return typed[pool.ReadyRule]{&r.Ready, pool.ParseReadyRule, pool.ReadyRule.String}
 		}},
@@ -203,6 +204,9 @@ var settings = []Setting{
 		value: func(r *Run) value { return typed[string]{&r.PM2, nonEmpty, showString} }},
 	{Name: "pm2-env", Arg: "NAME", Help: "with --pm2: merge the app's env_NAME over its env, as pm2 start --env NAME",
 		value: func(r *Run) value { return typed[string]{&r.PM2Env, nonEmpty, showString} }},
+	{Name: "node-preload", Arg: "MODE", Default: "on", Values: []string{"on", "off"},
+		Help: "on: Node.js workers get sockd's preload (through NODE_OPTIONS), so that an unchanged app's listen(PORT) on a port sockd holds takes sockd's socket, keeping its backlog, and its server.close() drains without losing a request; off: Node runs as it is",
+		value: func(r *Run) value { return typed[string]{&r.NodePreload, oneOf("on", "off"), showString} }},
 	{Name: "instance-var", Arg: "NAME", Default: "NODE_APP_INSTANCE", Help: "the variable that tells each worker its slot, 0 to N-1, stable across reloads and restarts (PM2's NODE_APP_INSTANCE; an app runs its cron jobs where it is 0)",
 		value: func(r *Run) value { return typed[string]{&r.InstanceVar, envName, showString} }},
 	{Name: "log-level", Arg: "LEVEL", Default: "info", Values: []string{"trace", "debug", "info", "warn", "error"},
@@ -417,7 +421,7 @@ func (r *Run) Specs() []activation.Spec {
 // Pool is the workers' configuration.
 func (r *Run) Pool() pool.Config {
 	return pool.Config{
-		Command: r.Command, Dir: r.Dir, Env: r.Env, Limits: r.Limits, Revision: r.Revision(), InstanceVar: r.InstanceVar,
+		Command: r.Command, Dir: r.Dir, Env: r.Env, Limits: r.Limits, Revision: r.Revision(), InstanceVar: r.InstanceVar, NodePreload: r.NodePreload == "on",
 		Workers: int(r.Workers), Ready: r.Ready,
 		ReadyTimeout: r.ReadyTimeout, ReloadTimeout: r.ReloadTimeout, StopTimeout: r.StopTimeout, StopSignal: r.StopSignal,
 		RestartLimit: r.RestartLimit, WorkerWatchdog: r.WorkerWatchdog,

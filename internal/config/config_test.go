@@ -73,15 +73,15 @@ func TestParseErrors(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{[]string{"--workers", "0"}, nil, "--workers 0: want 1 to 1024, or max"},
+		{[]string{"--workers", "0"}, nil, "--workers 0: want 1 to 1024, max, or max-N"},
 		{[]string{"--workers", "1025"}, nil, "--workers 1025"},
-		{nil, []string{"SOCKD_WORKERS=lots"}, `SOCKD_WORKERS="lots": want 1 to 1024, or max`},
+		{nil, []string{"SOCKD_WORKERS=lots"}, `SOCKD_WORKERS="lots": want 1 to 1024, max, or max-N`},
 		{[]string{"--frob"}, nil, "flag provided but not defined: --frob"},
 		{[]string{"--stop-timeout"}, nil, "flag needs an argument: --stop-timeout DURATION"},
 		{[]string{"--stop-timeout", "0s"}, nil, "--stop-timeout 0s: must be positive"},
 		{[]string{"--reload-timeout", "-1s"}, nil, "--reload-timeout -1s: must not be negative"},
 		{[]string{"--ready-timeout", "soon"}, nil, "want a duration"},
-		{[]string{"--ready", "soon"}, nil, "want notify, node-ipc or after:DURATION"},
+		{[]string{"--ready", "soon"}, nil, "want notify, node-ipc, node-listen or after:DURATION"},
 		{[]string{"--restart-limit", "ten"}, nil, "N/DURATION"},
 		{[]string{"--stop-signal", "NOPE"}, nil, "--stop-signal NOPE"},
 		{[]string{"--worker-max-memory", "0"}, nil, "--worker-max-memory 0: want more than 0"},

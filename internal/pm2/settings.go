@@ -2,6 +2,7 @@ package pm2
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,7 +28,8 @@ const ListenerName = "http"
 //	SOCKD_WORKERS         instances: N, or "max" / "max-N" (resolved when Options.CPUs > 0)
 //	SOCKD_INSTANCE_VAR    instance_var (NODE_APP_INSTANCE)
 //	SOCKD_LISTEN          http=tcp://:PORT for env.PORT, else "none" (NoListen)
-//	SOCKD_READY           node-ipc with wait_ready, else after:MIN_UPTIME (PM2's 1s)
+//	SOCKD_READY           node-ipc with wait_ready; else node-listen for a node app (ready once it
+//	                      listens, as PM2's cluster mode has it); else after:MIN_UPTIME (PM2's 1s)
 //	SOCKD_READY_TIMEOUT   listen_timeout, with wait_ready and when set
 //	SOCKD_STOP_SIGNAL     INT, what PM2 sends
 //	SOCKD_STOP_TIMEOUT    kill_timeout, when set
@@ -69,6 +71,10 @@ func (a *App) Settings() map[string]string {
 		if a.ListenTimeout > 0 {
 			s["SOCKD_READY_TIMEOUT"] = fmtDuration(a.ListenTimeout)
 		}
+	} else if strings.HasPrefix(filepath.Base(a.Interpreter), "node") {
+		// PM2 counts a cluster worker as online once it listens: sockd's
+		// Node preload says when it does.
+		s["SOCKD_READY"] = "node-listen"
 	} else {
 		// PM2 counts a process as started once it has run min_uptime.
 		s["SOCKD_READY"] = "after:" + fmtDuration(a.minUptime())

@@ -35,9 +35,17 @@ func (d *daemonProc) fullStatus() daemon.Status {
 // environOf reads a live process's environment.
 func environOf(t *testing.T, pid int) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	m, err := readEnviron(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return m
+}
+
+func readEnviron(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return nil, err
 	}
 	m := map[string]string{}
 	for _, kv := range strings.Split(string(b), "\x00") {
@@ -45,7 +53,7 @@ func environOf(t *testing.T, pid int) map[string]string {
 			m[k] = v
 		}
 	}
-	return m
+	return m, nil
 }
 
 func cmdlineOf(t *testing.T, pid int) []string {

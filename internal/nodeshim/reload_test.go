@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -109,70 +107,23 @@ func TestReloadLosesNothing(t *testing.T) {
 	}
 }
 
-// wrkResult is what wrk reports.
-type wrkResult struct {
-	Requests, Non2xx, Connect, Read, Write, Timeout int
-}
-
-func (w wrkResult) String() string {
-	return fmt.Sprintf("%d requests, %d non-2xx, socket errors: connect %d, read %d, write %d, timeout %d",
-		w.Requests, w.Non2xx, w.Connect, w.Read, w.Write, w.Timeout)
-}
-
-func (w wrkResult) failed() int { return w.Non2xx + w.Connect + w.Read + w.Write + w.Timeout }
-
-var (
-	wrkRequests = regexp.MustCompile(`(\d+) requests in`)
-	wrkNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
-	wrkErrors   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
-)
-
-func parseWrk(out string) (wrkResult, error) {
-	var w wrkResult
-	m := wrkRequests.FindStringSubmatch(out)
-	if m == nil {
-		return w, fmt.Errorf("no request count in wrk's output:\n%s", out)
-	}
-	w.Requests, _ = strconv.Atoi(m[1])
-	if m := wrkNon2xx.FindStringSubmatch(out); m != nil {
-		w.Non2xx, _ = strconv.Atoi(m[1])
-	}
-	if m := wrkErrors.FindStringSubmatch(out); m != nil {
-		w.Connect, _ = strconv.Atoi(m[1])
-		w.Read, _ = strconv.Atoi(m[2])
-		w.Write, _ = strconv.Atoi(m[3])
-		w.Timeout, _ = strconv.Atoi(m[4])
-	}
-	return w, nil
-}
-
 // wrkPost starts wrk: POST, conns keep-alive connections, each pausing up
 // to pauseMS between requests (0: back to back). Stop it with the returned
 // function, which returns its report.
-func wrkPost(t *testing.T, url string, conns, pauseMS int) func() wrkResult {
+func wrkPost(t *testing.T, url string, conns, pauseMS int) func() load.WrkResult {
 	t.Helper()
 	bin := need(t, "wrk", "the reload measurements use it")
-	script := filepath.Join(t.TempDir(), "post.lua")
-	lua := "wrk.method = \"POST\"\nwrk.body = \"hello\"\nwrk.headers[\"Content-Type\"] = \"text/plain\"\n"
-	if pauseMS > 0 {
-		lua += fmt.Sprintf("function delay() return math.random(0, %d) end\n", pauseMS)
-	}
-	os.WriteFile(script, []byte(lua), 0o644)
-	out := &lockedBuffer{}
-	cmd := exec.Command(bin, "-t2", "-c"+strconv.Itoa(conns), "-d600s", "-s", script, url)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	w, err := load.StartWrk(bin, url, load.WrkOptions{Conns: conns, Threads: 2, PauseMS: pauseMS, Post: true, Dir: t.TempDir()})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return func() wrkResult {
-		cmd.Process.Signal(unix.SIGINT)
-		cmd.Wait()
-		w, err := parseWrk(out.String())
+	t.Cleanup(w.Kill)
+	return func() load.WrkResult {
+		r, err := w.Stop()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return w
+		return r
 	}
 }
 
@@ -272,8 +223,8 @@ func TestReloadUnderWrkAndNginx(t *testing.T) {
 					}
 					w := stop()
 					t.Logf("%s, %d reloads: %s", name, reloads, w)
-					if careful && w.failed() != 0 {
-						t.Errorf("%d requests failed", w.failed())
+					if careful && w.Failed() != 0 {
+						t.Errorf("%d requests failed", w.Failed())
 					}
 					if w.Requests < 100 {
 						t.Errorf("only %d requests: the measurement measured nothing", w.Requests)

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/internal/load"
+)
+
+// The apps of examples/node-apps are written as their frameworks' docs
+// and PM2's show them: listen(PORT), process.send('ready') once
+// listening, server.close() on SIGINT. Nothing in them knows sockd.
+func nodeApps(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../examples/node-apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := ""
+	if _, err := exec.LookPath("node"); err != nil {
+		missing = "node"
+	} else if _, err := os.Stat(filepath.Join(dir, "node_modules", "express")); err != nil {
+		missing = "the npm packages of examples/node-apps (scripts/setup runs npm ci there)"
+	}
+	if missing != "" {
+		if os.Getenv("CI") == "true" || os.Getenv("SOCKD_E2E_REQUIRE") == "1" {
+			t.Fatalf("%s missing", missing)
+		}
+		t.Skipf("SKIPPING: %s missing", missing)
+	}
+	return dir
+}
+
+// freePort is a port the kernel just handed out and took back: the apps
+// take a port number, as real ones do (PORT), so the test cannot use :0
+// for them.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// instances reads the NODE_APP_INSTANCE of each worker of the serving
+// generation, once they are all ready and the old ones gone.
+func instances(t *testing.T, d *daemonProc) []string {
+	t.Helper()
+	var got []string
+	waitFor(t, 20*time.Second, "the serving generation alone", func() bool {
+		s := d.mustStatus()
+		got = got[:0]
+		for _, w := range s.Workers {
+			env, err := readEnviron(w.PID)
+			if w.Generation != s.Generation || w.State != "ready" || err != nil {
+				return false
+			}
+			got = append(got, env["NODE_APP_INSTANCE"])
+		}
+		return len(got) == s.Size
+	})
+	sort.Strings(got)
+	return got
+}
+
+// Unchanged Node apps (plain http, Express, Fastify, Koa) under sockd, in
+// both sharing modes: their listen(PORT) takes sockd's socket without
+// shrinking its backlog, every worker knows its NODE_APP_INSTANCE, and
+// reloads under wrk's 32 keep-alive connections lose nothing though the
+// apps drain with Node's own server.close() on SIGINT.
+func TestUnchangedNodeApps(t *testing.T) {
+	dir := nodeApps(t)
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("wrk is missing (scripts/setup installs it)")
+		}
+		t.Skip("SKIPPING: wrk is not installed")
+	}
+	cases := []struct {
+		app     string
+		mode    string
+		reloads int
+	}{
+		{"express-app.js", "shared", 10},
+		{"express-app.js", "reuseport", 10},
+		{"http-app.js", "shared", 3},
+		{"fastify-app.js", "reuseport", 3},
+		{"koa-app.js", "shared", 3},
+	}
+	for _, c := range cases {
+		t.Run(c.app+"/"+c.mode, func(t *testing.T) {
+			port := freePort(t)
+			args := []string{"--workers", "2", "--listen", fmt.Sprintf("http=tcp://127.0.0.1:%d", port),
+				"--ready", "node-ipc", "--stop-signal", "INT", "--cwd", dir}
+			if c.mode == "reuseport" {
+				args = append(args, "--reuseport")
+			}
+			d := startSockd(t, []string{"PORT=" + strconv.Itoa(port)}, append(args, "--", "node", c.app)...)
+			s := d.mustStatus()
+			for i, limit := range s.Listeners[0].QueueLimit {
+				if want := somaxconn(t); limit != want {
+					t.Fatalf("socket %d's backlog is %d after the workers listened, want sockd's %d", i, limit, want)
+				}
+			}
+			for _, w := range s.Workers {
+				if fd, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", w.PID)); err != nil || !strings.HasPrefix(fd, "socket:") {
+					t.Fatalf("worker %d's fd 3: %q, %v", w.PID, fd, err)
+				}
+			}
+			if got := instances(t, d); strings.Join(got, ",") != "0,1" {
+				t.Fatalf("NODE_APP_INSTANCE of the workers: %q", got)
+			}
+			run, err := load.StartWrk(wrk, fmt.Sprintf("http://127.0.0.1:%d/", port), load.WrkOptions{Conns: 32, Threads: 2, Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer run.Kill()
+			for i := 0; i < c.reloads; i++ {
+				var out bytes.Buffer
+				if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+					t.Fatalf("reload %d: exit %d %s", i+1, code, out.String())
+				}
+			}
+			res, err := run.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d reloads: %s", c.reloads, res)
+			if res.Failed() > 0 || res.Requests < 100 {
+				t.Fatalf("wrk over %d reloads: %s\n%s", c.reloads, res, res.Output)
+			}
+			if got := instances(t, d); strings.Join(got, ",") != "0,1" {
+				t.Fatalf("NODE_APP_INSTANCE after the reloads: %q", got)
+			}
+		})
+	}
+}
+
+func somaxconn(t *testing.T) int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+// The same kind of app from an unchanged ecosystem.config.js, instances
+// 'max': one worker per CPU sockd may use, the port from env.PORT bound
+// by sockd before the first worker, the app's env and cwd, PM2's
+// defaults (SIGINT); an edited file is read again by a reload.
+func TestEcosystemFile(t *testing.T) {
+	dir := nodeApps(t)
+	port := freePort(t)
+	eco := filepath.Join(t.TempDir(), "ecosystem.config.js")
+	write := func(color string) {
+		os.WriteFile(eco, []byte(fmt.Sprintf(`module.exports = {
+  apps: [{
+    name: "shop",
+    script: "express-app.js",
+    cwd: %q,
+    instances: "max",
+    exec_mode: "cluster",
+    wait_ready: true,
+    listen_timeout: 10000,
+    env: { PORT: %d, APP_COLOR: %q },
+  }, {
+    name: "mailer",
+    script: "http-app.js",
+    cwd: %q,
+  }],
+};
+`, dir, port, color, dir)), 0o644)
+	}
+	write("blue")
+	d := startSockd(t, nil, "--pm2", eco+":shop")
+	s := d.fullStatus()
+	if len(s.Workers) != s.Size || s.Size < 1 || s.Listeners[0].Address != fmt.Sprintf("0.0.0.0:%d", port) && !strings.HasSuffix(s.Listeners[0].Address, fmt.Sprintf(":%d", port)) {
+		t.Fatalf("from the ecosystem file: %+v", s)
+	}
+	if s.ReadyRule != "node-ipc" || s.Config.Settings["stop-signal"] != "INT" || s.Config.Settings["name"] != "shop" {
+		t.Fatalf("PM2's ways: ready %s, settings %v", s.ReadyRule, s.Config.Settings)
+	}
+	for _, w := range s.Workers {
+		if env := environOf(t, w.PID); env["APP_COLOR"] != "blue" || env["NODE_APP_INSTANCE"] != strconv.Itoa(w.Slot) {
+			t.Fatalf("worker %d: APP_COLOR=%q NODE_APP_INSTANCE=%q", w.Slot, env["APP_COLOR"], env["NODE_APP_INSTANCE"])
+		}
+	}
+	getGen(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+
+	write("green")
+	var out bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+		t.Fatalf("reload: exit %d %s", code, out.String())
+	}
+	waitFor(t, 20*time.Second, "workers of the edited file", func() bool {
+		for _, w := range d.mustStatus().Workers {
+			if env, err := readEnviron(w.PID); err != nil || env["APP_COLOR"] != "green" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A broken ecosystem file: one line, exit 2, nothing started.
+func TestEcosystemFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"syntax.config.js":   "module.exports = { apps: [ {name: 'a', script: 'x.js', } ",
+		"empty.config.js":    "module.exports = { apps: [] }",
+		"two.config.js":      "module.exports = { apps: [{name: 'a', script: 'a.js'}, {name: 'b', script: 'b.js'}] }",
+		"noscript.config.js": "module.exports = { apps: [{name: 'a', script: 'missing.js'}] }",
+	}
+	for name, body := range files {
+		os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "a.js"), nil, 0o644)
+	ctl := filepath.Join(dir, "ctl.sock")
+	for _, c := range []struct{ ref, want string }{
+		{"syntax.config.js", "syntax.config.js:1"},
+		{"empty.config.js", "no app"},
+		{"two.config.js", `"a", "b"`},
+		{"two.config.js:c", `"c"`},
+		{"noscript.config.js", "missing.js"},
+		{"none.config.js", "none.config.js"},
+	} {
+		var out bytes.Buffer
+		code := sockd([]string{"run", "--control", ctl, "--pm2", filepath.Join(dir, c.ref)}, io.Discard, &out)
+		msg := strings.TrimSpace(out.String())
+		if code != exitUsage || !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+			t.Errorf("--pm2 %s: exit %d, %q; want exit 2 and one line with %q", c.ref, code, msg, c.want)
+		}
+		if _, err := os.Stat(ctl); err == nil {
+			t.Fatalf("--pm2 %s: the control socket was made", c.ref)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/sockd/sockd/internal/resources"
@@ -140,7 +141,11 @@ func (p *Pool) stopWorker(w *worker, why string) {
 // failReady stops a worker that was not ready in time; its exit is then
 // its owner's to judge, as a failure.
 func (p *Pool) failReady(w *worker) {
-	p.wlog(w).Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
+	log := p.wlog(w)
+	if filepath.Base(w.cfg.command) == "node" && !w.cfg.Ready.NodeIPC && w.cfg.Ready.After == 0 {
+		log = log.With("hint", "a Node.js app that never sends READY=1: run it with --ready node-listen (ready once it listens) or --ready node-ipc (it calls process.send('ready'))")
+	}
+	log.Warn("worker not ready in time; stopping it", "event", "worker_ready_timeout")
 	w.failure = fmt.Sprintf("not ready within %s", w.cfg.ReadyTimeout)
 	p.stopWorker(w, ExitReadyTimeout)
 }

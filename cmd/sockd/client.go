@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -34,8 +35,9 @@ var clientHelp = map[string]string{
 
 // scaleArg takes scale's N, +K or -K out of args before the flags are
 // parsed (the flag package would read -1 as a flag): the first argument
-// that is not a flag, or a flag that is a number (-1).
-func scaleArg(args []string) (string, []string) {
+// that is not a flag, or a flag that is a number (-1). valued are the
+// flags that take a value.
+func scaleArg(args []string, valued ...string) (string, []string) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
@@ -45,7 +47,7 @@ func scaleArg(args []string) (string, []string) {
 			}
 			return "", args
 		case strings.HasPrefix(a, "-") && strings.Trim(a[1:], "0123456789") != "":
-			if !strings.Contains(a, "=") && (a == "--control" || a == "-control" || a == "--timeout" || a == "-timeout") {
+			if !strings.Contains(a, "=") && slices.Contains(valued, strings.TrimLeft(a, "-")) {
 				i++ // its value
 			}
 		default:
@@ -76,7 +78,7 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	synopsis := "sockd " + name + " [--control PATH]"
 	var workers string
 	if name == "scale" {
-		workers, args = scaleArg(args)
+		workers, args = scaleArg(args, "control", "timeout")
 	}
 	if name == "status" {
 		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in README.md)")

@@ -31,6 +31,7 @@ Usage:
   sockd upgrade [--wait] [--control PATH]     hand the sockets to a new sockd binary
   sockd scale [--wait] N|+K|-K                set the number of workers at run time
   sockd top [--interval D]                    a live view: workers, CPU, memory, requests, queues, events
+  sockd pm2 [--root DIR] FILE                 turn a PM2 ecosystem file into sockd@APP units and env files
   sockd version                               print the version
   sockd help                                  this text
 
@@ -75,6 +76,8 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 		err = topCommand(args[1:], stdout)
 	case "status", "reload", "upgrade", "scale":
 		err = clientCommand(args[0], args[1:], stdout)
+	case "pm2":
+		err = pm2Command(args[1:], stdout)
 	case "man": // hidden: sockd(8) and shell completions from the flag definitions (scripts/package)
 		return manCommand(args[1:], stdout, stderr)
 	case "demo-worker": // hidden: the embedded demo worker sockd runs by default

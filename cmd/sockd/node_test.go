@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/load"
 )
 
@@ -248,4 +249,59 @@ func TestEcosystemFileErrors(t *testing.T) {
 			t.Fatalf("--pm2 %s: the control socket was made", c.ref)
 		}
 	}
+}
+
+// sockd pm2 turns an ecosystem file into env files and socket drop-ins
+// that sockd itself reads back as the same app.
+func TestPM2Command(t *testing.T) {
+	dir := nodeApps(t)
+	root := t.TempDir()
+	eco := filepath.Join(t.TempDir(), "ecosystem.config.js")
+	os.WriteFile(eco, []byte(fmt.Sprintf(`module.exports = { apps: [
+  { name: "shop", script: "express-app.js", cwd: %q, instances: 2, env: { PORT: 3000, DB_PASSWORD: "s3cret" } },
+  { name: "mailer", script: "http-app.js", cwd: %q, watch: true },
+] }`, dir, dir)), 0o644)
+	var out bytes.Buffer
+	if code := sockd([]string{"pm2", "--root", root, eco}, &out, &out); code != 0 {
+		t.Fatalf("sockd pm2: exit %d\n%s", code, out.String())
+	}
+	for _, want := range []string{"created   /etc/sockd/shop.env", "created   /etc/systemd/system/sockd@shop.socket.d/50-listen.conf",
+		"created   /etc/sockd/mailer.env", "sockd@shop.socket sockd@mailer.service", "watch"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/sockd@shop.socket.d/50-listen.conf")); !strings.Contains(string(b), "ListenStream=3000") {
+		t.Errorf("socket drop-in:\n%s", b)
+	}
+	envFile := filepath.Join(root, "etc/sockd/shop.env")
+	if fi, err := os.Stat(envFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("env file mode %v, %v; want 0600 (it holds secrets)", fi, err)
+	}
+	r, err := config.Load(config.Source{Args: []string{"--env-file", envFile}, Environ: []string{"PATH=" + os.Getenv("PATH")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Name != "shop" || r.Workers != 2 || r.Dir != dir || filepath.Base(r.Command[len(r.Command)-1]) != "express-app.js" ||
+		r.Ready.String() != "node-listen" || lookupEnv(r.Env, "DB_PASSWORD") != "s3cret" {
+		t.Fatalf("the env file loads as %+v", r)
+	}
+	// Run again: unchanged; a differing file is left alone without --force.
+	out.Reset()
+	os.WriteFile(envFile, []byte("EDITED=1\n"), 0o600)
+	if code := sockd([]string{"pm2", "--root", root, eco}, &out, &out); code == 0 || !strings.Contains(out.String(), "shop.env") {
+		t.Fatalf("a changed file was not refused: exit %d %s", code, out.String())
+	}
+	if b, _ := os.ReadFile(envFile); string(b) != "EDITED=1\n" {
+		t.Fatal("the edited file was overwritten")
+	}
+}
+
+func lookupEnv(env []string, k string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, k+"="); ok {
+			return v
+		}
+	}
+	return ""
 }

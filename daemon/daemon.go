@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -564,3 +565,30 @@ func (d *Daemon) Upgrade(ctx context.Context, wait bool) error {
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ") }
+
+// Signal sends the signal named sig to the live workers in slot and
+// generation (nil: any) and returns how many got it.
+func (d *Daemon) Signal(ctx context.Context, sig string, slot, generation *int) (int, error) {
+	s, err := pool.ParseSignal(sig)
+	if err != nil {
+		return 0, err
+	}
+	return d.pool.Signal(ctx, s, selector(slot, generation))
+}
+
+// Send writes msg, one JSON value, on the Node IPC channel of the live
+// workers in slot and generation (nil: any).
+func (d *Daemon) Send(ctx context.Context, msg json.RawMessage, slot, generation *int) (int, error) {
+	return d.pool.Send(ctx, msg, selector(slot, generation))
+}
+
+func selector(slot, generation *int) pool.Selector {
+	sel := pool.All
+	if slot != nil {
+		sel.Slot = *slot
+	}
+	if generation != nil {
+		sel.Generation = *generation
+	}
+	return sel
+}

@@ -37,7 +37,13 @@ const maxNodeMessage = 64 << 10
 // nodeChannel makes the socketpair: sockd's end (close-on-exec) and the
 // worker's.
 func nodeChannel() (mine, theirs int, err error) {
+	// sockd's end is non-blocking, read and written through Go's poller:
+	// a worker that does not read cannot block sockd (writes have a
+	// deadline).
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = unix.SetNonblock(fds[0], true)
+	}
 	if err != nil {
 		return -1, -1, fmt.Errorf("node ipc channel: %w", err)
 	}
@@ -49,7 +55,11 @@ func nodeChannel() (mine, theirs int, err error) {
 func (e *osEnv) readNodeChannel(pid, fd int) {
 	p := e.p
 	f := os.NewFile(uintptr(fd), "node-ipc")
-	defer f.Close()
+	e.channels.Store(pid, f)
+	defer func() {
+		e.channels.Delete(pid)
+		f.Close()
+	}()
 	r := bufio.NewReaderSize(f, 4096)
 	var bad rateLog
 	for {
@@ -100,4 +110,26 @@ func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 			return line, nil
 		}
 	}
+}
+
+// sendTimeout bounds a write on a worker's channel: a worker that does
+// not read its messages does not hold sockd up.
+const sendTimeout = time.Second
+
+// send writes msg, one JSON value, on w's channel as a line, off the
+// loop; false if w has no channel.
+func (e *osEnv) send(w *worker, msg []byte) bool {
+	v, ok := e.channels.Load(w.pid)
+	if !ok {
+		return false
+	}
+	f := v.(*os.File)
+	line := append(append([]byte(nil), msg...), '\n')
+	go func() {
+		f.SetWriteDeadline(time.Now().Add(sendTimeout))
+		if _, err := f.Write(line); err != nil {
+			e.p.log.Warn("cannot send a message to the worker", "event", "node_ipc", "worker_pid", w.pid, "error", err)
+		}
+	}()
+	return true
 }

@@ -37,6 +37,8 @@ type osEnv struct {
 	// notify socket stopped, so exits go to the loop directly.
 	exiting    sync.Map
 	notifyDead atomic.Bool
+	// channels are the workers' Node IPC channels (sockd's ends), by pid.
+	channels sync.Map
 }
 
 // newOSEnv opens what p's workers need from sockd: /dev/null for their

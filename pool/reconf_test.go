@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sockd/sockd/internal/cgroup"
+	"golang.org/x/sys/unix"
 )
 
 // reloadWith asks for a reload that brings cfg.
@@ -159,4 +160,35 @@ func TestNewConfRefuses(t *testing.T) {
 			t.Errorf("%+v accepted", c)
 		}
 	}
+}
+
+// Signal and Send reach the live workers a selector picks, never those
+// sockd is stopping; Send only those with a channel.
+func TestSimSignalAndSend(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.Workers = 3 })
+	s.readyAll()
+	pids := s.livePIDs()
+	if r := s.p.onSignal(unix.SIGUSR1, All); r.err != nil || r.n != 3 {
+		t.Fatalf("signal all: %+v", r)
+	}
+	if r := s.p.onSignal(unix.SIGUSR2, Selector{Slot: 1, Generation: -1}); r.n != 1 || !s.signalled(pids[1], unix.SIGUSR2) || s.signalled(pids[0], unix.SIGUSR2) {
+		t.Fatalf("signal slot 1: %+v", r)
+	}
+	if r := s.p.onSignal(unix.SIGUSR1, Selector{Slot: 7, Generation: -1}); !errors.Is(r.err, ErrNoWorker) {
+		t.Fatalf("signal slot 7: %+v", r)
+	}
+	if r := s.p.onSend([]byte(`{"a":1}`), All); !errors.Is(r.err, ErrNoWorker) || !strings.Contains(r.err.Error(), "IPC channel") {
+		t.Fatalf("send without channels: %+v", r)
+	}
+	s.channels = true
+	res := s.reload()
+	if r := s.p.onSend([]byte(`"hi"`), Selector{Slot: -1, Generation: 1}); r.n != 3 {
+		t.Fatalf("send to generation 1 during a reload: %+v (sent %q)", r, s.sentTo)
+	}
+	s.readyAll() // generation 2 takes over; generation 1 is being stopped
+	if r := s.p.onSignal(unix.SIGUSR1, Selector{Slot: -1, Generation: 1}); !errors.Is(r.err, ErrNoWorker) {
+		t.Fatalf("signal to a retiring generation: %+v", r)
+	}
+	s.exitStopped()
+	reply(t, res)
 }

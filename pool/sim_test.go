@@ -45,6 +45,8 @@ type sim struct {
 	steeredTo int
 	queue     map[int]int
 	sent      []string // what systemd was told
+	channels  bool     // workers have Node IPC channels
+	sentTo    []string // messages sent on them, "PID MSG"
 }
 
 type simProc struct {
@@ -150,9 +152,13 @@ type simOpts struct {
 	Deps
 }
 
-func (s *sim) pid() int      { return 1 }
-func (s *sim) begin()        {}
-func (s *sim) end()          {}
+func (s *sim) pid() int { return 1 }
+func (s *sim) begin()   {}
+func (s *sim) end()     {}
+func (s *sim) send(w *worker, msg []byte) bool {
+	s.sentTo = append(s.sentTo, fmt.Sprintf("%d %s", w.pid, msg))
+	return s.channels
+}
 func (s *sim) track(int)     {}
 func (s *sim) untrack(int)   {}
 func (s *sim) guardPID() int { return 0 }

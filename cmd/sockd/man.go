@@ -52,8 +52,8 @@ func manCommand(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		format = args[0]
 	}
-	if len(args) > 1 || (format != "roff" && format != "bash" && format != "zsh") {
-		fmt.Fprintln(stderr, "sockd: usage: sockd man [roff|bash|zsh]")
+	if len(args) > 1 || (format != "roff" && format != "bash" && format != "zsh" && format != "markdown") {
+		fmt.Fprintln(stderr, "sockd: usage: sockd man [roff|bash|zsh|markdown]")
 		return exitUsage
 	}
 	p, err := sockdManPage()
@@ -69,6 +69,8 @@ func manCommand(args []string, stdout, stderr io.Writer) int {
 		writeBash(&b, p)
 	case "zsh":
 		writeZsh(&b, p)
+	case "markdown":
+		writeMarkdown(&b)
 	}
 	if _, err := stdout.Write(b.Bytes()); err != nil {
 		fmt.Fprintf(stderr, "sockd: man: %v\n", err)
@@ -109,6 +111,10 @@ func sockdManPage() (manPage, error) {
 			topCommand([]string{"--help"}, &help)
 		case "status", "reload", "upgrade", "scale":
 			clientCommand(c.Name, []string{"--help"}, &help)
+		case "signal", "send":
+			tellCommand(c.Name, []string{"--help"}, &help)
+		case "pm2":
+			pm2Command([]string{"--help"}, &help)
 		}
 		if help.Len() > 0 {
 			var err error
@@ -515,4 +521,23 @@ func (c manCmd) synopsis() string {
 		return c.Usage
 	}
 	return c.Synopsis
+}
+
+// writeMarkdown writes the table of sockd run's settings that
+// docs/reference.md carries (a test checks they are the same).
+func writeMarkdown(w io.Writer) {
+	fmt.Fprintln(w, "| flag | variable | default | what it does |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- |")
+	cell := strings.NewReplacer("|", `\|`, "\n", " ")
+	for _, s := range config.Settings() {
+		flag := "--" + s.Name
+		if s.Arg != "" {
+			flag += " " + s.Arg
+		}
+		def := s.Default
+		if def != "" {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(w, "| `%s` | `%s` | %s | %s |\n", cell.Replace(flag), s.Var(), def, cell.Replace(s.Help))
+	}
 }

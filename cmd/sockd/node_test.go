@@ -305,3 +305,56 @@ func lookupEnv(env []string, k string) string {
 	}
 	return ""
 }
+
+// sockd signal and sockd send reach the workers, not sockd: a message a
+// Node worker gets with process.on('message') (PM2's packet with
+// --topic), a signal to one slot.
+func TestSignalAndSend(t *testing.T) {
+	nodeApps(t)
+	out := t.TempDir()
+	port := freePort(t)
+	script, _ := filepath.Abs("testdata/messages.js")
+	d := startSockd(t, []string{"OUT_DIR=" + out, "PORT=" + strconv.Itoa(port)}, "--workers", "2", "--ready", "node-listen",
+		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--", "node", script)
+	run := func(args ...string) string {
+		t.Helper()
+		var b bytes.Buffer
+		if code := sockd(append(args, "--control", d.control), &b, &b); code != 0 {
+			t.Fatalf("sockd %q: exit %d %s", args, code, b.String())
+		}
+		return strings.TrimSpace(b.String())
+	}
+	if n := run("send", "--topic", "config", `{"flush":true}`); n != "2" {
+		t.Fatalf("send reached %s workers", n)
+	}
+	if n := run("send", "--worker", "1", `"ping"`); n != "1" {
+		t.Fatalf("send --worker 1 reached %s", n)
+	}
+	waitFor(t, 10*time.Second, "the messages written", func() bool {
+		a, _ := os.ReadFile(filepath.Join(out, "worker-0.messages"))
+		b, _ := os.ReadFile(filepath.Join(out, "worker-1.messages"))
+		return string(a) == `{"type":"process:msg","topic":"config","data":{"flush":true}}`+"\n" &&
+			string(b) == `{"type":"process:msg","topic":"config","data":{"flush":true}}`+"\n"+`"ping"`+"\n"
+	})
+	if n := run("signal", "--worker", "1", "USR2"); n != "1" {
+		t.Fatalf("signal reached %s", n)
+	}
+	waitFor(t, 10*time.Second, "slot 1 signalled", func() bool {
+		b, _ := os.ReadFile(filepath.Join(out, "worker-1.signals"))
+		return string(b) == "USR2\n"
+	})
+	if _, err := os.Stat(filepath.Join(out, "worker-0.signals")); err == nil {
+		t.Fatal("slot 0 got the signal too")
+	}
+	if s := d.mustStatus(); s.State != "running" || s.Ready != 2 {
+		t.Fatalf("sockd after the signal: %+v", s)
+	}
+	var b bytes.Buffer
+	if code := sockd([]string{"signal", "--worker", "9", "USR2", "--control", d.control}, &b, &b); code != exitFailed || !strings.Contains(b.String(), "no such worker") {
+		t.Fatalf("signal to slot 9: exit %d %s", code, b.String())
+	}
+	b.Reset()
+	if code := sockd([]string{"send", "{bad", "--control", d.control}, &b, &b); code != exitUsage {
+		t.Fatalf("send of bad JSON: exit %d %s", code, b.String())
+	}
+}

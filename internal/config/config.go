@@ -116,7 +116,7 @@ func Settings() []Setting { return settings }
 
 var settings = []Setting{
 	{Name: "workers", Arg: "N", Default: "max",
-		Help: fmt.Sprintf("number of worker processes, 1 to %d, or max: one per CPU sockd may use, counting a container's or unit's CPU quota (here: %d)", pool.MaxWorkers, cpus.Usable()),
+		Help: fmt.Sprintf("number of worker processes, 1 to %d, max: one per CPU sockd may use, counting a container's or unit's CPU quota, or max-N: N fewer", pool.MaxWorkers),
 		value: func(r *Run) value {
 			return typed[int64]{&r.Workers, parseWorkers, showInt}
 		}},
@@ -453,6 +453,9 @@ func Usage(w interface{ Write([]byte) (int, error) }) {
 		def := ""
 		if s.Default != "" {
 			def = " (default " + s.Default + ")"
+		}
+		if s.Name == "workers" {
+			def += fmt.Sprintf(" (max here: %d)", cpus.Usable())
 		}
 		fmt.Fprintf(w, "%s\n    \t%s%s\n", head, s.Help, def)
 	}

@@ -51,6 +51,13 @@ type Request struct {
 	Wait    bool   `json:"wait,omitempty"`
 	// Workers is scale's argument: "N", "+K" or "-K".
 	Workers string `json:"workers,omitempty"`
+	// Signal is signal's: a signal's name (USR1, SIGHUP) or number.
+	Signal string `json:"signal,omitempty"`
+	// Message is send's: one JSON value.
+	Message json.RawMessage `json:"message,omitempty"`
+	// Slot and Generation pick the workers of signal and send (nil: all).
+	Slot       *int `json:"slot,omitempty"`
+	Generation *int `json:"generation,omitempty"`
 	// Env is reload's environment, KEY=VALUE (reload --update-env): the
 	// new configuration is read from it instead of sockd's own. Nil
 	// otherwise.
@@ -62,7 +69,8 @@ type Response struct {
 	OK     bool            `json:"ok"`
 	Error  string          `json:"error,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
-	// Workers is the size scale set.
+	// Workers is the size scale set, or how many workers signal and
+	// send reached.
 	Workers int `json:"workers,omitempty"`
 }
 
@@ -77,6 +85,11 @@ type Handler interface {
 	// Scale sets the number of workers to n, or changes it by n if
 	// relative, and returns the new number.
 	Scale(ctx context.Context, n int, relative, wait bool) (int, error)
+	// Signal sends sig (a name or number) to the workers in slot and
+	// generation (nil: any) and returns how many got it; Send writes msg
+	// (one JSON value) on their Node IPC channels.
+	Signal(ctx context.Context, sig string, slot, generation *int) (int, error)
+	Send(ctx context.Context, msg json.RawMessage, slot, generation *int) (int, error)
 }
 
 // ParseScale reads scale's argument: "N" (set), "+K" or "-K" (change).
@@ -197,12 +210,20 @@ func ParseRequest(line []byte) (Request, error) {
 	}
 	switch req.Command {
 	case "status", "reload", "upgrade":
+	case "signal":
+		if req.Signal == "" {
+			return req, errors.New("signal: which signal?")
+		}
+	case "send":
+		if !json.Valid(req.Message) || len(req.Message) == 0 {
+			return req, errors.New("send: the message must be one JSON value")
+		}
 	case "scale":
 		if _, _, err := ParseScale(req.Workers); err != nil {
 			return req, err
 		}
 	default:
-		return req, fmt.Errorf("unknown command %q (want status, reload, upgrade or scale)", req.Command)
+		return req, fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal or send)", req.Command)
 	}
 	return req, nil
 }
@@ -228,8 +249,18 @@ func handle(ctx context.Context, h Handler, req Request) Response {
 		if n, err = h.Scale(ctx, n, relative, req.Wait); err == nil {
 			return Response{OK: true, Workers: n}
 		}
+	case "signal", "send":
+		var n int
+		if req.Command == "signal" {
+			n, err = h.Signal(ctx, req.Signal, req.Slot, req.Generation)
+		} else {
+			n, err = h.Send(ctx, req.Message, req.Slot, req.Generation)
+		}
+		if err == nil {
+			return Response{OK: true, Workers: n}
+		}
 	default:
-		err = fmt.Errorf("unknown command %q (want status, reload, upgrade or scale)", req.Command)
+		err = fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal or send)", req.Command)
 	}
 	if err != nil {
 		return Response{Error: err.Error()}

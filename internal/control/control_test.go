@@ -89,6 +89,23 @@ func (h *fakeHandler) Reload(ctx context.Context, wait bool, env []string) error
 	return h.fail
 }
 
+func (h *fakeHandler) Signal(ctx context.Context, sig string, slot, gen *int) (int, error) {
+	h.record(fmt.Sprintf("signal %s slot=%v gen=%v", sig, deref(slot), deref(gen)))
+	return 2, h.fail
+}
+
+func (h *fakeHandler) Send(ctx context.Context, msg json.RawMessage, slot, gen *int) (int, error) {
+	h.record(fmt.Sprintf("send %s slot=%v gen=%v", msg, deref(slot), deref(gen)))
+	return 1, h.fail
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return "any"
+	}
+	return *p
+}
+
 func (h *fakeHandler) Upgrade(ctx context.Context, wait bool) error {
 	h.record(fmt.Sprintf("upgrade wait=%v", wait))
 	return h.fail
@@ -247,6 +264,13 @@ func TestServeCommands(t *testing.T) {
 			t.Fatalf("%+v: %+v, %v", req, resp, err)
 		}
 	}
+	one, two := 1, 2
+	for _, req := range []Request{{Command: "signal", Signal: "USR1"}, {Command: "signal", Signal: "HUP", Slot: &one, Generation: &two},
+		{Command: "send", Message: json.RawMessage(`{"type":"process:msg","topic":"t","data":{"a":1}}`), Slot: &one}} {
+		if resp, err := Call(ctx, s.path, req); err != nil || !resp.OK || resp.Workers == 0 {
+			t.Fatalf("%+v: %+v, %v", req, resp, err)
+		}
+	}
 	for _, c := range []struct {
 		workers string
 		want    int
@@ -260,7 +284,9 @@ func TestServeCommands(t *testing.T) {
 		req  Request
 		want string
 	}{
-		{Request{Command: "restart"}, `unknown command "restart" (want status, reload, upgrade or scale)`},
+		{Request{Command: "restart"}, `unknown command "restart" (want status, reload, upgrade, scale, signal or send)`},
+		{Request{Command: "signal"}, "which signal"},
+		{Request{Command: "send"}, "one JSON value"},
 		{Request{Command: "scale", Workers: "0"}, `workers "0"`},
 		{Request{Command: "scale", Workers: "many"}, `"many"`},
 		{Request{}, `unknown command ""`},
@@ -273,6 +299,7 @@ func TestServeCommands(t *testing.T) {
 	}
 	wantCalls := []string{"status", "reload wait=true", "reload wait=false", `reload wait=true env=["A=1" "B=two words"]`,
 		fmt.Sprintf("reload wait=false env=%q", []string{big}), "upgrade wait=true", "upgrade wait=false",
+		"signal USR1 slot=any gen=any", "signal HUP slot=1 gen=2", `send {"type":"process:msg","topic":"t","data":{"a":1}} slot=1 gen=any`,
 		"scale 6 relative=false wait=true", "scale 2 relative=true wait=true", "scale -1 relative=true wait=true"}
 	if got := h.Calls(); strings.Join(got, ",") != strings.Join(wantCalls, ",") {
 		t.Errorf("handler calls %q, want %q", got, wantCalls)

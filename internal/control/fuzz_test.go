@@ -12,9 +12,11 @@ import (
 // echoHandler carries out every request at once, successfully.
 type echoHandler struct{}
 
-func (echoHandler) Status(context.Context) (any, error)          { return map[string]int{"generation": 1}, nil }
-func (echoHandler) Reload(context.Context, bool, []string) error { return nil }
-func (echoHandler) Upgrade(context.Context, bool) error          { return nil }
+func (echoHandler) Status(context.Context) (any, error)                            { return map[string]int{"generation": 1}, nil }
+func (echoHandler) Reload(context.Context, bool, []string) error                   { return nil }
+func (echoHandler) Signal(context.Context, string, *int, *int) (int, error)        { return 1, nil }
+func (echoHandler) Send(context.Context, json.RawMessage, *int, *int) (int, error) { return 1, nil }
+func (echoHandler) Upgrade(context.Context, bool) error                            { return nil }
 func (echoHandler) Scale(_ context.Context, n int, relative, _ bool) (int, error) {
 	if relative {
 		return 2 + n, nil

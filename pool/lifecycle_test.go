@@ -83,16 +83,16 @@ func TestEarlyStoppingCountsAsCrash(t *testing.T) {
 	}
 }
 
-// The backoff must not stretch a crash loop so thin that the budget is
-// never spent. A worker that crashes as soon as it starts, under a limit of
-// 12 crashes in 8 s: with a backoff doubling from 10 ms up to 30 s, the
-// 13th crash would come more than 20 s after the first, every window of
-// 8 s would hold fewer than 13, and sockd would restart it forever.
+// A real crash loop spends the budget and the pool gives up. (That the
+// backoff never stretches a loop so thin that it never does is the
+// simulator's TestSimBackoffAndBudget: here a worker's start-up alone
+// takes most of a second on a loaded machine, so the limit leaves room
+// for it: 3 crashes in 60 s.)
 func TestFastCrashLoopAlwaysSpendsTheBudget(t *testing.T) {
 	t.Parallel()
 	h := startPool(t, "crash", func(o *options) {
 		o.Workers = 1
-		o.RestartLimit = pool.RestartLimit{Burst: 12, Period: 8 * time.Second}
+		o.RestartLimit = pool.RestartLimit{Burst: 3, Period: 60 * time.Second}
 		o.BackoffMin = 10 * time.Millisecond
 	})
 	select {

@@ -262,7 +262,11 @@ func TestPacedRateAndBodyPID(t *testing.T) {
 // connection, a naive one sends on the closed one and fails.
 func TestCarefulClientSeesIdleClose(t *testing.T) {
 	addr := rawServer(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", closeConn))
-	cfg := Config{Addr: addr, KeepAlive: 1, Rate: 50, Duration: 300 * time.Millisecond}
+	// Requests 100 ms apart: the server's close must have happened by the
+	// next one, which took longer than 20 ms on a loaded machine (the
+	// careful client then rightly reused the connection, and the late
+	// close reset it).
+	cfg := Config{Addr: addr, KeepAlive: 1, Rate: 10, Duration: 1200 * time.Millisecond}
 	naive := Start(context.Background(), cfg).Wait()
 	cfg.Careful = true
 	careful := Start(context.Background(), cfg).Wait()

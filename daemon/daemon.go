@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -112,6 +113,9 @@ type Daemon struct {
 	stopped chan struct{} // closed when Run's loop is over: no request is handled after
 
 	conf configs // the configuration in force, and the ones reloads bring
+	// starting is the new sockd of the upgrade under way, succ the one
+	// that took over.
+	starting, succ atomic.Pointer[handoff.Upgrade]
 
 	ctx         context.Context // Run's
 	ctlCtx      context.Context // the control server's: ends with stopServing

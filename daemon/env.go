@@ -33,6 +33,8 @@ type env interface {
 	// socket (requests under way are answered).
 	serveControl()
 	stopControl()
+	// handedOver: the new sockd of the upgrade committed; it is in charge.
+	handedOver()
 	// counted counts a reload or upgrade's result in the metrics.
 	counted(what, result string)
 }

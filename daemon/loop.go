@@ -168,6 +168,7 @@ func (m *machine) onUpgradeDone(u upgradeDone) {
 		// meanwhile (it was too late to call the upgrade off).
 		m.env.counted("upgrade", "done")
 		m.phase = phaseHandedOff
+		m.env.handedOver()
 		m.env.stopControl()
 		m.pool.Stop()
 	case m.phase == phaseStopping:

@@ -29,6 +29,7 @@ type fakeEnv struct {
 	talking bool
 	serving bool // the control socket
 	charged bool // takeCharge
+	over    bool // handedOver
 	counts  map[string]int
 	// The new sockd of an upgrade: startErr fails its start.
 	succ     *fakeSuccessor
@@ -82,6 +83,7 @@ func (e *fakeEnv) resumeTalking(state string) { e.talking = true; e.notify(state
 func (e *fakeEnv) takeCharge()                { e.charged, e.talking, e.serving = true, true, true }
 func (e *fakeEnv) serveControl()              { e.serving = true }
 func (e *fakeEnv) stopControl()               { e.serving = false }
+func (e *fakeEnv) handedOver()                { e.over = true }
 func (e *fakeEnv) counted(what, result string) {
 	e.counts[what+" "+result]++
 }
@@ -229,7 +231,7 @@ func TestMachineUpgradeHandsOver(t *testing.T) {
 		t.Fatalf("upgrade: %v", err)
 	}
 	wantPhase(t, m, phaseHandedOff)
-	if !e.succ.committed || !p.stopped || e.serving || e.talking || m.phase.inCharge() {
+	if !e.succ.committed || !p.stopped || e.serving || e.talking || m.phase.inCharge() || !e.over {
 		t.Fatalf("after the hand-off: committed %v, pool stopped %v, serving %v, talking %v", e.succ.committed, p.stopped, e.serving, e.talking)
 	}
 	if last := e.sent[len(e.sent)-1]; !strings.HasPrefix(last, "MAINPID=4242\n") {

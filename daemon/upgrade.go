@@ -7,6 +7,7 @@ import (
 
 	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/internal/keeper"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -37,6 +38,14 @@ func (d *Daemon) counted(what, result string) {
 // startSuccessor starts the new sockd binary on this one's sockets.
 func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
 	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade")}
+	if k := os.Getenv(keeper.Var); k != "" || d.Keeps() {
+		// The new sockd is kept by this process (or its keeper): it
+		// will exit after an upgrade of its own, its successor adopted.
+		if k == "" {
+			k = keeper.Pid()
+		}
+		ho.Env = append(os.Environ(), keeper.Var+"="+k)
+	}
 	if d.tree != nil {
 		ho.Cgroup = d.tree.Base
 		if d.tree.Created() {
@@ -47,8 +56,25 @@ func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.starting.Store(u)
 	return u, nil
 }
+
+// Keeps reports whether this sockd's process outlives its hand-over to a
+// new sockd, as its keeper (internal/keeper): where its pid must not
+// change, as a container's PID 1 or outside systemd (a terminal, a
+// foreground supervisor); not a sockd a keeper started, and not under
+// systemd, which takes the new sockd as its main pid.
+func (d *Daemon) Keeps() bool {
+	return os.Getenv(keeper.Var) == "" && (os.Getpid() == 1 || os.Getenv("NOTIFY_SOCKET") == "")
+}
+
+// Successor is the new sockd this one handed over to (nil before), for
+// its keeper.
+func (d *Daemon) Successor() *handoff.Upgrade { return d.succ.Load() }
+
+// handedOver: the new sockd committed; it is the successor.
+func (d *Daemon) handedOver() { d.succ.Store(d.starting.Load()) }
 
 // serveControl answers the control socket until stopControl or the end
 // of Run.

@@ -151,6 +151,22 @@ func collect(o Options) (State, []int, error) {
 // PID is the new sockd's pid.
 func (u *Upgrade) PID() int { return u.cmd.Process.Pid }
 
+// Exited is closed once the new sockd has exited and was reaped.
+func (u *Upgrade) Exited() <-chan struct{} { return u.exited }
+
+// ExitStatus is the new sockd's exit status, once Exited is closed (128
+// plus the signal's number if a signal ended it).
+func (u *Upgrade) ExitStatus() int {
+	st := u.cmd.ProcessState
+	if st == nil {
+		return 1
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return st.ExitCode()
+}
+
 // WaitReady waits until the new sockd's first generation is ready. If it
 // exits, says something else, or ctx ends first, it is killed and the
 // error says why.

@@ -44,6 +44,10 @@ func exitCodeOf(err error) int {
 	if err == nil {
 		return exitOK
 	}
+	var st exitStatus
+	if errors.As(err, &st) {
+		return st.code
+	}
 	for _, e := range exitCodes {
 		if errors.Is(err, e.kind) {
 			return e.code

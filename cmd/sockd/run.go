@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -14,6 +15,8 @@ import (
 	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/journal"
+	"github.com/sockd/sockd/internal/keeper"
+	"golang.org/x/sys/unix"
 )
 
 func runCommand(args []string, stdout, stderr io.Writer) error {
@@ -34,12 +37,50 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, handledSignals...)
 	defer signal.Stop(sigs)
+	kept := make(chan os.Signal, 16)
 	go func() {
 		for sig := range sigs {
+			if s := d.Successor(); s != nil {
+				// Handed over: the signal is the new sockd's. This one
+				// keeps the process for it, or is on its way out while
+				// the new sockd is still its child (then reparented to
+				// this one's keeper, which passes on what comes later).
+				if d.Keeps() {
+					kept <- sig
+				} else if !closed(s.Exited()) {
+					unix.Kill(s.PID(), sig.(syscall.Signal))
+				}
+				continue
+			}
 			onSignal(d, log, sig.(syscall.Signal))
 		}
 	}()
-	return d.Run()
+	if err := d.Run(); err != nil {
+		return err
+	}
+	if s := d.Successor(); s != nil && d.Keeps() {
+		code := keeper.Keep(keeper.Child{PID: s.PID(), Exited: s.Exited(), Status: s.ExitStatus}, kept, log.Named("keeper"))
+		if code != 0 {
+			return exitStatus{code}
+		}
+	}
+	return nil
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitStatus is an exit status passed on as it is (a kept sockd's).
+type exitStatus struct{ code int }
+
+func (e exitStatus) Error() string {
+	return fmt.Sprintf("the sockd in charge exited with status %d", e.code)
 }
 
 // handledSignals are the signals sockd acts on or ignores; README.md's

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/pool"
 	"github.com/sockd/sockd/worker/workertest"
 )
 
@@ -157,12 +159,13 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 		load.Stop()
 		t.Fatalf("upgrade --wait: exit %d: %s", code, stderr.String())
 	}
-	// The old sockd drains its workers and exits 0. (Process.Wait: the
-	// output pipe stays open in the new sockd, which inherited it.)
-	if st, err := d.cmd.Process.Wait(); err != nil || !st.Success() {
-		load.Stop()
-		t.Fatalf("old sockd after the upgrade: %v %v", st, err)
-	}
+	// Outside systemd the old sockd's process stays, as the process the
+	// shell started: it drains its workers, lets go of every socket and
+	// keeps the new sockd (internal/keeper), its child.
+	waitFor(t, 20*time.Second, "the old sockd down to a keeper", func() bool {
+		kids := procfs.Children(before.PID)
+		return len(socketInodes(t, before.PID)) == 0 && len(kids) == 1 && kids[0] == d.mustStatus().PID
+	})
 	load.WaitOK(t, 200, 20*time.Second)
 	stats := load.Stop()
 	after := d.mustStatus()
@@ -221,6 +224,13 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 	if g := resp.Header.Get("X-Sockd-Generation"); g != "3" {
 		t.Fatalf("generation %q after upgrade + reload, want 3", g)
 	}
+	// SIGTERM to the process the shell started stops the service: the
+	// keeper passes it on and exits with the new sockd's status.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if st, err := d.cmd.Process.Wait(); err != nil || !st.Success() {
+		t.Fatalf("the kept process after SIGTERM: %v %v", st, err)
+	}
+	waitFor(t, 10*time.Second, "the new sockd gone", func() bool { return !procfs.Alive(after.PID) })
 }
 
 // fakeSystemd is a NOTIFY_SOCKET that records who said what.
@@ -497,5 +507,108 @@ func TestStopDuringUpgrade(t *testing.T) {
 	waitFor(t, 10*time.Second, "the never-ready new sockd gone", func() bool {
 		_, _, err := procfs.Stat(newSockd)
 		return err != nil
+	})
+}
+
+// As a container's PID 1 (a fresh pid namespace, as podman or docker
+// make one) sockd upgrades without ending the container: the old PID 1
+// stays, keeping the new sockd, and through two upgrades under load no
+// request fails; SIGTERM to PID 1 (docker stop) then stops everything and
+// PID 1 exits 0. A stop that races an upgrade stops everything too.
+func TestUpgradeAsPID1(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1)")
+	}
+	start := func(t *testing.T) (*daemonProc, int) {
+		ctl := filepath.Join(t.TempDir(), "ctl.sock")
+		cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--stop-timeout", "5s")
+		cmd.Args = append([]string{unshare, "--pid", "--fork", "--mount-proc", cmd.Path}, cmd.Args[1:]...)
+		cmd.Path = unshare
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var init int
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				if init > 1 {
+					syscall.Kill(init, syscall.SIGKILL) // ends the namespace
+				}
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
+		waitFor(t, 10*time.Second, "sockd's host pid", func() bool {
+			if kids := procfs.Children(cmd.Process.Pid); len(kids) == 1 {
+				init = kids[0]
+			}
+			return init > 1
+		})
+		d := &daemonProc{cmd: cmd, out: out, control: ctl, t: t}
+		waitFor(t, 20*time.Second, "sockd ready", func() bool {
+			s, err := d.status()
+			return err == nil && s.State == pool.StateRunning
+		})
+		return d, init
+	}
+
+	t.Run("upgrades", func(t *testing.T) {
+		d, init := start(t)
+		load := workertest.StartLoad(workertest.LoadConfig{URL: d.url(), KeepAlive: 4, NewConns: 4, Sporadic: 2})
+		load.WaitOK(t, 200, 20*time.Second)
+		pids := map[int]bool{}
+		for i := 0; i < 2; i++ {
+			var stderr bytes.Buffer
+			if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &stderr); code != 0 {
+				load.Stop()
+				t.Fatalf("upgrade %d: exit %d: %s", i+1, code, stderr.String())
+			}
+			waitFor(t, 20*time.Second, "a single sockd below PID 1", func() bool {
+				s := d.mustStatus()
+				return s.PID != 1 && !pids[s.PID] && len(procfs.Children(init)) == 1
+			})
+			pids[d.mustStatus().PID] = true
+			load.WaitOK(t, 200, 20*time.Second)
+		}
+		stats := load.Stop()
+		t.Logf("two upgrades as PID 1 under load: %s", stats)
+		if stats.Errors != 0 {
+			t.Fatalf("%d requests failed across the upgrades: %v", stats.Errors, stats.Samples)
+		}
+		if st, _, err := procfs.Stat(init); err != nil || st == 'Z' {
+			t.Fatalf("PID 1 (host pid %d) gone after the upgrades: %v", init, err)
+		}
+		syscall.Kill(init, syscall.SIGTERM) // docker stop
+		exited := make(chan error, 1)
+		go func() { exited <- d.cmd.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("the container after SIGTERM to PID 1: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("SIGTERM to PID 1 did not end the container: processes below it %v", procfs.Children(init))
+		}
+	})
+
+	t.Run("stop racing an upgrade", func(t *testing.T) {
+		d, init := start(t)
+		done := make(chan int, 1)
+		go func() { done <- sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, io.Discard) }()
+		syscall.Kill(init, syscall.SIGTERM)
+		<-done // whatever it says: abandoned, or done just before the stop
+		exited := make(chan error, 1)
+		go func() { exited <- d.cmd.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("the container: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("SIGTERM to PID 1 during an upgrade did not end the container")
+		}
 	})
 }

@@ -205,7 +205,7 @@ var settings = []Setting{
 	{Name: "pm2-env", Arg: "NAME", Help: "with --pm2: merge the app's env_NAME over its env, as pm2 start --env NAME",
 		value: func(r *Run) value { return typed[string]{&r.PM2Env, nonEmpty, showString} }},
 	{Name: "node-preload", Arg: "MODE", Default: "on", Values: []string{"on", "off"},
-		Help: "on: Node.js workers get sockd's preload (through NODE_OPTIONS), so that an unchanged app's listen(PORT) on a port sockd holds takes sockd's socket, keeping its backlog, and its server.close() drains without losing a request; off: Node runs as it is",
+		Help:  "on: Node.js workers get sockd's preload (through NODE_OPTIONS), so that an unchanged app's listen(PORT) on a port sockd holds takes sockd's socket, keeping its backlog, and its server.close() drains without losing a request; off: Node runs as it is",
 		value: func(r *Run) value { return typed[string]{&r.NodePreload, oneOf("on", "off"), showString} }},
 	{Name: "instance-var", Arg: "NAME", Default: "NODE_APP_INSTANCE", Help: "the variable that tells each worker its slot, 0 to N-1, stable across reloads and restarts (PM2's NODE_APP_INSTANCE; an app runs its cron jobs where it is 0)",
 		value: func(r *Run) value { return typed[string]{&r.InstanceVar, envName, showString} }},

@@ -112,7 +112,7 @@ func Load(src Source) (*Run, error) {
 var otherVars = map[string]bool{"SOCKD_COMMAND": true, "SOCKD_WAIT": true, "SOCKD_TIMEOUT": true, "SOCKD_JSON": true,
 	"SOCKD_CHECK": true, "SOCKD_UPDATE_ENV": true, "SOCKD_INTERVAL": true, "SOCKD_N": true, "SOCKD_WORKER": true,
 	"SOCKD_GENERATION": true, "SOCKD_WORKER_ID": true, "SOCKD_METRICS_SOCKET": true, "SOCKD_UPGRADE_FD": true,
-	"SOCKD_CGROUP_GATE": true, "SOCKD_FOLLOW": true, "SOCKD_LINES": true}
+	"SOCKD_CGROUP_GATE": true, "SOCKD_FOLLOW": true, "SOCKD_LINES": true, "SOCKD_KEEPER": true}
 
 // unknownSettings names the SOCKD_ variables of env that are no setting:
 // a typo (SOCKD_WOKRERS=4) would otherwise be ignored without a word.

@@ -374,7 +374,8 @@ func TestManPageFlags(t *testing.T) {
 	// The commands sockd help lists, every one with flags.
 	var commands []string
 	for _, line := range strings.Split(output(t, sockd, "help"), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "sockd" && !slices.Contains(commands, f[1]) {
+		// "  sockd COMMAND …": the usage lines, not the prose above them.
+		if f := strings.Fields(line); strings.HasPrefix(line, "  sockd ") && len(f) > 1 && !slices.Contains(commands, f[1]) {
 			commands = append(commands, f[1])
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -83,6 +84,10 @@ type Options struct {
 	// start and when a reload's generation took over, for what only the
 	// caller owns: the logger's level and format.
 	Apply func(*config.Run)
+	// Stdout and Stderr receive the workers' lines under
+	// --worker-output prefix, json and raw (os.Stdout and os.Stderr when
+	// nil).
+	Stdout, Stderr io.Writer
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }
@@ -105,6 +110,7 @@ type Daemon struct {
 	metrics   *metrics.Exporter
 	metricsLn net.Listener
 	pool      *pool.Pool
+	out       *workerOutput
 	sd        *notifier
 	trim      *trimmer
 	m         *machine
@@ -183,8 +189,9 @@ func build(opts Options) (*Daemon, error) {
 		d.release()
 		return nil, err
 	}
+	d.out = newWorkerOutput(opts.Config, opts.Stdout, opts.Stderr, d.log.Named("output"))
 	deps := pool.Deps{Listeners: d.ls, FirstGeneration: first, Notify: d.sd.Notify, Logger: d.log.Named("pool"),
-		Reaper: d.reaper, Cgroups: d.tree}
+		Reaper: d.reaper, Cgroups: d.tree, Output: d.out.relay}
 	if err := d.makeRunDir(cfg.User, &deps); err != nil {
 		d.release()
 		return nil, err
@@ -192,6 +199,9 @@ func build(opts Options) (*Daemon, error) {
 	if err := d.setupMetrics(&deps); err != nil {
 		d.release()
 		return nil, err
+	}
+	if d.metrics != nil {
+		d.metrics.Extra = append(d.metrics.Extra, d.out.relay.WriteMetrics)
 	}
 	if d.guard != nil {
 		deps.Guard = d.guard
@@ -412,7 +422,9 @@ func (d *Daemon) Run() error {
 		os.Remove(d.ctlPath)
 		d.ls.Remove()
 	}
-	if err := d.pool.Wait(); err != nil {
+	err := d.pool.Wait()
+	d.out.close()
+	if err != nil {
 		return err
 	}
 	d.log.Info("sockd stopped", "event", "sockd_exit", "handed_off", d.m.phase == phaseHandedOff)

@@ -127,6 +127,7 @@ func (d *Daemon) commit() {
 	if d.opts.Apply != nil {
 		d.opts.Apply(next)
 	}
+	d.out.apply(next)
 	d.log.Info("new configuration in force", "event", "config_applied", "revision", rev, "from_revision", prev.Revision(), "changes", changeList(changes))
 }
 

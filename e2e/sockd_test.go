@@ -151,6 +151,22 @@ func TestSockdSocketActivation(t *testing.T) {
 		return n >= 4, fmt.Sprintf("%d worker_ready entries among %d", n, len(entries))
 	})
 	checkJournal(t, entries, mainPID, victim, workers)
+	// journalctl -u UNIT SOCKD_WORKER=1: slot 1's lines, and only those.
+	slot1 := sb.journal(t, "-u", "sockd.service", "SOCKD_WORKER=1", "SOCKD_STREAM=stderr")
+	if len(slot1) == 0 {
+		t.Errorf("journalctl -u sockd.service SOCKD_WORKER=1 SOCKD_STREAM=stderr: nothing")
+	}
+	for _, e := range slot1 {
+		if e.Field("SOCKD_WORKER") != "1" {
+			t.Errorf("journalctl SOCKD_WORKER=1 shows %q of SOCKD_WORKER=%s", e.Field("MESSAGE"), e.Field("SOCKD_WORKER"))
+		}
+	}
+	// sockd logs under systemd: the same lines from sockd's ring, the
+	// crashed worker's among them.
+	logs, _ := sb.Run(t, "/usr/local/bin/sockd", "logs", "--worker", "1", "-n", "50")
+	if want := fmt.Sprintf("[w1 g1 err] hello[%d]: ready: serving 1 listeners", victim); !strings.Contains(logs, want) {
+		t.Errorf("sockd logs --worker 1 lacks %q:\n%s", want, logs)
+	}
 
 	// systemctl stop: sockd drains its workers and exits 0; nothing is left.
 	cgroup := p["ControlGroup"]
@@ -212,8 +228,18 @@ func checkJournal(t *testing.T, entries []JournalEntry, mainPID, victim int, wor
 					e.Field("MESSAGE"), e.Field("_TRANSPORT"), e.Field("SYSLOG_IDENTIFIER"), e.Field("_PID"), main)
 			}
 		}
-		if e.Field("_TRANSPORT") == "stdout" && strings.HasPrefix(e.Field("MESSAGE"), "hello[") {
-			workerLines[e.Field("_PID")] += e.Field("MESSAGE") + "\n"
+		if e.Field("SOCKD_STREAM") != "" && strings.HasPrefix(e.Field("MESSAGE"), "hello[") {
+			// A worker's line, relayed by sockd over the native protocol:
+			// attributed to the app and the worker, stderr at priority 3.
+			pid := e.Field("SOCKD_WORKER_PID")
+			if e.Field("_TRANSPORT") != "journal" || e.Field("_PID") != main || e.Field("SYSLOG_IDENTIFIER") != "sockd-demo" ||
+				e.Field("SYSLOG_PID") != pid || e.Field("SOCKD_WORKER") == "" || e.Field("SOCKD_GENERATION") != "1" ||
+				e.Field("SOCKD_STREAM") != "stderr" || e.Field("PRIORITY") != "3" || e.Field("SOCKD_EVENT") != "" {
+				t.Errorf("worker line %q: _TRANSPORT=%s _PID=%s SYSLOG_IDENTIFIER=%s SYSLOG_PID=%s SOCKD_WORKER=%s SOCKD_GENERATION=%s SOCKD_STREAM=%s PRIORITY=%s; want journal, %s, sockd-demo (the app's name), %s, a slot, 1, stderr, 3",
+					e.Field("MESSAGE"), e.Field("_TRANSPORT"), e.Field("_PID"), e.Field("SYSLOG_IDENTIFIER"), e.Field("SYSLOG_PID"),
+					e.Field("SOCKD_WORKER"), e.Field("SOCKD_GENERATION"), e.Field("SOCKD_STREAM"), e.Field("PRIORITY"), main, pid)
+			}
+			workerLines[pid] += e.Field("MESSAGE") + "\n"
 		}
 	}
 	for ev, prio := range map[string]string{"listener": "6", "pool_start": "6", "worker_start": "6", "worker_ready": "6", "pool_ready": "6", "worker_restart": "6"} {
@@ -242,7 +268,7 @@ func checkJournal(t *testing.T, entries []JournalEntry, mainPID, victim int, wor
 			t.Errorf("no worker_ready entry with SOCKD_WORKER_PID=%s", pid)
 		}
 		if want := fmt.Sprintf("hello[%d]: ready: serving 1 listeners", w); !strings.Contains(workerLines[pid], want) {
-			t.Errorf("the worker's own output %q (_PID=%s, _TRANSPORT=stdout) is not in the journal; its lines: %q", want, pid, workerLines[pid])
+			t.Errorf("the worker's own output %q (SOCKD_WORKER_PID=%s) is not in the journal; its lines: %q", want, pid, workerLines[pid])
 		}
 	}
 	crashed := false

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/sockd/sockd/internal/output"
+
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
@@ -40,6 +42,7 @@ type worker struct {
 	goneBy         time.Time     // lingering: when to stop waiting for its group
 	id             string        // SOCKD_WORKER_ID: unique while sockd runs
 	cgroup         *cgroup.Group // its cgroup, when the pool has a cgroup tree
+	out            *output.Pipes // its stdout and stderr, with Deps.Output
 	maxRequests    int64         // its own MaxRequests (0: none)
 	recycle        string        // why it is to be recycled ("": it is not)
 	recycleKind    string        // memory, requests or age

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sockd/sockd/internal/output"
+
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
@@ -250,6 +252,11 @@ type Deps struct {
 	// Cgroups, if set, gives every worker a cgroup of its own in that
 	// tree, which stands for the worker's group (see internal/cgroup).
 	Cgroups *cgroup.Tree
+	// Output, if set, gives every worker a pipe for its stdout and one
+	// for its stderr and relays their lines, attributed to the worker
+	// (see internal/output); nil: workers inherit sockd's stdout and
+	// stderr.
+	Output *output.Relay
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }

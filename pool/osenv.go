@@ -123,6 +123,26 @@ func (e *osEnv) receiveNotify() {
 }
 
 func (e *osEnv) start(w *worker) (int, error) {
+	if r := e.p.deps.Output; r != nil {
+		out, err := r.Open(w.slot, w.gen)
+		if err != nil {
+			return 0, resources.Check(err)
+		}
+		w.out = out
+	}
+	pid, err := e.startWith(w)
+	if w.out != nil {
+		if err != nil {
+			w.out.Abort()
+			w.out = nil
+		} else {
+			w.out.Start(pid)
+		}
+	}
+	return pid, err
+}
+
+func (e *osEnv) startWith(w *worker) (int, error) {
 	mine, theirs := -1, -1
 	if w.cfg.Ready.NodeIPC {
 		var err error
@@ -261,7 +281,17 @@ func (*osEnv) release(w *worker) {
 	if w.cgroup != nil {
 		w.cgroup.Remove()
 	}
+	if w.out != nil {
+		// Nothing of its group is left; what still holds its pipes
+		// (something it started that left the group) is cut off after
+		// outputDrain.
+		w.out.Close(outputDrain)
+	}
 }
+
+// outputDrain is how long a worker's output pipes are read on after its
+// group is gone, for a process outside the group that inherited them.
+const outputDrain = time.Second
 
 // adopted lists the processes sockd adopted that w started (and their
 // descendants): sockd reads the SOCKD_WORKER_ID they inherited.

@@ -201,6 +201,10 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(c.WorkerWatchdog.Microseconds(), 10))
 	}
 	files := []uintptr{uintptr(e.devnull), 1, 2}
+	if w.out != nil {
+		stdout, stderr := w.out.FDs()
+		files[1], files[2] = uintptr(stdout), uintptr(stderr)
+	}
 	if gate >= 0 {
 		files[0] = uintptr(gate)
 		env = append(env, gateVar+"=1")

@@ -33,6 +33,7 @@ Usage:
   sockd top [--interval D]                    a live view: workers, CPU, memory, requests, queues, events
   sockd signal [--worker N] SIGNAL             send a signal to the workers (not to sockd)
   sockd send [--worker N] [--topic T] JSON    send a message to Node workers (process.on('message'))
+  sockd logs [-f] [--worker N] [-n LINES]     the workers' recent output, attributed (-f: follow)
   sockd pm2 [--root DIR] FILE                 turn a PM2 ecosystem file into sockd@APP units and env files
   sockd version                               print the version
   sockd help                                  this text
@@ -82,6 +83,8 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 		err = pm2Command(args[1:], stdout)
 	case "signal", "send":
 		err = tellCommand(args[0], args[1:], stdout)
+	case "logs":
+		err = logsCommand(args[1:], stdout)
 	case "man": // hidden: sockd(8) and shell completions from the flag definitions (scripts/package)
 		return manCommand(args[1:], stdout, stderr)
 	case "demo-worker": // hidden: the embedded demo worker sockd runs by default

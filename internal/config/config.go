@@ -61,6 +61,7 @@ type Run struct {
 	Control        string
 	LogFormat      string
 	LogLevel       string
+	WorkerOutput   string
 	EnvFiles       []string
 	Dir            string
 	Name           string
@@ -193,6 +194,11 @@ var settings = []Setting{
 	{Name: "log-format", Arg: "FORMAT", Default: "text", Values: []string{"text", "json"},
 		Help:  "log format on stderr: text or json (under systemd sockd logs natively to the journal)",
 		value: func(r *Run) value { return typed[string]{&r.LogFormat, oneOf("text", "json"), showString} }},
+	{Name: "worker-output", Arg: "MODE", Default: "auto", Values: []string{"auto", "journal", "prefix", "json", "raw"},
+		Help: "what becomes of the workers' stdout and stderr, relayed line by line: journal (one entry per line with SOCKD_WORKER, SOCKD_GENERATION, SOCKD_WORKER_PID), prefix (\"[w1 g3] line\", \"[w1 g3 err]\" for stderr), json (one object per line, the shape of --log-format json) or raw (unchanged); auto: journal under systemd, json with --log-format json, else prefix",
+		value: func(r *Run) value {
+			return typed[string]{&r.WorkerOutput, oneOf("auto", "journal", "prefix", "json", "raw"), showString}
+		}},
 	{Name: "env-file", Arg: "FILE", Restart: true,
 		Help:  "read settings (SOCKD_*) and the workers' variables from FILE, in systemd's EnvironmentFile= syntax, at start and again at every reload; repeatable, later files win",
 		value: func(r *Run) value { return listValue{&r.EnvFiles, nonEmptyCheck} }},

@@ -47,7 +47,7 @@ var requestTimeout = 5 * time.Second
 
 // Request is what a client sends.
 type Request struct {
-	Command string `json:"command"` // "status", "reload", "upgrade" or "scale"
+	Command string `json:"command"` // "status", "reload", "upgrade", "scale", "signal", "send" or "logs"
 	Wait    bool   `json:"wait,omitempty"`
 	// Workers is scale's argument: "N", "+K" or "-K".
 	Workers string `json:"workers,omitempty"`
@@ -90,6 +90,13 @@ type Handler interface {
 	// (one JSON value) on their Node IPC channels.
 	Signal(ctx context.Context, sig string, slot, generation *int) (int, error)
 	Send(ctx context.Context, msg json.RawMessage, slot, generation *int) (int, error)
+}
+
+// LogServer is a Handler that also answers logs requests: it writes the
+// answer and the stream of records to c itself (internal/output's logs
+// exchange); line is the request line.
+type LogServer interface {
+	Logs(ctx context.Context, c net.Conn, line []byte) error
 }
 
 // ParseScale reads scale's argument: "N" (set), "+K" or "-K" (change).
@@ -176,7 +183,7 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	req, err := readRequest(c)
+	req, line, err := readRequest(c)
 	if err != nil {
 		log.Debug("bad control request", "event", "control_bad_request", "error", err)
 		resp(Response{Error: fmt.Sprintf("bad request (%v): want one line of JSON like {\"command\":\"status\"}", err)})
@@ -184,21 +191,33 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 	}
 	c.SetReadDeadline(time.Time{})
 	log.Debug("control request", "event", "control_request", "command", req.Command, "wait", req.Wait)
+	if req.Command == "logs" {
+		ls, ok := h.(LogServer)
+		if !ok {
+			resp(Response{Error: "this sockd keeps no worker output"})
+			return
+		}
+		if err := ls.Logs(ctx, c, line); err != nil {
+			log.Debug("logs request ended", "event", "control_logs", "error", err)
+		}
+		return
+	}
 	resp(handle(ctx, h, req))
 }
 
 // readRequest reads one request: a line of JSON of at most MaxRequest
 // bytes, newline included, with a command sockd knows (ParseRequest).
 // What follows the newline is ignored.
-func readRequest(r io.Reader) (Request, error) {
+func readRequest(r io.Reader) (Request, []byte, error) {
 	line, err := bufio.NewReader(io.LimitReader(r, MaxRequest)).ReadBytes('\n')
 	if errors.Is(err, io.EOF) {
 		err = fmt.Errorf("no line of at most %d bytes", MaxRequest)
 	}
 	if err != nil {
-		return Request{}, err
+		return Request{}, nil, err
 	}
-	return ParseRequest(line)
+	req, err := ParseRequest(line)
+	return req, line, err
 }
 
 // ParseRequest reads one request line: a JSON object with a command sockd
@@ -209,7 +228,7 @@ func ParseRequest(line []byte) (Request, error) {
 		return req, err
 	}
 	switch req.Command {
-	case "status", "reload", "upgrade":
+	case "status", "reload", "upgrade", "logs":
 	case "signal":
 		if req.Signal == "" {
 			return req, errors.New("signal: which signal?")
@@ -223,7 +242,7 @@ func ParseRequest(line []byte) (Request, error) {
 			return req, err
 		}
 	default:
-		return req, fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal or send)", req.Command)
+		return req, fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal, send or logs)", req.Command)
 	}
 	return req, nil
 }
@@ -260,7 +279,7 @@ func handle(ctx context.Context, h Handler, req Request) Response {
 			return Response{OK: true, Workers: n}
 		}
 	default:
-		err = fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal or send)", req.Command)
+		err = fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal, send or logs)", req.Command)
 	}
 	if err != nil {
 		return Response{Error: err.Error()}

@@ -284,7 +284,7 @@ func TestServeCommands(t *testing.T) {
 		req  Request
 		want string
 	}{
-		{Request{Command: "restart"}, `unknown command "restart" (want status, reload, upgrade, scale, signal or send)`},
+		{Request{Command: "restart"}, `unknown command "restart" (want status, reload, upgrade, scale, signal, send or logs)`},
 		{Request{Command: "signal"}, "which signal"},
 		{Request{Command: "send"}, "one JSON value"},
 		{Request{Command: "scale", Workers: "0"}, `workers "0"`},

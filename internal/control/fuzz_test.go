@@ -56,7 +56,7 @@ func FuzzReadRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, err := readRequest(bytes.NewReader(data))
+		req, _, err := readRequest(bytes.NewReader(data))
 		var want Request
 		nl := bytes.IndexByte(data, '\n')
 		wantErr := nl < 0 || nl+1 > MaxRequest || json.Unmarshal(data[:nl+1], &want) != nil || !known(want)
@@ -73,8 +73,11 @@ func FuzzReadRequest(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if again, err := readRequest(bytes.NewReader(append(b, '\n'))); err != nil || !sameRequest(again, req) {
+		if again, _, err := readRequest(bytes.NewReader(append(b, '\n'))); err != nil || !sameRequest(again, req) {
 			t.Fatalf("%+v sent again as %s reads back as %+v, %v", req, b, again, err)
+		}
+		if req.Command == "logs" {
+			return // answered by a LogServer (internal/output's tests)
 		}
 		resp := handle(context.Background(), echoHandler{}, req)
 		b, err = json.Marshal(resp)
@@ -94,8 +97,12 @@ func FuzzReadRequest(f *testing.F) {
 // known says whether req is a command sockd carries out.
 func known(req Request) bool {
 	switch req.Command {
-	case "status", "reload", "upgrade":
+	case "status", "reload", "upgrade", "logs":
 		return true
+	case "signal":
+		return req.Signal != ""
+	case "send":
+		return len(req.Message) > 0 && json.Valid(req.Message)
 	case "scale":
 		n, rel, err := ParseScale(req.Workers)
 		return err == nil && (rel && n != 0 || !rel && n >= 1)

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -65,6 +66,9 @@ type Exporter struct {
 	started    time.Time
 	// WorkerTimeout bounds the scrape of one worker's own metrics.
 	WorkerTimeout time.Duration
+	// Extra are more of sockd's own metrics, each written in the text
+	// format (0.0.4) at every scrape: the worker output relay's.
+	Extra []func(io.Writer) error
 }
 
 // counter is a counter family with at most one label.
@@ -239,6 +243,13 @@ func (e *Exporter) Write(ctx context.Context, w *bytes.Buffer, openMetrics bool)
 	gauge(fs, "sockd_uptime_seconds", "How long sockd has been running.", time.Since(e.started).Seconds())
 	e.cumulative(fs)
 	process(fs)
+	for _, write := range e.Extra {
+		var b bytes.Buffer
+		if err := write(&b); err != nil {
+			e.log.Debug("metrics: a source failed", "error", err)
+		}
+		fs.add(&b, nil)
+	}
 	st, err := e.status(ctx)
 	if err != nil {
 		e.log.Debug("metrics without the pool's status", "error", err)

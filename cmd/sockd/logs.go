@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os/signal"
+	"syscall"
+
+	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/internal/output"
+)
+
+const logsHelp = "Prints the recent lines the workers wrote to stdout and stderr, attributed: \"[w1 g3] line\"\n" +
+	"(worker slot 1, generation 3), \"[w1 g3 err]\" for stderr, \"+\" on a piece of a cut long line.\n" +
+	"sockd keeps the last lines of every worker in memory, those of exited and crashed workers\n" +
+	"too, whatever --worker-output says; -f then follows new lines until interrupted or sockd stops.\n"
+
+// logsCommand is `sockd logs`.
+func logsCommand(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("sockd logs", flag.ContinueOnError)
+	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
+	slot := fs.Int("worker", -1, "only the workers in slot `N`")
+	gen := fs.Int("generation", -1, "only the workers of generation `G`")
+	var follow bool
+	fs.BoolVar(&follow, "follow", false, "after the recent lines, print new ones as they come")
+	fs.BoolVar(&follow, "f", false, "short for --follow")
+	var lines int
+	fs.IntVar(&lines, "lines", output.DefaultTail, "how many of the most recent lines to print first (`N`; 0: none)")
+	fs.IntVar(&lines, "n", output.DefaultTail, "short for --lines `N`")
+	withTime := fs.Bool("time", false, "print the time sockd read each line before it")
+	asJSON := fs.Bool("json", false, "print each line as the JSON record sockd sends (worker, generation, pid, stream, priority, time, message)")
+	fs.Usage = usageFunc(fs, "sockd logs [-f] [--worker N] [--generation G] [-n LINES] [--time|--json] [--control PATH]", logsHelp)
+	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("sockd logs: unexpected argument %q (see sockd logs --help)", fs.Arg(0))
+	}
+	if lines < 0 {
+		return usagef("sockd logs: -n %d: want a number of lines >= 0", lines)
+	}
+	q := struct {
+		Command string `json:"command"`
+		output.Query
+	}{Command: "logs", Query: output.Query{Lines: &lines, Follow: follow}}
+	if *slot >= 0 {
+		q.Worker = slot
+	}
+	if *gen >= 0 {
+		q.Generation = gen
+	}
+	path, err := controlPath(*ctl)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+	defer stop()
+	dctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(dctx, "unix", path)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
+	}
+	defer c.Close()
+	// Interrupted (Ctrl-C ends -f): the read ends, and so does the command.
+	defer context.AfterFunc(ctx, func() { c.Close() })()
+	b, _ := json.Marshal(q)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
+	}
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	var buf []byte
+	err = output.ReadLogs(c, func(r output.Record) error {
+		if *asJSON {
+			buf, _ = json.Marshal(r)
+			buf = append(buf, '\n')
+		} else {
+			buf = r.AppendText(buf[:0], *withTime)
+		}
+		if _, err := bw.Write(buf); err != nil {
+			return err
+		}
+		if follow {
+			return bw.Flush()
+		}
+		return nil
+	})
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if ctx.Err() != nil {
+		return nil // interrupted: the way out of -f
+	}
+	return err
+}

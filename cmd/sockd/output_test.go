@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/internal/procfs"
+	"github.com/sockd/sockd/pool"
+)
+
+// outputWorker writes to stdout and stderr what every format must carry:
+// plain lines, a JSON object line (a structured logger's), an sd-daemon
+// "<4>" line and a last line without a newline; on SIGUSR1 it writes
+// "usr1 SLOT"; it exits 3 with last words on stderr when the file
+// crash-SLOT is in DIR (then removes it: its replacement runs on).
+const outputWorker = `
+trap 'echo "usr1 $SOCKD_WORKER"' USR1
+trap 'printf "bye $SOCKD_WORKER"; exit 0' TERM
+if [ -e "$DIR/crash-$SOCKD_WORKER" ]; then
+	rm "$DIR/crash-$SOCKD_WORKER"
+	echo "last words of $$" >&2
+	exit 3
+fi
+echo "out $SOCKD_WORKER"
+echo "err $SOCKD_WORKER" >&2
+echo '{"level":"error","msg":"structured","slot":'"$SOCKD_WORKER"'}'
+echo "<4>warned $SOCKD_WORKER" >&2
+while :; do sleep 0.05; done
+`
+
+func startOutputSockd(t *testing.T, args ...string) (*daemonProc, *syncBuffer, string) {
+	t.Helper()
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl.sock")
+	all := append([]string{"run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--workers", "2", "--ready", "after:100ms"}, args...)
+	all = append(all, "--", "/bin/sh", "-c", outputWorker)
+	cmd, errb := sockdCmd(t, []string{"DIR=" + dir}, all...)
+	outb := &syncBuffer{}
+	cmd.Stdout = outb
+	d := launch(t, cmd, errb, ctl)
+	return d, outb, dir
+}
+
+func logsOf(t *testing.T, d *daemonProc, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := sockd(append([]string{"logs", "--control", d.control}, args...), &out, &errb); code != 0 {
+		t.Fatalf("sockd logs %v: exit %d: %s", args, code, errb.String())
+	}
+	return out.String()
+}
+
+// Standalone, the default (prefix): each worker's lines on sockd's stdout
+// and stderr as the worker wrote them, after "[wSLOT gGEN]" ("err" for
+// stderr); sockd logs shows them from its ring, a crashed worker's last
+// words included, and -f follows.
+func TestWorkerOutputPrefixAndLogs(t *testing.T) {
+	d, outb, dir := startOutputSockd(t)
+	for _, want := range []string{"[w0 g1] out 0\n", "[w1 g1] out 1\n", `[w1 g1] {"level":"error","msg":"structured","slot":1}` + "\n"} {
+		waitFor(t, 10*time.Second, "stdout line "+want, func() bool { return strings.Contains(outb.String(), want) })
+	}
+	for _, want := range []string{"[w0 g1 err] err 0\n", "[w1 g1 err] <4>warned 1\n"} {
+		waitFor(t, 10*time.Second, "stderr line "+want, func() bool { return strings.Contains(d.out.String(), want) })
+	}
+	if strings.Contains(outb.String(), "err 0") || strings.Contains(d.out.String(), "] out 0") {
+		t.Errorf("stdout and stderr mixed up:\nstdout %q\nstderr %q", outb, d.out)
+	}
+
+	// The ring: both workers, both streams, in order per worker.
+	all := logsOf(t, d, "-n", "100")
+	for _, want := range []string{"[w0 g1] out 0", "[w0 g1 err] err 0", "[w1 g1 err] warned 1"} { // "<4>" is the priority
+		if !strings.Contains(all, want) {
+			t.Errorf("sockd logs lacks %q:\n%s", want, all)
+		}
+	}
+	one := logsOf(t, d, "--worker", "1", "-n", "100")
+	if strings.Contains(one, "[w0 ") || !strings.Contains(one, "[w1 g1] out 1") {
+		t.Errorf("sockd logs --worker 1:\n%s", one)
+	}
+	if got := strings.Count(logsOf(t, d, "-n", "2"), "\n"); got != 2 {
+		t.Errorf("sockd logs -n 2 printed %d lines", got)
+	}
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logsOf(t, d, "--json", "--worker", "0", "-n", "100")), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("sockd logs --json: %q: %v", line, err)
+		}
+		recs = append(recs, r)
+	}
+	w0 := slotOf(d.mustStatus(), 0).PID
+	for _, r := range recs {
+		if r["worker"] != 0.0 || r["generation"] != 1.0 || r["pid"] != float64(w0) || r["time"] == "" {
+			t.Errorf("sockd logs --json record %v: want worker 0, generation 1, pid %d", r, w0)
+		}
+		if r["message"] == "warned 0" && r["priority"] != 4.0 || r["message"] == "err 0" && r["priority"] != 3.0 || r["message"] == "out 0" && r["priority"] != 6.0 {
+			t.Errorf("record %v: wrong priority", r)
+		}
+	}
+
+	// -f in its own process: new lines as they come, Ctrl-C ends it with 0.
+	follow, fout := sockdCmd(t, nil, "logs", "-f", "-n", "0", "--worker", "0", "--control", d.control)
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The follower is in place once sockd has a connection for it: poke
+	// until its line shows.
+	waitFor(t, 10*time.Second, "sockd logs -f shows usr1 0", func() bool {
+		sockd([]string{"signal", "--worker", "0", "--control", d.control, "USR1"}, io.Discard, io.Discard)
+		return strings.Contains(fout.String(), "[w0 g1] usr1 0\n")
+	})
+	if strings.Contains(fout.String(), "usr1 1") || strings.Contains(fout.String(), "out 0") {
+		t.Errorf("sockd logs -f -n 0 --worker 0 printed:\n%s", fout)
+	}
+	follow.Process.Signal(syscall.SIGINT)
+	if err := follow.Wait(); err != nil {
+		t.Errorf("sockd logs -f after SIGINT: %v\n%s", err, fout)
+	}
+
+	// A crash: the crashed worker's last words stay in the ring after its
+	// replacement started.
+	if err := os.WriteFile(filepath.Join(dir, "crash-1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := slotOf(d.mustStatus(), 1).PID
+	sockd([]string{"signal", "--worker", "1", "--control", d.control, "KILL"}, io.Discard, io.Discard)
+	var crashed string
+	waitFor(t, 20*time.Second, "worker 1 crashed and replaced by one that runs", func() bool {
+		w := slotOf(d.mustStatus(), 1)
+		running := false // its first line is out: its traps are set
+		for _, line := range strings.Split(logsOf(t, d, "--worker", "1", "--json", "-n", "100"), "\n") {
+			var r struct {
+				PID     int
+				Message string
+			}
+			if json.Unmarshal([]byte(line), &r) != nil {
+				continue
+			}
+			if strings.HasPrefix(r.Message, "last words of ") {
+				crashed = strconv.Itoa(r.PID)
+			}
+			running = running || r.Message == "out 1" && r.PID == w.PID && w.PID != old
+		}
+		return crashed != "" && running && strconv.Itoa(w.PID) != crashed
+	})
+	if !strings.Contains(logsOf(t, d, "--worker", "1", "-n", "100"), "last words of "+crashed) {
+		t.Errorf("the crashed worker's last words (pid %s) are not in sockd logs --worker 1", crashed)
+	}
+	if p, _ := strconv.Atoi(crashed); procfs.Alive(p) {
+		t.Errorf("crashed worker %s still alive", crashed)
+	}
+
+	// At stop, what the workers wrote last (no newline) arrives.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	for _, want := range []string{"[w0 g1] bye 0\n", "[w1 g1] bye 1\n"} {
+		if !strings.Contains(outb.String(), want) {
+			t.Errorf("stdout lacks the last words %q:\n%s", want, outb)
+		}
+	}
+}
+
+// --worker-output json: every line of sockd's stdout is one JSON object in
+// the shape of --log-format json, with the worker's attribution; a line
+// that is a JSON object is embedded, its level mapped.
+func TestWorkerOutputJSON(t *testing.T) {
+	d, outb, _ := startOutputSockd(t, "--worker-output", "json")
+	waitFor(t, 10*time.Second, "both workers' structured lines", func() bool {
+		return strings.Count(outb.String(), `"json":{`) >= 2
+	})
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	pids := map[float64]bool{}
+	structured := 0
+	for _, line := range strings.Split(strings.TrimSpace(outb.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("stdout line not JSON: %q", line)
+		}
+		if m["@module"] != "sh" || m["stream"] != "stdout" || m["generation"] != 1.0 || m["@timestamp"] == nil || m["@level"] == nil {
+			t.Errorf("record %v: want @module sh (the command's name), stream stdout, generation 1, @timestamp, @level", m)
+		}
+		pids[m["worker_pid"].(float64)] = true
+		if obj, ok := m["json"].(map[string]any); ok {
+			structured++
+			if obj["msg"] != "structured" || m["@level"] != "error" || m["@message"] != "structured" {
+				t.Errorf("embedded JSON line %v: want the object, @level error, @message structured", m)
+			}
+		}
+	}
+	if structured != 2 || len(pids) != 2 {
+		t.Errorf("%d embedded objects from %d workers, want 2 from 2:\n%s", structured, len(pids), outb)
+	}
+	// sockd's own log stays text on stderr; the workers' stderr lines are
+	// JSON there too.
+	for _, line := range strings.Split(d.out.String(), "\n") {
+		if strings.Contains(line, "warned 0") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil || m["@level"] != "warn" || m["stream"] != "stderr" {
+				t.Errorf("stderr line %q: %v, want JSON at level warn", line, err)
+			}
+		}
+	}
+}
+
+// --worker-output raw: the lines as written; with --log-format json the
+// default (auto) is json, so every line sockd prints parses.
+func TestWorkerOutputRawAndAuto(t *testing.T) {
+	d, outb, _ := startOutputSockd(t, "--worker-output", "raw")
+	waitFor(t, 10*time.Second, "raw lines", func() bool {
+		return strings.Contains(outb.String(), "\nout 1\n") || strings.HasPrefix(outb.String(), "out 1\n")
+	})
+	waitFor(t, 10*time.Second, "raw stderr", func() bool { return strings.Contains(d.out.String(), "\n<4>warned 0\n") })
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+
+	d, outb, _ = startOutputSockd(t, "--log-format", "json")
+	waitFor(t, 10*time.Second, "json lines", func() bool { return strings.Count(outb.String(), `"json":{`) >= 2 })
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	for name, b := range map[string]*syncBuffer{"stdout": outb, "stderr": d.out} {
+		for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+			if !json.Valid([]byte(line)) {
+				t.Errorf("%s line with --log-format json is not JSON: %q", name, line)
+			}
+		}
+	}
+}
+
+// Metrics count the lines and bytes each worker wrote (read by the
+// Prometheus client's own parser).
+func TestWorkerOutputMetrics(t *testing.T) {
+	python := pythonParser(t)
+	sock := filepath.Join(t.TempDir(), "metrics.sock")
+	d, outb, _ := startOutputSockd(t, "--metrics", "unix://"+sock)
+	waitFor(t, 10*time.Second, "lines", func() bool {
+		return strings.Count(outb.String(), `"structured"`) >= 2 && strings.Count(d.out.String(), "warned") >= 2
+	})
+	p := scrape(t, python, sock, false)
+	w0 := slotOf(d.mustStatus(), 0).PID
+	for key, want := range map[string]float64{
+		fmt.Sprintf("sockd_worker_output_lines_total{generation=1,pid=%d,slot=0,stream=stdout}", w0): 2,
+		fmt.Sprintf("sockd_worker_output_bytes_total{generation=1,pid=%d,slot=0,stream=stderr}", w0): float64(len("err 0\n<4>warned 0\n")),
+		"sockd_output_lines_total{stream=stderr}":                                                    4,
+		"sockd_output_dropped_lines_total{stream=stdout}":                                            0,
+	} {
+		if got, ok := p[key]; !ok || got != want {
+			t.Errorf("%s = %v (present: %v), want %v", key, got, ok, want)
+		}
+	}
+}
+
+// sockd logs refuses bad flags with exit 2 and says so when no sockd
+// answers.
+func TestLogsBadInput(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := sockd([]string{"logs", "-n", "-3", "--control", filepath.Join(t.TempDir(), "none")}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "-n -3") {
+		t.Errorf("sockd logs -n -3: exit %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := sockd([]string{"logs", "--control", filepath.Join(t.TempDir(), "none")}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "cannot reach sockd") {
+		t.Errorf("sockd logs without sockd: exit %d, %q", code, errb.String())
+	}
+}
+
+// slotOf is the current worker of slot (zero if none).
+func slotOf(s pool.Status, slot int) pool.WorkerStatus {
+	for _, w := range s.Workers {
+		if w.Slot == slot && w.Generation == s.Generation {
+			return w
+		}
+	}
+	return pool.WorkerStatus{}
+}

@@ -473,7 +473,7 @@ func (d *Daemon) Status(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Status{Status: s, Config: d.configStatus()}, nil
+	return Status{Status: s, Config: d.configStatus(), Output: d.out.Mode()}, nil
 }
 
 // sampledStatus reads the workers' usage (unless it was read a moment

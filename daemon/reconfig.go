@@ -156,6 +156,9 @@ type ConfigStatus struct {
 type Status struct {
 	pool.Status
 	Config ConfigStatus `json:"config"`
+	// Output is where the workers' lines go (--worker-output, resolved):
+	// journal, prefix, json or raw; `sockd logs` shows them in any case.
+	Output string `json:"output,omitempty"`
 }
 
 func (d *Daemon) configStatus() ConfigStatus {

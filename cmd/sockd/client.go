@@ -198,6 +198,9 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 			fmt.Fprintf(w, "\n  last reload refused: %s", c.Refused)
 		}
 	}
+	if s.Output != "" {
+		fmt.Fprintf(w, "\n  worker output: %s; recent lines: sockd logs", s.Output)
+	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LISTENER\tNETWORK\tADDRESS\tFD\tSOCKETS")
@@ -216,7 +219,16 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		up := (time.Duration(wk.UptimeSeconds*1e3) * time.Millisecond).String()
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", wk.Slot, wk.Generation, wk.PID, wk.State, up, wk.Restarts, req, strings.TrimSpace(wk.Status))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, wk := range s.Workers {
+		if wk.Restarts > 0 {
+			// The crashed workers' last words are in sockd's ring.
+			fmt.Fprintf(w, "\nslot %d restarted %d times: its crashed workers' last lines: sockd logs --worker %d --generation %d\n", wk.Slot, wk.Restarts, wk.Slot, wk.Generation)
+		}
+	}
+	return nil
 }
 
 // controlPath is --control, or the default control socket path.

@@ -152,6 +152,11 @@ func TestWorkerOutputPrefixAndLogs(t *testing.T) {
 		}
 		return crashed != "" && running && strconv.Itoa(w.PID) != crashed
 	})
+	var st bytes.Buffer
+	sockd([]string{"status", "--control", d.control}, &st, io.Discard)
+	if !strings.Contains(st.String(), "slot 1 restarted 2 times: its crashed workers' last lines: sockd logs --worker 1 --generation 1") || !strings.Contains(st.String(), "worker output: prefix") {
+		t.Errorf("sockd status does not point to the crashed workers' lines:\n%s", st.String())
+	}
 	if !strings.Contains(logsOf(t, d, "--worker", "1", "-n", "100"), "last words of "+crashed) {
 		t.Errorf("the crashed worker's last words (pid %s) are not in sockd logs --worker 1", crashed)
 	}

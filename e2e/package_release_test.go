@@ -33,6 +33,7 @@ var debFiles = []string{
 	"/usr/share/doc/sockd/README.md.gz",
 	"/usr/share/doc/sockd/changelog.Debian.gz",
 	"/usr/share/doc/sockd/copyright",
+	"/usr/share/doc/sockd/reference.md.gz",
 	"/usr/share/doc/sockd/systemd.md.gz",
 	"/usr/share/lintian/overrides/sockd",
 	"/usr/share/man/man8/sockd.8.gz",
@@ -264,7 +265,7 @@ func checkTarball(t *testing.T, path, arch string) []byte {
 		names = append(names, strings.TrimPrefix(n, top))
 	}
 	sort.Strings(names)
-	want := []string{"INSTALL", "README.md", "completions/_sockd", "completions/sockd.bash", "docs/systemd.md", "man/sockd.8",
+	want := []string{"INSTALL", "README.md", "completions/_sockd", "completions/sockd.bash", "docs/reference.md", "docs/systemd.md", "man/sockd.8",
 		"scripts/install", "scripts/uninstall", "sockd", "units/example.env", "units/sockd.service", "units/sockd.socket",
 		"units/sockd@.service", "units/sockd@.socket"}
 	if _, err := os.Stat(filepath.Join(RepoRoot(t), "LICENSE")); err == nil {

@@ -81,7 +81,7 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 		workers, args = scaleArg(args, "control", "timeout")
 	}
 	if name == "status" {
-		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in README.md)")
+		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in docs/reference.md)")
 		fs.BoolVar(check, "check", false, "a health check: print the summary and exit 0 if a worker is ready and sockd is not stopping, else 1")
 		synopsis = "sockd status [--json|--check] [--control PATH]"
 	} else {

@@ -14,7 +14,7 @@ import (
 	"github.com/sockd/sockd/pool"
 )
 
-// Exit codes, documented in README.md, and the kinds of error that make
+// Exit codes, documented in docs/reference.md, and the kinds of error that make
 // them.
 const (
 	exitOK          = 0

@@ -115,6 +115,8 @@ func sockdManPage() (manPage, error) {
 			tellCommand(c.Name, []string{"--help"}, &help)
 		case "pm2":
 			pm2Command([]string{"--help"}, &help)
+		case "logs":
+			logsCommand([]string{"--help"}, &help)
 		}
 		if help.Len() > 0 {
 			var err error
@@ -313,7 +315,7 @@ func writeMan(w io.Writer, p manPage) {
 	fmt.Fprintln(w, ".PP")
 	paragraphs(w, run.Text)
 	fmt.Fprintln(w, ".PP")
-	fmt.Fprintln(w, roff("The worker contract, reloads, binary upgrades and the units are described in README.md and systemd.md, in /usr/share/doc/sockd with the package (README.md and docs/systemd.md in the source tree)."))
+	fmt.Fprintln(w, roff("The worker contract, reloads, binary upgrades and the units are described in README.md, reference.md and systemd.md, in /usr/share/doc/sockd with the package (README.md and docs/ in the source tree)."))
 	fmt.Fprintln(w, ".SH COMMANDS")
 	for _, c := range p.Commands {
 		fmt.Fprintf(w, ".TP\n.B %s\n%s\n", roff(c.synopsis()), roff(c.Summary+"."))

@@ -83,7 +83,7 @@ func (e exitStatus) Error() string {
 	return fmt.Sprintf("the sockd in charge exited with status %d", e.code)
 }
 
-// handledSignals are the signals sockd acts on or ignores; README.md's
+// handledSignals are the signals sockd acts on or ignores; docs/reference.md's
 // table says what each does. The real-time signals are among them: Go
 // leaves them at their default action, which ends the process. (Not
 // signal.Ignore: an ignored signal stays ignored in the workers sockd

@@ -168,6 +168,27 @@ func TestSockdSocketActivation(t *testing.T) {
 		t.Errorf("sockd logs --worker 1 lacks %q:\n%s", want, logs)
 	}
 
+	// Across a reload: the new generation's lines carry SOCKD_GENERATION=2,
+	// and the old workers' last lines (their drain, written as they stop)
+	// arrive with generation 1.
+	sb.MustRun(t, "systemctl", "reload", "sockd.service")
+	WaitFor(t, 20*time.Second, func() (bool, string) {
+		ready2, drained1 := map[string]bool{}, map[string]bool{}
+		for _, e := range sb.journal(t, "-u", "sockd.service", "SOCKD_STREAM=stderr") {
+			m, pid := e.Field("MESSAGE"), e.Field("SOCKD_WORKER_PID")
+			if e.Field("SYSLOG_PID") != pid || e.Field("PRIORITY") != "3" || e.Field("SYSLOG_IDENTIFIER") != "sockd-demo" {
+				t.Errorf("worker line after the reload: %v", e)
+			}
+			switch {
+			case e.Field("SOCKD_GENERATION") == "2" && strings.HasSuffix(m, "]: ready: serving 1 listeners"):
+				ready2[pid] = true
+			case e.Field("SOCKD_GENERATION") == "1" && strings.Contains(m, ": drained in "):
+				drained1[pid] = true
+			}
+		}
+		return len(ready2) == 3 && len(drained1) == 3, fmt.Sprintf("generation 2 ready lines from %d workers, generation 1 drained lines from %d", len(ready2), len(drained1))
+	})
+
 	// systemctl stop: sockd drains its workers and exits 0; nothing is left.
 	cgroup := p["ControlGroup"]
 	before := sb.procs(t, append([]int{mainPID}, workers...)...)

@@ -286,3 +286,86 @@ func slotOf(s pool.Status, slot int) pool.WorkerStatus {
 	}
 	return pool.WorkerStatus{}
 }
+
+// Bad output: bytes that are not text, a 10 MB line, a worker that closes
+// its stdout and then its stderr. The bytes reach stdout as written, the
+// long line in pieces of at most 64 KiB marked "+" after the first, the
+// json format carries the exact bytes in base64; no descriptor is left
+// behind by the generations a reload retired.
+func TestWorkerOutputBadBytes(t *testing.T) {
+	const script = `
+trap 'exit 0' TERM
+head -c 10485760 /dev/zero | tr '\0' x; echo
+printf 'bin\377\376ary\n'
+exec 1>&-
+echo "after close" >&2
+exec 2>&-
+while :; do sleep 0.05; done
+`
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl.sock")
+	cmd, errb := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--workers", "1", "--ready", "after:100ms",
+		"--", "/bin/sh", "-c", script)
+	outb := &syncBuffer{}
+	cmd.Stdout = outb
+	d := launch(t, cmd, errb, ctl)
+	waitFor(t, 20*time.Second, "after close", func() bool { return strings.Contains(d.out.String(), "[w0 g1 err] after close\n") })
+	if !strings.Contains(outb.String(), "[w0 g1] bin\377\376ary\n") {
+		t.Errorf("the binary line is not as written: %q", outb.String()[:min(80, len(outb.String()))])
+	}
+	waitFor(t, 20*time.Second, "the 10 MB line", func() bool { return strings.Count(outb.String(), "x") == 10<<20 })
+	pieces := 0
+	for _, line := range strings.Split(outb.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "[w0 g1 +] "); ok {
+			pieces++
+			if len(rest) > 64<<10 || strings.Trim(rest, "x") != "" {
+				t.Fatalf("a piece of %d bytes: %.40q", len(rest), rest)
+			}
+		}
+	}
+	if pieces < (10<<20)/(64<<10)-1 {
+		t.Errorf("the 10 MB line came in %d continued pieces", pieces+1)
+	}
+	var js bytes.Buffer
+	sockd([]string{"logs", "--json", "-n", "1000", "--control", ctl}, &js, io.Discard)
+	if !strings.Contains(js.String(), `"message_base64":"Ymlu//5hcnk="`) {
+		t.Errorf("sockd logs --json does not carry the exact bytes in base64:\n%.300s", js.String())
+	}
+	for i := 0; i < 2; i++ {
+		if code := sockd([]string{"reload", "--wait", "--control", ctl}, io.Discard, io.Discard); code != 0 {
+			t.Fatalf("reload: exit %d", code)
+		}
+	}
+	// A pipe sockd still reads that no other process can write to any
+	// more has reached its end and must be closed: none is left over.
+	pid := d.mustStatus().PID
+	waitFor(t, 20*time.Second, "no pipe end left open in sockd without a writer", func() bool {
+		return len(orphanPipes(pid)) == 0
+	})
+}
+
+// orphanPipes lists the pipes pid holds that no other process holds.
+func orphanPipes(pid int) []string {
+	held := map[string]bool{}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, dir := range procs {
+		other, err := strconv.Atoi(filepath.Base(dir))
+		if err != nil || other == pid {
+			continue
+		}
+		fds, _ := procfs.FDs(other)
+		for _, fd := range fds {
+			if target, err := procfs.FDTarget(other, fd); err == nil && strings.HasPrefix(target, "pipe:") {
+				held[target] = true
+			}
+		}
+	}
+	var out []string
+	fds, _ := procfs.FDs(pid)
+	for _, fd := range fds {
+		if target, err := procfs.FDTarget(pid, fd); err == nil && strings.HasPrefix(target, "pipe:") && !held[target] {
+			out = append(out, target)
+		}
+	}
+	return out
+}

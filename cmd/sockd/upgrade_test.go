@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,6 +232,14 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 		t.Fatalf("the kept process after SIGTERM: %v %v", st, err)
 	}
 	waitFor(t, 10*time.Second, "the new sockd gone", func() bool { return !procfs.Alive(after.PID) })
+	// Worker output across the upgrade: the old sockd relayed its workers'
+	// last lines (their drain) and the new one its own workers', each
+	// attributed to its generation.
+	for _, re := range []string{`\[w0 g1 err\] hello\[\d+\]: drained in `, `\[w0 g2 err\] hello\[\d+\]: ready: `, `\[w0 g3 err\] hello\[\d+\]: drained in `} {
+		if !regexp.MustCompile(re).MatchString(d.out.String()) {
+			t.Errorf("sockd's output lacks a line matching %s", re)
+		}
+	}
 }
 
 // fakeSystemd is a NOTIFY_SOCKET that records who said what.

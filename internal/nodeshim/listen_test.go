@@ -224,6 +224,9 @@ require('http').createServer((q, r) => r.end('pid=' + process.pid)).listen(proce
 });`), 0o644)
 		p := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: env})
 		p.waitMsg(`"ready"`, readyTimeout)
+		// console.log writes to a pipe asynchronously: the line may come
+		// after the IPC message sent after it.
+		p.waitOutput("child exit ", readyTimeout)
 		if !strings.Contains(p.out.String(), "child exit 1") || !strings.Contains(hintLine(p.out.String()), "belong to the Node process "+strconv.Itoa(p.pid)) {
 			t.Fatalf("the child should fail with EADDRINUSE and a hint naming its parent:\n%s", p.out)
 		}

@@ -303,7 +303,8 @@ func TestEvalCancel(t *testing.T) {
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(pidfile); err == nil {
+		// writeFileSync creates the file, then writes: wait for its pid.
+		if b, err := os.ReadFile(pidfile); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {

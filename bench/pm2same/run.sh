@@ -9,9 +9,11 @@
 # kill_timeout: 5000; only PORT differs): `pm2 start ecosystem.config.js`
 # with PM2_HOME in a temp dir, and `sockd run --pm2 ecosystem.config.js`
 # plus --listen to bind 127.0.0.1 only (the app's listen(PORT) has no host,
-# so PM2's daemon binds *:PORT; the clients use 127.0.0.1 for both). Both
-# run side by side on two free ports; only one load runs at a time, the
-# peers alternated A B A B:
+# so PM2's daemon binds *:PORT; the clients use 127.0.0.1 for both). A third
+# peer, sockd-b1, is the same sockd command with --reload-batch 1 (a rolling
+# reload, one slot at a time, as PM2 reloads). The peers run side by side
+# on free ports of their own; only one load runs at a time, the peers
+# alternated A B C A B C:
 #   1. throughput: wrk -t2 -c32 -d5s --latency, THROUGHPUT_ROUNDS rounds;
 #   2. reloads: wrk -t2 -c32 --latency (keep-alive) for as long as RELOADS
 #      reloads one after another take (`pm2 reload express` vs
@@ -25,13 +27,18 @@
 #      (a loaded Node worker holds ~50 MiB more until V8 shrinks its heap
 #      when idle, which takes up to ~30 s; a shorter wait would favour the
 #      peer loaded first), and the supervisor's peak (VmHWM).
+# Settings: PEERS (default "pm2 sockd sockd-b1"; any subset, in the order
+# of alternation), THROUGHPUT_ROUNDS (0 skips 1.), RELOAD_ROUNDS (0 skips
+# 2. and 3.), RELOADS, MEMORY=0 skips 4. (and its 55 s of waiting); e.g.
+# the reload part alone: THROUGHPUT_ROUNDS=0 MEMORY=0 bench/pm2same/run.sh
 # Needs node, npm, wrk, curl and Go (scripts/setup installs them) and the
 # pinned PM2 of bench/peers/node/package-lock.json: taken from
 # bench/peers/node/node_modules (scripts/bench installs it there), else
 # installed once with npm ci into bench/results/pm2same/pm2 (git-ignored).
 # Builds sockd into /tmp/sockd-bench. Raw wrk reports and logs go to
 # bench/results/pm2same-<time>/ (OUT=dir to choose); the tables are
-# printed at the end and written to summary.md there. About 5 minutes.
+# printed at the end and written to summary.md there. About 7 minutes
+# (the reload part alone: 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -40,6 +47,12 @@ ROOT=$PWD
 THROUGHPUT_ROUNDS=${THROUGHPUT_ROUNDS:-3}
 RELOAD_ROUNDS=${RELOAD_ROUNDS:-2}
 RELOADS=${RELOADS:-10}
+MEMORY=${MEMORY:-1}
+PEERS=${PEERS:-pm2 sockd sockd-b1}
+for p in $PEERS; do
+  case $p in pm2 | sockd | sockd-b1) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1)" >&2; exit 1 ;; esac
+done
+has() { [[ " $PEERS " == *" $1 "* ]]; }
 APPDIR=$ROOT/examples/node-apps
 APP=express-app.js
 NAME=express
@@ -78,8 +91,16 @@ mkdir -p "$OUT"
 TMP=$(mktemp -d /tmp/pm2same.XXXXXX)
 export PM2_HOME=$TMP/pm2home PM2_DISABLE_VERSION_CHECK=true
 SOCK=$TMP/sockd.sock
+SOCK_B1=$TMP/sockd-b1.sock
 
-SOCKD_PID= WRK_PID=
+SOCKD_PID= SOCKD_B1_PID= WRK_PID=
+stop_sockd() { # stop_sockd PID: SIGTERM, then SIGKILL after 20 s
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1"
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$1" 2>/dev/null && kill -KILL "$1"
+  fi
+}
 cleanup() {
   set +e
   [ -n "$WRK_PID" ] && kill "$WRK_PID" 2>/dev/null
@@ -91,11 +112,8 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$d" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$d" 2>/dev/null && kill -KILL "$d"
   fi
-  if [ -n "$SOCKD_PID" ] && kill -0 "$SOCKD_PID" 2>/dev/null; then
-    kill -TERM "$SOCKD_PID"
-    for _ in $(seq 100); do kill -0 "$SOCKD_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$SOCKD_PID" 2>/dev/null && kill -KILL "$SOCKD_PID"
-  fi
+  stop_sockd "$SOCKD_PID"
+  stop_sockd "$SOCKD_B1_PID"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -104,6 +122,8 @@ freeport() { node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{
 PORT_PM2=$(freeport)
 PORT_SOCKD=$(freeport)
 while [ "$PORT_SOCKD" = "$PORT_PM2" ]; do PORT_SOCKD=$(freeport); done
+PORT_B1=$(freeport)
+while [ "$PORT_B1" = "$PORT_PM2" ] || [ "$PORT_B1" = "$PORT_SOCKD" ]; do PORT_B1=$(freeport); done
 
 ecosystem() { # ecosystem DIR PORT: the one ecosystem file, as PM2's docs write it
   mkdir -p "$1"
@@ -124,21 +144,33 @@ EOF
 }
 ecosystem "$TMP/pm2" "$PORT_PM2"
 ecosystem "$TMP/sockd" "$PORT_SOCKD"
+ecosystem "$TMP/sockd-b1" "$PORT_B1"
 cp "$TMP/pm2/ecosystem.config.js" "$OUT/ecosystem.config.js"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
 T0=$(date +%s)
 
-# --- the two peers ---------------------------------------------------------
+# --- the peers -------------------------------------------------------------
 CMD_PM2="PM2_HOME=\$TMP/pm2home pm2 start ecosystem.config.js"
 CMD_SOCKD="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SOCKD --control \$TMP/sockd.sock"
-(cd "$TMP/pm2" && "$PM2" start ecosystem.config.js >"$OUT/pm2-start.log" 2>&1)
-(cd "$TMP/sockd" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_SOCKD" \
-  --control "$SOCK" >"$OUT/sockd.log" 2>&1) &
-SOCKD_PID=$!
-PM2_PID=$(cat "$PM2_HOME/pm2.pid")
-tr '\0' ' ' <"/proc/$PM2_PID/cmdline" | grep -q "God Daemon" || { echo "pm2same: pid $PM2_PID is not PM2's daemon" >&2; exit 1; }
+CMD_B1="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_B1 --control \$TMP/sockd-b1.sock --reload-batch 1"
+PM2_PID=
+if has pm2; then
+  (cd "$TMP/pm2" && "$PM2" start ecosystem.config.js >"$OUT/pm2-start.log" 2>&1)
+  PM2_PID=$(cat "$PM2_HOME/pm2.pid")
+  tr '\0' ' ' <"/proc/$PM2_PID/cmdline" | grep -q "God Daemon" || { echo "pm2same: pid $PM2_PID is not PM2's daemon" >&2; exit 1; }
+fi
+if has sockd; then
+  (cd "$TMP/sockd" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_SOCKD" \
+    --control "$SOCK" >"$OUT/sockd.log" 2>&1) &
+  SOCKD_PID=$!
+fi
+if has sockd-b1; then
+  (cd "$TMP/sockd-b1" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_B1" \
+    --control "$SOCK_B1" --reload-batch 1 >"$OUT/sockd-b1.log" 2>&1) &
+  SOCKD_B1_PID=$!
+fi
 
 children() { # children PID: the pids whose parent is PID
   cat /proc/[0-9]*/status 2>/dev/null | awk -v p="$1" '/^Pid:/{pid=$2} /^PPid:/ && $2==p {print pid}' || true
@@ -157,15 +189,15 @@ waitready() { # waitready PEER: both workers up and answering
 workers() { # the worker pids of a peer
   case $1 in
   pm2) children "$PM2_PID" ;;
-  sockd) "$SOCKD" status --json --control "$SOCK" 2>/dev/null |
+  sockd | sockd-b1) "$SOCKD" status --json --control "$(sock_of "$1")" 2>/dev/null |
     node -e 'let b="";process.stdin.on("data",d=>b+=d).on("end",()=>{const s=JSON.parse(b);
       for(const w of s.workers||s.Workers||[]){const st=w.state||w.State;if(st==="ready")console.log(w.pid||w.PID)}})' || true ;;
   esac
 }
-waitready "$PORT_PM2" pm2
-waitready "$PORT_SOCKD" sockd
-port_of() { [ "$1" = pm2 ] && echo "$PORT_PM2" || echo "$PORT_SOCKD"; }
-sup_of() { [ "$1" = pm2 ] && echo "$PM2_PID" || echo "$SOCKD_PID"; }
+sock_of() { [ "$1" = sockd-b1 ] && echo "$SOCK_B1" || echo "$SOCK"; }
+port_of() { case $1 in pm2) echo "$PORT_PM2" ;; sockd) echo "$PORT_SOCKD" ;; sockd-b1) echo "$PORT_B1" ;; esac; }
+sup_of() { case $1 in pm2) echo "$PM2_PID" ;; sockd) echo "$SOCKD_PID" ;; sockd-b1) echo "$SOCKD_B1_PID" ;; esac; }
+for p in $PEERS; do waitready "$(port_of "$p")" "$p"; done
 
 # --- wrk and its report ----------------------------------------------------
 # parse FILE: req/s p99_ms requests seconds connect read write timeout non2xx
@@ -188,7 +220,7 @@ field() { cut -d' ' -f"$1"; }
 # --- 4. memory, idle after start-up -------------------------------------------
 memory() { # memory LABEL: one line per peer into $OUT/memory.txt
   local p sup kids d tree extra
-  for p in pm2 sockd; do
+  for p in $PEERS; do
     sup=$(sup_of "$p")
     kids=$(workers "$p" | tr '\n' ' ')
     tree=0; extra=0
@@ -201,14 +233,19 @@ memory() { # memory LABEL: one line per peer into $OUT/memory.txt
     echo "$1 $p $(rss_kb "$sup") $extra $tree $(descendants "$sup" | wc -l) $(rss_kb "$sup" VmHWM) $(tr '\0' ' ' <"/proc/$sup/cmdline" | cut -c1-60 | tr ' ' '_')" >>"$OUT/memory.txt"
   done
 }
-sleep 10
-memory idle-after-start
+: >"$OUT/memory.txt" >"$OUT/throughput.txt" >"$OUT/reloads.txt" >"$OUT/steady.txt"
+if [ "$MEMORY" != 0 ]; then
+  sleep 10
+  memory idle-after-start
+fi
 
 # --- 1. throughput -----------------------------------------------------------
-echo "pm2same: throughput" >&2
-for p in pm2 sockd; do wrkrun "$OUT/warmup-$p.txt" "$p" 3; done
+if [ "$THROUGHPUT_ROUNDS" -gt 0 ]; then
+  echo "pm2same: throughput" >&2
+  for p in $PEERS; do wrkrun "$OUT/warmup-$p.txt" "$p" 3; done
+fi
 for r in $(seq "$THROUGHPUT_ROUNDS"); do
-  for p in pm2 sockd; do
+  for p in $PEERS; do
     sleep 1
     wrkrun "$OUT/tp-$p-$r.txt" "$p" 5
     echo "$r $p $(parse "$OUT/tp-$p-$r.txt")" >>"$OUT/throughput.txt"
@@ -219,12 +256,12 @@ done
 reload() {
   case $1 in
   pm2) "$PM2" reload "$NAME" >>"$OUT/reload-cmd-pm2.log" 2>&1 ;;
-  sockd) "$SOCKD" reload --wait --control "$SOCK" >>"$OUT/reload-cmd-sockd.log" 2>&1 ;;
+  sockd | sockd-b1) "$SOCKD" reload --wait --control "$(sock_of "$1")" >>"$OUT/reload-cmd-$1.log" 2>&1 ;;
   esac
 }
-echo "pm2same: reloads" >&2
+[ "$RELOAD_ROUNDS" -gt 0 ] && echo "pm2same: reloads" >&2
 for r in $(seq "$RELOAD_ROUNDS"); do
-  for p in pm2 sockd; do
+  for p in $PEERS; do
     sleep 1
     wrkrun "$OUT/warm-$p-$r.txt" "$p" 2
     wrk -t2 -c32 -d120s --latency "http://127.0.0.1:$(port_of "$p")/" >"$OUT/reload-$p-$r.txt" 2>&1 &
@@ -254,29 +291,35 @@ for r in $(seq "$RELOAD_ROUNDS"); do
 done
 
 # --- 4. memory, idle after the loads -----------------------------------------
-sleep 45
-memory idle-after-loads
+if [ "$MEMORY" != 0 ]; then
+  sleep 45
+  memory idle-after-loads
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 MINUTES=$(awk -v s=$(($(date +%s) - T0)) 'BEGIN{printf "%.1f", s/60}')
 
 # --- the tables --------------------------------------------------------------
-label() { [ "$1" = pm2 ] && echo "PM2 $PM2_VERSION cluster mode" || echo "sockd --pm2"; }
+label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; esac; }
 {
   echo "Run $START, $MINUTES minutes; load average $LOAD_BEFORE before, $LOAD_AFTER after."
   echo "Versions: node $(node --version), pm2 $PM2_VERSION, $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), sockd $COMMIT$DIRTY, $(go version | cut -d' ' -f3)."
   echo "Machine: $(nproc) cores, $(uname -r)."
-  echo "PM2: $CMD_PM2"
-  echo "sockd: $CMD_SOCKD"
+  has pm2 && echo "PM2: $CMD_PM2"
+  has sockd && echo "sockd: $CMD_SOCKD"
+  has sockd-b1 && echo "sockd-b1: $CMD_B1"
+  if [ "$THROUGHPUT_ROUNDS" -gt 0 ]; then
   echo
   echo "### 1. Throughput (wrk -t2 -c32 -d5s --latency)"
   echo
   echo "| peer | req/s per round | req/s median | p99 ms per round | p99 ms median | socket errors + non-2xx |"
   echo "|---|---|---:|---|---:|---:|"
-  for p in pm2 sockd; do
+  for p in $PEERS; do
     rows=$(awk -v p=$p '$2==p' "$OUT/throughput.txt")
     errs=$(echo "$rows" | awk '{s+=$7+$8+$9+$10+$11} END{print s}')
     echo "| $(label $p) | $(echo "$rows" | field 3 | paste -sd, | sed 's/,/, /g') | $(echo "$rows" | field 3 | median) | $(echo "$rows" | field 4 | paste -sd, | sed 's/,/, /g') | $(echo "$rows" | field 4 | median) | $errs |"
   done
+  fi
+  if [ "$RELOAD_ROUNDS" -gt 0 ]; then
   echo
   echo "### 2. Reloads under load (wrk -t2 -c32 --latency, keep-alive, for $RELOADS reloads one after another)"
   echo
@@ -285,7 +328,7 @@ label() { [ "$1" = pm2 ] && echo "PM2 $PM2_VERSION cluster mode" || echo "sockd 
   while read -r r p ok win rmed rps p99 req secs c rd w t n; do
     echo "| $(label $p) | $r | $ok / $RELOADS | $secs | $rmed | $req | $c | $rd | $w | $t | $n |"
   done <"$OUT/reloads.txt"
-  for p in pm2 sockd; do
+  for p in $PEERS; do
     echo "| $(label $p) | median | | $(awk -v p=$p '$2==p{print $9}' "$OUT/reloads.txt" | median) | $(awk -v p=$p '$2==p{print $5}' "$OUT/reloads.txt" | median) | | $(awk -v p=$p '$2==p{print $10}' "$OUT/reloads.txt" | median) | $(awk -v p=$p '$2==p{print $11}' "$OUT/reloads.txt" | median) | $(awk -v p=$p '$2==p{print $12}' "$OUT/reloads.txt" | median) | $(awk -v p=$p '$2==p{print $13}' "$OUT/reloads.txt" | median) | $(awk -v p=$p '$2==p{print $14}' "$OUT/reloads.txt" | median) |"
   done
   echo
@@ -294,7 +337,7 @@ label() { [ "$1" = pm2 ] && echo "PM2 $PM2_VERSION cluster mode" || echo "sockd 
   echo "| peer | round | req/s steady → reloads | p99 ms steady → reloads | p99 reloads / steady | socket errors + non-2xx steady |"
   echo "|---|---:|---:|---:|---:|---:|"
   : >"$OUT/ratios.txt"
-  for p in pm2 sockd; do
+  for p in $PEERS; do
     for r in $(seq "$RELOAD_ROUNDS"); do
       s=$(awk -v p=$p -v r=$r '$1==r && $2==p' "$OUT/steady.txt")
       d=$(awk -v p=$p -v r=$r '$1==r && $2==p' "$OUT/reloads.txt")
@@ -305,6 +348,8 @@ label() { [ "$1" = pm2 ] && echo "PM2 $PM2_VERSION cluster mode" || echo "sockd 
     m() { awk -v p=$p -v f="$1" '$1==p{print $f}' "$OUT/ratios.txt" | median; }
     echo "| $(label $p) | median | $(m 3) → $(m 4) | $(m 5) → $(m 6) | $(m 2)× | |"
   done
+  fi
+  if [ "$MEMORY" != 0 ]; then
   echo
   echo "### 4. Memory (VmRSS, MiB)"
   echo
@@ -314,5 +359,6 @@ label() { [ "$1" = pm2 ] && echo "PM2 $PM2_VERSION cluster mode" || echo "sockd 
   while read -r when p sup extra tree n hwm cmd; do
     echo "| $(label $p) | $when | $(mib $sup) | $(mib $extra) | $(mib $tree) | $((n + 1)) | $(mib $hwm) |"
   done <"$OUT/memory.txt"
+  fi
 } | tee "$OUT/summary.md"
 echo "pm2same: raw reports in $OUT" >&2

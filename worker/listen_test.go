@@ -170,11 +170,20 @@ func TestListenersBadEnv(t *testing.T) {
 }
 
 func TestListenersNotActivated(t *testing.T) {
+	// LISTEN_FDS unset, or 0 for this very process: nothing passed.
 	for _, v := range []string{"", "0"} {
 		t.Setenv("LISTEN_FDS", v)
+		t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 		if _, err := Listeners(); !errors.Is(err, ErrNotActivated) {
 			t.Errorf("LISTEN_FDS=%q: err = %v, want ErrNotActivated", v, err)
 		}
+	}
+	// As sd_listen_fds(3): LISTEN_PID is read first; without it the
+	// variables are not this process's, whatever LISTEN_FDS says.
+	t.Setenv("LISTEN_FDS", "0")
+	os.Unsetenv("LISTEN_PID")
+	if _, err := Listeners(); err == nil || errors.Is(err, ErrNotActivated) {
+		t.Errorf("LISTEN_FDS=0 without LISTEN_PID: err = %v, want an error", err)
 	}
 }
 

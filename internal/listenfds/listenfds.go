@@ -20,7 +20,8 @@ const Start = 3
 const DefaultName = "unknown"
 
 var (
-	// ErrNone: no sockets were passed (LISTEN_FDS unset, empty or 0).
+	// ErrNone: no sockets were passed (LISTEN_FDS unset or empty, or 0
+	// with this process's LISTEN_PID).
 	ErrNone = errors.New("no sockets passed (LISTEN_FDS is not set)")
 	// ErrNotOurs: LISTEN_PID names another process, or is missing; the
 	// descriptors were meant for someone else and must be left alone.
@@ -33,13 +34,11 @@ var (
 // descriptors is an error. Every error is one line naming the variable.
 func Parse(getenv func(string) string, pid, max int) ([]string, error) {
 	fdsVar := getenv("LISTEN_FDS")
-	if fdsVar == "" || fdsVar == "0" {
+	if fdsVar == "" {
 		return nil, ErrNone
 	}
-	n, err := strconv.Atoi(fdsVar)
-	if err != nil || n < 0 {
-		return nil, fmt.Errorf("invalid LISTEN_FDS=%q: not a count of descriptors", fdsVar)
-	}
+	// LISTEN_PID first, as sd_listen_fds(3) reads it: variables meant for
+	// another process are not this one's to judge, whatever they say.
 	pidVar := getenv("LISTEN_PID")
 	if pidVar == "" {
 		// sd_listen_fds(3) takes nothing without LISTEN_PID either: the
@@ -52,6 +51,16 @@ func Parse(getenv func(string) string, pid, max int) ([]string, error) {
 	}
 	if p != pid {
 		return nil, fmt.Errorf("LISTEN_PID=%d: the sockets are for that process, not this process (pid %d; started through a wrapper that forked instead of exec?): %w", p, pid, ErrNotOurs)
+	}
+	n, err := strconv.Atoi(fdsVar)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("invalid LISTEN_FDS=%q: not a count of descriptors", fdsVar)
+	}
+	if n == 0 {
+		if v := getenv("LISTEN_FDNAMES"); v != "" {
+			return nil, fmt.Errorf("LISTEN_FDNAMES has %d names for LISTEN_FDS=0", strings.Count(v, ":")+1)
+		}
+		return nil, ErrNone // zero, for this very process: nothing passed
 	}
 	if n > max {
 		return nil, fmt.Errorf("LISTEN_FDS=%d is more than the %d accepted", n, max)

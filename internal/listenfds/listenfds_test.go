@@ -28,7 +28,9 @@ func TestParse(t *testing.T) {
 		msg  string
 	}{
 		{nil, ErrNone, ""},
-		{[]string{"LISTEN_FDS=0", "LISTEN_PID=7"}, ErrNone, ""},
+		{[]string{"LISTEN_FDS=0", "LISTEN_PID=42"}, ErrNone, ""},
+		{[]string{"LISTEN_FDS=0", "LISTEN_PID=7"}, ErrNotOurs, "not this process"}, // LISTEN_PID first, as sd_listen_fds(3)
+		{[]string{"LISTEN_FDS=0", "LISTEN_PID=0"}, nil, "invalid LISTEN_PID"},
 		{[]string{"LISTEN_FDS=1"}, ErrNotOurs, "LISTEN_PID is not"},
 		{[]string{"LISTEN_FDS=1", "LISTEN_PID=7"}, ErrNotOurs, "not this process"},
 		{[]string{"LISTEN_FDS=x", "LISTEN_PID=42"}, nil, "invalid LISTEN_FDS"},

@@ -384,7 +384,7 @@ func TestFailedUpgradeLeavesTheOldSockdsFiles(t *testing.T) {
 	bin := installCopy(t)
 	ctl := filepath.Join(dir, "ctl.sock")
 	cmd, out := sockdCmd(t, []string{"HELLO_CONFIG=" + conf}, "run", "--control", ctl, "--workers", "2",
-		"--listen", "http=tcp://127.0.0.1:0", "--listen", "app=unix://"+sock, "--reload-timeout", "1s", "--ready-timeout", "1s")
+		"--listen", "http=tcp://127.0.0.1:0", "--listen", "app=unix://"+sock, "--reload-timeout", "1s")
 	cmd.Path, cmd.Args[0] = bin, bin
 	d := launch(t, cmd, out, ctl)
 	before := d.mustStatus()

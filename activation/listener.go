@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +27,11 @@ type Listener struct {
 	// Inherited is true for sockets that came from systemd or a previous sockd.
 	Inherited bool
 
-	fds  []int  // one per slot in reuseport mode, else one
+	// fds: one per slot in reuseport mode, else one. Only the goroutine
+	// that grows the group (Grow, Extend: the pool's) appends to it, under
+	// mu; FD, FDs and Slots read it under mu, from any goroutine.
+	mu   sync.Mutex
+	fds  []int
 	path string // unix socket file sockd created (removed by Remove)
 }
 
@@ -54,14 +59,31 @@ func (l *Listener) FD(slot int) int {
 	if slot < 0 {
 		slot = -slot
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.fds[slot%len(l.fds)]
 }
 
 // FDs returns every socket of the listener (one per slot in reuseport mode).
-func (l *Listener) FDs() []int { return append([]int(nil), l.fds...) }
+func (l *Listener) FDs() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int(nil), l.fds...)
+}
 
 // Slots is the number of sockets: 1 for a shared listener.
-func (l *Listener) Slots() int { return len(l.fds) }
+func (l *Listener) Slots() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.fds)
+}
+
+// add appends a socket to the group.
+func (l *Listener) add(fd int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fds = append(l.fds, fd)
+}
 
 // Path is the unix socket file sockd created for this listener, or "".
 func (l *Listener) Path() string { return l.path }
@@ -69,6 +91,8 @@ func (l *Listener) Path() string { return l.path }
 // Close closes sockd's descriptors. Workers that hold duplicates keep the
 // socket open; the unix socket file stays (see Remove).
 func (l *Listener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var errs []error
 	for _, fd := range l.fds {
 		if fd >= 0 {

@@ -41,7 +41,7 @@ func (l *Listener) Grow(n int) ([]int, error) {
 		if err != nil {
 			return added, fmt.Errorf("listen %s (socket %d): %w", l, len(l.fds), err)
 		}
-		l.fds = append(l.fds, fd)
+		l.add(fd)
 		added = append(added, fd)
 	}
 	return added, nil
@@ -108,7 +108,7 @@ func steerProgram(n int) []unix.SockFilter {
 // the next datagram waiting (SIOCINQ) and limit 0. Unix stream sockets:
 // ErrNotSupported.
 func (l *Listener) Queue(slot int) (depth, limit int, err error) {
-	if len(l.fds) == 0 {
+	if l.Slots() == 0 {
 		return 0, 0, ErrNotSupported
 	}
 	fd := l.FD(slot)

@@ -54,7 +54,7 @@ func (l *Listener) Extend(n int, prog []unix.SockFilter) ([]int, error) {
 		if err != nil {
 			return added, fmt.Errorf("listen %s (socket %d): %w", l, len(l.fds), err)
 		}
-		l.fds = append(l.fds, fd)
+		l.add(fd)
 		added = append(added, fd)
 	}
 	return added, nil

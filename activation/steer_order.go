@@ -74,7 +74,9 @@ func (l *Listener) Order() (bool, error) {
 		fds[k] = l.fds[i]
 		moved = moved || i != k
 	}
+	l.mu.Lock()
 	l.fds = fds
+	l.mu.Unlock()
 	return moved, nil
 }
 

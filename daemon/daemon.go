@@ -27,6 +27,7 @@ import (
 	"github.com/sockd/sockd/internal/metrics"
 	"github.com/sockd/sockd/internal/nodeshim"
 	"github.com/sockd/sockd/internal/reaper"
+	"github.com/sockd/sockd/internal/steering"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -114,6 +115,9 @@ type Daemon struct {
 	sd        *notifier
 	trim      *trimmer
 	m         *machine
+	steer     *steering.Steering // nil: not --reuseport, or unavailable
+	adopted   []string           // the old sockd's workers' steering names, until in charge
+	stored    bool               // reuseport groups came back from systemd's fd store
 
 	reqs    chan request
 	stopped chan struct{} // closed when Run's loop is over: no request is handled after
@@ -206,6 +210,7 @@ func build(opts Options) (*Daemon, error) {
 	if d.guard != nil {
 		deps.Guard = d.guard
 	}
+	d.setupSteering(&deps)
 	if d.pool, err = pool.New(cfg, deps); err != nil {
 		d.release()
 		return nil, err
@@ -334,6 +339,7 @@ func (d *Daemon) serveMetrics() (stop func()) {
 
 // release gives back what New took, for a daemon that will not run.
 func (d *Daemon) release() {
+	d.closeSteering()
 	if d.metricsLn != nil {
 		d.metricsLn.Close()
 	}
@@ -376,6 +382,7 @@ func (d *Daemon) Run() error {
 	loopOver := sync.OnceFunc(func() { close(d.stopped) })
 	defer loopOver()
 	defer d.ls.Close()
+	defer d.closeSteering()
 	defer d.closeTree()
 	defer d.closeGuard()
 	defer d.endLeftovers()

@@ -27,6 +27,11 @@ func (d *Daemon) acquire() (activation.Set, error) {
 	if inherited, err = handoff.Regroup(inherited); err != nil {
 		return nil, tag(ErrSockets, err)
 	}
+	for _, l := range inherited {
+		// A reuseport group back from systemd's fd store: its order
+		// may have changed meanwhile (internal/steering probes it).
+		d.stored = d.stored || l.Growable()
+	}
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(v)
 	}

@@ -90,6 +90,9 @@ func (d *Daemon) reload(ctx context.Context, next *config.Run) error {
 	if err == nil {
 		d.commit()
 	}
+	if d.steer != nil {
+		d.storeSockets() // steering may have grown the groups
+	}
 	return err
 }
 

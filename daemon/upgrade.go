@@ -37,7 +37,8 @@ func (d *Daemon) counted(what, result string) {
 
 // startSuccessor starts the new sockd binary on this one's sockets.
 func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
-	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade")}
+	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade"),
+		Steered: d.heldSockets()}
 	if k := os.Getenv(keeper.Var); k != "" || d.Keeps() {
 		// The new sockd is kept by this process (or its keeper): it
 		// will exit after an upgrade of its own, its successor adopted.
@@ -74,7 +75,14 @@ func (d *Daemon) Keeps() bool {
 func (d *Daemon) Successor() *handoff.Upgrade { return d.succ.Load() }
 
 // handedOver: the new sockd committed; it is the successor.
-func (d *Daemon) handedOver() { d.succ.Store(d.starting.Load()) }
+func (d *Daemon) handedOver() {
+	d.succ.Store(d.starting.Load())
+	if d.steer != nil {
+		// The new sockd steers now; this one's workers drain their
+		// sockets before they stop.
+		d.steer.Yield()
+	}
+}
 
 // serveControl answers the control socket until stopControl or the end
 // of Run.
@@ -93,6 +101,7 @@ func (d *Daemon) stopControl() { d.stopServing() }
 
 // takeCharge: the old sockd made this one the main pid.
 func (d *Daemon) takeCharge() {
+	d.activateSteering()
 	d.sd.set(true)
 	if s, err := d.pool.Status(d.ctx); err == nil {
 		d.sd.Notify("READY=1\nSTATUS=" + s.Summary)

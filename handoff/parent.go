@@ -34,6 +34,10 @@ type Options struct {
 	// which the new one takes over, and CgroupOrigin where the old sockd
 	// came from if it made the subtree.
 	Cgroup, CgroupOrigin string
+	// Steered are the reuseport socket indexes the old sockd's workers
+	// hold (internal/steering's Held), by worker: the new sockd leaves
+	// them to them.
+	Steered map[string]int
 	// Listeners are passed on; the old sockd keeps its own copies.
 	Listeners activation.Set
 	// Control, if set, is the control socket listener, passed on too.
@@ -124,7 +128,7 @@ func Start(o Options) (*Upgrade, error) {
 
 // collect duplicates every descriptor to send, in protocol order.
 func collect(o Options) (State, []int, error) {
-	st := State{Version: version, Generation: o.Generation, Workers: o.Workers, Cgroup: o.Cgroup, CgroupOrigin: o.CgroupOrigin}
+	st := State{Version: version, Generation: o.Generation, Workers: o.Workers, Cgroup: o.Cgroup, CgroupOrigin: o.CgroupOrigin, Steered: o.Steered}
 	var fds []int
 	for _, l := range o.Listeners {
 		for _, fd := range l.FDs() {

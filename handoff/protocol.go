@@ -33,10 +33,13 @@ type State struct {
 	Cgroup     string `json:"cgroup,omitempty"`  // its workers' cgroup subtree, which the new sockd takes over
 	// CgroupOrigin, if set, is where the old sockd came from when it made
 	// that subtree: the last sockd removes it.
-	CgroupOrigin string          `json:"cgroup_origin,omitempty"`
-	Listeners    []ListenerState `json:"listeners"`
-	Control      bool            `json:"control"` // the last descriptor is the control socket
-	FDs          int             `json:"fds"`     // how many descriptors follow
+	CgroupOrigin string `json:"cgroup_origin,omitempty"`
+	// Steered: the reuseport socket index each of the old sockd's
+	// workers holds (internal/steering), by worker.
+	Steered   map[string]int  `json:"steered,omitempty"`
+	Listeners []ListenerState `json:"listeners"`
+	Control   bool            `json:"control"` // the last descriptor is the control socket
+	FDs       int             `json:"fds"`     // how many descriptors follow
 }
 
 // ListenerState describes one listener; its Slots descriptors follow in order.

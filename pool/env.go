@@ -66,6 +66,22 @@ type env interface {
 	grow(n int) error
 	steer(n int) bool
 	queued(slot int) int
+	// steered reports whether new connections are steered per worker
+	// (Deps.Steering): then each worker has a socket of its own in every
+	// reuseport group, given by start; ready gives w its share of new
+	// connections and returns when its slow-start ramp ends (when the
+	// worker it replaces has no share left); leave takes w's share away;
+	// drained reports that nothing waits in w's sockets any more and no
+	// handshake is under way to them, so that stopping it leaves no
+	// connection behind. yielded says a successor sockd steers now (the
+	// workers of this one drain before they stop, even at its stop).
+	steered() bool
+	steerReady(w *worker) time.Time
+	leave(w *worker)
+	drained(w *worker) bool
+	yielded() bool
+	// gone says w's process has exited (what it started may linger).
+	gone(w *worker)
 	// queue reports the accept queue of socket i of l, and its limit
 	// (see activation.Listener.Queue).
 	queue(l *activation.Listener, i int) (depth, limit int, err error)

@@ -82,20 +82,25 @@ type loopEvent interface{ apply(p *Pool) }
 // Requests, news and timers of the mechanism (loop.go, slot.go). The
 // policies' own are next to them: reload.go, recycle.go, scale.go.
 type (
-	exitEvent      struct{ pid int }
-	notifyEvent    struct{ msg notify.Message }
-	stopRequest    struct{}
-	statusRequest  struct{ reply chan Status }
-	sampleRequest  struct{ reply chan []sampleTarget }
-	usageEvent     struct{ got map[int]procfs.Usage }
-	readyTimer     struct{ w *worker } // after:D elapsed
-	readyTimeout   struct{ w *worker }
-	killTimer      struct{ w *worker }
-	groupKillTimer struct{ w *worker }
-	groupPollTimer struct{}
-	watchdogTimer  struct{ w *worker }
-	restartTimer   struct{ s *slot }
+	exitEvent       struct{ pid int }
+	notifyEvent     struct{ msg notify.Message }
+	stopRequest     struct{}
+	statusRequest   struct{ reply chan Status }
+	sampleRequest   struct{ reply chan []sampleTarget }
+	usageEvent      struct{ got map[int]procfs.Usage }
+	readyTimer      struct{ w *worker } // after:D elapsed
+	readyTimeout    struct{ w *worker }
+	killTimer       struct{ w *worker }
+	groupKillTimer  struct{ w *worker }
+	groupPollTimer  struct{}
+	watchdogTimer   struct{ w *worker }
+	restartTimer    struct{ s *slot }
+	rampTimer       struct{ w *worker }
+	socketPollTimer struct{ w *worker }
 )
+
+func (e rampTimer) apply(p *Pool)       { p.onRampTimer(e.w) }
+func (e socketPollTimer) apply(p *Pool) { p.onSocketPoll(e.w) }
 
 func (e exitEvent) apply(p *Pool)      { p.onExit(e.pid) }
 func (e notifyEvent) apply(p *Pool)    { p.onNotify(e.msg) }

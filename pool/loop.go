@@ -48,7 +48,19 @@ type worker struct {
 	recycleKind    string        // memory, requests or age
 	usage          procfs.Usage  // last sample of its process tree
 	sampledAt      time.Time
+	// sock is its socket index in every reuseport group (its slot's
+	// without Deps.Steering); replaces names the worker it was started
+	// to take the place of; rampEnd is when its slow start ends;
+	// draining: asked to stop, it keeps running until its sockets are
+	// drained (Deps.Steering), then gets its stop signal.
+	sock     int
+	replaces string
+	rampEnd  time.Time
+	draining bool
 }
+
+// steerName names the worker to Deps.Steering: slot/generation/id.
+func (w *worker) steerName() string { return fmt.Sprintf("%d/%d/%s", w.slot, w.gen, w.id) }
 
 // metricsSocket is where the worker may serve its own metrics.
 func (w *worker) metricsSocket(dir string) string { return filepath.Join(dir, w.id+".sock") }
@@ -142,6 +154,7 @@ func (p *Pool) onExit(pid int) {
 	groupLeft := p.env.groupAlive(w)
 	delete(st.byPID, pid)
 	w.exited, w.exitedAt = true, p.env.now()
+	p.env.gone(w)
 	for _, t := range w.timers {
 		t.Stop()
 	}
@@ -185,6 +198,7 @@ func (p *Pool) markReady(w *worker) {
 	}
 	w.state = Ready
 	w.readyAt = p.env.now()
+	w.rampEnd = p.env.steerReady(w)
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())
 	p.event(Event{Kind: EventReady, Slot: w.slot, Generation: w.gen, PID: w.pid, Seconds: w.readyAt.Sub(w.started).Seconds()})
 	if d := w.cfg.WorkerWatchdog; d > 0 {

@@ -257,8 +257,27 @@ type Deps struct {
 	// (see internal/output); nil: workers inherit sockd's stdout and
 	// stderr.
 	Output *output.Relay
+	// Steering, if set, steers the new connections of the reuseport
+	// groups among the workers (see internal/steering): each worker gets
+	// a socket of its own in every group, takes no new connection before
+	// it is ready, none while it stalls or drains, and a rising share
+	// during slow start. Nil: worker slot i gets socket i of each group.
+	Steering Steerer
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
+}
+
+// Steerer is what the pool needs of internal/steering's Steering; the
+// workers are named by Worker.SteerName.
+type Steerer interface {
+	// Assign gives a starting worker its socket index (replaces: the
+	// worker it is to take the place of, or "").
+	Assign(worker, replaces string) (int, error)
+	Ready(worker string) time.Time
+	Leave(worker string)
+	Exited(worker string)
+	Drained(worker string) bool
+	Yielded() bool
 }
 
 // Guard keeps the list of the workers' process groups.

@@ -44,15 +44,9 @@ type osEnv struct {
 // newOSEnv opens what p's workers need from sockd: /dev/null for their
 // stdin and the notify socket.
 func newOSEnv(p *Pool) (*osEnv, error) {
-	e := &osEnv{p: p, self: os.Getpid(), uid: os.Geteuid(), inodes: map[string]bool{}}
-	for _, l := range p.deps.Listeners {
-		for _, fd := range l.FDs() {
-			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
-				return nil, fmt.Errorf("listener %s: %w", l.Name, err)
-			}
-			e.inodes[fmt.Sprintf("socket:[%d]", st.Ino)] = true
-		}
+	e := &osEnv{p: p, self: os.Getpid(), uid: os.Geteuid()}
+	if err := e.listInodes(); err != nil {
+		return nil, err
 	}
 	var err error
 	if e.devnull, err = unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
@@ -123,6 +117,22 @@ func (e *osEnv) receiveNotify() {
 }
 
 func (e *osEnv) start(w *worker) (int, error) {
+	w.sock = w.slot
+	if st := e.p.deps.Steering; st != nil {
+		k, err := st.Assign(w.steerName(), w.replaces)
+		if err != nil {
+			return 0, err
+		}
+		w.sock = k
+	}
+	pid, err := e.startOutput(w)
+	if err != nil && e.p.deps.Steering != nil {
+		e.p.deps.Steering.Exited(w.steerName())
+	}
+	return pid, err
+}
+
+func (e *osEnv) startOutput(w *worker) (int, error) {
 	if r := e.p.deps.Output; r != nil {
 		out, err := r.Open(w.slot, w.gen)
 		if err != nil {
@@ -277,7 +287,7 @@ func (e *osEnv) orphaned(w *worker, sig unix.Signal) {
 
 func (*osEnv) remove(path string) { os.Remove(path) }
 
-func (*osEnv) release(w *worker) {
+func (e *osEnv) release(w *worker) {
 	if w.cgroup != nil {
 		w.cgroup.Remove()
 	}
@@ -307,9 +317,32 @@ func (e *osEnv) adopted(w *worker) []int {
 
 func markedBy(pid int, w *worker) bool { return procfs.EnvHas(pid, WorkerIDVar+"="+w.id) }
 
+// listInodes lists the inodes of every listening socket (again once a
+// group grew).
+func (e *osEnv) listInodes() error {
+	e.inodes = map[string]bool{}
+	for _, l := range e.p.deps.Listeners {
+		for _, fd := range l.FDs() {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return fmt.Errorf("listener %s: %w", l.Name, err)
+			}
+			e.inodes[fmt.Sprintf("socket:[%d]", st.Ino)] = true
+		}
+	}
+	return nil
+}
+
 // holdsListener compares the socket inodes /proc/PID/fd shows with the
 // pool's listening sockets.
 func (e *osEnv) holdsListener(pid int) bool {
+	n := 0
+	for _, l := range e.p.deps.Listeners {
+		n += l.Slots()
+	}
+	if n != len(e.inodes) {
+		e.listInodes()
+	}
 	fds, err := procfs.FDs(pid)
 	if err != nil {
 		return false
@@ -323,7 +356,46 @@ func (e *osEnv) holdsListener(pid int) bool {
 	return false
 }
 
+func (e *osEnv) steered() bool { return e.p.deps.Steering != nil }
+
+func (e *osEnv) steerReady(w *worker) time.Time {
+	if st := e.p.deps.Steering; st != nil {
+		return st.Ready(w.steerName())
+	}
+	return time.Time{}
+}
+
+func (e *osEnv) leave(w *worker) {
+	if st := e.p.deps.Steering; st != nil {
+		st.Leave(w.steerName())
+	}
+}
+
+func (e *osEnv) drained(w *worker) bool {
+	st := e.p.deps.Steering
+	return st == nil || st.Drained(w.steerName())
+}
+
+func (e *osEnv) gone(w *worker) {
+	if st := e.p.deps.Steering; st != nil {
+		// Its sockets keep what is queued on them for the next worker
+		// given them (Assign prefers such a socket).
+		st.Exited(w.steerName())
+	}
+}
+
+func (e *osEnv) yielded() bool {
+	st := e.p.deps.Steering
+	return st != nil && st.Yielded()
+}
+
+// grow, steer and queued are the slot-indexed steering of a pool without
+// Deps.Steering (a scale-down's sockets); with it, Assign grows the
+// groups and stopWorker drains a worker's own sockets.
 func (e *osEnv) grow(n int) error {
+	if e.p.deps.Steering != nil {
+		return nil
+	}
 	for _, l := range e.p.deps.Listeners {
 		if _, err := l.Grow(n); err != nil {
 			return err
@@ -333,6 +405,9 @@ func (e *osEnv) grow(n int) error {
 }
 
 func (e *osEnv) steer(n int) bool {
+	if e.p.deps.Steering != nil {
+		return false
+	}
 	steered := false
 	for _, l := range e.p.deps.Listeners {
 		if l.Growable() {

@@ -121,6 +121,12 @@ func (s *sim) killGroup(w *worker) bool {
 	return g
 }
 func (s *sim) release(w *worker)                   {}
+func (s *sim) steered() bool                       { return false }
+func (s *sim) steerReady(*worker) time.Time        { return time.Time{} }
+func (s *sim) leave(*worker)                       {}
+func (s *sim) drained(*worker) bool                { return true }
+func (s *sim) yielded() bool                       { return false }
+func (s *sim) gone(*worker)                        {}
 func (s *sim) orphaned(w *worker, sig unix.Signal) {}
 func (s *sim) remove(path string)                  {}
 func (s *sim) holdsListener(pid int) bool          { return s.holding[pid] }

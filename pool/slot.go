@@ -42,6 +42,9 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.st.seq++
 	w := &worker{slot: s.index, home: s, cfg: s.cfg, gen: s.want, state: Starting, started: p.env.now(), why: ExitCrash,
 		id: fmt.Sprintf("%d-%d", p.env.pid(), p.st.seq), restarts: s.restarts}
+	if c := s.cur; c != nil && !c.exited {
+		w.replaces = c.steerName()
+	}
 	pid, err := p.env.start(w)
 	if err != nil {
 		p.st.spawnFailures++
@@ -85,9 +88,32 @@ func (p *Pool) promote(s *slot, ro owner) *worker {
 		pol.promoted(w)
 	}
 	if old != nil {
-		p.retire(old, ro)
+		p.retireAfterRamp(old, w, ro)
 	}
 	return old
+}
+
+// retireAfterRamp is retire for the worker a promoted one replaces: with
+// slow start (Deps.Steering) the replaced worker serves what its
+// successor's ramp leaves it until the ramp ends, and is asked to drain
+// then.
+func (p *Pool) retireAfterRamp(old, w *worker, ro owner) {
+	if d := w.rampEnd.Sub(p.env.now()); d > 0 && !old.leaving && !p.st.stopping {
+		if ro == nil {
+			ro = p.retired
+		}
+		old.owner = ro
+		p.wlog(old).Debug("worker serves the rest of its successor's slow start", "event", "worker_ramp_out", "seconds", d.Seconds())
+		old.timers = append(old.timers, p.after(d, rampTimer{old}))
+		return
+	}
+	p.retire(old, ro)
+}
+
+func (p *Pool) onRampTimer(w *worker) {
+	if !w.exited {
+		p.stopWorker(w, ExitRetired)
+	}
 }
 
 // startAs starts a worker in s as the slot's next, owned by o. On error
@@ -123,19 +149,60 @@ func (p *Pool) drop(w *worker, ro owner) {
 }
 
 // stopWorker sends StopSignal (SIGTERM) and arms the SIGKILL deadline;
-// its exit will have reason why.
+// its exit will have reason why. With Deps.Steering a worker that served
+// first loses its share of new connections and keeps accepting until its
+// sockets are drained (at most StopTimeout), so that no connection is
+// left waiting in a socket nobody takes from; not at sockd's own stop,
+// when nobody else would take them, unless a successor sockd serves.
 func (p *Pool) stopWorker(w *worker, why string) {
 	if w.stopSent || w.exited {
 		return
 	}
 	w.stopSent, w.why = true, why
 	w.state = Stopping
+	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
+	if p.env.steered() && !w.readyAt.IsZero() && !w.leaving {
+		p.env.leave(w)
+		if !p.st.stopping || p.env.yielded() {
+			w.draining = true
+			p.wlog(w).Debug("worker leaves steering; stopping it once its sockets are drained", "event", "worker_drain_sockets")
+			p.onSocketPoll(w)
+			return
+		}
+	}
+	p.signalStop(w)
+}
+
+// signalStop sends w its stop signal and arms the SIGKILL deadline.
+func (p *Pool) signalStop(w *worker) {
+	w.draining = false
 	p.wlog(w).Debug("stopping worker", "event", "worker_stop")
 	if err := p.env.signal(w, w.cfg.StopSignal); err != nil {
 		p.wlog(w).Warn("cannot signal worker", "error", err)
 	}
 	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
 	w.timers = append(w.timers, p.after(w.cfg.StopTimeout, killTimer{w}))
+}
+
+// socketPoll is how often a draining worker's sockets are looked at.
+const socketPoll = 10 * time.Millisecond
+
+// onSocketPoll sends a draining worker its stop signal once its sockets
+// are drained, or once it has waited StopTimeout for them.
+func (p *Pool) onSocketPoll(w *worker) {
+	if !w.draining || w.exited {
+		return
+	}
+	if p.env.drained(w) {
+		p.signalStop(w)
+		return
+	}
+	if !p.env.now().Before(w.killAt) {
+		p.wlog(w).Warn("connections still queued on a leaving worker's sockets; stopping it anyway (they wait for the next worker given its sockets)", "event", "steer_queue_left")
+		p.signalStop(w)
+		return
+	}
+	p.after(socketPoll, socketPollTimer{w}) // a no-op once it exited
 }
 
 // failReady stops a worker that was not ready in time; its exit is then
@@ -223,6 +290,7 @@ func (o server) exited(w *worker, how string) {
 func (p *Pool) leave(w *worker) {
 	w.leaving, w.why, w.state = true, ExitAnnounced, Stopping
 	w.owner = p.retired
+	p.env.leave(w) // no new connection for it
 	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
 	w.timers = append(w.timers, p.after(w.cfg.StopTimeout, killTimer{w}))
 }

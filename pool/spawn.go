@@ -209,7 +209,7 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		files[0] = uintptr(gate)
 		env = append(env, gateVar+"=1")
 	}
-	for _, fd := range d.Listeners.FDs(slot) {
+	for _, fd := range d.Listeners.FDs(w.sock) {
 		files = append(files, uintptr(fd))
 	}
 	if channel >= 0 {
@@ -297,7 +297,7 @@ func withoutVar(env []string, name string) []string {
 // maps listen(PORT) to them. Non-Node workers ignore both.
 func (e *osEnv) nodePreload(env []string, w *worker, channel bool) []string {
 	d, c := &e.p.deps, w.cfg
-	ls, err := nodeshim.Listeners(d.Listeners.FDs(w.slot), strings.Split(d.Listeners.Names(), ":"))
+	ls, err := nodeshim.Listeners(d.Listeners.FDs(w.sock), strings.Split(d.Listeners.Names(), ":"))
 	if err != nil {
 		e.p.log.Warn("node preload: cannot describe the sockets; workers get none", "error", err)
 		ls = nil

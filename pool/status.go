@@ -53,9 +53,13 @@ type Status struct {
 
 // WorkerStatus describes one live worker process.
 type WorkerStatus struct {
-	Slot          int       `json:"slot"`
-	Generation    int       `json:"generation"`
-	PID           int       `json:"pid"`
+	Slot       int `json:"slot"`
+	Generation int `json:"generation"`
+	PID        int `json:"pid"`
+	// Socket is the index of its socket in each reuseport group (the
+	// listeners' QueueDepth): its own with Deps.Steering, its slot's
+	// without.
+	Socket        int       `json:"socket"`
 	State         string    `json:"state"`
 	StartedAt     time.Time `json:"started_at"`
 	ReadyAt       time.Time `json:"ready_at,omitzero"` // when it became ready (zero: not yet)
@@ -128,7 +132,7 @@ func (p *Pool) status() Status {
 		s.Reload = &ReloadProgress{Generation: r.gen, StartedAt: r.started, Ready: p.reloadReady(), Queued: st.queued != nil}
 	}
 	for _, w := range st.byPID {
-		ws := WorkerStatus{Slot: w.slot, Generation: w.gen, PID: w.pid, State: w.state, StartedAt: w.started, ReadyAt: w.readyAt,
+		ws := WorkerStatus{Slot: w.slot, Generation: w.gen, PID: w.pid, Socket: w.sock, State: w.state, StartedAt: w.started, ReadyAt: w.readyAt,
 			UptimeSeconds: now.Sub(w.started).Seconds(), Restarts: w.restarts, Status: w.status}
 		if w.hasRequests {
 			n := w.requests

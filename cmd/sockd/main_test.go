@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	pool.Trampoline()
 	guard.Main()
 	handoff.MainPIDHelper()
+	if len(os.Args) > 1 && os.Args[1] == steerWorkerArg {
+		steerWorker()
+	}
 	if os.Getenv("SOCKDTEST_MAIN") == "1" {
 		if len(os.Args) > 1 && os.Args[1] == "run" {
 			ignoreSignal34()

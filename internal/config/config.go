@@ -42,6 +42,7 @@ type Run struct {
 	Workers        int64
 	Listen         []string // listener specs, checked (activation.ParseSpec)
 	ReusePort      bool
+	SlowStart      time.Duration
 	Ready          pool.ReadyRule
 	ReadyTimeout   time.Duration
 	ReloadTimeout  time.Duration
@@ -133,6 +134,8 @@ var settings = []Setting{
 		}},
 	{Name: "reuseport", Restart: true, Help: "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP and UDP listeners sockd binds)",
 		value: func(r *Run) value { return boolValue{&r.ReusePort} }},
+	{Name: "slow-start", Arg: "DURATION", Restart: true, Help: "with --reuseport: a new worker's share of new connections rises from 10 % to its whole share over DURATION after it is ready, while the worker it replaces serves the rest (0: its whole share at once)",
+		value: func(r *Run) value { return typed[time.Duration]{&r.SlowStart, duration(0), showDuration} }},
 	{Name: "ready", Arg: "RULE", Default: "notify", Values: []string{"notify", "node-ipc", "node-listen", "after:DURATION"},
 		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too), node-listen (a Node.js worker listens on sockd's sockets, told by sockd's preload) or after:DURATION (that long after it started)",
 		value: func(r *Run) value {

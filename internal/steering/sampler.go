@@ -42,7 +42,11 @@ func (s *Steering) run() {
 			return
 		default:
 		}
-		if n == 0 && err == nil {
+		if n == 0 && err == nil || err == nil && onlyKicks(events[:n]) {
+			if n > 0 {
+				var b [8]byte
+				unix.Read(s.kick, b[:])
+			}
 			s.mu.Lock()
 			s.update(s.opts.Now()) // a ramp step
 			s.mu.Unlock()
@@ -52,6 +56,16 @@ func (s *Steering) run() {
 			return
 		}
 	}
+}
+
+// onlyKicks: the events are the kick eventfd's alone.
+func onlyKicks(events []unix.EpollEvent) bool {
+	for _, ev := range events {
+		if ev.Fd != kickFd {
+			return false
+		}
+	}
+	return len(events) > 0
 }
 
 // idleTimeout is how long the idle wait may last, in milliseconds: until

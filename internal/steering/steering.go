@@ -76,12 +76,14 @@ type Steering struct {
 	entries  []Entry
 	byWorker map[string]int
 	passive  bool
+	yielded  bool
 	closed   bool
 	stats    counters
 
 	diag    *diag // nil: sample with TCP_INFO
 	ep      int   // edge-triggered epoll on every socket: the idle wakeup
 	wake    int   // eventfd in ep: Close
+	kick    int   // eventfd in ep: a ramp began (the idle wait must step it)
 	closing chan struct{}
 	done    chan struct{}
 }
@@ -133,7 +135,7 @@ func New(set activation.Set, opts Options) (*Steering, error) {
 		opts: opts, log: opts.Logger, passive: opts.Passive,
 		ramp:     Ramp{Duration: opts.SlowStart, Floor: opts.SlowStartFloor},
 		byWorker: map[string]int{}, stats: counters{decisions: map[Reason]uint64{}},
-		ep: -1, wake: -1, closing: make(chan struct{}), done: make(chan struct{}),
+		ep: -1, wake: -1, kick: -1, closing: make(chan struct{}), done: make(chan struct{}),
 	}
 	limits := Limits{MaxBytes: optmemMax()}
 	n := 0
@@ -210,6 +212,13 @@ func (s *Steering) open() error {
 	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, s.wake, &ev); err != nil {
 		return fmt.Errorf("epoll: %w", err)
 	}
+	if s.kick, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: kickFd}
+	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, s.kick, &ev); err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
 	if s.diag, err = newDiag(); err != nil {
 		s.log.Warn("sampling accept queues with TCP_INFO, one system call a socket", "error", err)
 	}
@@ -217,7 +226,7 @@ func (s *Steering) open() error {
 }
 
 func (s *Steering) release() {
-	for _, fd := range []int{s.ep, s.wake} {
+	for _, fd := range []int{s.ep, s.wake, s.kick} {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
@@ -390,6 +399,9 @@ func (s *Steering) set(worker string, st State) time.Time {
 		delete(s.byWorker, worker)
 	}
 	s.update(now)
+	if st == Ready && s.ramp.Duration > 0 {
+		s.kickSampler()
+	}
 	return now.Add(s.ramp.Duration)
 }
 
@@ -437,6 +449,34 @@ func (s *Steering) Activate() {
 	defer s.mu.Unlock()
 	s.passive = false
 	s.update(s.opts.Now())
+	s.kickSampler()
+}
+
+// kickFd marks the kick eventfd's events in the epoll set.
+const kickFd = -2
+
+// kickSampler makes an idle sampler compute its wait again: a ramp has
+// begun, whose steps it must take.
+func (s *Steering) kickSampler() {
+	if s.kick >= 0 {
+		unix.Write(s.kick, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
+}
+
+// Yield makes this Steering passive for good: the new sockd of a binary
+// upgrade has committed and steers from now on. Leave and Drained still
+// work, so that this sockd's workers drain before they stop.
+func (s *Steering) Yield() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.passive, s.yielded = true, true
+}
+
+// Yielded reports whether Yield was called.
+func (s *Steering) Yielded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.yielded
 }
 
 // Close stops sampling and releases Steering's own descriptors. The

@@ -215,3 +215,26 @@ func TestSlowStartShareFollowsRamp(t *testing.T) {
 		}
 	}
 }
+
+// A ramp steps with no traffic at all: the idle sampler, blocked for
+// ever before the worker was ready, is kicked and wakes for each step.
+func TestRampStepsWhileIdle(t *testing.T) {
+	p := newPool(t, 1, Options{Logger: testLogger(t), SlowStart: 500 * time.Millisecond})
+	share := func(name string) float64 {
+		for _, w := range p.s.Stats().Workers {
+			if w.Worker == name {
+				return w.Share
+			}
+		}
+		return -1
+	}
+	workertest.Eventually(t, 5*time.Second, "w0's own ramp over", func() bool { return share("w0") == 1 && !p.s.Stats().Sampling })
+	p.start(t, "new", "w0", false)
+	if end := p.s.Ready("new"); end.IsZero() {
+		t.Fatal("no ramp")
+	}
+	workertest.Eventually(t, 5*time.Second, "the new worker's whole share, with no connection", func() bool { return share("new") == 1 })
+	if n := p.s.Stats().Samples; n != 0 {
+		t.Fatalf("%d queue samples without traffic", n)
+	}
+}

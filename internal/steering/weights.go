@@ -51,6 +51,9 @@ const (
 	ReasonFallback Reason = "fallback"  // nobody is ready: the best there is
 )
 
+// Reasons lists every Reason, for metrics.
+var Reasons = []Reason{ReasonReady, ReasonRamp, ReasonNotReady, ReasonStalled, ReasonLeaving, ReasonFree, ReasonFallback}
+
 // Entry is one socket index of the groups and the worker holding it.
 type Entry struct {
 	Worker string

@@ -1,0 +1,395 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockd/sockd/worker"
+)
+
+// Traffic steering with --reuseport (internal/steering), end to end:
+// real sockd, real workers, real signals, connections from outside.
+
+// steerWorkerArg as its first argument makes the test binary a worker
+// (steerWorker).
+const steerWorkerArg = "steer-worker"
+
+// steerWorker serves the first inherited socket: one accept loop, each
+// connection answered "slot gen pid ready" and closed. It starts serving
+// at once but says READY=1 only after SOCKDTEST_READY_AFTER (a cold
+// worker that would serve before it is ready); SIGUSR1 makes its accept
+// loop burn the CPU for SOCKDTEST_SPIN before it accepts again (a blocked
+// event loop); SIGTERM closes its socket and ends it once its
+// connections are answered.
+func steerWorker() {
+	ls, err := worker.Listeners()
+	if err != nil || len(ls) == 0 {
+		fmt.Fprintln(os.Stderr, "steer worker: no socket:", err)
+		os.Exit(1)
+	}
+	l := ls[0]
+	readyAfter, _ := time.ParseDuration(os.Getenv("SOCKDTEST_READY_AFTER"))
+	spin, _ := time.ParseDuration(os.Getenv("SOCKDTEST_SPIN"))
+	var ready atomic.Bool
+	time.AfterFunc(readyAfter, func() {
+		ready.Store(true) // before READY=1: an answer saying false came before it
+		worker.Ready()
+	})
+	usr1 := make(chan os.Signal, 4)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	go func() { <-term; l.Close() }()
+	id := fmt.Sprintf("%d %d %d", worker.Slot(), worker.Generation(), os.Getpid())
+	var wg sync.WaitGroup
+	for {
+		select {
+		case <-usr1:
+			for end := time.Now().Add(spin); time.Now().Before(end); {
+			}
+		default:
+		}
+		c, err := l.Accept()
+		if err != nil {
+			break
+		}
+		wg.Add(1)
+		go func(c net.Conn, ready bool) {
+			defer wg.Done()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			body := fmt.Sprintf("%s %v\n", id, ready)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+		}(c, ready.Load())
+	}
+	wg.Wait()
+	os.Exit(0)
+}
+
+// answer is one request's outcome.
+type answer struct {
+	at       time.Time // sent
+	took     time.Duration
+	err      error
+	slot     int
+	gen, pid int
+	ready    bool
+}
+
+// openLoad sends one request on a new connection every 1/rate from a
+// single pacing goroutine, each on its own goroutine (an open loop: a
+// stalled answer does not hold the next request back), until stop is
+// closed; then it waits for every answer (at most timeout each).
+func openLoad(addr string, rate int, timeout time.Duration, stop <-chan struct{}) []answer {
+	var mu sync.Mutex
+	var out []answer
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			wg.Wait()
+			return out
+		case <-tick.C:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := ask1(addr, timeout)
+			mu.Lock()
+			out = append(out, a)
+			mu.Unlock()
+		}()
+	}
+}
+
+func ask1(addr string, timeout time.Duration) answer {
+	a := answer{at: time.Now()}
+	defer func() { a.took = time.Since(a.at) }()
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		a.err = err
+		a.took = time.Since(a.at)
+		return a
+	}
+	defer c.Close()
+	c.SetDeadline(a.at.Add(timeout))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		a.err = err
+		a.took = time.Since(a.at)
+		return a
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		_, err = fmt.Sscanf(string(b), "%d %d %d %t", &a.slot, &a.gen, &a.pid, &a.ready)
+	}
+	a.err = err
+	a.took = time.Since(a.at)
+	return a
+}
+
+// startSteered runs sockd --reuseport on the steer worker.
+func startSteered(t *testing.T, env []string, args ...string) (*daemonProc, string) {
+	t.Helper()
+	msock := filepath.Join(t.TempDir(), "metrics.sock")
+	args = append(append([]string{"--reuseport", "--listen", "tcp://127.0.0.1:0", "--metrics", "unix://" + msock}, args...), "--", os.Args[0], steerWorkerArg)
+	d := startSockd(t, env, args...)
+	s := d.mustStatus()
+	return d, s.Listeners[0].Address
+}
+
+// steerMetric reads one of sockd's steering metrics (summed over labels
+// matching filter).
+func steerMetric(t *testing.T, d *daemonProc, name, filter string) float64 {
+	t.Helper()
+	var out bytes.Buffer
+	msock := ""
+	for i, a := range d.cmd.Args {
+		if a == "--metrics" {
+			msock = strings.TrimPrefix(d.cmd.Args[i+1], "unix://")
+		}
+	}
+	c := &http.Client{Transport: &http.Transport{Dial: func(string, string) (net.Conn, error) { return net.Dial("unix", msock) }}}
+	resp, err := c.Get("http://sockd/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(&out, resp.Body)
+	resp.Body.Close()
+	sum := 0.0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, filter) || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+func workerPID(t *testing.T, d *daemonProc, slot int) int {
+	t.Helper()
+	w := slotOf(d.mustStatus(), slot)
+	if w.PID == 0 {
+		t.Fatalf("no worker in slot %d", slot)
+	}
+	return w.PID
+}
+
+// A worker that stops accepting while connections wait for it, stopped
+// (SIGSTOP) or spinning on the CPU in its accept loop, loses its new
+// connections within the detector's bound and gets them back once it
+// accepts again; the others answer meanwhile.
+func TestSteeringStalledWorker(t *testing.T) {
+	for _, how := range []string{"SIGSTOP", "busy CPU"} {
+		t.Run(how, func(t *testing.T) {
+			d, addr := startSteered(t, []string{"SOCKDTEST_SPIN=3s"}, "--workers", "4")
+			pid := workerPID(t, d, 1)
+			stop := make(chan struct{})
+			var got []answer
+			done := make(chan struct{})
+			go func() { got = openLoad(addr, 400, 10*time.Second, stop); close(done) }()
+			if how == "SIGSTOP" {
+				syscall.Kill(pid, syscall.SIGSTOP)
+			} else {
+				syscall.Kill(pid, syscall.SIGUSR1) // spins from its next accept on
+			}
+			stalled := time.Now()
+			waitFor(t, 10*time.Second, "the stalled worker excluded", func() bool {
+				return steerMetric(t, d, "sockd_steering_decisions_total", `reason="stalled"`) >= 1
+			})
+			// Three seconds of load while it stalls.
+			<-time.After(time.Until(stalled.Add(3 * time.Second)))
+			if how == "SIGSTOP" {
+				syscall.Kill(pid, syscall.SIGCONT)
+			}
+			waitFor(t, 10*time.Second, "an answer from the stalled worker again", func() bool {
+				a := ask1(addr, 5*time.Second)
+				return a.err == nil && a.pid == pid
+			})
+			close(stop)
+			<-done
+			slow, failed := 0, 0
+			for _, a := range got {
+				switch {
+				case a.err != nil:
+					failed++
+				case a.took > time.Second:
+					slow++
+				}
+			}
+			t.Logf("%s: %d requests, %d failed, %d waited more than 1 s", how, len(got), failed, slow)
+			// Without steering a quarter of them (the stalled socket's
+			// share) would wait for the whole stall.
+			if failed > 0 || slow*100 > len(got)*5 {
+				t.Fatalf("%d of %d requests failed, %d waited more than 1 s", failed, len(got), slow)
+			}
+		})
+	}
+}
+
+// When every worker is busy, nobody is excluded: steering does not chase
+// load around.
+func TestSteeringSaturationExcludesNone(t *testing.T) {
+	d, addr := startSteered(t, nil, "--workers", "3")
+	var pids []int
+	for i := range 3 {
+		pids = append(pids, workerPID(t, d, i))
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	stop := make(chan struct{})
+	done := make(chan []answer)
+	go func() { done <- openLoad(addr, 200, 20*time.Second, stop) }()
+	waitFor(t, 10*time.Second, "connections queued on every worker's socket", func() bool {
+		return queuedEverywhere(t, d, 3)
+	})
+	// A second of it: well over the detector's bound.
+	<-time.After(time.Second)
+	if n := steerMetric(t, d, "sockd_steering_decisions_total", `reason="stalled"`); n != 0 {
+		t.Fatalf("%v stall exclusions while every worker was stopped", n)
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGCONT)
+	}
+	close(stop)
+	for _, a := range <-done {
+		if a.err != nil {
+			t.Fatalf("a request failed: %v", a.err)
+		}
+	}
+}
+
+// queuedEverywhere: connections wait on each of the n workers' sockets.
+func queuedEverywhere(t *testing.T, d *daemonProc, n int) bool {
+	s := d.mustStatus()
+	q := s.Listeners[0].QueueDepth
+	waiting := 0
+	for _, w := range s.Workers {
+		if w.Socket < len(q) && q[w.Socket] > 0 {
+			waiting++
+		}
+	}
+	return waiting == n
+}
+
+// A worker answers no request before it said READY=1, across reloads
+// under load, and no request fails.
+func TestSteeringNoAnswerBeforeReady(t *testing.T) {
+	d, addr := startSteered(t, []string{"SOCKDTEST_READY_AFTER=700ms"}, "--workers", "2")
+	stop := make(chan struct{})
+	done := make(chan []answer)
+	go func() { done <- openLoad(addr, 300, 10*time.Second, stop) }()
+	for range 3 {
+		var out bytes.Buffer
+		if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+			t.Fatalf("reload: %d %s", code, out.String())
+		}
+	}
+	close(stop)
+	got := <-done
+	early, failed, gens := 0, 0, map[int]int{}
+	for _, a := range got {
+		switch {
+		case a.err != nil:
+			failed++
+		case !a.ready:
+			early++
+		}
+		gens[a.gen]++
+	}
+	t.Logf("%d requests over 3 reloads: %d failed, %d answered before READY=1, by generation %v", len(got), failed, early, gens)
+	if failed > 0 || early > 0 || gens[4] == 0 {
+		t.Fatalf("%d failed, %d answered by workers not ready, by generation %v", failed, early, gens)
+	}
+}
+
+// Slow start: after a reload the new worker's share of new connections
+// rises over --slow-start while the old one serves the rest; the old one
+// is asked to drain only once the ramp is over.
+func TestSteeringSlowStart(t *testing.T) {
+	const ramp = 4 * time.Second
+	d, addr := startSteered(t, nil, "--workers", "1", "--slow-start", ramp.String())
+	// The first worker ramps too (against nobody): let it end.
+	waitFor(t, 3*ramp, "the first worker's ramp over", func() bool {
+		w := slotOf(d.mustStatus(), 0)
+		return !w.ReadyAt.IsZero() && time.Since(w.ReadyAt) > ramp
+	})
+	stop := make(chan struct{})
+	done := make(chan []answer)
+	go func() { done <- openLoad(addr, 300, 10*time.Second, stop) }()
+	var out bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+		t.Fatalf("reload: %d %s", code, out.String())
+	}
+	close(stop)
+	got := <-done
+	var first time.Time // the new generation's first answer: about when it was ready
+	for _, a := range got {
+		if a.err == nil && a.gen == 2 && (first.IsZero() || a.at.Before(first)) {
+			first = a.at
+		}
+	}
+	share := func(from, to time.Duration) (float64, int) {
+		n, g2 := 0, 0
+		for _, a := range got {
+			if a.err == nil && !a.at.Before(first.Add(from)) && a.at.Before(first.Add(to)) {
+				n++
+				if a.gen == 2 {
+					g2++
+				}
+			}
+		}
+		return float64(g2) / float64(max(n, 1)), n
+	}
+	var curve []string
+	for at := time.Duration(0); at < ramp+time.Second; at += 500 * time.Millisecond {
+		f, n := share(at, at+500*time.Millisecond)
+		curve = append(curve, fmt.Sprintf("%v:%.2f/%d", at, f, n))
+	}
+	t.Logf("the new worker's share by half second: %v", curve)
+	early, n1 := share(0, time.Second)
+	late, n2 := share(ramp-time.Second, ramp-100*time.Millisecond)
+	t.Logf("new worker's share: %.2f of %d in the ramp's first second, %.2f of %d in its last", early, n1, late, n2)
+	// Linear from 10 %: about 0.21 over the first quarter, 0.89 over the last.
+	if n1 < 100 || n2 < 100 || early > 0.4 || late < 0.7 {
+		t.Fatalf("the share does not follow the ramp: %.2f early, %.2f late", early, late)
+	}
+	for _, a := range got {
+		if a.err != nil {
+			t.Fatalf("a request failed: %v", a.err)
+		}
+	}
+	if s := d.mustStatus(); s.Generation != 2 {
+		t.Fatalf("after the reload: generation %d", s.Generation)
+	}
+}

@@ -230,11 +230,12 @@ func TestRampStepsWhileIdle(t *testing.T) {
 	}
 	workertest.Eventually(t, 5*time.Second, "w0's own ramp over", func() bool { return share("w0") == 1 && !p.s.Stats().Sampling })
 	p.start(t, "new", "w0", false)
+	before := p.s.Stats().Samples
 	if end := p.s.Ready("new"); end.IsZero() {
 		t.Fatal("no ramp")
 	}
 	workertest.Eventually(t, 5*time.Second, "the new worker's whole share, with no connection", func() bool { return share("new") == 1 })
-	if n := p.s.Stats().Samples; n != 0 {
+	if n := p.s.Stats().Samples - before; n != 0 {
 		t.Fatalf("%d queue samples without traffic", n)
 	}
 }

@@ -161,7 +161,7 @@ func TestReloadAppliesEditedEnvFile(t *testing.T) {
 		t.Fatalf("bad deploy: exit %d, %s", code, out.String())
 	}
 	if s := d.fullStatus(); s.Config.Revision != after.Config.Revision || s.Revision != after.Config.Revision || s.Ready != 3 ||
-		environOf(t, s.Workers[0].PID)["APP_COLOR"] != "green" {
+		environOf(t, slotOf(s.Status, 0).PID)["APP_COLOR"] != "green" {
 		t.Fatalf("after a rolled-back reload: %+v", s)
 	}
 

@@ -69,6 +69,7 @@ func TestScaleCommandSignalsReloadAndUpgrade(t *testing.T) {
 				t.Fatalf("after the reload: %+v", s)
 			}
 			old := d.mustStatus().PID
+			oldSockets := len(d.mustStatus().Listeners[0].SockdFDs)
 			if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
 				t.Fatalf("upgrade: exit %d", code)
 			}
@@ -78,8 +79,12 @@ func TestScaleCommandSignalsReloadAndUpgrade(t *testing.T) {
 			})
 			size(3, "3 workers after the upgrade")
 			if mode == "reuseport" {
-				if s := d.mustStatus(); len(s.Listeners[0].SockdFDs) != 4 {
-					t.Fatalf("the upgraded sockd holds %d reuseport sockets, want the 4 it was grown to", len(s.Listeners[0].SockdFDs))
+				// The old sockd's (at least the 4 it was grown to; steering
+				// gives a worker a socket that left service at least a
+				// second ago, so quick scaling grows the groups more), and
+				// at most one more for each of the new sockd's workers.
+				if s := d.mustStatus(); oldSockets < 4 || len(s.Listeners[0].SockdFDs) < oldSockets || len(s.Listeners[0].SockdFDs) > oldSockets+3 {
+					t.Fatalf("the upgraded sockd holds %d reuseport sockets, the old one %d (want at least 4)", len(s.Listeners[0].SockdFDs), oldSockets)
 				}
 			}
 			// Bad sizes are refused with the reason, and change nothing.

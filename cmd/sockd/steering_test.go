@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/worker"
 )
 
@@ -393,3 +394,71 @@ func TestSteeringSlowStart(t *testing.T) {
 		t.Fatalf("after the reload: generation %d", s.Generation)
 	}
 }
+
+// A binary upgrade keeps steering right: the new sockd's workers get
+// sockets the old ones do not hold and no connection before they are
+// ready (the old sockd steers until the new one is in charge); no request
+// fails; afterwards the new sockd steers.
+func TestSteeringAcrossUpgrade(t *testing.T) {
+	bin := installCopy(t)
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, []string{"SOCKDTEST_READY_AFTER=700ms"}, "run", "--control", ctl, "--stop-timeout", "5s",
+		"--reuseport", "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--", os.Args[0], steerWorkerArg)
+	cmd.Path, cmd.Args[0] = bin, bin
+	d := launch(t, cmd, out, ctl)
+	before := d.mustStatus()
+	addr := before.Listeners[0].Address
+	stop := make(chan struct{})
+	done := make(chan []answer)
+	go func() { done <- openLoad(addr, 300, 10*time.Second, stop) }()
+	var stderr bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", ctl}, io.Discard, &stderr); code != 0 {
+		close(stop)
+		<-done
+		t.Fatalf("upgrade --wait: exit %d: %s", code, stderr.String())
+	}
+	waitFor(t, 20*time.Second, "the old workers gone", func() bool {
+		for _, w := range before.Workers {
+			if alive(w.PID) {
+				return false
+			}
+		}
+		return true
+	})
+	// Steering by the new sockd: a reload after the upgrade keeps every
+	// answer from a ready worker too.
+	var rout bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", ctl}, &rout, &rout); code != 0 {
+		t.Fatalf("reload after the upgrade: %d %s", code, rout.String())
+	}
+	close(stop)
+	got := <-done
+	early, failed, gens := 0, 0, map[int]int{}
+	for _, a := range got {
+		switch {
+		case a.err != nil:
+			failed++
+		case !a.ready:
+			early++
+		}
+		gens[a.gen]++
+	}
+	after := d.mustStatus()
+	t.Logf("%d requests across an upgrade and a reload: %d failed, %d answered before READY=1, by generation %v; sockd %d → %d", len(got), failed, early, gens, before.PID, after.PID)
+	if after.PID == before.PID || failed > 0 || early > 0 || gens[3] == 0 {
+		t.Fatalf("%d failed, %d answered by workers not ready, by generation %v", failed, early, gens)
+	}
+	// The new sockd's workers hold sockets of their own.
+	seen := map[int]bool{}
+	for _, w := range after.Workers {
+		if w.Generation == after.Generation {
+			if seen[w.Socket] {
+				t.Fatalf("two workers on socket %d: %+v", w.Socket, after.Workers)
+			}
+			seen[w.Socket] = true
+		}
+	}
+}
+
+// alive: running, not a zombie.
+func alive(pid int) bool { return procfs.Alive(pid) }

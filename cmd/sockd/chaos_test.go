@@ -240,15 +240,24 @@ func (c *chaos) settle(step string, took func(pool.Status) bool) {
 		}
 	}
 	// The descriptors of a settled sockd (a status connection may still
-	// be open for a moment: take the smallest of a few readings).
+	// be open for a moment: take the smallest of a few readings), not
+	// counting its listening sockets: with --reuseport, steering adds a
+	// socket to each group when a new worker finds none free (never
+	// closed; bounded per group).
 	fds := func() int {
+		sockets := 0
+		if st, err := c.d.status(); err == nil {
+			for _, l := range st.Listeners {
+				sockets += len(l.SockdFDs)
+			}
+		}
 		n := -1
 		for range 5 {
 			if l, err := procfs.FDs(s.PID); err == nil && (n < 0 || len(l) < n) {
 				n = len(l)
 			}
 		}
-		return n
+		return n - sockets
 	}
 	base, ok := c.baseFDs[s.PID]
 	if !ok {

@@ -157,6 +157,22 @@ func ask1(addr string, timeout time.Duration) answer {
 	return a
 }
 
+// tally counts the failed answers, those from a worker not ready yet,
+// and the answers by generation.
+func tally(got []answer) (early, failed int, gens map[int]int) {
+	gens = map[int]int{}
+	for _, a := range got {
+		switch {
+		case a.err != nil:
+			failed++
+		case !a.ready:
+			early++
+		}
+		gens[a.gen]++
+	}
+	return early, failed, gens
+}
+
 // startSteered runs sockd --reuseport on the steer worker.
 func startSteered(t *testing.T, env []string, args ...string) (*daemonProc, string) {
 	t.Helper()
@@ -318,16 +334,7 @@ func TestSteeringNoAnswerBeforeReady(t *testing.T) {
 	}
 	close(stop)
 	got := <-done
-	early, failed, gens := 0, 0, map[int]int{}
-	for _, a := range got {
-		switch {
-		case a.err != nil:
-			failed++
-		case !a.ready:
-			early++
-		}
-		gens[a.gen]++
-	}
+	early, failed, gens := tally(got)
 	t.Logf("%d requests over 3 reloads: %d failed, %d answered before READY=1, by generation %v", len(got), failed, early, gens)
 	if failed > 0 || early > 0 || gens[4] == 0 {
 		t.Fatalf("%d failed, %d answered by workers not ready, by generation %v", failed, early, gens)
@@ -433,16 +440,7 @@ func TestSteeringAcrossUpgrade(t *testing.T) {
 	}
 	close(stop)
 	got := <-done
-	early, failed, gens := 0, 0, map[int]int{}
-	for _, a := range got {
-		switch {
-		case a.err != nil:
-			failed++
-		case !a.ready:
-			early++
-		}
-		gens[a.gen]++
-	}
+	early, failed, gens := tally(got)
 	after := d.mustStatus()
 	t.Logf("%d requests across an upgrade and a reload: %d failed, %d answered before READY=1, by generation %v; sockd %d → %d", len(got), failed, early, gens, before.PID, after.PID)
 	if after.PID == before.PID || failed > 0 || early > 0 || gens[3] == 0 {

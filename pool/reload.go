@@ -312,14 +312,25 @@ func (p *Pool) commitBatch() {
 
 // checkHandover moves the reload on once the workers it retired have let
 // go of the listeners, polling their descriptors until then (at most
-// ReloadTimeout+StopTimeout: they are killed by then).
+// ReloadTimeout+StopTimeout: they are killed by then). A retired worker
+// not yet asked to stop (serving out a slow start, or draining its
+// steered sockets) holds them by definition: its descriptors are not read
+// (a Node worker has dozens; reading them every 2 ms for the seconds a
+// ramp and a drain last cost sockd a sixth of a core).
 func (p *Pool) checkHandover() {
 	r := p.st.reload
 	if r == nil || r.phase != phaseHandover && r.phase != phaseRollback {
 		return
 	}
 	for _, w := range r.retired {
-		if !w.exited && p.env.now().Sub(r.committed) < p.cfg.ReloadTimeout+w.cfg.StopTimeout && p.env.holdsListener(w.pid) {
+		if w.exited || p.env.now().Sub(r.committed) >= p.cfg.ReloadTimeout+w.cfg.StopTimeout {
+			continue
+		}
+		if !w.stopSent && !w.leaving || w.draining {
+			p.after(socketPoll, handoverTimer{})
+			return
+		}
+		if p.env.holdsListener(w.pid) {
 			p.after(handoverPoll, handoverTimer{})
 			return
 		}

@@ -11,7 +11,10 @@
 # plus --listen to bind 127.0.0.1 only (the app's listen(PORT) has no host,
 # so PM2's daemon binds *:PORT; the clients use 127.0.0.1 for both). A third
 # peer, sockd-b1, is the same sockd command with --reload-batch 1 (a rolling
-# reload, one slot at a time, as PM2 reloads). The peers run side by side
+# reload, one slot at a time, as PM2 reloads), and a fourth, sockd-ss,
+# with --reuseport --slow-start 2s (traffic steering, issue 20: a new
+# worker takes no connection before it is ready and its share ramps up
+# over 2 s; not in the default PEERS). The peers run side by side
 # on free ports of their own; only one load runs at a time, the peers
 # alternated A B C A B C:
 #   1. throughput: wrk -t2 -c32 -d5s --latency, THROUGHPUT_ROUNDS rounds;
@@ -50,7 +53,7 @@ RELOADS=${RELOADS:-10}
 MEMORY=${MEMORY:-1}
 PEERS=${PEERS:-pm2 sockd sockd-b1}
 for p in $PEERS; do
-  case $p in pm2 | sockd | sockd-b1) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1)" >&2; exit 1 ;; esac
+  case $p in pm2 | sockd | sockd-b1 | sockd-ss) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1, sockd-ss)" >&2; exit 1 ;; esac
 done
 has() { [[ " $PEERS " == *" $1 "* ]]; }
 APPDIR=$ROOT/examples/node-apps
@@ -92,8 +95,9 @@ TMP=$(mktemp -d /tmp/pm2same.XXXXXX)
 export PM2_HOME=$TMP/pm2home PM2_DISABLE_VERSION_CHECK=true
 SOCK=$TMP/sockd.sock
 SOCK_B1=$TMP/sockd-b1.sock
+SOCK_SS=$TMP/sockd-ss.sock
 
-SOCKD_PID= SOCKD_B1_PID= WRK_PID=
+SOCKD_PID= SOCKD_B1_PID= SOCKD_SS_PID= WRK_PID=
 stop_sockd() { # stop_sockd PID: SIGTERM, then SIGKILL after 20 s
   if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
     kill -TERM "$1"
@@ -114,6 +118,7 @@ cleanup() {
   fi
   stop_sockd "$SOCKD_PID"
   stop_sockd "$SOCKD_B1_PID"
+  stop_sockd "$SOCKD_SS_PID"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -124,6 +129,8 @@ PORT_SOCKD=$(freeport)
 while [ "$PORT_SOCKD" = "$PORT_PM2" ]; do PORT_SOCKD=$(freeport); done
 PORT_B1=$(freeport)
 while [ "$PORT_B1" = "$PORT_PM2" ] || [ "$PORT_B1" = "$PORT_SOCKD" ]; do PORT_B1=$(freeport); done
+PORT_SS=$(freeport)
+while [ "$PORT_SS" = "$PORT_PM2" ] || [ "$PORT_SS" = "$PORT_SOCKD" ] || [ "$PORT_SS" = "$PORT_B1" ]; do PORT_SS=$(freeport); done
 
 ecosystem() { # ecosystem DIR PORT: the one ecosystem file, as PM2's docs write it
   mkdir -p "$1"
@@ -145,6 +152,7 @@ EOF
 ecosystem "$TMP/pm2" "$PORT_PM2"
 ecosystem "$TMP/sockd" "$PORT_SOCKD"
 ecosystem "$TMP/sockd-b1" "$PORT_B1"
+ecosystem "$TMP/sockd-ss" "$PORT_SS"
 cp "$TMP/pm2/ecosystem.config.js" "$OUT/ecosystem.config.js"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -155,6 +163,7 @@ T0=$(date +%s)
 CMD_PM2="PM2_HOME=\$TMP/pm2home pm2 start ecosystem.config.js"
 CMD_SOCKD="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SOCKD --control \$TMP/sockd.sock"
 CMD_B1="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_B1 --control \$TMP/sockd-b1.sock --reload-batch 1"
+CMD_SS="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SS --control \$TMP/sockd-ss.sock --reuseport --slow-start 2s"
 PM2_PID=
 if has pm2; then
   (cd "$TMP/pm2" && "$PM2" start ecosystem.config.js >"$OUT/pm2-start.log" 2>&1)
@@ -170,6 +179,11 @@ if has sockd-b1; then
   (cd "$TMP/sockd-b1" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_B1" \
     --control "$SOCK_B1" --reload-batch 1 >"$OUT/sockd-b1.log" 2>&1) &
   SOCKD_B1_PID=$!
+fi
+if has sockd-ss; then
+  (cd "$TMP/sockd-ss" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_SS" \
+    --control "$SOCK_SS" --reuseport --slow-start 2s >"$OUT/sockd-ss.log" 2>&1) &
+  SOCKD_SS_PID=$!
 fi
 
 children() { # children PID: the pids whose parent is PID
@@ -189,14 +203,14 @@ waitready() { # waitready PEER: both workers up and answering
 workers() { # the worker pids of a peer
   case $1 in
   pm2) children "$PM2_PID" ;;
-  sockd | sockd-b1) "$SOCKD" status --json --control "$(sock_of "$1")" 2>/dev/null |
+  sockd | sockd-b1 | sockd-ss) "$SOCKD" status --json --control "$(sock_of "$1")" 2>/dev/null |
     node -e 'let b="";process.stdin.on("data",d=>b+=d).on("end",()=>{const s=JSON.parse(b);
       for(const w of s.workers||s.Workers||[]){const st=w.state||w.State;if(st==="ready")console.log(w.pid||w.PID)}})' || true ;;
   esac
 }
-sock_of() { [ "$1" = sockd-b1 ] && echo "$SOCK_B1" || echo "$SOCK"; }
-port_of() { case $1 in pm2) echo "$PORT_PM2" ;; sockd) echo "$PORT_SOCKD" ;; sockd-b1) echo "$PORT_B1" ;; esac; }
-sup_of() { case $1 in pm2) echo "$PM2_PID" ;; sockd) echo "$SOCKD_PID" ;; sockd-b1) echo "$SOCKD_B1_PID" ;; esac; }
+sock_of() { case $1 in sockd-b1) echo "$SOCK_B1" ;; sockd-ss) echo "$SOCK_SS" ;; *) echo "$SOCK" ;; esac; }
+port_of() { case $1 in pm2) echo "$PORT_PM2" ;; sockd) echo "$PORT_SOCKD" ;; sockd-b1) echo "$PORT_B1" ;; sockd-ss) echo "$PORT_SS" ;; esac; }
+sup_of() { case $1 in pm2) echo "$PM2_PID" ;; sockd) echo "$SOCKD_PID" ;; sockd-b1) echo "$SOCKD_B1_PID" ;; sockd-ss) echo "$SOCKD_SS_PID" ;; esac; }
 for p in $PEERS; do waitready "$(port_of "$p")" "$p"; done
 
 # --- wrk and its report ----------------------------------------------------
@@ -256,7 +270,7 @@ done
 reload() {
   case $1 in
   pm2) "$PM2" reload "$NAME" >>"$OUT/reload-cmd-pm2.log" 2>&1 ;;
-  sockd | sockd-b1) "$SOCKD" reload --wait --control "$(sock_of "$1")" >>"$OUT/reload-cmd-$1.log" 2>&1 ;;
+  sockd | sockd-b1 | sockd-ss) "$SOCKD" reload --wait --control "$(sock_of "$1")" >>"$OUT/reload-cmd-$1.log" 2>&1 ;;
   esac
 }
 [ "$RELOAD_ROUNDS" -gt 0 ] && echo "pm2same: reloads" >&2
@@ -299,7 +313,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 MINUTES=$(awk -v s=$(($(date +%s) - T0)) 'BEGIN{printf "%.1f", s/60}')
 
 # --- the tables --------------------------------------------------------------
-label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; esac; }
+label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s" ;; esac; }
 {
   echo "Run $START, $MINUTES minutes; load average $LOAD_BEFORE before, $LOAD_AFTER after."
   echo "Versions: node $(node --version), pm2 $PM2_VERSION, $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), sockd $COMMIT$DIRTY, $(go version | cut -d' ' -f3)."
@@ -307,6 +321,7 @@ label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "s
   has pm2 && echo "PM2: $CMD_PM2"
   has sockd && echo "sockd: $CMD_SOCKD"
   has sockd-b1 && echo "sockd-b1: $CMD_B1"
+  has sockd-ss && echo "sockd-ss: $CMD_SS"
   if [ "$THROUGHPUT_ROUNDS" -gt 0 ]; then
   echo
   echo "### 1. Throughput (wrk -t2 -c32 -d5s --latency)"

@@ -46,6 +46,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 type options struct {
@@ -254,7 +256,7 @@ http {
 		return nil, err
 	}
 	p := &peer{addr: addr, stop: func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait(); os.RemoveAll(dir) }}
-	err = until(10*time.Second, "nginx's workers", func() bool { p.pids = children(cmd.Process.Pid); return len(p.pids) == n })
+	err = until(10*time.Second, "nginx's workers", func() bool { p.pids = procfs.Children(cmd.Process.Pid); return len(p.pids) == n })
 	return p, p.ready(err)
 }
 
@@ -317,15 +319,11 @@ func startPM2(pm2 string, port, n int, app string) (*peer, error) {
 
 // cpu is the CPU time pid has used (user and system), or 0.
 func cpu(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.ReadProcess(pid)
 	if err != nil || pid == 0 {
 		return 0
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.Atoi(f[11])
-	st, _ := strconv.Atoi(f[12])
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return p.CPU()
 }
 
 // boot is the boot peer's "reload": no reload at all, but n more
@@ -366,25 +364,6 @@ func boot(app string, n int) error {
 	}
 	time.Sleep(time.Second) // the app's READY_AFTER_MS: it stays as long as a real new worker would before taking traffic
 	return nil
-}
-
-// children lists the pids whose parent is pid.
-func children(pid int) []int {
-	var kids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			k, _ := strconv.Atoi(e.Name())
-			kids = append(kids, k)
-		}
-	}
-	return kids
 }
 
 func until(d time.Duration, what string, ok func() bool) error {

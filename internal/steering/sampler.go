@@ -33,7 +33,13 @@ func (s *Steering) run() {
 	events := make([]unix.EpollEvent, 256)
 	for {
 		n, err := unix.EpollWait(s.ep, events, s.idleTimeout())
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		// EINTR (a signal: Go's preemption SIGURG, sockd's SIGCHLD) is
+		// no event, and events still holds the last wait's: it was
+		// taken for traffic and sampled for Quiet, in CI once during
+		// a ramp without a connection. It is a ramp step (the timeout
+		// restarts, so signals in a row would delay the steps).
+		intr := errors.Is(err, unix.EINTR)
+		if err != nil && !intr {
 			s.log.Error("steering stops sampling", "error", err)
 			return
 		}
@@ -42,7 +48,7 @@ func (s *Steering) run() {
 			return
 		default:
 		}
-		if n == 0 && err == nil || err == nil && onlyKicks(events[:n]) {
+		if intr || n == 0 || onlyKicks(events[:n]) {
 			if n > 0 {
 				var b [8]byte
 				unix.Read(s.kick, b[:])

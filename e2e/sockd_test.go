@@ -316,8 +316,12 @@ func checkJournal(t *testing.T, entries []JournalEntry, mainPID, victim int, wor
 // TestSockdReloadUnderLoad: `systemctl reload` ten times in a row under a
 // continuous load of new and keep-alive connections: no request fails, and
 // every reload returns only once the new generation serves.
+//
+// With --slow-start (SOCKD_SLOW_START) each reload's workers start at the
+// idle CPU priority and get their normal one back once ready: the unit's
+// LimitNICE=+0 lets sockd, an unprivileged dynamic user, do that.
 func TestSockdReloadUnderLoad(t *testing.T) {
-	sb := installed(t, e2eDropIn(""))
+	sb := installed(t, e2eDropIn("Environment=SOCKD_SLOW_START=2s SOCKD_LOG_LEVEL=debug\n"))
 	sb.MustRun(t, "systemctl", "start", "sockd.socket")
 	sb.once(t, addr)
 	st := sb.waitServing(t, "", 1, 3)
@@ -366,6 +370,30 @@ func TestSockdReloadUnderLoad(t *testing.T) {
 					g, time.Duration(last-returned[later]), later)
 			}
 		}
+	}
+	// (The journal may lag a moment behind sockd.)
+	var restored map[string]int // generation → workers given their priority back
+	WaitFor(t, 10*time.Second, func() (bool, string) {
+		restored = map[string]int{}
+		for _, e := range sb.journal(t, "-u", "sockd.service") {
+			switch e.Field("SOCKD_EVENT") {
+			case "idle_start_unavailable":
+				t.Fatalf("sockd could not start workers idle: %s %s", e.Field("MESSAGE"), e.Field("SOCKD_REASON")+e.Field("SOCKD_ERROR"))
+			case "worker_idle_end":
+				if n, _ := strconv.Atoi(e.Field("SOCKD_THREADS")); n > 0 && e.Field("SOCKD_ERROR") == "" {
+					restored[e.Field("SOCKD_GENERATION")]++
+				}
+			}
+		}
+		for g := 2; g <= reloads+1; g++ {
+			if n := restored[strconv.Itoa(g)]; n != 3 {
+				return false, fmt.Sprintf("generation %d: %d workers started idle and were given their priority back, want 3 (all: %v)", g, n, restored)
+			}
+		}
+		return true, ""
+	})
+	if n := restored["1"]; n != 0 {
+		t.Errorf("generation 1 (nobody served beside it) started %d workers idle", n)
 	}
 	p := sb.props(t, "sockd.service", "MainPID", "NRestarts", "ActiveState", "SubState", "ReloadResult", "StatusText")
 	want := fmt.Sprintf("3/3 workers ready, generation %d, 0 restarts", reloads+1)

@@ -53,6 +53,7 @@ type report struct {
 //	leaveearly   READY=1, STOPPING=1, exit 0, all at once
 //	forker       like serve, with a child (mode sleeper) in its process group
 //	sleeper      ignore SIGTERM and wait forever
+//	gated        like serve, but READY=1 only once POOL_TEST_DIR/go exists
 //
 // In mode serve, SIGUSR2 makes the worker exit 3 (a crash), and
 // POOL_TEST_CRASH_AFTER=D makes it exit 3 D after it started.
@@ -126,6 +127,14 @@ func helperWorker() int {
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
 	if mode != "ignoreterm" {
 		signal.Notify(sigs, syscall.SIGTERM)
+	}
+	if mode == "gated" {
+		for {
+			if _, err := os.Stat(filepath.Join(os.Getenv("POOL_TEST_DIR"), "go")); err == nil {
+				break
+			}
+			<-time.After(5 * time.Millisecond) // the helper's own poll of the file the test creates
+		}
 	}
 	if mode != "noready" {
 		sddaemon.SdNotify(false, sddaemon.SdNotifyReady)

@@ -18,6 +18,7 @@ import (
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/internal/reaper"
 	"github.com/sockd/sockd/internal/resources"
+	"github.com/sockd/sockd/internal/sched"
 )
 
 // osEnv is the real env: fork through the trampoline, pidfds, kill(2),
@@ -39,6 +40,12 @@ type osEnv struct {
 	notifyDead atomic.Bool
 	// channels are the workers' Node IPC channels (sockd's ends), by pid.
 	channels sync.Map
+	// schedAttr is sockd's own CPU scheduling, which a worker started
+	// idle gets back (Config.IdleStart).
+	schedOnce   sync.Once
+	schedAttr   sched.Attr
+	schedErr    error
+	schedWarned bool
 }
 
 // newOSEnv opens what p's workers need from sockd: /dev/null for their
@@ -357,6 +364,43 @@ func (e *osEnv) holdsListener(pid int) bool {
 }
 
 func (e *osEnv) steered() bool { return e.p.deps.Steering != nil }
+
+// mayIdle: sockd may start w at the idle CPU priority if it may give it
+// sockd's own back (internal/sched); the first time it may not, it says
+// why.
+func (e *osEnv) mayIdle(w *worker) bool {
+	e.schedOnce.Do(func() {
+		e.schedAttr, e.schedErr = sched.Self()
+	})
+	ok, why := false, ""
+	if e.schedErr != nil {
+		why = e.schedErr.Error()
+	} else {
+		ok, why = sched.CanRestore(e.schedAttr, w.cfg.User == nil || int(w.cfg.User.UID) == e.uid)
+	}
+	if !ok && !e.schedWarned {
+		e.schedWarned = true
+		e.p.log.Warn("new workers start at their normal CPU priority, not the idle one until ready", "event", "idle_start_unavailable", "reason", why)
+	}
+	return ok
+}
+
+// restoreThread gives the calling thread (the loop's, which forked a
+// worker at the idle priority) sockd's own priority back.
+func (e *osEnv) restoreThread() {
+	if err := sched.SetThread(e.schedAttr); err != nil {
+		e.p.log.Error("cannot give sockd's own thread its CPU priority back", "event", "idle_start_unavailable", "error", err)
+	}
+}
+
+func (e *osEnv) unidle(w *worker) {
+	n, err := sched.Restore(w.pid, e.schedAttr)
+	if err != nil {
+		e.p.wlog(w).Warn("cannot give the worker its normal CPU priority back", "event", "worker_idle_end", "threads", n, "error", err)
+		return
+	}
+	e.p.wlog(w).Debug("worker has its normal CPU priority back", "event", "worker_idle_end", "threads", n)
+}
 
 func (e *osEnv) steerReady(w *worker) time.Time {
 	if st := e.p.deps.Steering; st != nil {

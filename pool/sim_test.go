@@ -46,6 +46,7 @@ type sim struct {
 	queue     map[int]int
 	sent      []string // what systemd was told
 	channels  bool     // workers have Node IPC channels
+	noIdle    bool     // sockd may not give a worker its priority back
 	sentTo    []string // messages sent on them, "PID MSG"
 }
 
@@ -55,6 +56,8 @@ type simProc struct {
 	signals        []unix.Signal
 	group          bool // a process of its group outlives it
 	stuck          bool // and SIGKILL does not end it
+	idle           bool // started at the idle CPU priority, not restored yet
+	unidled        int  // times given its normal priority back
 }
 
 type simTimer struct {
@@ -80,7 +83,7 @@ func (s *sim) start(w *worker) (int, error) {
 		return 0, errors.New("fork/exec /bin/true: exec format error")
 	}
 	s.next++
-	s.procs[s.next] = &simProc{pid: s.next, slot: w.slot, gen: w.gen}
+	s.procs[s.next] = &simProc{pid: s.next, slot: w.slot, gen: w.gen, idle: w.idle}
 	return s.next, nil
 }
 
@@ -120,13 +123,19 @@ func (s *sim) killGroup(w *worker) bool {
 	pr.group = pr.stuck
 	return g
 }
-func (s *sim) release(w *worker)                   {}
-func (s *sim) steered() bool                       { return false }
-func (s *sim) steerReady(*worker) time.Time        { return time.Time{} }
-func (s *sim) leave(*worker)                       {}
-func (s *sim) drained(*worker) bool                { return true }
-func (s *sim) yielded() bool                       { return false }
-func (s *sim) gone(*worker)                        {}
+func (s *sim) release(w *worker)            {}
+func (s *sim) steered() bool                { return false }
+func (s *sim) steerReady(*worker) time.Time { return time.Time{} }
+func (s *sim) leave(*worker)                {}
+func (s *sim) drained(*worker) bool         { return true }
+func (s *sim) yielded() bool                { return false }
+func (s *sim) gone(*worker)                 {}
+func (s *sim) mayIdle(*worker) bool         { return !s.noIdle }
+func (s *sim) unidle(w *worker) {
+	pr := s.procs[w.pid]
+	pr.idle = false
+	pr.unidled++
+}
 func (s *sim) orphaned(w *worker, sig unix.Signal) {}
 func (s *sim) remove(path string)                  {}
 func (s *sim) holdsListener(pid int) bool          { return s.holding[pid] }
@@ -1255,5 +1264,79 @@ func TestSimStuckGroupIsGivenUp(t *testing.T) {
 	s.advance(2 * groupPoll)
 	if len(s.p.st.lingering) != 0 {
 		t.Fatal("a stuck group is waited for forever")
+	}
+}
+
+// With IdleStart, a worker that starts while others serve starts at the
+// idle CPU priority and gets its normal one back once ready, once asked
+// to stop, or once IdleStart has passed; the first generation (nobody
+// serves yet) starts as usual, and so does every worker where sockd may
+// not give the priority back.
+func TestSimIdleStart(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.IdleStart = 2 * time.Second })
+	first := s.starting()
+	for _, pid := range first {
+		if s.procs[pid].idle {
+			t.Fatalf("worker %d of the first generation started idle: nobody serves beside it", pid)
+		}
+	}
+	s.ready(first...)
+	for _, pid := range first {
+		if n := s.procs[pid].unidled; n != 0 {
+			t.Fatalf("worker %d, never idle, was restored %d times", pid, n)
+		}
+	}
+
+	// A reload's workers start idle; READY=1 restores each, once.
+	s.reload()
+	gen2 := s.starting()
+	if len(gen2) != 2 {
+		t.Fatalf("reload started %v", gen2)
+	}
+	for _, pid := range gen2 {
+		if !s.procs[pid].idle {
+			t.Fatalf("worker %d of the reload did not start idle", pid)
+		}
+	}
+	s.ready(gen2[0])
+	if pr := s.procs[gen2[0]]; pr.idle || pr.unidled != 1 {
+		t.Fatalf("ready worker: idle %v, restored %d times", pr.idle, pr.unidled)
+	}
+	if !s.procs[gen2[1]].idle {
+		t.Fatal("the other worker, not ready, was restored")
+	}
+	// Still starting after IdleStart: restored then, and not again at READY.
+	s.advance(2 * time.Second)
+	if pr := s.procs[gen2[1]]; pr.idle || pr.unidled != 1 {
+		t.Fatalf("worker starting for IdleStart: idle %v, restored %d times", pr.idle, pr.unidled)
+	}
+	s.ready(gen2[1])
+	if n := s.procs[gen2[1]].unidled; n != 1 {
+		t.Fatalf("restored %d times", n)
+	}
+	s.exitStopped()
+
+	// A crash replacement beside a serving worker starts idle; asked to
+	// stop before it is ready (the pool stops), it is restored first.
+	victim := s.livePIDs()[0]
+	s.exit(victim)
+	repl := s.starting()
+	if len(repl) != 1 || !s.procs[repl[0]].idle {
+		t.Fatalf("crash replacement %v did not start idle", repl)
+	}
+	s.step(stopRequest{})
+	if pr := s.procs[repl[0]]; pr.idle || pr.unidled != 1 {
+		t.Fatalf("stopped while starting: idle %v, restored %d times", pr.idle, pr.unidled)
+	}
+
+	// Where sockd may not restore a worker, none starts idle.
+	s = newSim(t, func(o *simOpts) { o.IdleStart = 2 * time.Second })
+	s.noIdle = true
+	s.readyAll()
+	s.reload()
+	for _, pid := range s.starting() {
+		if s.procs[pid].idle {
+			t.Fatalf("worker %d started idle though sockd may not restore it", pid)
+		}
 	}
 }

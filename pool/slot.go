@@ -45,6 +45,7 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	if c := s.cur; c != nil && !c.exited {
 		w.replaces = c.steerName()
 	}
+	w.idle = w.cfg.IdleStart > 0 && p.othersServe() && p.env.mayIdle(w)
 	pid, err := p.env.start(w)
 	if err != nil {
 		p.st.spawnFailures++
@@ -65,6 +66,9 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.env.track(pid)
 	p.wlog(w).Info("worker started", "event", "worker_start")
 	p.event(Event{Kind: EventStart, Slot: w.slot, Generation: w.gen, PID: w.pid})
+	if w.idle {
+		w.timers = append(w.timers, p.after(w.cfg.IdleStart, idleTimer{w}))
+	}
 	if d := w.cfg.Ready.After; d > 0 {
 		w.timers = append(w.timers, p.after(d, readyTimer{w}))
 	} else {
@@ -160,6 +164,7 @@ func (p *Pool) stopWorker(w *worker, why string) {
 	}
 	w.stopSent, w.why = true, why
 	w.state = Stopping
+	p.unidle(w) // it drains at its normal priority
 	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
 	if p.env.steered() && !w.readyAt.IsZero() && !w.leaving {
 		p.env.leave(w)
@@ -447,4 +452,32 @@ func (p *Pool) giveUp(err error) {
 	p.event(Event{Kind: EventGiveUp, Detail: err.Error()})
 	p.st.fatal = err
 	p.beginStop()
+}
+
+// othersServe reports whether a ready worker serves: a worker started now
+// starts beside it (Config.IdleStart).
+func (p *Pool) othersServe() bool {
+	for _, w := range p.st.byPID {
+		if w.state == Ready {
+			return true
+		}
+	}
+	return false
+}
+
+// unidle gives a worker started at the idle CPU priority its normal one
+// back: it is ready, asked to stop, or still starting after IdleStart.
+func (p *Pool) unidle(w *worker) {
+	if !w.idle || w.exited {
+		return
+	}
+	w.idle = false
+	p.env.unidle(w)
+}
+
+func (p *Pool) onIdleTimer(w *worker) {
+	if w.idle && !w.exited {
+		p.wlog(w).Info("worker still starting; it gets its normal CPU priority now", "event", "worker_idle_end", "idle_start", w.cfg.IdleStart)
+		p.unidle(w)
+	}
 }

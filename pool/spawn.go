@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/sockd/sockd/internal/nodeshim"
+	"github.com/sockd/sockd/internal/sched"
 	"golang.org/x/sys/unix"
 )
 
@@ -217,6 +218,17 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		files = append(files, uintptr(channel))
 	}
 	argv := append([]string{trampolineArg0, c.command}, c.Command...)
+	if w.idle {
+		// The loop's thread (locked to it) forks the worker at the idle
+		// priority, so that everything from the fork on runs idle, the
+		// trampoline's own start-up included.
+		if err := sched.IdleThread(); err != nil {
+			e.p.wlog(w).Warn("cannot start the worker at the idle CPU priority", "event", "idle_start_unavailable", "error", err)
+			w.idle = false
+		} else {
+			defer e.restoreThread()
+		}
+	}
 	pid, _, err := syscall.StartProcess(d.Trampoline, argv, &syscall.ProcAttr{
 		Dir:   c.Dir,
 		Env:   env,

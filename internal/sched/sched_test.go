@@ -1,0 +1,231 @@
+package sched
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The test binary re-executes itself as a helper: SCHED_TEST_HELPER=tree
+// goes idle on its main thread, starts a child of its own from that
+// thread (which inherits SCHED_IDLE), says "up" and waits for stdin to
+// close; =leaf just waits; =probe prints what CanRestore predicts and
+// what the kernel does when it tries: go idle, then back.
+func TestMain(m *testing.M) {
+	switch os.Getenv("SCHED_TEST_HELPER") {
+	case "tree":
+		runtime.LockOSThread()
+		if err := IdleThread(); err != nil {
+			fmt.Println("idle:", err)
+			os.Exit(1)
+		}
+		leaf := exec.Command(os.Args[0])
+		leaf.Env = append(os.Environ(), "SCHED_TEST_HELPER=leaf")
+		leaf.Stdin = os.Stdin
+		if err := leaf.Start(); err != nil {
+			fmt.Println("leaf:", err)
+			os.Exit(1)
+		}
+		fmt.Println("up", leaf.Process.Pid)
+		io.Copy(io.Discard, os.Stdin)
+		leaf.Wait()
+		os.Exit(0)
+	case "leaf":
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	case "probe":
+		runtime.LockOSThread()
+		self, err := Self()
+		if err != nil {
+			fmt.Println("self:", err)
+			os.Exit(1)
+		}
+		ok, why := CanRestore(self, true)
+		if err := IdleThread(); err != nil {
+			fmt.Println("idle:", err)
+			os.Exit(1)
+		}
+		err = SetThread(self)
+		fmt.Printf("predicted=%v kernel=%v why=%q err=%v\n", ok, err == nil, why, err)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// threads lists the tasks of pid.
+func threads(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, e := range ents {
+		tid, _ := strconv.Atoi(e.Name())
+		tids = append(tids, tid)
+	}
+	return tids
+}
+
+func policy(t *testing.T, tid int) uint32 {
+	t.Helper()
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Policy
+}
+
+// A process tree started idle gets every thread's policy back, the
+// child's too; the ones that were not idle stay as they were.
+func TestRestoreTree(t *testing.T) {
+	self, err := Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "SCHED_TEST_HELPER=tree")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "up ") {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	leaf, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "up ")))
+	// The helper's main thread went idle and forked the leaf from it;
+	// Go's other threads started before that keep the normal policy.
+	if p := policy(t, cmd.Process.Pid); p != unix.SCHED_IDLE {
+		t.Fatalf("helper's main thread: policy %d, want SCHED_IDLE", p)
+	}
+	if p := policy(t, leaf); p != unix.SCHED_IDLE {
+		t.Fatalf("leaf: policy %d, want SCHED_IDLE (inherited)", p)
+	}
+	idle := 0
+	for _, pid := range []int{cmd.Process.Pid, leaf} {
+		for _, tid := range threads(t, pid) {
+			if policy(t, tid) == unix.SCHED_IDLE {
+				idle++
+			}
+		}
+	}
+	n, err := Restore(cmd.Process.Pid, self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != idle {
+		t.Errorf("Restore changed %d threads; %d were idle", n, idle)
+	}
+	for _, pid := range []int{cmd.Process.Pid, leaf} {
+		for _, tid := range threads(t, pid) {
+			a, err := unix.SchedGetAttr(tid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Policy != self.Policy || a.Nice != self.Nice {
+				t.Errorf("pid %d thread %d: policy %d nice %d after Restore, want %d and %d", pid, tid, a.Policy, a.Nice, self.Policy, self.Nice)
+			}
+		}
+	}
+	// Nothing idle is left: a second call changes nothing.
+	if n, err := Restore(cmd.Process.Pid, self); n != 0 || err != nil {
+		t.Errorf("second Restore: %d, %v", n, err)
+	}
+}
+
+// A process that is gone is no error.
+func TestRestoreGone(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Restore(cmd.Process.Pid, Attr{}); n != 0 || err != nil {
+		t.Fatalf("Restore of a reaped pid: %d, %v", n, err)
+	}
+}
+
+// CanRestore's prediction is checked against the kernel: as root (with
+// CAP_SYS_NICE), as an unprivileged user (RLIMIT_NICE 0: the kernel
+// refuses), and as that user with RLIMIT_NICE 20 (allowed).
+func TestCanRestoreAgreesWithKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the probe as another user")
+	}
+	for _, tool := range []string{"setpriv", "prlimit"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skip(tool + " (util-linux) is not installed")
+		}
+	}
+	// A copy of the test binary that user nobody may run.
+	dir, err := os.MkdirTemp("", "sched-probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "probe")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}
+	for _, c := range []struct {
+		name string
+		argv []string
+		want bool
+	}{
+		{"root", []string{bin}, true},
+		{"nobody", append(append([]string{"prlimit", "--nice=0", "--"}, nobody...), bin), false},
+		{"nobody with RLIMIT_NICE 20", append(append([]string{"prlimit", "--nice=20", "--"}, nobody...), bin), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(c.argv[0], c.argv[1:]...)
+			cmd.Env = append(os.Environ(), "SCHED_TEST_HELPER=probe")
+			cmd.Dir = dir
+			done := make(chan struct{})
+			time.AfterFunc(30*time.Second, func() {
+				select {
+				case <-done:
+				default:
+					cmd.Process.Kill()
+				}
+			})
+			out, err := cmd.CombinedOutput()
+			close(done)
+			if err != nil && strings.Contains(string(out), "failed to set the NICE resource limit") {
+				t.Skipf("this machine does not let root raise RLIMIT_NICE: %s", out)
+			}
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", c.argv, err, out)
+			}
+			s := string(out)
+			if !strings.Contains(s, fmt.Sprintf("predicted=%v kernel=%v", c.want, c.want)) {
+				t.Fatalf("want prediction and kernel both %v, got %s", c.want, s)
+			}
+		})
+	}
+}

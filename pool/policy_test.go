@@ -30,7 +30,7 @@ func (e *everyThree) reported(w *worker) {
 // As an owner: ready, it takes the slot over; failed, the old worker
 // keeps serving and the failure is only counted.
 func (e *everyThree) ready(w *worker) {
-	e.p.promote(w.home, nil)
+	e.p.promote(w.home)
 	e.replaced++
 }
 func (e *everyThree) readyTimeout(w *worker) { e.p.failReady(w) }

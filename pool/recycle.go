@@ -306,7 +306,7 @@ func (rc *recycler) failed(s *slot, how string) {
 
 func (rc *recycler) ready(w *worker) {
 	s := w.home
-	rc.p.promote(s, nil)
+	rc.p.promote(s)
 	rc.active = nil
 	s.crashes = 0
 	rc.count++

@@ -125,7 +125,28 @@ func (r reloads) gone(w *worker) { r.p.maybeStartQueued() }
 // The rollout as the owner of its batch's workers: ready, they wait for
 // the whole batch; failed, the reload rolls back.
 
-func (r *rollout) ready(*worker) { r.p.batchProgress() }
+// ready: once every worker of the batch is ready, the first batch soaks
+// for ReloadSoak beside the old workers (the canary); then, or at once,
+// the batch is committed.
+func (r *rollout) ready(*worker) {
+	p := r.p
+	if r.phase != phaseStarting {
+		return
+	}
+	for _, s := range r.slots {
+		if s.next == nil || s.next.state != Ready {
+			return
+		}
+	}
+	if d := p.cfg.ReloadSoak; d > 0 && r.batch == 1 {
+		r.deadline.Stop()
+		r.phase = phaseSoaking
+		p.log.Info("canary batch ready; soaking beside the old workers", "event", "reload_soak", "generation", r.gen, "soak", d)
+		p.after(d, soakTimer{gen: r.gen})
+		return
+	}
+	p.commitBatch()
+}
 func (*rollout) dropped(*worker) {}
 
 func (r *rollout) readyTimeout(w *worker) {
@@ -243,7 +264,7 @@ func (p *Pool) startBatch() {
 		r.prev[s], r.prevCfg[s] = s.want, s.cfg
 		s.want, s.cfg = r.gen, r.cfg
 		if w := s.next; w != nil { // a restart or replacement of the old generation
-			p.drop(w, nil)
+			p.drop(w)
 			r.superseded = append(r.superseded, w)
 		}
 	}
@@ -255,28 +276,6 @@ func (p *Pool) startBatch() {
 		}
 		w.owner, w.restarts = r, 0
 	}
-}
-
-// batchProgress commits the batch once all of its workers are ready, after
-// the canary's soak.
-func (p *Pool) batchProgress() {
-	r := p.st.reload
-	if r == nil || r.phase != phaseStarting {
-		return
-	}
-	for _, s := range r.slots {
-		if s.next == nil || s.next.state != Ready {
-			return
-		}
-	}
-	if d := p.cfg.ReloadSoak; d > 0 && r.batch == 1 {
-		r.deadline.Stop()
-		r.phase = phaseSoaking
-		p.log.Info("canary batch ready; soaking beside the old workers", "event", "reload_soak", "generation", r.gen, "soak", d)
-		p.after(d, soakTimer{gen: r.gen})
-		return
-	}
-	p.commitBatch()
 }
 
 func (p *Pool) onSoakOver(gen int) {
@@ -294,7 +293,7 @@ func (p *Pool) commitBatch() {
 	p.endBatch()
 	for _, s := range r.slots {
 		s.crashes, s.restarts = 0, 0
-		if old := p.promote(s, nil); old != nil {
+		if old := p.promote(s); old != nil {
 			r.retired = append(r.retired, old)
 		}
 		r.done++
@@ -436,7 +435,7 @@ func (p *Pool) abortReload(reason string) {
 		s.want, s.cfg = r.prev[s], r.prevCfg[s]
 		if w := s.next; w != nil {
 			s.next = nil
-			p.retire(w, nil)
+			p.retire(w, time.Time{})
 			r.retired = append(r.retired, w)
 		}
 	}

@@ -120,7 +120,7 @@ func (p *Pool) resize(n int, initial bool) error {
 		st.slots = st.slots[:len(st.slots)-1]
 		s.removed = true
 		if w := s.next; w != nil {
-			p.drop(w, nil)
+			p.drop(w)
 		}
 		if w := s.cur; w != nil {
 			w.owner = p.parking
@@ -151,7 +151,7 @@ func (p *Pool) resize(n int, initial bool) error {
 func (p *Pool) retireSlot(s *slot) {
 	if w := s.cur; w != nil {
 		s.cur = nil
-		p.retire(w, nil)
+		p.retire(w, time.Time{})
 	}
 }
 

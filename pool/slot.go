@@ -78,9 +78,10 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 }
 
 // promote makes s.next the worker of slot s, owned by the slot's serving
-// rules from now on, and retires the one it replaces (owned by ro from
-// then on; nil: the plain retirement). It returns that one.
-func (p *Pool) promote(s *slot, ro owner) *worker {
+// rules from now on, and retires the one it replaces, which it returns:
+// at once, or, with slow start (Deps.Steering), once its successor's ramp
+// is over (it serves what the ramp leaves it until then).
+func (p *Pool) promote(s *slot) *worker {
 	old, w := s.cur, s.next
 	s.cur, s.next = w, nil
 	w.owner = p.serving
@@ -92,26 +93,9 @@ func (p *Pool) promote(s *slot, ro owner) *worker {
 		pol.promoted(w)
 	}
 	if old != nil {
-		p.retireAfterRamp(old, w, ro)
+		p.retire(old, w.rampEnd)
 	}
 	return old
-}
-
-// retireAfterRamp is retire for the worker a promoted one replaces: with
-// slow start (Deps.Steering) the replaced worker serves what its
-// successor's ramp leaves it until the ramp ends, and is asked to drain
-// then.
-func (p *Pool) retireAfterRamp(old, w *worker, ro owner) {
-	if d := w.rampEnd.Sub(p.env.now()); d > 0 && !old.leaving && !p.st.stopping {
-		if ro == nil {
-			ro = p.retired
-		}
-		old.owner = ro
-		p.wlog(old).Debug("worker serves the rest of its successor's slow start", "event", "worker_ramp_out", "seconds", d.Seconds())
-		old.timers = append(old.timers, p.after(d, rampTimer{old}))
-		return
-	}
-	p.retire(old, ro)
 }
 
 func (p *Pool) onRampTimer(w *worker) {
@@ -131,25 +115,29 @@ func (p *Pool) startAs(s *slot, o owner) error {
 	return nil
 }
 
-// retire takes w out of service: its owner becomes the retirement (or
-// ro), and it is asked to drain unless it announced its exit already.
-func (p *Pool) retire(w *worker, ro owner) {
-	if ro == nil {
-		ro = p.retired
+// retire takes w out of service: it is owned by the retirement from now
+// on and asked to drain, unless it announced its exit already; not before
+// until, if that is later (a successor's slow start).
+func (p *Pool) retire(w *worker, until time.Time) {
+	w.owner = p.retired
+	if w.leaving {
+		return
 	}
-	w.owner = ro
-	if !w.leaving {
-		p.stopWorker(w, ExitRetired)
+	if d := until.Sub(p.env.now()); d > 0 && !p.st.stopping {
+		p.wlog(w).Debug("worker serves the rest of its successor's slow start", "event", "worker_ramp_out", "seconds", d.Seconds())
+		w.timers = append(w.timers, p.after(d, rampTimer{w}))
+		return
 	}
+	p.stopWorker(w, ExitRetired)
 }
 
 // drop takes a starting worker from its owner and retires it.
-func (p *Pool) drop(w *worker, ro owner) {
+func (p *Pool) drop(w *worker) {
 	w.owner.dropped(w)
 	if s := w.home; s != nil && s.next == w {
 		s.next = nil
 	}
-	p.retire(w, ro)
+	p.retire(w, time.Time{})
 }
 
 // stopWorker sends StopSignal (SIGTERM) and arms the SIGKILL deadline;
@@ -243,7 +231,7 @@ type starter struct{ p *Pool }
 
 func (o starter) ready(w *worker) {
 	p := o.p
-	p.promote(w.home, nil)
+	p.promote(w.home)
 	if p.state() == StateStarting && p.countReady() == len(p.st.slots) {
 		p.announce()
 	}

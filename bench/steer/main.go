@@ -13,9 +13,10 @@
 //     cluster.js.
 //   - cold: 2 workers of coldapp.js, which serves from the moment it
 //     listens but is ready only 1 s later, and is cold (V8 has not
-//     compiled its handler yet); 5 reloads, one every 5 s: answers from
-//     workers that were not ready yet, p99 in the 2 s after each reload
-//     against p99 in a steady window before the first.
+//     compiled its handler yet); 8 reloads (-reloads), one every 5 s:
+//     answers from workers that were not ready yet, p99 in the 2 s after
+//     each reload against p99 in a steady window of 10 s (-steady) before
+//     the first.
 //
 // Peers (-peers, comma-separated): shared, reuseport, slowstart (sockd
 // -sockd, with --reuseport --slow-start 2s), old-shared, old-reuseport
@@ -55,6 +56,7 @@ type options struct {
 	raw                  string // a directory for every request of every peer, as CSV
 	rate, reloads        int
 	stall, slowStart     time.Duration
+	steady               time.Duration
 }
 
 func main() {
@@ -65,7 +67,8 @@ func main() {
 	flag.StringVar(&o.old, "sockd-old", "", "the sockd binary before steering (old-* peers)")
 	flag.StringVar(&o.pm2, "pm2", "pm2", "PM2's binary (peer pm2)")
 	flag.IntVar(&o.rate, "rate", 0, "new connections a second (default 1000 for stall, 500 for cold)")
-	flag.IntVar(&o.reloads, "reloads", 5, "reloads in the cold scenario")
+	flag.IntVar(&o.reloads, "reloads", 8, "reloads in the cold scenario")
+	flag.DurationVar(&o.steady, "steady", 10*time.Second, "the cold scenario's steady window, before the first reload")
 	flag.DurationVar(&o.stall, "stall", 6*time.Second, "how long the worker stays stopped")
 	flag.StringVar(&o.raw, "raw", "", "write every request to DIR/SCENARIO-PEER.csv (start ms, latency ms, pid, unready, error)")
 	flag.DurationVar(&o.slowStart, "slow-start", 2*time.Second, "--slow-start of the slowstart peer")
@@ -541,8 +544,9 @@ func cold(w io.Writer, o options, name string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer p.stop()
-	// 3 s of warm-up, 4 s steady, then a reload every 5 s
-	warm, steady, every := 3*time.Second, 4*time.Second, 5*time.Second
+	// 3 s of warm-up, -steady (10 s: 5,000 requests, so that its p99 is
+	// not the 20th slowest of 2,000), then a reload every 5 s
+	warm, steady, every := 3*time.Second, o.steady, 5*time.Second
 	first := warm + steady
 	hooks := map[time.Duration]func(){}
 	var mu sync.Mutex

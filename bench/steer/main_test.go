@@ -23,7 +23,7 @@ func TestScenarios(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	dir, _ := filepath.Abs(".")
-	o := options{sockd: bin, dir: dir, rate: 200, reloads: 1, stall: 500 * time.Millisecond, slowStart: 500 * time.Millisecond}
+	o := options{sockd: bin, dir: dir, rate: 200, reloads: 1, steady: 2 * time.Second, stall: 500 * time.Millisecond, slowStart: 500 * time.Millisecond}
 	var b strings.Builder
 	if err := stall(&b, o, "reuseport"); err != nil {
 		t.Fatal(err)

@@ -171,7 +171,7 @@ type Config struct {
 	// IdleStart, when non-zero, starts a worker that starts while others
 	// serve (a reload's, a crash replacement, a scale-up, a recycle) at
 	// the idle CPU priority (SCHED_IDLE, internal/sched) until it is
-	// ready, or IdleStart has passed: it boots on the CPU time the serving
+	// ready, or IdleStart (at most half its ReadyTimeout) has passed: it boots on the CPU time the serving
 	// workers leave instead of slowing their answers. It needs sockd to
 	// be allowed to give the worker its priority back (CAP_SYS_NICE, as
 	// root); where it is not, workers start as without it and the pool

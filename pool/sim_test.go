@@ -1329,6 +1329,20 @@ func TestSimIdleStart(t *testing.T) {
 		t.Fatalf("stopped while starting: idle %v, restored %d times", pr.idle, pr.unidled)
 	}
 
+	// A worker starts idle for at most half its ReadyTimeout.
+	s = newSim(t, func(o *simOpts) { o.IdleStart = time.Hour; o.ReadyTimeout = 10 * time.Second })
+	s.readyAll()
+	s.reload()
+	capped := s.starting()
+	s.advance(5*time.Second - time.Nanosecond)
+	if !s.procs[capped[0]].idle {
+		t.Fatal("restored before half its ReadyTimeout")
+	}
+	s.advance(time.Nanosecond)
+	if s.procs[capped[0]].idle {
+		t.Fatal("still idle at half its ReadyTimeout")
+	}
+
 	// Where sockd may not restore a worker, none starts idle.
 	s = newSim(t, func(o *simOpts) { o.IdleStart = 2 * time.Second })
 	s.noIdle = true

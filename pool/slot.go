@@ -67,7 +67,7 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.wlog(w).Info("worker started", "event", "worker_start")
 	p.event(Event{Kind: EventStart, Slot: w.slot, Generation: w.gen, PID: w.pid})
 	if w.idle {
-		w.timers = append(w.timers, p.after(w.cfg.IdleStart, idleTimer{w}))
+		w.timers = append(w.timers, p.after(w.cfg.idleFor(), idleTimer{w}))
 	}
 	if d := w.cfg.Ready.After; d > 0 {
 		w.timers = append(w.timers, p.after(d, readyTimer{w}))
@@ -465,7 +465,12 @@ func (p *Pool) unidle(w *worker) {
 
 func (p *Pool) onIdleTimer(w *worker) {
 	if w.idle && !w.exited {
-		p.wlog(w).Info("worker still starting; it gets its normal CPU priority now", "event", "worker_idle_end", "idle_start", w.cfg.IdleStart)
+		p.wlog(w).Info("worker still starting; it gets its normal CPU priority now", "event", "worker_idle_end", "idle_start", w.cfg.idleFor())
 		p.unidle(w)
 	}
 }
+
+// idleFor is how long a worker may start at the idle priority: IdleStart,
+// but at most half its ReadyTimeout, so that a worker starved by a busy
+// machine still has half of it at its normal priority to get ready.
+func (c *conf) idleFor() time.Duration { return min(c.IdleStart, c.ReadyTimeout/2) }

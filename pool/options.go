@@ -17,6 +17,7 @@ import (
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/internal/account"
 	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/nodeshim"
 	"github.com/sockd/sockd/internal/reaper"
 )
 
@@ -210,6 +211,11 @@ type Config struct {
 	Limits cgroup.Limits
 	// NodePreload gives Node.js workers sockd's preload (Deps.NodePreload).
 	NodePreload bool
+	// Warmup, with NodePreload and Ready.NodeIPC, has the preload warm a
+	// Node.js worker's HTTP servers up with requests of its own before the
+	// worker's ready reaches sockd (see nodeshim.Warmup; a zero Timeout is
+	// half of ReadyTimeout).
+	Warmup nodeshim.Warmup
 	// InstanceVar, if set, is a variable each worker gets with its slot,
 	// 0 to N-1 (PM2's NODE_APP_INSTANCE), as SOCKD_WORKER.
 	InstanceVar string
@@ -323,6 +329,20 @@ func (c Config) WithDefaults() (Config, error) {
 	if r := c.Recycle; r.MaxMemory < 0 || r.MaxRequests.N < 0 || r.MaxRequests.J < 0 || r.MaxRequests.J > r.MaxRequests.N ||
 		r.MaxAge.D < 0 || r.MaxAge.J < 0 || r.MaxAge.J > r.MaxAge.D {
 		return c, fmt.Errorf("recycle limits %+v: must not be negative, jitter at most the limit", r)
+	}
+	if c.Warmup.Path != "" {
+		if !c.NodePreload || !c.Ready.NodeIPC {
+			return c, errors.New("warm-up: needs the Node.js preload and a ready on the IPC channel (node-ipc or node-listen)")
+		}
+		if err := nodeshim.CheckWarmupPath(c.Warmup.Path); err != nil {
+			return c, fmt.Errorf("warm-up path %q: %w", c.Warmup.Path, err)
+		}
+		if c.Warmup.Requests < 0 || c.Warmup.Requests > nodeshim.MaxWarmupRequests || c.Warmup.Timeout < 0 {
+			return c, fmt.Errorf("warm-up of %d requests in %s: want 0 to %d requests and a timeout not negative", c.Warmup.Requests, c.Warmup.Timeout, nodeshim.MaxWarmupRequests)
+		}
+		if c.Warmup.Timeout == 0 {
+			c.Warmup.Timeout = c.ReadyTimeout / 2
+		}
 	}
 	if c.RestartLimit == (RestartLimit{}) {
 		c.RestartLimit = DefaultRestartLimit

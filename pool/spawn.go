@@ -315,6 +315,9 @@ func (e *osEnv) nodePreload(env []string, w *worker, channel bool) []string {
 		ls = nil
 	}
 	o := nodeshim.Options{Send: nodeshim.Send{Ready: c.Ready.Listening, Requests: channel, Watchdog: channel && c.WorkerWatchdog > 0}}
+	if channel {
+		o.Warmup = c.Warmup
+	}
 	extra, err := o.Env(ls)
 	if err != nil {
 		e.p.log.Warn("node preload: not used", "error", err)

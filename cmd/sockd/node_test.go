@@ -100,14 +100,18 @@ func TestUnchangedNodeApps(t *testing.T) {
 		{"http-app.js", "shared", 3},
 		{"fastify-app.js", "reuseport", 3},
 		{"koa-app.js", "shared", 3},
+		{"express-app.js", "reuseport-warmup", 3},
 	}
 	for _, c := range cases {
 		t.Run(c.app+"/"+c.mode, func(t *testing.T) {
 			port := freePort(t)
 			args := []string{"--workers", "2", "--listen", fmt.Sprintf("http=tcp://127.0.0.1:%d", port),
 				"--ready", "node-ipc", "--stop-signal", "INT", "--cwd", dir}
-			if c.mode == "reuseport" {
+			if strings.HasPrefix(c.mode, "reuseport") {
 				args = append(args, "--reuseport")
+			}
+			if c.mode == "reuseport-warmup" {
+				args = append(args, "--slow-start", "1s", "--warmup", "/?warm=1", "--warmup-requests", "20")
 			}
 			d := startSockd(t, []string{"PORT=" + strconv.Itoa(port)}, append(args, "--", "node", c.app)...)
 			s := d.mustStatus()
@@ -145,6 +149,16 @@ func TestUnchangedNodeApps(t *testing.T) {
 			}
 			if got := instances(t, d); strings.Join(got, ",") != "0,1" {
 				t.Fatalf("NODE_APP_INSTANCE after the reloads: %q", got)
+			}
+			if c.mode == "reuseport-warmup" {
+				// Every worker of every generation was warmed up before it
+				// was ready: one line each in its output.
+				for g := 1; g <= 1+c.reloads; g++ {
+					for w := 0; w < 2; w++ {
+						want := fmt.Sprintf("[w%d g%d err] sockd: warm-up: 20 requests for /?warm=1 answered in", w, g)
+						waitFor(t, 10*time.Second, want, func() bool { return strings.Contains(d.out.String(), want) })
+					}
+				}
 			}
 		})
 	}

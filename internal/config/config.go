@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/cpus"
 	"github.com/sockd/sockd/internal/metrics"
+	"github.com/sockd/sockd/internal/nodeshim"
 	"github.com/sockd/sockd/internal/pm2"
 	"github.com/sockd/sockd/pool"
 )
@@ -70,6 +72,8 @@ type Run struct {
 	PM2Env         string
 	InstanceVar    string
 	NodePreload    string
+	Warmup         string // --warmup PATH
+	WarmupRequests int64
 	// Warnings are what Load noticed but did not refuse: fields of an
 	// ecosystem file sockd does not support, SOCKD_ variables that are
 	// no setting (a typo). sockd logs them at start and at every reload.
@@ -216,6 +220,14 @@ var settings = []Setting{
 	{Name: "node-preload", Arg: "MODE", Default: "on", Values: []string{"on", "off"},
 		Help:  "on: Node.js workers get sockd's preload (through NODE_OPTIONS), so that an unchanged app's listen(PORT) on a port sockd holds takes sockd's socket, keeping its backlog, and its server.close() drains without losing a request; off: Node runs as it is",
 		value: func(r *Run) value { return typed[string]{&r.NodePreload, oneOf("on", "off"), showString} }},
+	{Name: "warmup", Arg: "PATH", Help: "Node.js workers with --ready node-ipc or node-listen: before a worker's ready reaches sockd, sockd's preload has the app's own HTTP server answer --warmup-requests GET requests for PATH (\"/\", \"/health?deep=1\"), sent from inside the worker over a private socket, never sockd's, so that a new worker's slow first requests (a cold V8) are not a client's; the worker is ready after the last answer, the first failed request or half of --ready-timeout",
+		value: func(r *Run) value {
+			return typed[string]{&r.Warmup, func(s string) (string, error) { return s, nodeshim.CheckWarmupPath(s) }, showString}
+		}},
+	{Name: "warmup-requests", Arg: "N", Default: strconv.Itoa(nodeshim.DefaultWarmupRequests), Help: fmt.Sprintf("how many requests --warmup sends to each HTTP server of the worker, one after another on one keep-alive connection, 1 to %d", nodeshim.MaxWarmupRequests),
+		value: func(r *Run) value {
+			return typed[int64]{&r.WarmupRequests, intIn(1, nodeshim.MaxWarmupRequests, fmt.Sprintf("1 to %d", nodeshim.MaxWarmupRequests)), showInt}
+		}},
 	{Name: "instance-var", Arg: "NAME", Default: "NODE_APP_INSTANCE", Help: "the variable that tells each worker its slot, 0 to N-1, stable across reloads and restarts (PM2's NODE_APP_INSTANCE; an app runs its cron jobs where it is 0)",
 		value: func(r *Run) value { return typed[string]{&r.InstanceVar, envName, showString} }},
 	{Name: "log-level", Arg: "LEVEL", Default: "info", Values: []string{"trace", "debug", "info", "warn", "error"},
@@ -397,6 +409,12 @@ func (r *Run) check() error {
 	if r.PM2Env != "" && r.PM2 == "" {
 		return Usagef("--pm2-env %s: needs --pm2", r.PM2Env)
 	}
+	if r.Warmup != "" && r.NodePreload == "off" {
+		return Usagef("--warmup %s: needs --node-preload on (the preload sends the warm-up requests)", r.Warmup)
+	}
+	if r.Warmup != "" && !r.Ready.NodeIPC {
+		return Usagef("--warmup %s: needs --ready node-ipc or node-listen (the preload holds the worker's ready on Node's IPC channel until the warm-up is done)", r.Warmup)
+	}
 	if r.Cgroups == "no" && r.Limits != (cgroup.Limits{}) {
 		return Usagef("--cgroups no: per-worker cgroup limits (--worker-memory-max, --worker-pids-max, --worker-cpu-weight) need cgroups")
 	}
@@ -431,6 +449,7 @@ func (r *Run) Specs() []activation.Spec {
 func (r *Run) Pool() pool.Config {
 	return pool.Config{
 		Command: r.Command, Dir: r.Dir, Env: r.Env, Limits: r.Limits, Revision: r.Revision(), InstanceVar: r.InstanceVar, NodePreload: r.NodePreload == "on",
+		Warmup:  nodeshim.Warmup{Path: r.Warmup, Requests: int(r.WarmupRequests)},
 		Workers: int(r.Workers), Ready: r.Ready,
 		ReadyTimeout: r.ReadyTimeout, ReloadTimeout: r.ReloadTimeout, StopTimeout: r.StopTimeout, StopSignal: r.StopSignal,
 		RestartLimit: r.RestartLimit, WorkerWatchdog: r.WorkerWatchdog,

@@ -117,6 +117,32 @@
 // SOCKD_NODE_DRAIN=0 turns the drain and the Fastify default off (Node's own
 // close, for comparisons); SOCKD_NODE_DEBUG=1 logs each drain step.
 //
+// # Warm-up before ready
+//
+// With SOCKD_NODE_WARMUP=PATH (sockd's --warmup; see Warmup) the worker's
+// ready waits until the app's HTTP(S) servers on sockd's sockets have
+// answered SOCKD_NODE_WARMUP_REQUESTS GET requests for PATH (user agent
+// sockd-warmup). The preload sends them itself, from the worker, over a
+// private abstract unix socket whose connections it hands to the server
+// as if the server had accepted them ('connection'), one after another on
+// one keep-alive connection: nothing reaches sockd's sockets, and the
+// request count sockd gets leaves them out. The ready held is the app's
+// (process.send('ready') or {"sockd":{"ready":true}}: the message, with
+// its callback, and every message the app sends after it, go out in order
+// once the warm-up ends) or the preload's own under SOCKD_NODE_SEND=ready.
+// The warm-up ends at the last answer, at the first failed request or
+// after SOCKD_NODE_WARMUP_MS (sockd passes half of --ready-timeout); the
+// ready goes out in every case, with one line on stderr saying how it
+// went:
+//
+//	sockd: warm-up: 100 requests for / answered in 212 ms
+//	sockd: warm-up of /: request 1 of 100: socket hang up; the worker says it is ready anyway
+//
+// Why: a cold V8 runs the app's code in its interpreter first; the first
+// requests of a new worker take several times a warm one's (10-20 ms
+// against 1-2 ms for BENCHMARKS.md's Node app), and without a warm-up they
+// are clients' requests.
+//
 // # Messages to sockd
 //
 // A worker started with Node's IPC channel (NODE_CHANNEL_FD,

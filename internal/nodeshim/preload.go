@@ -31,6 +31,13 @@ const (
 	IdleGraceVar = "SOCKD_NODE_IDLE_GRACE_MS"
 	// RequestsIntervalVar is how often (ms) the request count is sent.
 	RequestsIntervalVar = "SOCKD_NODE_REQUESTS_MS"
+	// WarmupVar is the path the preload's warm-up requests ask for (see
+	// Warmup); without it there is no warm-up.
+	WarmupVar = "SOCKD_NODE_WARMUP"
+	// WarmupRequestsVar is how many warm-up requests the preload sends.
+	WarmupRequestsVar = "SOCKD_NODE_WARMUP_REQUESTS"
+	// WarmupTimeoutVar bounds the warm-up, in milliseconds.
+	WarmupTimeoutVar = "SOCKD_NODE_WARMUP_MS"
 	// OwnerVar is set by the preload itself, for the processes it starts:
 	// the pid of the Node process that took the sockets ("npm:PID" for an
 	// npm that hands them on). sockd must not set it (and removes it from
@@ -69,6 +76,47 @@ func (s Send) String() string {
 	return strings.Join(out, ",")
 }
 
+// Warmup asks the preload to warm the app up before its ready reaches
+// sockd: the app's own HTTP(S) servers on sockd's sockets answer Requests
+// GET requests for Path, sent from inside the worker over a private socket
+// (never one of sockd's), one after another on one keep-alive connection,
+// so that the slow first requests of a cold V8 are not a client's. The
+// ready the worker sends over Node's IPC channel (the app's
+// process.send('ready') or {"sockd":{"ready":true}}, or the preload's own
+// under Send.Ready) is held, with every message after it, until the last
+// answer, the first failed request or Timeout. The zero value is no
+// warm-up.
+type Warmup struct {
+	// Path is the request target, "/" or "/warm?x=1"; "" is no warm-up.
+	Path string
+	// Requests is how many requests each server gets; zero means
+	// DefaultWarmupRequests.
+	Requests int
+	// Timeout bounds the whole warm-up; zero means DefaultWarmupTimeout.
+	Timeout time.Duration
+}
+
+// Defaults of Warmup.
+const (
+	DefaultWarmupRequests = 100
+	DefaultWarmupTimeout  = 30 * time.Second
+	MaxWarmupRequests     = 100000
+)
+
+// CheckWarmupPath says what is wrong with p as a warm-up request target:
+// it must begin with "/" and hold no space, control character or '#'.
+func CheckWarmupPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return errors.New("want a request target beginning with /")
+	}
+	for _, r := range p {
+		if r <= ' ' || r == 0x7f || r == '#' {
+			return errors.New("no spaces, control characters or # in a request target")
+		}
+	}
+	return nil
+}
+
 // Options are the knobs of the preload; the zero value is the default.
 type Options struct {
 	// IdleGrace: see DefaultIdleGrace (zero means the default).
@@ -77,6 +125,8 @@ type Options struct {
 	Send Send
 	// RequestsInterval: how often Send.Requests reports (zero: 1s).
 	RequestsInterval time.Duration
+	// Warmup: none by default.
+	Warmup Warmup
 }
 
 // Env returns the variables that tell the preload about the worker's
@@ -103,6 +153,22 @@ func (o Options) Env(ls []Listener) ([]string, error) {
 	}
 	if o.RequestsInterval > 0 {
 		env = append(env, RequestsIntervalVar+"="+strconv.FormatInt(max(1, o.RequestsInterval.Milliseconds()), 10))
+	}
+	if w := o.Warmup; w.Path != "" {
+		if err := CheckWarmupPath(w.Path); err != nil {
+			return nil, fmt.Errorf("nodeshim: warm-up path %q: %w", w.Path, err)
+		}
+		if w.Requests < 0 || w.Requests > MaxWarmupRequests || w.Timeout < 0 {
+			return nil, fmt.Errorf("nodeshim: warm-up of %d requests in %s: want 0 to %d requests and a timeout not negative", w.Requests, w.Timeout, MaxWarmupRequests)
+		}
+		if w.Requests == 0 {
+			w.Requests = DefaultWarmupRequests
+		}
+		if w.Timeout == 0 {
+			w.Timeout = DefaultWarmupTimeout
+		}
+		env = append(env, WarmupVar+"="+w.Path, WarmupRequestsVar+"="+strconv.Itoa(w.Requests),
+			WarmupTimeoutVar+"="+strconv.FormatInt(max(1, w.Timeout.Milliseconds()), 10))
 	}
 	return env, nil
 }

@@ -244,6 +244,7 @@
     const st = { server, draining: false, start: 0, idle: new Map(), timer: null, closedIdle: 0 };
     server[kState] = st;
     server.prependListener('request', (req, res) => {
+      if (warmingUp(req.socket)) return;
       requests++;
       if (st.draining) {
         res.shouldKeepAlive = false; // "Connection: close", and Node closes after it
@@ -341,17 +342,113 @@
     Server.prototype.closeIdleConnections = patched;
   }
 
+  // --- Warm-up before ready (SOCKD_NODE_WARMUP) ----------------------------
+  // The worker's ready waits until the app's HTTP(S) servers on sockd's
+  // sockets have answered SOCKD_NODE_WARMUP_REQUESTS requests for the path,
+  // sent from this process over a private abstract unix socket whose
+  // connections are handed to the server as if it had accepted them: the
+  // first requests of a cold V8 are slow, and they should not be a
+  // client's. One keep-alive connection, one request after another; the
+  // warm-up ends at the last answer, the first failed request or the
+  // timeout, and the ready goes out then in every case.
+  const warmPath = env.SOCKD_NODE_WARMUP || '';
+  const warmRequests = Math.floor(positive(env.SOCKD_NODE_WARMUP_REQUESTS, 100));
+  const warmMs = positive(env.SOCKD_NODE_WARMUP_MS, 30000);
+  const kWarm = Symbol('sockd.warmup');
+  let warming = null; // the warm-up's promise, once begun
+  let warmed = false;
+  function warmingUp(s) {
+    return !!s && (s[kWarm] === true || (!!s._parent && s._parent[kWarm] === true));
+  }
+  function warmUp() {
+    if (!warming) warming = warmAll().then(() => { warmed = true; });
+    return warming;
+  }
+  async function warmAll() {
+    const servers = listeners.filter((l) => l.state === 'claimed' && l.server.listening && l.server[kState]).map((l) => l.server);
+    if (servers.length === 0) return say(`warm-up skipped: no HTTP server listens on sockd's sockets when the worker says it is ready`);
+    const t0 = Date.now();
+    let answered = 0;
+    for (let i = 0; i < servers.length; i++) {
+      const r = await warmServer(servers[i], i, t0 + warmMs);
+      answered += r.answered;
+      if (r.err) {
+        say(`warm-up of ${warmPath}: ${r.err}; the worker says it is ready anyway`);
+        break;
+      }
+    }
+    say(`warm-up: ${answered} requests for ${warmPath} answered in ${Date.now() - t0} ms`);
+  }
+  function warmServer(server, i, deadline) {
+    const tls = server instanceof https.Server;
+    const proto = tls ? https : http;
+    const name = `\0sockd-warmup-${pid}-${i}`;
+    return new Promise((resolve) => {
+      const agent = new proto.Agent({ keepAlive: true, maxSockets: 1 });
+      const priv = net.createServer((c) => {
+        c[kWarm] = true;
+        server.emit('connection', c);
+      });
+      let answered = 0;
+      let over = false;
+      const finish = (err) => {
+        if (over) return;
+        over = true;
+        clearTimeout(timer);
+        agent.destroy();
+        priv.close();
+        resolve({ answered, err });
+      };
+      const timer = setTimeout(() => finish(`${answered} of ${warmRequests} requests answered in ${warmMs} ms`), Math.max(0, deadline - Date.now()));
+      priv.on('error', (err) => finish(`no private socket: ${err.message}`));
+      const next = () => {
+        if (over) return;
+        if (answered >= warmRequests) return finish(null);
+        const fail = (err) => finish(`request ${answered + 1} of ${warmRequests}: ${err.message}`);
+        const req = proto.request({ socketPath: name, path: warmPath, agent, rejectUnauthorized: false,
+          headers: { host: 'localhost', 'user-agent': 'sockd-warmup' } }, (res) => {
+          res.on('error', fail);
+          res.on('end', () => { answered++; next(); });
+          res.resume();
+        });
+        req.on('error', fail);
+        req.end();
+      };
+      origListen.call(priv, name, next);
+    });
+  }
+
   // --- Messages to sockd over Node's IPC channel ---------------------------
+  const rawSend = typeof process.send === 'function' ? process.send : null;
   function send(msg) {
-    if (typeof process.send !== 'function' || !process.connected) return;
-    try { process.send({ sockd: msg }, undefined, {}, () => {}); } catch { /* channel gone */ }
+    if (!rawSend || !process.connected) return;
+    try { rawSend.call(process, { sockd: msg }, undefined, {}, () => {}); } catch { /* channel gone */ }
   }
   let readySent = false;
   function maybeReady() {
     if (readySent || !sends.has('ready')) return;
     if (listeners.some((l) => l.ok && !(l.state === 'claimed' && l.server.listening))) return;
     readySent = true;
+    if (warmPath && !warmed) return void warmUp().then(() => send({ ready: true }));
     send({ ready: true });
+  }
+  // The app's own ready (process.send('ready') or {sockd: {ready: true}})
+  // waits for the warm-up too, and every message after it behind it, in
+  // order.
+  if (warmPath && rawSend) {
+    const held = [];
+    const saysReady = (m) => m === 'ready' || (!!m && typeof m === 'object' && !!m.sockd && typeof m.sockd === 'object' && m.sockd.ready === true);
+    const flush = () => {
+      for (const [self, args] of held.splice(0)) {
+        try { rawSend.apply(self, args); } catch { /* the channel closed meanwhile */ }
+      }
+    };
+    process.send = function send(msg, ...rest) {
+      if (held.length === 0 && (warmed || !saysReady(msg))) return rawSend.call(this, msg, ...rest);
+      if (held.length === 0) warmUp().then(flush);
+      held.push([this, [msg, ...rest]]);
+      return true;
+    };
   }
   if (sends.has('requests')) {
     let sent = 0;

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,20 @@ func TestOptionsEnv(t *testing.T) {
 	for _, bad := range []Listener{{FD: 2, Network: "tcp"}, {FD: 3, Network: "udp"}} {
 		if _, err := (Options{}).Env([]Listener{bad}); err == nil {
 			t.Errorf("%+v accepted", bad)
+		}
+	}
+	env, err = Options{Warmup: Warmup{Path: "/warm?x=1"}}.Env(ls)
+	if err != nil || !slices.Contains(env, "SOCKD_NODE_WARMUP=/warm?x=1") || !slices.Contains(env, "SOCKD_NODE_WARMUP_REQUESTS=100") ||
+		!slices.Contains(env, "SOCKD_NODE_WARMUP_MS=30000") {
+		t.Fatalf("warm-up with defaults: %q, %v", env, err)
+	}
+	env, err = Options{Warmup: Warmup{Path: "/", Requests: 7, Timeout: 1500 * time.Millisecond}}.Env(ls)
+	if err != nil || !slices.Contains(env, "SOCKD_NODE_WARMUP_REQUESTS=7") || !slices.Contains(env, "SOCKD_NODE_WARMUP_MS=1500") {
+		t.Fatalf("warm-up: %q, %v", env, err)
+	}
+	for _, bad := range []Warmup{{Path: "warm"}, {Path: "/a b"}, {Path: "/a\nb"}, {Path: "/#x"}, {Path: "/", Requests: -1}, {Path: "/", Requests: MaxWarmupRequests + 1}, {Path: "/", Timeout: -1}} {
+		if _, err := (Options{Warmup: bad}).Env(ls); err == nil {
+			t.Errorf("warm-up %+v accepted", bad)
 		}
 	}
 	// The path survives JSON as Node reads it (an abstract socket's NUL).

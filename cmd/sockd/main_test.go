@@ -381,7 +381,7 @@ func TestBadInput(t *testing.T) {
 		{"bad ready rule", nil, nil, append(append([]string{"run"}, listen...), "--ready", "soon"), exitUsage, "want notify, node-ipc, node-listen or after"},
 		{"warm-up without a Node ready", nil, nil, append(append([]string{"run"}, listen...), "--warmup", "/"), exitUsage, "--warmup /: needs --ready node-ipc or node-listen"},
 		{"warm-up path not a path", nil, nil, append(append([]string{"run", "--ready", "node-ipc"}, listen...), "--warmup", "warm me"), exitUsage, "--warmup warm me: want a request target beginning with /"},
-		{"warm-up path with a space", nil, nil, append(append([]string{"run", "--ready", "node-ipc"}, listen...), "--warmup", "/a b"), exitUsage, "--warmup /a b: no spaces, control characters or # in a request target"},
+		{"warm-up path with a space", nil, nil, append(append([]string{"run", "--ready", "node-ipc"}, listen...), "--warmup", "/a b"), exitUsage, "--warmup /a b: want printable ASCII without spaces or # (percent-encode the rest)"},
 		{"warm-up without the preload", nil, nil, append(append([]string{"run", "--ready", "node-ipc", "--node-preload", "off"}, listen...), "--warmup", "/"), exitUsage, "--warmup /: needs --node-preload on"},
 		{"zero warm-up requests", nil, nil, append(append([]string{"run"}, listen...), "--warmup-requests", "0"), exitUsage, "--warmup-requests 0: want 1 to 100000"},
 		{"bad restart limit", nil, nil, append(append([]string{"run"}, listen...), "--restart-limit", "ten"), exitUsage, "N/DURATION"},

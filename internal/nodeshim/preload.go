@@ -104,14 +104,15 @@ const (
 )
 
 // CheckWarmupPath says what is wrong with p as a warm-up request target:
-// it must begin with "/" and hold no space, control character or '#'.
+// it must begin with "/" and hold only printable ASCII other than '#'
+// (anything else percent-encoded, as in a URL).
 func CheckWarmupPath(p string) error {
 	if !strings.HasPrefix(p, "/") {
 		return errors.New("want a request target beginning with /")
 	}
-	for _, r := range p {
-		if r <= ' ' || r == 0x7f || r == '#' {
-			return errors.New("no spaces, control characters or # in a request target")
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f || c == '#' {
+			return errors.New("want printable ASCII without spaces or # (percent-encode the rest)")
 		}
 	}
 	return nil

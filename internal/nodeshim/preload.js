@@ -366,7 +366,7 @@
   }
   async function warmAll() {
     const servers = listeners.filter((l) => l.state === 'claimed' && l.server.listening && l.server[kState]).map((l) => l.server);
-    if (servers.length === 0) return say(`warm-up skipped: no HTTP server listens on sockd's sockets when the worker says it is ready`);
+    if (servers.length === 0) return say(`warm-up skipped: no HTTP(S) server listens on sockd's sockets when the worker says it is ready`);
     const t0 = Date.now();
     let answered = 0;
     for (let i = 0; i < servers.length; i++) {
@@ -405,12 +405,17 @@
         if (over) return;
         if (answered >= warmRequests) return finish(null);
         const fail = (err) => finish(`request ${answered + 1} of ${warmRequests}: ${err.message}`);
-        const req = proto.request({ socketPath: name, path: warmPath, agent, rejectUnauthorized: false,
-          headers: { host: 'localhost', 'user-agent': 'sockd-warmup' } }, (res) => {
-          res.on('error', fail);
-          res.on('end', () => { answered++; next(); });
-          res.resume();
-        });
+        let req;
+        try {
+          req = proto.request({ socketPath: name, path: warmPath, agent, rejectUnauthorized: false,
+            headers: { host: 'localhost', 'user-agent': 'sockd-warmup' } }, (res) => {
+            res.on('error', fail);
+            res.on('end', () => { answered++; next(); });
+            res.resume();
+          });
+        } catch (err) {
+          return fail(err);
+        }
         req.on('error', fail);
         req.end();
       };

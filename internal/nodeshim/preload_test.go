@@ -140,7 +140,7 @@ func TestOptionsEnv(t *testing.T) {
 	if err != nil || !slices.Contains(env, "SOCKD_NODE_WARMUP_REQUESTS=7") || !slices.Contains(env, "SOCKD_NODE_WARMUP_MS=1500") {
 		t.Fatalf("warm-up: %q, %v", env, err)
 	}
-	for _, bad := range []Warmup{{Path: "warm"}, {Path: "/a b"}, {Path: "/a\nb"}, {Path: "/#x"}, {Path: "/", Requests: -1}, {Path: "/", Requests: MaxWarmupRequests + 1}, {Path: "/", Timeout: -1}} {
+	for _, bad := range []Warmup{{Path: "warm"}, {Path: "/a b"}, {Path: "/a\nb"}, {Path: "/#x"}, {Path: "/ä"}, {Path: "/", Requests: -1}, {Path: "/", Requests: MaxWarmupRequests + 1}, {Path: "/", Timeout: -1}} {
 		if _, err := (Options{Warmup: bad}).Env(ls); err == nil {
 			t.Errorf("warm-up %+v accepted", bad)
 		}

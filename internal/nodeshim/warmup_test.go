@@ -151,5 +151,5 @@ func TestWarmupWithoutServer(t *testing.T) {
 	p := start(t, spec{cmd: []string{"node", "-e", `process.send('ready'); setTimeout(() => {}, 60000);`}, set: set, ipc: true,
 		env: []string{WarmupVar + "=/"}})
 	p.waitMsg(`"ready"`, readyTimeout)
-	p.waitOutput("sockd: warm-up skipped: no HTTP server listens on sockd's sockets when the worker says it is ready", 5*time.Second)
+	p.waitOutput("sockd: warm-up skipped: no HTTP(S) server listens on sockd's sockets when the worker says it is ready", 5*time.Second)
 }

@@ -14,7 +14,10 @@
 # reload, one slot at a time, as PM2 reloads), and a fourth, sockd-ss,
 # with --reuseport --slow-start 2s (traffic steering, issue 20: a new
 # worker takes no connection before it is ready and its share ramps up
-# over 2 s; not in the default PEERS). The peers run side by side
+# over 2 s; not in the default PEERS), and a fifth, sockd-wu, with that and
+# --warmup / --warmup-requests 200 (the preload warms each new worker up
+# with 200 requests of its own before it is ready; not in the default
+# PEERS either). The peers run side by side
 # on free ports of their own; only one load runs at a time, the peers
 # alternated A B C A B C:
 #   1. throughput: wrk -t2 -c32 -d5s --latency, THROUGHPUT_ROUNDS rounds;
@@ -53,7 +56,7 @@ RELOADS=${RELOADS:-10}
 MEMORY=${MEMORY:-1}
 PEERS=${PEERS:-pm2 sockd sockd-b1}
 for p in $PEERS; do
-  case $p in pm2 | sockd | sockd-b1 | sockd-ss) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1, sockd-ss)" >&2; exit 1 ;; esac
+  case $p in pm2 | sockd | sockd-b1 | sockd-ss | sockd-wu) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1, sockd-ss, sockd-wu)" >&2; exit 1 ;; esac
 done
 has() { [[ " $PEERS " == *" $1 "* ]]; }
 APPDIR=$ROOT/examples/node-apps
@@ -96,8 +99,9 @@ export PM2_HOME=$TMP/pm2home PM2_DISABLE_VERSION_CHECK=true
 SOCK=$TMP/sockd.sock
 SOCK_B1=$TMP/sockd-b1.sock
 SOCK_SS=$TMP/sockd-ss.sock
+SOCK_WU=$TMP/sockd-wu.sock
 
-SOCKD_PID= SOCKD_B1_PID= SOCKD_SS_PID= WRK_PID=
+SOCKD_PID= SOCKD_B1_PID= SOCKD_SS_PID= SOCKD_WU_PID= WRK_PID=
 stop_sockd() { # stop_sockd PID: SIGTERM, then SIGKILL after 20 s
   if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
     kill -TERM "$1"
@@ -119,6 +123,7 @@ cleanup() {
   stop_sockd "$SOCKD_PID"
   stop_sockd "$SOCKD_B1_PID"
   stop_sockd "$SOCKD_SS_PID"
+  stop_sockd "$SOCKD_WU_PID"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -131,6 +136,8 @@ PORT_B1=$(freeport)
 while [ "$PORT_B1" = "$PORT_PM2" ] || [ "$PORT_B1" = "$PORT_SOCKD" ]; do PORT_B1=$(freeport); done
 PORT_SS=$(freeport)
 while [ "$PORT_SS" = "$PORT_PM2" ] || [ "$PORT_SS" = "$PORT_SOCKD" ] || [ "$PORT_SS" = "$PORT_B1" ]; do PORT_SS=$(freeport); done
+PORT_WU=$(freeport)
+while [ "$PORT_WU" = "$PORT_PM2" ] || [ "$PORT_WU" = "$PORT_SOCKD" ] || [ "$PORT_WU" = "$PORT_B1" ] || [ "$PORT_WU" = "$PORT_SS" ]; do PORT_WU=$(freeport); done
 
 ecosystem() { # ecosystem DIR PORT: the one ecosystem file, as PM2's docs write it
   mkdir -p "$1"
@@ -153,6 +160,7 @@ ecosystem "$TMP/pm2" "$PORT_PM2"
 ecosystem "$TMP/sockd" "$PORT_SOCKD"
 ecosystem "$TMP/sockd-b1" "$PORT_B1"
 ecosystem "$TMP/sockd-ss" "$PORT_SS"
+ecosystem "$TMP/sockd-wu" "$PORT_WU"
 cp "$TMP/pm2/ecosystem.config.js" "$OUT/ecosystem.config.js"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -164,6 +172,7 @@ CMD_PM2="PM2_HOME=\$TMP/pm2home pm2 start ecosystem.config.js"
 CMD_SOCKD="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SOCKD --control \$TMP/sockd.sock"
 CMD_B1="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_B1 --control \$TMP/sockd-b1.sock --reload-batch 1"
 CMD_SS="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SS --control \$TMP/sockd-ss.sock --reuseport --slow-start 2s"
+CMD_WU="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_WU --control \$TMP/sockd-wu.sock --reuseport --slow-start 2s --warmup / --warmup-requests 200"
 PM2_PID=
 if has pm2; then
   (cd "$TMP/pm2" && "$PM2" start ecosystem.config.js >"$OUT/pm2-start.log" 2>&1)
@@ -185,6 +194,11 @@ if has sockd-ss; then
     --control "$SOCK_SS" --reuseport --slow-start 2s >"$OUT/sockd-ss.log" 2>&1) &
   SOCKD_SS_PID=$!
 fi
+if has sockd-wu; then
+  (cd "$TMP/sockd-wu" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_WU" \
+    --control "$SOCK_WU" --reuseport --slow-start 2s --warmup / --warmup-requests 200 >"$OUT/sockd-wu.log" 2>&1) &
+  SOCKD_WU_PID=$!
+fi
 
 children() { # children PID: the pids whose parent is PID
   cat /proc/[0-9]*/status 2>/dev/null | awk -v p="$1" '/^Pid:/{pid=$2} /^PPid:/ && $2==p {print pid}' || true
@@ -203,14 +217,14 @@ waitready() { # waitready PEER: both workers up and answering
 workers() { # the worker pids of a peer
   case $1 in
   pm2) children "$PM2_PID" ;;
-  sockd | sockd-b1 | sockd-ss) "$SOCKD" status --json --control "$(sock_of "$1")" 2>/dev/null |
+  sockd | sockd-b1 | sockd-ss | sockd-wu) "$SOCKD" status --json --control "$(sock_of "$1")" 2>/dev/null |
     node -e 'let b="";process.stdin.on("data",d=>b+=d).on("end",()=>{const s=JSON.parse(b);
       for(const w of s.workers||s.Workers||[]){const st=w.state||w.State;if(st==="ready")console.log(w.pid||w.PID)}})' || true ;;
   esac
 }
-sock_of() { case $1 in sockd-b1) echo "$SOCK_B1" ;; sockd-ss) echo "$SOCK_SS" ;; *) echo "$SOCK" ;; esac; }
-port_of() { case $1 in pm2) echo "$PORT_PM2" ;; sockd) echo "$PORT_SOCKD" ;; sockd-b1) echo "$PORT_B1" ;; sockd-ss) echo "$PORT_SS" ;; esac; }
-sup_of() { case $1 in pm2) echo "$PM2_PID" ;; sockd) echo "$SOCKD_PID" ;; sockd-b1) echo "$SOCKD_B1_PID" ;; sockd-ss) echo "$SOCKD_SS_PID" ;; esac; }
+sock_of() { case $1 in sockd-b1) echo "$SOCK_B1" ;; sockd-ss) echo "$SOCK_SS" ;; sockd-wu) echo "$SOCK_WU" ;; *) echo "$SOCK" ;; esac; }
+port_of() { case $1 in pm2) echo "$PORT_PM2" ;; sockd) echo "$PORT_SOCKD" ;; sockd-b1) echo "$PORT_B1" ;; sockd-ss) echo "$PORT_SS" ;; sockd-wu) echo "$PORT_WU" ;; esac; }
+sup_of() { case $1 in pm2) echo "$PM2_PID" ;; sockd) echo "$SOCKD_PID" ;; sockd-b1) echo "$SOCKD_B1_PID" ;; sockd-ss) echo "$SOCKD_SS_PID" ;; sockd-wu) echo "$SOCKD_WU_PID" ;; esac; }
 for p in $PEERS; do waitready "$(port_of "$p")" "$p"; done
 
 # --- wrk and its report ----------------------------------------------------
@@ -270,7 +284,7 @@ done
 reload() {
   case $1 in
   pm2) "$PM2" reload "$NAME" >>"$OUT/reload-cmd-pm2.log" 2>&1 ;;
-  sockd | sockd-b1 | sockd-ss) "$SOCKD" reload --wait --control "$(sock_of "$1")" >>"$OUT/reload-cmd-$1.log" 2>&1 ;;
+  sockd | sockd-b1 | sockd-ss | sockd-wu) "$SOCKD" reload --wait --control "$(sock_of "$1")" >>"$OUT/reload-cmd-$1.log" 2>&1 ;;
   esac
 }
 [ "$RELOAD_ROUNDS" -gt 0 ] && echo "pm2same: reloads" >&2
@@ -313,7 +327,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 MINUTES=$(awk -v s=$(($(date +%s) - T0)) 'BEGIN{printf "%.1f", s/60}')
 
 # --- the tables --------------------------------------------------------------
-label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s" ;; esac; }
+label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s" ;; sockd-wu) echo "sockd --pm2 --reuseport --slow-start 2s --warmup /" ;; esac; }
 {
   echo "Run $START, $MINUTES minutes; load average $LOAD_BEFORE before, $LOAD_AFTER after."
   echo "Versions: node $(node --version), pm2 $PM2_VERSION, $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), sockd $COMMIT$DIRTY, $(go version | cut -d' ' -f3)."
@@ -322,6 +336,7 @@ label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "s
   has sockd && echo "sockd: $CMD_SOCKD"
   has sockd-b1 && echo "sockd-b1: $CMD_B1"
   has sockd-ss && echo "sockd-ss: $CMD_SS"
+  has sockd-wu && echo "sockd-wu: $CMD_WU"
   if [ "$THROUGHPUT_ROUNDS" -gt 0 ]; then
   echo
   echo "### 1. Throughput (wrk -t2 -c32 -d5s --latency)"

@@ -13,13 +13,16 @@
 //     cluster.js.
 //   - cold: 2 workers of coldapp.js, which serves from the moment it
 //     listens but is ready only 1 s later, and is cold (V8 has not
-//     compiled its handler yet); 8 reloads (-reloads), one every 5 s:
-//     answers from workers that were not ready yet, p99 in the 2 s after
-//     each reload against p99 in a steady window of 10 s (-steady) before
-//     the first.
+//     compiled its handler yet); 8 reloads (-reloads), one every 5 s
+//     (-every): answers from workers that were not ready yet, p99 in the
+//     2 s after each reload against p99 in a steady window of 10 s
+//     (-steady) before the first, and against p99 in the last 2 s before
+//     each next reload (between: steady windows interleaved with the
+//     after windows, once -every leaves the reload time to end).
 //
 // Peers (-peers, comma-separated): shared, reuseport, slowstart (sockd
-// -sockd, with --reuseport --slow-start 2s), old-shared, old-reuseport
+// -sockd, with --reuseport --slow-start 2s), warmup (slowstart's flags and
+// --warmup / --warmup-requests -warmup-requests; cold only), old-shared, old-reuseport
 // (sockd -sockd-old), nginx, cluster (stall only), pm2 (cold only; -pm2
 // names PM2's binary). Every peer binds 127.0.0.1 on a port of its own;
 // one peer runs at a time. Example (README of bench/, BENCHMARKS.md):
@@ -54,6 +57,8 @@ import (
 type options struct {
 	sockd, old, pm2, dir string
 	raw                  string // a directory for every request of every peer, as CSV
+	warmupRequests       int
+	every                time.Duration // the cold scenario's time from one reload to the next
 	rate, reloads        int
 	stall, slowStart     time.Duration
 	steady               time.Duration
@@ -71,7 +76,9 @@ func main() {
 	flag.DurationVar(&o.steady, "steady", 10*time.Second, "the cold scenario's steady window, before the first reload")
 	flag.DurationVar(&o.stall, "stall", 6*time.Second, "how long the worker stays stopped")
 	flag.StringVar(&o.raw, "raw", "", "write every request to DIR/SCENARIO-PEER.csv (start ms, latency ms, pid, unready, error)")
-	flag.DurationVar(&o.slowStart, "slow-start", 2*time.Second, "--slow-start of the slowstart peer")
+	flag.DurationVar(&o.slowStart, "slow-start", 2*time.Second, "--slow-start of the slowstart and warmup peers")
+	flag.IntVar(&o.warmupRequests, "warmup-requests", 200, "--warmup-requests of the warmup peer")
+	flag.DurationVar(&o.every, "every", 5*time.Second, "the cold scenario's time from one reload's start to the next (the last 2 s before each next reload are its between window)")
 	flag.Parse()
 	src, err := os.Getwd()
 	if err == nil {
@@ -112,12 +119,13 @@ func main() {
 // request sent; waited is over 1 s; balance is the smallest and largest
 // share of a worker before the stall; unready are answers from workers
 // before their ready message; after are the requests sent in the 2 s
-// after each reload began; reload is `reload --wait`'s (or `pm2
+// after each reload began; between are those sent in the last 2 s before
+// each next reload (or the end); reload is `reload --wait`'s (or `pm2
 // reload`'s) median duration; CPU is the supervisor's, per reload
-// interval (5 s).
+// interval (-every).
 var headers = map[string]string{
 	"stall": "| peer | requests | failed | waited > 1 s | p50 ms | p99 ms | max ms | balance |\n|---|---:|---:|---:|---:|---:|---:|---:|",
-	"cold": "| peer | requests | failed | unready | steady p50 ms | steady p99 ms | after p50 ms | after p99 ms | after / steady p99 | reload ms | supervisor CPU ms |\n" +
+	"cold": "| peer | requests | failed | unready | steady p50 ms | steady p99 ms | after p50 ms | after p99 ms | after / steady p99 | between p99 ms | after / between p99 | reload ms | supervisor CPU ms |\n" +
 		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 }
 
@@ -148,7 +156,7 @@ func start(o options, name string, n int, app string) (*peer, error) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	switch name {
-	case "shared", "reuseport", "slowstart", "old-shared", "old-reuseport":
+	case "shared", "reuseport", "slowstart", "warmup", "old-shared", "old-reuseport":
 		bin, extra := o.sockd, []string(nil)
 		if strings.HasPrefix(name, "old-") {
 			if o.old == "" {
@@ -161,6 +169,11 @@ func start(o options, name string, n int, app string) (*peer, error) {
 			extra = []string{"--reuseport"}
 		case "slowstart":
 			extra = []string{"--reuseport", "--slow-start", o.slowStart.String()}
+		case "warmup":
+			if app == "" {
+				return nil, errors.New("peer warmup runs the cold scenario only")
+			}
+			extra = []string{"--reuseport", "--slow-start", o.slowStart.String(), "--warmup", "/", "--warmup-requests", strconv.Itoa(o.warmupRequests)}
 		}
 		return startSockd(bin, addr, n, app, extra)
 	case "boot":
@@ -546,7 +559,10 @@ func cold(w io.Writer, o options, name string) error {
 	defer p.stop()
 	// 3 s of warm-up, -steady (10 s: 5,000 requests, so that its p99 is
 	// not the 20th slowest of 2,000), then a reload every 5 s
-	warm, steady, every := 3*time.Second, o.steady, 5*time.Second
+	warm, steady, every := 3*time.Second, o.steady, o.every
+	if every < 4*time.Second {
+		every = 5 * time.Second
+	}
 	first := warm + steady
 	hooks := map[time.Duration]func(){}
 	var mu sync.Mutex
@@ -587,9 +603,17 @@ func cold(w io.Writer, o options, name string) error {
 	}
 	st := summarize(rs, func(r result) bool { return r.at >= warm && r.at < first })
 	af := summarize(rs, afterReload)
+	// between: the last 2 s before the next reload (or the end), steady
+	// windows interleaved with the after windows, which a slow drift of
+	// the machine's speed affects alike; steady only when the reload is
+	// over by then (-every 10s: a reload with --slow-start 2s takes 4.5 s).
+	bt := summarize(rs, func(r result) bool {
+		return r.at >= first && (r.at-first)%every >= every-2*time.Second
+	})
 	all := summarize(rs, func(r result) bool { return r.at >= warm })
 	slices.Sort(reloadTook)
-	fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %s | %s | %s | %.2f× | %s | %d |\n", name, all.n, all.failed, all.unready,
-		ms(st.p50), ms(st.p99), ms(af.p50), ms(af.p99), float64(af.p99)/float64(max(st.p99, 1)), ms(reloadTook[len(reloadTook)/2]), supCPU.Milliseconds())
+	fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %s | %s | %s | %.2f× | %s | %.2f× | %s | %d |\n", name, all.n, all.failed, all.unready,
+		ms(st.p50), ms(st.p99), ms(af.p50), ms(af.p99), float64(af.p99)/float64(max(st.p99, 1)),
+		ms(bt.p99), float64(af.p99)/float64(max(bt.p99, 1)), ms(reloadTook[len(reloadTook)/2]), supCPU.Milliseconds())
 	return nil
 }

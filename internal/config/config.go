@@ -409,14 +409,24 @@ func (r *Run) check() error {
 	if r.PM2Env != "" && r.PM2 == "" {
 		return Usagef("--pm2-env %s: needs --pm2", r.PM2Env)
 	}
+	if r.PM2 == "" { // else the ecosystem file may set --ready: Load checks once it is read
+		if err := r.checkWarmup(); err != nil {
+			return err
+		}
+	}
+	if r.Cgroups == "no" && r.Limits != (cgroup.Limits{}) {
+		return Usagef("--cgroups no: per-worker cgroup limits (--worker-memory-max, --worker-pids-max, --worker-cpu-weight) need cgroups")
+	}
+	return nil
+}
+
+// checkWarmup: --warmup needs the preload and a ready on Node's channel.
+func (r *Run) checkWarmup() error {
 	if r.Warmup != "" && r.NodePreload == "off" {
 		return Usagef("--warmup %s: needs --node-preload on (the preload sends the warm-up requests)", r.Warmup)
 	}
 	if r.Warmup != "" && !r.Ready.NodeIPC {
 		return Usagef("--warmup %s: needs --ready node-ipc or node-listen (the preload holds the worker's ready on Node's IPC channel until the warm-up is done)", r.Warmup)
-	}
-	if r.Cgroups == "no" && r.Limits != (cgroup.Limits{}) {
-		return Usagef("--cgroups no: per-worker cgroup limits (--worker-memory-max, --worker-pids-max, --worker-cpu-weight) need cgroups")
 	}
 	return nil
 }

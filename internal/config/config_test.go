@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/cpus"
+	"github.com/sockd/sockd/internal/nodeshim"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -218,6 +219,18 @@ func TestLoad(t *testing.T) {
 		if _, err := Load(c.src); err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.src, err, c.want)
 		}
+	}
+	// --warmup with --pm2: the file's wait_ready is the ready it needs,
+	// and a --ready notify given beside it is refused once the file is read.
+	eco := dir + "/ecosystem.json"
+	os.WriteFile(eco, []byte(`{"apps": [{"name": "api", "script": "/bin/true", "wait_ready": true}]}`), 0o644)
+	r, err = Load(Source{Args: []string{"--pm2", eco, "--warmup", "/warm", "--warmup-requests", "7"}, Environ: []string{"PATH=/bin"}, Self: "x"})
+	if err != nil || r.Pool().Warmup != (nodeshim.Warmup{Path: "/warm", Requests: 7}) || !r.Ready.NodeIPC {
+		t.Fatalf("--pm2 with --warmup: %+v, %v", r, err)
+	}
+	if _, err := Load(Source{Args: []string{"--pm2", eco, "--warmup", "/warm", "--ready", "notify"}, Environ: []string{"PATH=/bin"}, Self: "x"}); err == nil ||
+		!errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--warmup /warm: needs --ready node-ipc or node-listen") {
+		t.Errorf("--pm2 with --warmup and --ready notify: %v", err)
 	}
 	os.WriteFile(f, []byte("SOCKD_WORKERS=lots\n"), 0o644)
 	if _, err := Load(Source{Args: []string{"--env-file", f}, Self: "x"}); err == nil || !strings.Contains(err.Error(), `SOCKD_WORKERS="lots"`) {

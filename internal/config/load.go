@@ -79,6 +79,9 @@ func Load(src Source) (*Run, error) {
 			}
 		}
 		env = app.Environ(env)
+		if err := r.checkWarmup(); err != nil {
+			return nil, err
+		}
 	}
 	r.Env, r.Base = env, src.Environ
 	r.Warnings = append(r.Warnings, unknownSettings(env)...)

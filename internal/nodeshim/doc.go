@@ -135,8 +135,8 @@
 // ready goes out in every case, with one line on stderr saying how it
 // went:
 //
-//	sockd: warm-up: 100 requests for / answered in 212 ms
-//	sockd: warm-up of /: request 1 of 100: socket hang up; the worker says it is ready anyway
+//	sockd: warm-up: 200 requests for / answered in 123 ms
+//	sockd: warm-up of /: request 1 of 200: socket hang up; the worker says it is ready anyway
 //
 // Why: a cold V8 runs the app's code in its interpreter first; the first
 // requests of a new worker take several times a warm one's (10-20 ms

@@ -98,7 +98,7 @@ type Warmup struct {
 
 // Defaults of Warmup.
 const (
-	DefaultWarmupRequests = 100
+	DefaultWarmupRequests = 200
 	DefaultWarmupTimeout  = 30 * time.Second
 	MaxWarmupRequests     = 100000
 )

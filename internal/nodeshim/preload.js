@@ -352,7 +352,7 @@
   // warm-up ends at the last answer, the first failed request or the
   // timeout, and the ready goes out then in every case.
   const warmPath = env.SOCKD_NODE_WARMUP || '';
-  const warmRequests = Math.floor(positive(env.SOCKD_NODE_WARMUP_REQUESTS, 100));
+  const warmRequests = Math.floor(positive(env.SOCKD_NODE_WARMUP_REQUESTS, 200));
   const warmMs = positive(env.SOCKD_NODE_WARMUP_MS, 30000);
   const kWarm = Symbol('sockd.warmup');
   let warming = null; // the warm-up's promise, once begun

@@ -132,7 +132,7 @@ func TestOptionsEnv(t *testing.T) {
 		}
 	}
 	env, err = Options{Warmup: Warmup{Path: "/warm?x=1"}}.Env(ls)
-	if err != nil || !slices.Contains(env, "SOCKD_NODE_WARMUP=/warm?x=1") || !slices.Contains(env, "SOCKD_NODE_WARMUP_REQUESTS=100") ||
+	if err != nil || !slices.Contains(env, "SOCKD_NODE_WARMUP=/warm?x=1") || !slices.Contains(env, "SOCKD_NODE_WARMUP_REQUESTS=200") ||
 		!slices.Contains(env, "SOCKD_NODE_WARMUP_MS=30000") {
 		t.Fatalf("warm-up with defaults: %q, %v", env, err)
 	}

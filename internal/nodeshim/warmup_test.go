@@ -110,15 +110,23 @@ func TestWarmupHoldsTheAppsReady(t *testing.T) {
 }
 
 // Under --ready node-listen the preload's own ready waits for the
-// warm-up too; an https server is warmed up over TLS.
+// warm-up too; an https server is warmed up over TLS, and its warm-up
+// requests are not counted.
 func TestWarmupHoldsThePreloadsReady(t *testing.T) {
 	const n = 10
 	key, cert := selfSigned(t, t.TempDir())
 	p, addr := startWarmApp(t, "READY=none", "HTTPS="+key+":"+cert, "WARM_DELAY_MS=5", WarmupVar+"=/", WarmupRequestsVar+"="+strconv.Itoa(n),
-		SendVar+"=ready")
+		SendVar+"=ready,requests", RequestsIntervalVar+"=20")
 	p.waitMsg(`{"sockd":{"ready":true}}`, readyTimeout)
 	if s := stats(t, "https://"+addr); s.Warm != n || s.OverTCP != 0 {
 		t.Fatalf("stats %+v: want %d warm-up requests answered before the preload's ready", s, n)
+	}
+	// Warm-up requests over TLS are not counted either.
+	p.waitMsg(`{"sockd":{"requests":1}}`, 5*time.Second)
+	for _, m := range p.messages() {
+		if msg, ours, _ := ParseMessage([]byte(m)); ours && msg.HasRequests && msg.Requests != 1 {
+			t.Fatalf("request count %d includes the warm-up: %q", msg.Requests, p.messages())
+		}
 	}
 }
 

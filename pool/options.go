@@ -334,11 +334,8 @@ func (c Config) WithDefaults() (Config, error) {
 		if !c.NodePreload || !c.Ready.NodeIPC {
 			return c, errors.New("warm-up: needs the Node.js preload and a ready on the IPC channel (node-ipc or node-listen)")
 		}
-		if err := nodeshim.CheckWarmupPath(c.Warmup.Path); err != nil {
-			return c, fmt.Errorf("warm-up path %q: %w", c.Warmup.Path, err)
-		}
-		if c.Warmup.Requests < 0 || c.Warmup.Requests > nodeshim.MaxWarmupRequests || c.Warmup.Timeout < 0 {
-			return c, fmt.Errorf("warm-up of %d requests in %s: want 0 to %d requests and a timeout not negative", c.Warmup.Requests, c.Warmup.Timeout, nodeshim.MaxWarmupRequests)
+		if err := c.Warmup.Check(); err != nil {
+			return c, err
 		}
 		if c.Warmup.Timeout == 0 {
 			c.Warmup.Timeout = c.ReadyTimeout / 2

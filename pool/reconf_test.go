@@ -4,8 +4,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sockd/sockd/internal/cgroup"
+	"github.com/sockd/sockd/internal/nodeshim"
 	"golang.org/x/sys/unix"
 )
 
@@ -191,4 +193,34 @@ func TestSimSignalAndSend(t *testing.T) {
 	}
 	s.exitStopped()
 	reply(t, res)
+}
+
+// A warm-up needs the preload and a ready on Node's channel; its timeout
+// is half the ready timeout unless set.
+func TestConfigWarmup(t *testing.T) {
+	base := Config{Command: []string{"node"}, NodePreload: true, Ready: ReadyRule{NodeIPC: true}, ReadyTimeout: 4 * time.Second}
+	c := base
+	c.Warmup = nodeshim.Warmup{Path: "/warm"}
+	if got, err := c.WithDefaults(); err != nil || got.Warmup.Timeout != 2*time.Second {
+		t.Fatalf("warm-up timeout %s, %v; want 2s", got.Warmup.Timeout, err)
+	}
+	c.Warmup.Timeout = time.Second
+	if got, err := c.WithDefaults(); err != nil || got.Warmup.Timeout != time.Second {
+		t.Fatalf("warm-up timeout %s, %v; want 1s as set", got.Warmup.Timeout, err)
+	}
+	for name, change := range map[string]func(*Config){
+		"no preload":     func(c *Config) { c.NodePreload = false },
+		"ready notify":   func(c *Config) { c.Ready = ReadyRule{} },
+		"not a path":     func(c *Config) { c.Warmup.Path = "warm" },
+		"a space":        func(c *Config) { c.Warmup.Path = "/a b" },
+		"too many":       func(c *Config) { c.Warmup.Requests = nodeshim.MaxWarmupRequests + 1 },
+		"negative count": func(c *Config) { c.Warmup.Requests = -1 },
+	} {
+		c := base
+		c.Warmup = nodeshim.Warmup{Path: "/warm"}
+		change(&c)
+		if _, err := c.WithDefaults(); err == nil || !strings.Contains(err.Error(), "warm-up") {
+			t.Errorf("%s: %v, want a warm-up error", name, err)
+		}
+	}
 }

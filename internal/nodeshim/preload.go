@@ -118,6 +118,20 @@ func CheckWarmupPath(p string) error {
 	return nil
 }
 
+// Check says what is wrong with w (nothing for the zero value).
+func (w Warmup) Check() error {
+	if w.Path == "" {
+		return nil
+	}
+	if err := CheckWarmupPath(w.Path); err != nil {
+		return fmt.Errorf("warm-up path %q: %w", w.Path, err)
+	}
+	if w.Requests < 0 || w.Requests > MaxWarmupRequests || w.Timeout < 0 {
+		return fmt.Errorf("warm-up of %d requests in %s: want 0 to %d requests and a timeout not negative", w.Requests, w.Timeout, MaxWarmupRequests)
+	}
+	return nil
+}
+
 // Options are the knobs of the preload; the zero value is the default.
 type Options struct {
 	// IdleGrace: see DefaultIdleGrace (zero means the default).
@@ -156,11 +170,8 @@ func (o Options) Env(ls []Listener) ([]string, error) {
 		env = append(env, RequestsIntervalVar+"="+strconv.FormatInt(max(1, o.RequestsInterval.Milliseconds()), 10))
 	}
 	if w := o.Warmup; w.Path != "" {
-		if err := CheckWarmupPath(w.Path); err != nil {
-			return nil, fmt.Errorf("nodeshim: warm-up path %q: %w", w.Path, err)
-		}
-		if w.Requests < 0 || w.Requests > MaxWarmupRequests || w.Timeout < 0 {
-			return nil, fmt.Errorf("nodeshim: warm-up of %d requests in %s: want 0 to %d requests and a timeout not negative", w.Requests, w.Timeout, MaxWarmupRequests)
+		if err := w.Check(); err != nil {
+			return nil, fmt.Errorf("nodeshim: %w", err)
 		}
 		if w.Requests == 0 {
 			w.Requests = DefaultWarmupRequests

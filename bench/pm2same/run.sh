@@ -41,7 +41,8 @@
 # pinned PM2 of bench/peers/node/package-lock.json: taken from
 # bench/peers/node/node_modules (scripts/bench installs it there), else
 # installed once with npm ci into bench/results/pm2same/pm2 (git-ignored).
-# Builds sockd into /tmp/sockd-bench. Raw wrk reports and logs go to
+# Builds sockd into /tmp/sockd-bench (SOCKD_BIN=path runs that binary
+# instead, e.g. one built at an earlier commit to compare). Raw wrk reports and logs go to
 # bench/results/pm2same-<time>/ (OUT=dir to choose); the tables are
 # printed at the end and written to summary.md there. About 7 minutes
 # (the reload part alone: 5).
@@ -87,8 +88,12 @@ if [ ! -x "$PM2" ]; then
 fi
 PM2_VERSION=$(node -p "require('$(dirname "$(readlink -f "$PM2")")/../package.json').version")
 
-SOCKD=/tmp/sockd-bench
-go build -o "$SOCKD" ./cmd/sockd
+if [ -n "${SOCKD_BIN:-}" ]; then # a sockd built elsewhere (an earlier commit, to compare)
+  SOCKD=$SOCKD_BIN
+else
+  SOCKD=/tmp/sockd-bench
+  go build -o "$SOCKD" ./cmd/sockd
+fi
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
 DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no | grep -q . && echo " (uncommitted changes in the tree)" || true)
 

@@ -57,6 +57,7 @@ import (
 type options struct {
 	sockd, old, pm2, dir string
 	raw                  string // a directory for every request of every peer, as CSV
+	logs                 string // a directory for sockd's own log, per peer
 	warmupRequests       int
 	every                time.Duration // the cold scenario's time from one reload to the next
 	rate, reloads        int
@@ -75,6 +76,7 @@ func main() {
 	flag.IntVar(&o.reloads, "reloads", 8, "reloads in the cold scenario")
 	flag.DurationVar(&o.steady, "steady", 10*time.Second, "the cold scenario's steady window, before the first reload")
 	flag.DurationVar(&o.stall, "stall", 6*time.Second, "how long the worker stays stopped")
+	flag.StringVar(&o.logs, "log", "", "keep sockd's log of each run in DIR/SCENARIO-PEER.log (steering decisions, reloads)")
 	flag.StringVar(&o.raw, "raw", "", "write every request to DIR/SCENARIO-PEER.csv (start ms, latency ms, pid, unready, error)")
 	flag.DurationVar(&o.slowStart, "slow-start", 2*time.Second, "--slow-start of the slowstart and warmup peers")
 	flag.IntVar(&o.warmupRequests, "warmup-requests", 200, "--warmup-requests of the warmup peer")
@@ -175,12 +177,12 @@ func start(o options, name string, n int, app string) (*peer, error) {
 			}
 			extra = []string{"--reuseport", "--slow-start", o.slowStart.String(), "--warmup", "/", "--warmup-requests", strconv.Itoa(o.warmupRequests)}
 		}
-		return startSockd(bin, addr, n, app, extra)
+		return startSockd(bin, addr, n, app, extra, o.logFile(name, app))
 	case "boot":
 		if app == "" {
 			return nil, errors.New("peer boot runs the cold scenario only")
 		}
-		p, err := startSockd(o.sockd, addr, n, app, []string{"--reuseport"})
+		p, err := startSockd(o.sockd, addr, n, app, []string{"--reuseport"}, o.logFile(name, app))
 		if err == nil {
 			p.reload = func() error { return boot(app, n) }
 		}
@@ -198,7 +200,28 @@ func start(o options, name string, n int, app string) (*peer, error) {
 	return nil, fmt.Errorf("unknown peer %q", name)
 }
 
-func startSockd(bin, addr string, n int, app string, extra []string) (*peer, error) {
+// logFile is where sockd's log of the named peer goes ("": nowhere).
+func (o options) logFile(name, app string) string {
+	if o.logs == "" {
+		return ""
+	}
+	scenario := "stall"
+	if app != "" {
+		scenario = "cold"
+	}
+	return filepath.Join(o.logs, scenario+"-"+name+".log")
+}
+
+func startSockd(bin, addr string, n int, app string, extra []string, logFile string) (*peer, error) {
+	var log io.Writer = io.Discard
+	if logFile != "" {
+		f, err := os.Create(logFile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child has its own copy
+		log = f
+	}
 	dir, err := os.MkdirTemp("", "steer-sockd")
 	if err != nil {
 		return nil, err
@@ -212,7 +235,7 @@ func startSockd(bin, addr string, n int, app string, extra []string) (*peer, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.Stdout, cmd.Stderr = io.Discard, log
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err

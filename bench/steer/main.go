@@ -18,7 +18,11 @@
 //     2 s after each reload against p99 in a steady window of 10 s
 //     (-steady) before the first, and against p99 in the last 2 s before
 //     each next reload (between: steady windows interleaved with the
-//     after windows, once -every leaves the reload time to end).
+//     after windows, once -every leaves the reload time to end). With
+//     -keepalive N the load is instead N clients sending back to back on
+//     kept-alive connections (closed loop, the kind of load of
+//     BENCHMARKS.md's section 2b), through internal/load; -raw then has
+//     every request, to see where in a reload the slow ones fall.
 //
 // Peers (-peers, comma-separated): shared, reuseport, slowstart (sockd
 // -sockd, with --reuseport --slow-start 2s), warmup (slowstart's flags and
@@ -33,6 +37,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -51,6 +56,7 @@ import (
 	"syscall"
 	"time"
 
+	loadgen "github.com/sockd/sockd/internal/load"
 	"github.com/sockd/sockd/internal/procfs"
 )
 
@@ -61,6 +67,7 @@ type options struct {
 	warmupRequests       int
 	every                time.Duration // the cold scenario's time from one reload to the next
 	rate, reloads        int
+	keepAlive            int // the cold scenario's closed-loop keep-alive clients instead of -rate (0: open loop)
 	stall, slowStart     time.Duration
 	steady               time.Duration
 }
@@ -73,6 +80,7 @@ func main() {
 	flag.StringVar(&o.old, "sockd-old", "", "the sockd binary before steering (old-* peers)")
 	flag.StringVar(&o.pm2, "pm2", "pm2", "PM2's binary (peer pm2)")
 	flag.IntVar(&o.rate, "rate", 0, "new connections a second (default 1000 for stall, 500 for cold)")
+	flag.IntVar(&o.keepAlive, "keepalive", 0, "cold scenario: N clients sending back to back on kept-alive connections (closed loop, section 2b's kind of load) instead of -rate new connections a second")
 	flag.IntVar(&o.reloads, "reloads", 8, "reloads in the cold scenario")
 	flag.DurationVar(&o.steady, "steady", 10*time.Second, "the cold scenario's steady window, before the first reload")
 	flag.DurationVar(&o.stall, "stall", 6*time.Second, "how long the worker stays stopped")
@@ -464,6 +472,40 @@ func load(addr string, rate int, d time.Duration, hooks map[time.Duration]func()
 	return out
 }
 
+// loadKeepAlive runs n clients that send back to back on kept-alive
+// connections (closed loop: the load takes what the servers give), for d;
+// at calls each hook once its time has come. Answers before ready are not
+// told apart here (unready stays false).
+func loadKeepAlive(addr string, n int, d time.Duration, hooks map[time.Duration]func()) []result {
+	run := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, KeepAlive: n, Duration: d, Careful: true, Timeout: 20 * time.Second})
+	tick := time.NewTicker(5 * time.Millisecond)
+	for len(hooks) > 0 {
+		select {
+		case <-tick.C:
+		case <-run.Done():
+			clear(hooks)
+		}
+		el := run.Since()
+		for at, f := range hooks {
+			if el >= at {
+				f()
+				delete(hooks, at)
+			}
+		}
+	}
+	tick.Stop()
+	res := run.Wait()
+	out := make([]result, 0, len(res.Records))
+	for _, r := range res.Records {
+		x := result{at: r.Start, took: r.Latency, pid: int(r.PID)}
+		if r.Kind != loadgen.OK {
+			x.err = fmt.Errorf("%s: %s", r.Kind, r.Err)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
 func get(addr string) (time.Duration, string, error) {
 	t0 := time.Now()
 	c, err := net.DialTimeout("tcp", addr, 20*time.Second)
@@ -612,7 +654,12 @@ func cold(w io.Writer, o options, name string) error {
 	}
 	var cpu0 time.Duration
 	hooks[first-time.Millisecond] = func() { cpu0 = cpu(p.sup) }
-	rs := load(p.addr, o.rate, first+time.Duration(o.reloads)*every, hooks)
+	var rs []result
+	if o.keepAlive > 0 {
+		rs = loadKeepAlive(p.addr, o.keepAlive, first+time.Duration(o.reloads)*every, hooks)
+	} else {
+		rs = load(p.addr, o.rate, first+time.Duration(o.reloads)*every, hooks)
+	}
 	wg.Wait()
 	supCPU := (cpu(p.sup) - cpu0) / time.Duration(o.reloads)
 	if reloadErr != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -8,9 +9,10 @@ import (
 	"time"
 )
 
-// TestScenarios runs both scenarios briefly against this tree's sockd:
-// the commands BENCHMARKS.md gives work, every request is answered, and
-// the rows have the header's columns.
+// TestScenarios runs both scenarios briefly against this tree's sockd
+// (cold also under -keepalive, with -log and -raw): the commands
+// BENCHMARKS.md gives work, every request is answered, and the rows have
+// the header's columns.
 func TestScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds sockd and runs Node")
@@ -31,10 +33,22 @@ func TestScenarios(t *testing.T) {
 	if err := cold(&b, o, "slowstart"); err != nil {
 		t.Fatal(err)
 	}
+	// -keepalive, with -log and -raw.
+	ka := o
+	ka.keepAlive, ka.logs, ka.raw = 4, t.TempDir(), t.TempDir()
+	if err := cold(&b, ka, "slowstart"); err != nil {
+		t.Fatal(err)
+	}
+	if log, err := os.ReadFile(filepath.Join(ka.logs, "cold-slowstart.log")); err != nil || !strings.Contains(string(log), "reload finished") {
+		t.Errorf("-log: sockd's log has no reload: %v\n%s", err, log)
+	}
+	if raw, err := os.ReadFile(filepath.Join(ka.raw, "cold-slowstart.csv")); err != nil || strings.Count(string(raw), "\n") < 100 {
+		t.Errorf("-raw with -keepalive: %d bytes, %v", len(raw), err)
+	}
 	rows := strings.Split(strings.TrimSpace(b.String()), "\n")
-	for i, scenario := range []string{"stall", "cold"} {
+	for i, scenario := range []string{"stall", "cold", "cold"} {
 		cols := strings.Count(strings.SplitN(headers[scenario], "\n", 2)[0], "|")
-		if len(rows) != 2 || strings.Count(rows[i], "|") != cols {
+		if len(rows) != 3 || strings.Count(rows[i], "|") != cols {
 			t.Fatalf("rows %q do not fit the %s header", rows, scenario)
 		}
 		if f := strings.Fields(rows[i]); f[5] != "0" {

@@ -2,8 +2,6 @@ package pool
 
 import (
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -223,50 +221,6 @@ func TestConfigWarmup(t *testing.T) {
 		change(&c)
 		if _, err := c.WithDefaults(); err == nil || !strings.Contains(err.Error(), "warm-up") {
 			t.Errorf("%s: %v, want a warm-up error", name, err)
-		}
-	}
-}
-
-// A worker that serves out its successor's slow start is told so on its
-// Node channel, when the preload is there to hear it: its keep-alive
-// connections then move over the ramp (nodeshim.HandoverMessage). Only
-// the retired workers hear it, once; nothing is sent without the preload.
-func TestSimHandoverMessage(t *testing.T) {
-	for _, preload := range []bool{true, false} {
-		s := newSim(t, func(o *simOpts) {
-			o.Command, o.Ready, o.Config.NodePreload = []string{"node"}, ReadyRule{NodeIPC: true}, preload
-			o.Deps.NodePreload = "/run/sockd/preload.js"
-		})
-		s.channels, s.ramp = true, 2*time.Second
-		s.readyAll()
-		old := s.livePIDs()
-		res := s.reload()
-		s.advance(time.Second) // the new workers start
-		s.readyAll()
-		want := []string(nil)
-		if preload {
-			for _, pid := range old {
-				want = append(want, fmt.Sprintf(`%d {"sockd":{"handover_ms":2000}}`, pid))
-			}
-		}
-		if !slices.Equal(s.sentTo, want) {
-			t.Fatalf("preload %v: sent %q, want %q", preload, s.sentTo, want)
-		}
-		for _, pid := range old {
-			if s.signalled(pid, unix.SIGTERM) {
-				t.Fatalf("preload %v: old worker %d stopped before its successor's ramp was over", preload, pid)
-			}
-		}
-		s.advance(2 * time.Second)
-		for _, pid := range old {
-			if !s.signalled(pid, unix.SIGTERM) {
-				t.Fatalf("preload %v: old worker %d not stopped after the ramp", preload, pid)
-			}
-		}
-		s.exitStopped()
-		reply(t, res)
-		if !slices.Equal(s.sentTo, want) {
-			t.Fatalf("preload %v: sent %q after the reload, want %q", preload, s.sentTo, want)
 		}
 	}
 }

@@ -44,11 +44,10 @@ type sim struct {
 	sockets   int
 	steeredTo int
 	queue     map[int]int
-	sent      []string      // what systemd was told
-	channels  bool          // workers have Node IPC channels
-	ramp      time.Duration // a ready worker's slow start (steering's ramp)
-	noIdle    bool          // sockd may not give a worker its priority back
-	sentTo    []string      // messages sent on them, "PID MSG"
+	sent      []string // what systemd was told
+	channels  bool     // workers have Node IPC channels
+	noIdle    bool     // sockd may not give a worker its priority back
+	sentTo    []string // messages sent on them, "PID MSG"
 }
 
 type simProc struct {
@@ -124,19 +123,14 @@ func (s *sim) killGroup(w *worker) bool {
 	pr.group = pr.stuck
 	return g
 }
-func (s *sim) release(w *worker) {}
-func (s *sim) steered() bool     { return false }
-func (s *sim) steerReady(*worker) time.Time {
-	if s.ramp > 0 {
-		return s.now.Add(s.ramp)
-	}
-	return time.Time{}
-}
-func (s *sim) leave(*worker)        {}
-func (s *sim) drained(*worker) bool { return true }
-func (s *sim) yielded() bool        { return false }
-func (s *sim) gone(*worker)         {}
-func (s *sim) mayIdle(*worker) bool { return !s.noIdle }
+func (s *sim) release(w *worker)            {}
+func (s *sim) steered() bool                { return false }
+func (s *sim) steerReady(*worker) time.Time { return time.Time{} }
+func (s *sim) leave(*worker)                {}
+func (s *sim) drained(*worker) bool         { return true }
+func (s *sim) yielded() bool                { return false }
+func (s *sim) gone(*worker)                 {}
+func (s *sim) mayIdle(*worker) bool         { return !s.noIdle }
 func (s *sim) unidle(w *worker) {
 	pr := s.procs[w.pid]
 	pr.idle = false

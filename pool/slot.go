@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sockd/sockd/internal/nodeshim"
 	"github.com/sockd/sockd/internal/resources"
 )
 
@@ -127,9 +126,6 @@ func (p *Pool) retire(w *worker, until time.Time) {
 	if d := until.Sub(p.env.now()); d > 0 && !p.st.stopping {
 		p.wlog(w).Debug("worker serves the rest of its successor's slow start", "event", "worker_ramp_out", "seconds", d.Seconds())
 		w.timers = append(w.timers, p.after(d, rampTimer{w}))
-		if w.cfg.NodePreload && w.cfg.Ready.NodeIPC && p.deps.NodePreload != "" {
-			p.env.send(w, nodeshim.HandoverMessage(d)) // its keep-alive clients move over the ramp too
-		}
 		return
 	}
 	p.stopWorker(w, ExitRetired)

@@ -153,26 +153,6 @@
 // process has is listening, {"sockd":{"requests":N}} each second while the
 // count changes, {"sockd":{"watchdog":true}} every WATCHDOG_USEC/2 from a
 // timer of the event loop. It sends nothing without a channel, never
-// defines process.send, never lets the channel keep the process alive and
-// swallows send errors.
-//
-// # Messages from sockd
-//
-// Every message whose value is an object with a "sockd" key is the
-// preload's: it takes them from process.emit before the app's 'message'
-// listeners, which never see them. Node hands messages to process.emit
-// only while a 'message' listener exists, and keeps the channel (so the
-// process) alive for each; the preload's listener takes its reference back
-// at once, and while the app has no listener of its own the preload keeps
-// the app's messages for its first one, as Node does. One is defined, HandoverMessage: {"sockd":{"handover_ms":N}}, which sockd
-// sends a worker whose successor is ready and ramping in over N ms
-// (--slow-start), N ms before it asks this worker to drain. New
-// connections follow the ramp by themselves; keep-alive ones stay where
-// they are until they close, and would all move at once, onto workers
-// that served little so far, when the drain begins. So each connection
-// gets a moment drawn evenly within the N ms, and its first answer from
-// then on carries "Connection: close" (Node then closes it cleanly): the
-// keep-alive clients reconnect over the ramp, as new clients do. Idle
-// connections are left for the drain, which closes them carefully. With
-// SOCKD_NODE_DRAIN=0 the message is taken and ignored.
+// defines process.send, never listens for messages (so the channel does not
+// keep the process alive) and swallows send errors.
 package nodeshim

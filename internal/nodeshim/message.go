@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Message is what a Node worker tells sockd over its IPC channel: the
@@ -38,18 +37,6 @@ type Message struct {
 	// Requests is SOCKD_REQUESTS=, when HasRequests.
 	Requests    int64
 	HasRequests bool
-}
-
-// HandoverMessage is what sockd sends a Node worker, when it has the
-// preload and the IPC channel, once the worker that replaces it is ready
-// and its slow start (--slow-start) begins, d before this one drains:
-// {"sockd":{"handover_ms":N}}. The preload then closes the worker's
-// keep-alive connections one by one over d (an answer with "Connection:
-// close" at a moment drawn for each), so that their clients reconnect over
-// the ramp instead of all at once at the drain. The preload takes every
-// {"sockd":…} message for itself; the app never sees them.
-func HandoverMessage(d time.Duration) []byte {
-	return fmt.Appendf(nil, `{"sockd":{"handover_ms":%d}}`, max(d.Milliseconds(), 1))
 }
 
 // ErrEmpty is returned for a sockd message that carries nothing.

@@ -249,8 +249,6 @@
       if (st.draining) {
         res.shouldKeepAlive = false; // "Connection: close", and Node closes after it
         st.idle.delete(req.socket);
-      } else if (handingOver(req.socket)) {
-        res.shouldKeepAlive = false;
       }
     });
     server.once('close', () => {
@@ -342,67 +340,6 @@
     };
     patched.sockd = true;
     Server.prototype.closeIdleConnections = patched;
-  }
-
-  // --- Keep-alive connections follow the successor's slow start -----------
-  // {"sockd":{"handover_ms":N}} on the IPC channel says: this worker's
-  // successor is ready and its share of new connections rises over N ms
-  // (--slow-start), after which this worker drains. New connections follow
-  // the ramp by themselves; a keep-alive connection stays on this worker
-  // until it closes, and without this they would all move at once when
-  // the drain begins, onto a new worker that got little traffic so far.
-  // So each connection here gets a moment drawn evenly within the N ms,
-  // and its first answer from then on says "Connection: close": the
-  // keep-alive clients reconnect over the ramp, as new clients do. Idle
-  // connections wait for the drain, which closes them carefully. sockd's
-  // messages are the preload's: the app's 'message' listeners never see
-  // them, and the preload adds no listener (the channel keeps nothing
-  // alive).
-  let handover = null; // { start, ms }, once sockd asked
-  const kHandover = Symbol('sockd.handover');
-  function handingOver(s) {
-    if (!handover || !s) return false;
-    if (s[kHandover] === undefined) s[kHandover] = Math.random() * handover.ms;
-    return Date.now() - handover.start >= s[kHandover];
-  }
-  function fromSockd(m) {
-    const ms = Number(m.handover_ms);
-    if (!handover && careful && Number.isFinite(ms) && ms > 0) {
-      handover = { start: Date.now(), ms };
-      if (debug) say(`handover: keep-alive connections move over ${ms} ms`);
-    }
-  }
-  // Node hands a message to process.emit only while some 'message'
-  // listener exists (else it keeps it until one is added), and it keeps the
-  // channel, and so the process, alive for each listener. So the preload
-  // listens, takes that listener's reference back at once (Node's own
-  // 'removeListener' hook, without removing it), and keeps the app's
-  // messages for the app's first listener while it has none, as Node would.
-  if (typeof process.send === 'function' && process.channel) {
-    const emit = process.emit;
-    const forApp = [];
-    const mine = () => {};
-    process.emit = function (name, msg) {
-      if (name === 'message' && this === process) {
-        if (msg && typeof msg === 'object' && msg.sockd && typeof msg.sockd === 'object') {
-          fromSockd(msg.sockd);
-          return true;
-        }
-        if (process.listenerCount('message') <= 1) {
-          forApp.push(Array.from(arguments));
-          return false;
-        }
-      }
-      return emit.apply(this, arguments);
-    };
-    process.on('newListener', (name, fn) => {
-      if (name !== 'message' || fn === mine || forApp.length === 0) return;
-      process.nextTick(() => {
-        for (const args of forApp.splice(0)) process.emit(...args);
-      });
-    });
-    process.on('message', mine);
-    emit.call(process, 'removeListener', 'message', mine);
   }
 
   // --- Warm-up before ready (SOCKD_NODE_WARMUP) ----------------------------

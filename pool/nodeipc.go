@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/sockd/sockd/internal/nodeshim"
@@ -55,7 +56,7 @@ func nodeChannel() (mine, theirs int, err error) {
 func (e *osEnv) readNodeChannel(pid, fd int) {
 	p := e.p
 	f := os.NewFile(uintptr(fd), "node-ipc")
-	e.channels.Store(pid, f)
+	e.channels.Store(pid, &nodeChan{f: f})
 	defer func() {
 		e.channels.Delete(pid)
 		f.Close()
@@ -116,20 +117,56 @@ func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 // not read its messages does not hold sockd up.
 const sendTimeout = time.Second
 
-// send writes msg, one JSON value, on w's channel as a line, off the
-// loop; false if w has no channel.
+// maxPending bounds the messages waiting to be written on one channel.
+const maxPending = 1024
+
+// nodeChan is sockd's end of a worker's channel and the lines waiting to
+// be written on it, in the order they were sent: one writer at a time,
+// off the loop, so that two messages to one worker never swap places.
+type nodeChan struct {
+	f       *os.File
+	mu      sync.Mutex
+	pending [][]byte
+	writing bool
+}
+
+// send queues msg, one JSON value, as a line on w's channel; false if w
+// has no channel (or a full queue: it reads nothing).
 func (e *osEnv) send(w *worker, msg []byte) bool {
 	v, ok := e.channels.Load(w.pid)
 	if !ok {
 		return false
 	}
-	f := v.(*os.File)
+	c := v.(*nodeChan)
 	line := append(append([]byte(nil), msg...), '\n')
-	go func() {
-		f.SetWriteDeadline(time.Now().Add(sendTimeout))
-		if _, err := f.Write(line); err != nil {
-			e.p.log.Warn("cannot send a message to the worker", "event", "node_ipc", "worker_pid", w.pid, "error", err)
-		}
-	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending) >= maxPending {
+		return false
+	}
+	c.pending = append(c.pending, line)
+	if !c.writing {
+		c.writing = true
+		go e.flush(w.pid, c)
+	}
 	return true
+}
+
+// flush writes c's pending lines in order until none is left.
+func (e *osEnv) flush(pid int, c *nodeChan) {
+	for {
+		c.mu.Lock()
+		if len(c.pending) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		line := c.pending[0]
+		c.pending = c.pending[1:]
+		c.mu.Unlock()
+		c.f.SetWriteDeadline(time.Now().Add(sendTimeout))
+		if _, err := c.f.Write(line); err != nil {
+			e.p.log.Warn("cannot send a message to the worker", "event", "node_ipc", "worker_pid", pid, "error", err)
+		}
+	}
 }

@@ -341,15 +341,26 @@ func TestSignalAndSend(t *testing.T) {
 	if n := run("send", "--topic", "config", `{"flush":true}`); n != "2" {
 		t.Fatalf("send reached %s workers", n)
 	}
-	if n := run("send", "--worker", "1", `"ping"`); n != "1" {
-		t.Fatalf("send --worker 1 reached %s", n)
+	// Messages to one worker arrive in the order they were sent.
+	want1 := `{"type":"process:msg","topic":"config","data":{"flush":true}}` + "\n"
+	for i := range 40 {
+		if n := run("send", "--worker", "1", fmt.Sprintf(`"ping %d"`, i)); n != "1" {
+			t.Fatalf("send --worker 1 reached %s", n)
+		}
+		want1 += fmt.Sprintf(`"ping %d"`, i) + "\n"
 	}
-	waitFor(t, 10*time.Second, "the messages written", func() bool {
-		a, _ := os.ReadFile(filepath.Join(out, "worker-0.messages"))
-		b, _ := os.ReadFile(filepath.Join(out, "worker-1.messages"))
-		return string(a) == `{"type":"process:msg","topic":"config","data":{"flush":true}}`+"\n" &&
-			string(b) == `{"type":"process:msg","topic":"config","data":{"flush":true}}`+"\n"+`"ping"`+"\n"
-	})
+	var got0, got1 []byte
+	want0 := `{"type":"process:msg","topic":"config","data":{"flush":true}}` + "\n"
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); <-time.After(20 * time.Millisecond) {
+		got0, _ = os.ReadFile(filepath.Join(out, "worker-0.messages"))
+		got1, _ = os.ReadFile(filepath.Join(out, "worker-1.messages"))
+		if string(got0) == want0 && len(got1) >= len(want1) {
+			break
+		}
+	}
+	if string(got0) != want0 || string(got1) != want1 {
+		t.Fatalf("messages written within 10s: worker 0 %q, worker 1 %q; want %q and %q", got0, got1, want0, want1)
+	}
 	if n := run("signal", "--worker", "1", "USR2"); n != "1" {
 		t.Fatalf("signal reached %s", n)
 	}

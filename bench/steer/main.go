@@ -22,7 +22,9 @@
 //     -keepalive N the load is instead N clients sending back to back on
 //     kept-alive connections (closed loop, the kind of load of
 //     BENCHMARKS.md's section 2b), through internal/load; -raw then has
-//     every request, to see where in a reload the slow ones fall.
+//     every request, and -timeline prints where in a reload the slow
+//     ones fall (p99 per 500-ms bin after a reload began, and the share
+//     of the new workers), to stderr.
 //
 // Peers (-peers, comma-separated): shared, reuseport, slowstart (sockd
 // -sockd, with --reuseport --slow-start 2s), warmup (slowstart's flags and
@@ -62,8 +64,9 @@ import (
 
 type options struct {
 	sockd, old, pm2, dir string
-	raw                  string // a directory for every request of every peer, as CSV
-	logs                 string // a directory for sockd's own log, per peer
+	raw                  string    // a directory for every request of every peer, as CSV
+	logs                 string    // a directory for sockd's own log, per peer
+	timeline             io.Writer // the cold scenario's per-bin p99 after a reload (nil: none)
 	warmupRequests       int
 	every                time.Duration // the cold scenario's time from one reload to the next
 	rate, reloads        int
@@ -89,7 +92,11 @@ func main() {
 	flag.DurationVar(&o.slowStart, "slow-start", 2*time.Second, "--slow-start of the slowstart and warmup peers")
 	flag.IntVar(&o.warmupRequests, "warmup-requests", 200, "--warmup-requests of the warmup peer")
 	flag.DurationVar(&o.every, "every", 5*time.Second, "the cold scenario's time from one reload's start to the next (the last 2 s before each next reload are its between window)")
+	showTimeline := flag.Bool("timeline", false, "cold scenario: also print to stderr, per 500-ms bin after a reload began (all reloads together), p99 against the steady p99 and the share of answers from the reload's new workers")
 	flag.Parse()
+	if *showTimeline {
+		o.timeline = os.Stderr
+	}
 	src, err := os.Getwd()
 	if err == nil {
 		o.dir, err = filepath.Abs(filepath.Join(src, "bench", "steer"))
@@ -506,6 +513,47 @@ func loadKeepAlive(addr string, n int, d time.Duration, hooks map[time.Duration]
 	return out
 }
 
+// timeline prints one line for the cold scenario: for each 500-ms bin
+// after a reload began (all reloads together), p99 against the steady p99
+// and the share of the answers that came from workers the reload started
+// (a pid first seen after it began): where in a reload the slow answers
+// fall, and when the new workers take the traffic.
+func timeline(w io.Writer, name string, rs []result, first, every, steadyP99 time.Duration) {
+	const bin = 500 * time.Millisecond
+	seen := map[int]time.Duration{} // pid → its first answer
+	for _, r := range rs {
+		if _, ok := seen[r.pid]; r.err == nil && r.pid != 0 && !ok {
+			seen[r.pid] = r.at
+		}
+	}
+	n := int(every / bin)
+	took, fresh := make([][]time.Duration, n), make([]int, n)
+	for _, r := range rs {
+		if r.err != nil || r.at < first {
+			continue
+		}
+		start := first + (r.at-first)/every*every
+		b := int((r.at - start) / bin)
+		if b >= n {
+			continue
+		}
+		took[b] = append(took[b], r.took)
+		if at, ok := seen[r.pid]; ok && at >= start {
+			fresh[b]++
+		}
+	}
+	fmt.Fprintf(w, "timeline %s (after a reload began: p99 / steady p99, share from its new workers):", name)
+	for b, ts := range took {
+		if len(ts) == 0 {
+			continue
+		}
+		slices.Sort(ts)
+		p := ts[min(len(ts)-1, int(0.99*float64(len(ts))))]
+		fmt.Fprintf(w, " %.1fs %.2f×/%d%%", (time.Duration(b) * bin).Seconds(), float64(p)/float64(max(steadyP99, 1)), 100*fresh[b]/len(ts))
+	}
+	fmt.Fprintln(w)
+}
+
 func get(addr string) (time.Duration, string, error) {
 	t0 := time.Now()
 	c, err := net.DialTimeout("tcp", addr, 20*time.Second)
@@ -681,6 +729,9 @@ func cold(w io.Writer, o options, name string) error {
 		return r.at >= first && (r.at-first)%every >= every-2*time.Second
 	})
 	all := summarize(rs, func(r result) bool { return r.at >= warm })
+	if o.timeline != nil {
+		timeline(o.timeline, name, rs, first, every, st.p99)
+	}
 	slices.Sort(reloadTook)
 	fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %s | %s | %s | %.2f× | %s | %.2f× | %s | %d |\n", name, all.n, all.failed, all.unready,
 		ms(st.p50), ms(st.p99), ms(af.p50), ms(af.p99), float64(af.p99)/float64(max(st.p99, 1)),

@@ -10,7 +10,7 @@ import (
 )
 
 // TestScenarios runs both scenarios briefly against this tree's sockd
-// (cold also under -keepalive, with -log and -raw): the commands
+// (cold also under -keepalive, with -log, -raw and -timeline): the commands
 // BENCHMARKS.md gives work, every request is answered, and the rows have
 // the header's columns.
 func TestScenarios(t *testing.T) {
@@ -35,7 +35,8 @@ func TestScenarios(t *testing.T) {
 	}
 	// -keepalive, with -log and -raw.
 	ka := o
-	ka.keepAlive, ka.logs, ka.raw = 4, t.TempDir(), t.TempDir()
+	var tl strings.Builder
+	ka.keepAlive, ka.logs, ka.raw, ka.timeline = 4, t.TempDir(), t.TempDir(), &tl
 	if err := cold(&b, ka, "slowstart"); err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +45,9 @@ func TestScenarios(t *testing.T) {
 	}
 	if raw, err := os.ReadFile(filepath.Join(ka.raw, "cold-slowstart.csv")); err != nil || strings.Count(string(raw), "\n") < 100 {
 		t.Errorf("-raw with -keepalive: %d bytes, %v", len(raw), err)
+	}
+	if !strings.HasPrefix(tl.String(), "timeline slowstart (") || !strings.Contains(tl.String(), " 0.0s ") || !strings.Contains(tl.String(), "×/") {
+		t.Errorf("-timeline: %q", tl.String())
 	}
 	rows := strings.Split(strings.TrimSpace(b.String()), "\n")
 	for i, scenario := range []string{"stall", "cold", "cold"} {

@@ -32,8 +32,8 @@ type env interface {
 	// reap collects the exit of a worker whose exitEvent arrived.
 	reap(pid int) exitStatus
 	// send writes msg (one JSON value) on w's Node IPC channel, without
-	// waiting; false if it has none.
-	send(w *worker, msg []byte) bool
+	// waiting: errNoChannel if it has none, errBacklog if it reads none.
+	send(w *worker, msg []byte) error
 	// signal sends sig to the worker's group: its process group (a
 	// wrapper script's children get it too) and what it started outside
 	// that (its cgroup, or the processes sockd adopted from it).

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -130,26 +131,34 @@ type nodeChan struct {
 	writing bool
 }
 
-// send queues msg, one JSON value, as a line on w's channel; false if w
-// has no channel (or a full queue: it reads nothing).
-func (e *osEnv) send(w *worker, msg []byte) bool {
+// errNoChannel and errBacklog say why a message was not queued for a
+// worker: it has no Node IPC channel, or maxPending messages wait for it
+// already (it reads none).
+var (
+	errNoChannel = errors.New("no Node IPC channel")
+	errBacklog   = fmt.Errorf("%d messages wait unread", maxPending)
+)
+
+// send queues msg, one JSON value, as a line on w's channel: errNoChannel
+// if w has none, errBacklog if its queue is full.
+func (e *osEnv) send(w *worker, msg []byte) error {
 	v, ok := e.channels.Load(w.pid)
 	if !ok {
-		return false
+		return errNoChannel
 	}
 	c := v.(*nodeChan)
 	line := append(append([]byte(nil), msg...), '\n')
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.pending) >= maxPending {
-		return false
+		return errBacklog
 	}
 	c.pending = append(c.pending, line)
 	if !c.writing {
 		c.writing = true
 		go e.flush(w.pid, c)
 	}
-	return true
+	return nil
 }
 
 // flush writes c's pending lines in order until none is left.

@@ -193,6 +193,19 @@ func TestSimSignalAndSend(t *testing.T) {
 	}
 	s.exitStopped()
 	reply(t, res)
+	// A worker that reads no messages: the others get theirs, and when
+	// none can, the error says why (not "no channel").
+	s.unread = map[int]bool{}
+	for _, pid := range s.livePIDs() {
+		s.unread[pid] = true
+	}
+	if r := s.p.onSend([]byte(`"x"`), All); !errors.Is(r.err, ErrNoWorker) || !strings.Contains(r.err.Error(), "read no messages") {
+		t.Fatalf("send to workers that read nothing: %+v", r)
+	}
+	delete(s.unread, s.livePIDs()[0])
+	if r := s.p.onSend([]byte(`"y"`), All); r.err != nil || r.n != 1 {
+		t.Fatalf("send with one worker reading: %+v", r)
+	}
 }
 
 // A warm-up needs the preload and a ready on Node's channel; its timeout

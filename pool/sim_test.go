@@ -44,10 +44,11 @@ type sim struct {
 	sockets   int
 	steeredTo int
 	queue     map[int]int
-	sent      []string // what systemd was told
-	channels  bool     // workers have Node IPC channels
-	noIdle    bool     // sockd may not give a worker its priority back
-	sentTo    []string // messages sent on them, "PID MSG"
+	sent      []string     // what systemd was told
+	channels  bool         // workers have Node IPC channels
+	noIdle    bool         // sockd may not give a worker its priority back
+	sentTo    []string     // messages sent on them, "PID MSG"
+	unread    map[int]bool // workers whose channel's queue is full
 }
 
 type simProc struct {
@@ -170,9 +171,15 @@ type simOpts struct {
 func (s *sim) pid() int { return 1 }
 func (s *sim) begin()   {}
 func (s *sim) end()     {}
-func (s *sim) send(w *worker, msg []byte) bool {
+func (s *sim) send(w *worker, msg []byte) error {
 	s.sentTo = append(s.sentTo, fmt.Sprintf("%d %s", w.pid, msg))
-	return s.channels
+	switch {
+	case !s.channels:
+		return errNoChannel
+	case s.unread[w.pid]:
+		return errBacklog
+	}
+	return nil
 }
 func (s *sim) track(int)     {}
 func (s *sim) untrack(int)   {}

@@ -98,19 +98,25 @@ func (p *Pool) onSignal(sig unix.Signal, sel Selector) tellReply {
 }
 
 func (p *Pool) onSend(msg []byte, sel Selector) tellReply {
-	n, matched := 0, 0
+	n, matched, backlog := 0, 0, 0
 	for _, w := range p.st.byPID {
 		if w.stopSent || !sel.matches(w) {
 			continue
 		}
 		matched++
-		if p.env.send(w, msg) {
+		switch err := p.env.send(w, msg); {
+		case err == nil:
 			n++
+		case errors.Is(err, errBacklog):
+			backlog++
+			p.wlog(w).Warn("message not sent: the worker reads none", "event", "node_ipc", "error", err)
 		}
 	}
 	switch {
 	case matched == 0:
 		return tellReply{err: fmt.Errorf("%w: none %s serves", ErrNoWorker, sel)}
+	case n == 0 && backlog > 0:
+		return tellReply{err: fmt.Errorf("%w: %d match; %d of them read no messages (%v)", ErrNoWorker, matched, backlog, errBacklog)}
 	case n == 0:
 		return tellReply{err: fmt.Errorf("%w: %d match, and none has Node's IPC channel (run them with --ready node-ipc or node-listen)", ErrNoWorker, matched)}
 	}

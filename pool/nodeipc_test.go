@@ -1,0 +1,68 @@
+package pool
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/sockd/sockd/worker/workertest"
+	"golang.org/x/sys/unix"
+)
+
+// A worker whose end of the channel reads nothing: sockd's queue for it
+// fills, send says so (not "no channel"), and once the worker's end is
+// gone the queue is written off and its writer ends.
+func TestNodeChannelBacklog(t *testing.T) {
+	mine, theirs, err := nodeChannel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := os.NewFile(uintptr(theirs), "worker-end")
+	defer peer.Close()
+	e := &osEnv{p: &Pool{log: hclog.NewNullLogger()}}
+	c := &nodeChan{f: os.NewFile(uintptr(mine), "node-ipc")}
+	defer c.f.Close()
+	const pid = 4242
+	e.channels.Store(pid, c)
+	w := &worker{pid: pid}
+
+	if err := e.send(&worker{pid: pid + 1}, []byte(`"x"`)); !errors.Is(err, errNoChannel) {
+		t.Fatalf("send to a worker without a channel: %v, want errNoChannel", err)
+	}
+	msg := []byte(`"` + strings.Repeat("m", 1000) + `"`)
+	sent := 0
+	for ; sent < 100000; sent++ {
+		if err = e.send(w, msg); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, errBacklog) {
+		t.Fatalf("after %d messages nobody reads: %v, want errBacklog", sent, err)
+	}
+	// The kernel's buffer took some, the queue holds maxPending, the
+	// writer holds one: nothing more was taken.
+	if sent < maxPending || sent > maxPending+1000 {
+		t.Errorf("queued %d messages before the backlog, want maxPending (%d) plus what the socket buffers", sent, maxPending)
+	}
+	c.mu.Lock()
+	queued := len(c.pending)
+	c.mu.Unlock()
+	if queued != maxPending {
+		t.Errorf("%d messages pending, want %d", queued, maxPending)
+	}
+
+	// The worker is gone: every write fails at once and the writer ends.
+	peer.Close()
+	workertest.Eventually(t, 10*time.Second, "the channel's writer to give up on a closed peer", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.writing && len(c.pending) == 0
+	})
+	// Not a SIGPIPE for sockd: a write to the closed peer is an error.
+	if _, err := unix.Write(mine, msg); !errors.Is(err, unix.EPIPE) {
+		t.Errorf("write to the closed peer: %v, want EPIPE", err)
+	}
+}

@@ -137,13 +137,16 @@ func main() {
 // share of a worker before the stall; unready are answers from workers
 // before their ready message; after are the requests sent in the 2 s
 // after each reload began; between are those sent in the last 2 s before
-// each next reload (or the end); reload is `reload --wait`'s (or `pm2
+// each next reload (or the end); during are those sent while a reload
+// ran, from its start until `reload --wait` returned (section 2b's
+// window: with --slow-start the hand-over falls outside the after
+// window); reload is `reload --wait`'s (or `pm2
 // reload`'s) median duration; CPU is the supervisor's, per reload
 // interval (-every).
 var headers = map[string]string{
 	"stall": "| peer | requests | failed | waited > 1 s | p50 ms | p99 ms | max ms | balance |\n|---|---:|---:|---:|---:|---:|---:|---:|",
-	"cold": "| peer | requests | failed | unready | steady p50 ms | steady p99 ms | after p50 ms | after p99 ms | after / steady p99 | between p99 ms | after / between p99 | reload ms | supervisor CPU ms |\n" +
-		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+	"cold": "| peer | requests | failed | unready | steady p50 ms | steady p99 ms | after p50 ms | after p99 ms | after / steady p99 | between p99 ms | after / between p99 | during p99 ms | during / steady p99 | reload ms | supervisor CPU ms |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 }
 
 // A peer is a running server under test.
@@ -682,18 +685,24 @@ func cold(w io.Writer, o options, name string) error {
 	var wg sync.WaitGroup
 	var reloadErr error
 	var reloadTook []time.Duration
+	var windows [][2]time.Duration // each reload's start and end, on the load's clock
 	next := make(chan struct{}, 1)
 	next <- struct{}{}
 	for i := range o.reloads {
-		hooks[first+time.Duration(i)*every] = func() {
+		at := first + time.Duration(i)*every
+		hooks[at] = func() {
+			fired := time.Now()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				<-next // one reload at a time
 				t0 := time.Now()
 				err := p.reload()
+				took := time.Since(t0)
+				begin := at + t0.Sub(fired)
 				mu.Lock()
-				reloadTook = append(reloadTook, time.Since(t0))
+				reloadTook = append(reloadTook, took)
+				windows = append(windows, [2]time.Duration{begin, begin + took})
 				reloadErr = errors.Join(reloadErr, err)
 				mu.Unlock()
 				next <- struct{}{}
@@ -728,13 +737,22 @@ func cold(w io.Writer, o options, name string) error {
 	bt := summarize(rs, func(r result) bool {
 		return r.at >= first && (r.at-first)%every >= every-2*time.Second
 	})
+	during := summarize(rs, func(r result) bool {
+		for _, w := range windows {
+			if r.at >= w[0] && r.at < w[1] {
+				return true
+			}
+		}
+		return false
+	})
 	all := summarize(rs, func(r result) bool { return r.at >= warm })
 	if o.timeline != nil {
 		timeline(o.timeline, name, rs, first, every, st.p99)
 	}
 	slices.Sort(reloadTook)
-	fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %s | %s | %s | %.2f× | %s | %.2f× | %s | %d |\n", name, all.n, all.failed, all.unready,
+	fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %s | %s | %s | %.2f× | %s | %.2f× | %s | %.2f× | %s | %d |\n", name, all.n, all.failed, all.unready,
 		ms(st.p50), ms(st.p99), ms(af.p50), ms(af.p99), float64(af.p99)/float64(max(st.p99, 1)),
-		ms(bt.p99), float64(af.p99)/float64(max(bt.p99, 1)), ms(reloadTook[len(reloadTook)/2]), supCPU.Milliseconds())
+		ms(bt.p99), float64(af.p99)/float64(max(bt.p99, 1)), ms(during.p99), float64(during.p99)/float64(max(st.p99, 1)),
+		ms(reloadTook[len(reloadTook)/2]), supCPU.Milliseconds())
 	return nil
 }

@@ -49,6 +49,11 @@ func TestScenarios(t *testing.T) {
 	if !strings.HasPrefix(tl.String(), "timeline slowstart (") || !strings.Contains(tl.String(), " 0.0s ") || !strings.Contains(tl.String(), "×/") {
 		t.Errorf("-timeline: %q", tl.String())
 	}
+	for scenario, h := range headers {
+		if l := strings.Split(h, "\n"); len(l) != 2 || strings.Count(l[0], "|") != strings.Count(l[1], "|") {
+			t.Errorf("the %s table's delimiter row does not fit its header (a Markdown table then does not render): %q", scenario, h)
+		}
+	}
 	rows := strings.Split(strings.TrimSpace(b.String()), "\n")
 	for i, scenario := range []string{"stall", "cold", "cold"} {
 		cols := strings.Count(strings.SplitN(headers[scenario], "\n", 2)[0], "|")
@@ -57,6 +62,9 @@ func TestScenarios(t *testing.T) {
 		}
 		if f := strings.Fields(rows[i]); f[5] != "0" {
 			t.Errorf("%s: %s requests failed: %s", scenario, f[5], rows[i])
+		}
+		if c := strings.Split(rows[i], "|"); scenario == "cold" && (strings.TrimSpace(c[12]) == "0.00" || !strings.HasSuffix(strings.TrimSpace(c[13]), "×")) {
+			t.Errorf("cold: no during-reload p99 (%q, %q): %s", c[12], c[13], rows[i])
 		}
 	}
 }

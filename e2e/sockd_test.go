@@ -317,8 +317,8 @@ func checkJournal(t *testing.T, entries []JournalEntry, mainPID, victim int, wor
 // continuous load of new and keep-alive connections: no request fails, and
 // every reload returns only once the new generation serves.
 //
-// With --slow-start (SOCKD_SLOW_START) each reload's workers start at the
-// idle CPU priority and get their normal one back once ready: the unit's
+// With --slow-start (SOCKD_SLOW_START) each reload's workers start at a
+// low CPU priority and get their normal one back once ready: the unit's
 // LimitNICE=+0 lets sockd, an unprivileged dynamic user, do that.
 func TestSockdReloadUnderLoad(t *testing.T) {
 	sb := installed(t, e2eDropIn("Environment=SOCKD_SLOW_START=2s SOCKD_LOG_LEVEL=debug\n"))
@@ -371,19 +371,19 @@ func TestSockdReloadUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	sb.checkIdleStart(t, "sockd.service", sb.niceGranted(t, st.PID), reloads+1, 3)
+	sb.checkLowStart(t, "sockd.service", sb.niceGranted(t, st.PID), reloads+1, 3)
 
 	// Where sockd may restore the priority (here: root, CAP_SYS_NICE), it
 	// does so under the units' seccomp filter for RestrictRealtime=yes
-	// (which must let SCHED_IDLE and back through).
-	sb.MustRun(t, "systemd-run", "--unit=idleprobe", "-p", "Type=notify", "-p", "RuntimeDirectory=idleprobe", "-p", "RestrictRealtime=yes",
+	// (which must let the lower priority and back through).
+	sb.MustRun(t, "systemd-run", "--unit=lowprobe", "-p", "Type=notify", "-p", "RuntimeDirectory=lowprobe", "-p", "RestrictRealtime=yes",
 		"-p", "NoNewPrivileges=yes", "/usr/local/bin/sockd", "run", "--workers", "2", "--listen", "tcp://127.0.0.1:9193",
-		"--control", "/run/idleprobe/sockd.sock", "--slow-start", "5s", "--log-level", "debug")
-	sb.waitServing(t, "/run/idleprobe/sockd.sock", 1, 2)
+		"--control", "/run/lowprobe/sockd.sock", "--slow-start", "5s", "--log-level", "debug")
+	sb.waitServing(t, "/run/lowprobe/sockd.sock", 1, 2)
 	for range 2 {
-		sb.MustRun(t, "/usr/local/bin/sockd", "reload", "--wait", "--control", "/run/idleprobe/sockd.sock")
+		sb.MustRun(t, "/usr/local/bin/sockd", "reload", "--wait", "--control", "/run/lowprobe/sockd.sock")
 	}
-	sb.checkIdleStart(t, "idleprobe.service", true, 3, 2)
+	sb.checkLowStart(t, "lowprobe.service", true, 3, 2)
 	p := sb.props(t, "sockd.service", "MainPID", "NRestarts", "ActiveState", "SubState", "ReloadResult", "StatusText")
 	want := fmt.Sprintf("3/3 workers ready, generation %d, 0 restarts", reloads+1)
 	if p["MainPID"] != strconv.Itoa(st.PID) || p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["SubState"] != "running" ||
@@ -842,12 +842,12 @@ func (sb *sockdSandbox) niceGranted(t *testing.T, pid int) bool {
 	return false
 }
 
-// checkIdleStart checks, in unit's journal, that the workers of
-// generations 2 to last (n each) started at the idle CPU priority and
+// checkLowStart checks, in unit's journal, that the workers of
+// generations 2 to last (n each) started at a low CPU priority and
 // were given their priority back and the first generation's did not;
 // or, where sockd may not restore them (granted false), that sockd said
-// so once, naming RLIMIT_NICE, and started none idle.
-func (sb *sockdSandbox) checkIdleStart(t *testing.T, unit string, granted bool, last, n int) {
+// so once, naming RLIMIT_NICE, and started none low.
+func (sb *sockdSandbox) checkLowStart(t *testing.T, unit string, granted bool, last, n int) {
 	t.Helper()
 	// (The journal may lag a moment behind sockd.)
 	WaitFor(t, 10*time.Second, func() (bool, string) {
@@ -855,12 +855,12 @@ func (sb *sockdSandbox) checkIdleStart(t *testing.T, unit string, granted bool, 
 		unavailable := 0
 		for _, e := range sb.journal(t, "-u", unit) {
 			switch e.Field("SOCKD_EVENT") {
-			case "idle_start_unavailable":
+			case "low_start_unavailable":
 				unavailable++
 				if granted || !strings.Contains(e.Field("SOCKD_REASON"), "RLIMIT_NICE") {
-					t.Fatalf("sockd could not start workers idle: %s: %s%s", e.Field("MESSAGE"), e.Field("SOCKD_REASON"), e.Field("SOCKD_ERROR"))
+					t.Fatalf("sockd could not start workers low: %s: %s%s", e.Field("MESSAGE"), e.Field("SOCKD_REASON"), e.Field("SOCKD_ERROR"))
 				}
-			case "worker_idle_end":
+			case "worker_priority_restored":
 				if k, _ := strconv.Atoi(e.Field("SOCKD_THREADS")); k > 0 && e.Field("SOCKD_ERROR") == "" {
 					restored[e.Field("SOCKD_GENERATION")]++
 				}
@@ -868,16 +868,16 @@ func (sb *sockdSandbox) checkIdleStart(t *testing.T, unit string, granted bool, 
 		}
 		if !granted {
 			if len(restored) > 0 {
-				t.Fatalf("workers were started idle though sockd may not restore them: %v", restored)
+				t.Fatalf("workers were started low though sockd may not restore them: %v", restored)
 			}
-			return unavailable == 1, fmt.Sprintf("%d idle_start_unavailable warnings, want exactly 1", unavailable)
+			return unavailable == 1, fmt.Sprintf("%d low_start_unavailable warnings, want exactly 1", unavailable)
 		}
 		if restored["1"] != 0 {
-			t.Fatalf("generation 1 (nobody served beside it) started %d workers idle", restored["1"])
+			t.Fatalf("generation 1 (nobody served beside it) started %d workers low", restored["1"])
 		}
 		for g := 2; g <= last; g++ {
 			if k := restored[strconv.Itoa(g)]; k != n {
-				return false, fmt.Sprintf("generation %d: %d workers started idle and were given their priority back, want %d (all: %v)", g, k, n, restored)
+				return false, fmt.Sprintf("generation %d: %d workers started low and were given their priority back, want %d (all: %v)", g, k, n, restored)
 			}
 		}
 		return true, ""

@@ -80,12 +80,12 @@ type env interface {
 	leave(w *worker)
 	drained(w *worker) bool
 	yielded() bool
-	// mayIdle reports whether w may start at the idle CPU priority
-	// (Config.IdleStart): whether sockd may give it its normal one back;
-	// start then starts it so, and unidle gives it back to every thread
+	// mayLower reports whether w may start at a low CPU priority
+	// (Config.LowStart): whether sockd may give it its normal one back;
+	// start then starts it so, and raise gives it back to every thread
 	// of its process tree.
-	mayIdle(w *worker) bool
-	unidle(w *worker)
+	mayLower(w *worker) bool
+	raise(w *worker)
 	// gone says w's process has exited (what it started may linger).
 	gone(w *worker)
 	// queue reports the accept queue of socket i of l, and its limit

@@ -97,10 +97,10 @@ type (
 	restartTimer    struct{ s *slot }
 	rampTimer       struct{ w *worker }
 	socketPollTimer struct{ w *worker }
-	idleTimer       struct{ w *worker }
+	lowTimer        struct{ w *worker }
 )
 
-func (e idleTimer) apply(p *Pool) { p.onIdleTimer(e.w) }
+func (e lowTimer) apply(p *Pool) { p.onLowTimer(e.w) }
 
 func (e rampTimer) apply(p *Pool)       { p.onRampTimer(e.w) }
 func (e socketPollTimer) apply(p *Pool) { p.onSocketPoll(e.w) }

@@ -57,9 +57,9 @@ type worker struct {
 	replaces string
 	rampEnd  time.Time
 	draining bool
-	// idle: it was started at the idle CPU priority (Config.IdleStart)
+	// low: it was started at a low CPU priority (Config.LowStart)
 	// and has not been given its normal one back yet.
-	idle bool
+	low bool
 }
 
 // steerName names the worker to Deps.Steering: slot/generation/id.
@@ -201,7 +201,7 @@ func (p *Pool) markReady(w *worker) {
 	}
 	w.state = Ready
 	w.readyAt = p.env.now()
-	p.unidle(w)
+	p.raise(w)
 	w.rampEnd = p.env.steerReady(w)
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())
 	p.event(Event{Kind: EventReady, Slot: w.slot, Generation: w.gen, PID: w.pid, Seconds: w.readyAt.Sub(w.started).Seconds()})

@@ -14,45 +14,48 @@ import (
 	"github.com/sockd/sockd/pool"
 )
 
-// policies counts the scheduling policies of every thread of pid.
-func policies(t *testing.T, pid int) map[uint32]int {
+// prios counts the scheduling priorities (policy and nice value) of
+// every thread of pid.
+func prios(t *testing.T, pid int) map[[2]int]int {
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[uint32]int{}
+	got := map[[2]int]int{}
 	for _, e := range ents {
 		tid, _ := strconv.Atoi(e.Name())
 		if a, err := unix.SchedGetAttr(tid, 0); err == nil {
-			got[a.Policy]++
+			got[[2]int{int(a.Policy), int(a.Nice)}]++
 		}
 	}
 	return got
 }
 
-// With IdleStart, the worker a reload starts runs every thread at
-// SCHED_IDLE until it is ready, then at sockd's own policy; the first
-// generation, started with nobody serving, never ran idle.
-func TestIdleStartUntilReady(t *testing.T) {
+// With LowStart, the worker a reload starts runs every thread ten nice
+// levels below sockd until it is ready, then at sockd's own priority;
+// the first generation, started with nobody serving, never ran low.
+func TestLowStartUntilReady(t *testing.T) {
 	t.Parallel()
 	self, err := unix.SchedGetAttr(0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if self.Policy == unix.SCHED_IDLE {
-		t.Skip("the test itself runs at the idle priority")
+	if self.Policy != unix.SCHED_NORMAL && self.Policy != unix.SCHED_BATCH || self.Nice > 9 {
+		t.Skipf("the test itself runs at policy %d, nice %d: nothing to lower", self.Policy, self.Nice)
 	}
+	own := [2]int{int(self.Policy), int(self.Nice)}
+	low := [2]int{int(self.Policy), int(self.Nice) + 10}
 	mode, setMode := modeFile(t, "serve")
 	h := startPool(t, "", func(o *options) {
 		withModeFile(mode)(o)
 		o.Workers = 1
-		o.IdleStart = time.Minute
+		o.LowStart = true
 	})
 	h.waitReady()
 	first := pids(h.status())[0]
-	if got := policies(t, first); got[unix.SCHED_IDLE] != 0 {
-		t.Fatalf("first worker's threads: %v, none should be SCHED_IDLE", got)
+	if got := prios(t, first); len(got) != 1 || got[own] == 0 {
+		t.Fatalf("first worker's threads by (policy, nice): %v, want every one %v (sockd's)", got, own)
 	}
 	setMode("gated")
 	done := make(chan error, 1)
@@ -71,15 +74,14 @@ func TestIdleStartUntilReady(t *testing.T) {
 		}
 		return false
 	})
-	// Forked idle: every thread it has is idle (and so is every thread it
-	// starts later). Checked at once, not after it ran: on a busy machine
-	// an idle process may not run for seconds.
-	if got := policies(t, next); got[unix.SCHED_IDLE] == 0 || len(got) != 1 {
-		t.Fatalf("starting worker's threads by policy: %v, want every one SCHED_IDLE (%d)", got, unix.SCHED_IDLE)
+	// Forked low: every thread it has is low (and so is every thread it
+	// starts later).
+	if got := prios(t, next); len(got) != 1 || got[low] == 0 {
+		t.Fatalf("starting worker's threads by (policy, nice): %v, want every one %v", got, low)
 	}
-	// The pool's own thread that forked it is back at its policy.
-	if got := policies(t, os.Getpid()); got[unix.SCHED_IDLE] != 0 {
-		t.Fatalf("the pool's process has threads at SCHED_IDLE after the fork: %v", got)
+	// The pool's own thread that forked it is back at its priority.
+	if got := prios(t, os.Getpid()); got[low] != 0 {
+		t.Fatalf("the pool's process has threads at %v after the fork: %v", low, got)
 	}
 	if err := os.WriteFile(filepath.Join(h.dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -87,8 +89,7 @@ func TestIdleStartUntilReady(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	got := policies(t, next)
-	if got[self.Policy] == 0 || len(got) != 1 {
-		t.Fatalf("ready worker's threads by policy: %v, want every one %d (sockd's)", got, self.Policy)
+	if got := prios(t, next); len(got) != 1 || got[own] == 0 {
+		t.Fatalf("ready worker's threads by (policy, nice): %v, want every one %v (sockd's)", got, own)
 	}
 }

@@ -169,15 +169,16 @@ type Config struct {
 	// rest follows; if one of its workers exits meanwhile the reload is
 	// rolled back untouched. 0: no soak.
 	ReloadSoak time.Duration
-	// IdleStart, when non-zero, starts a worker that starts while others
-	// serve (a reload's, a crash replacement, a scale-up, a recycle) at
-	// the idle CPU priority (SCHED_IDLE, internal/sched) until it is
-	// ready, or IdleStart (at most half its ReadyTimeout) has passed: it boots on the CPU time the serving
-	// workers leave instead of slowing their answers. It needs sockd to
-	// be allowed to give the worker its priority back (CAP_SYS_NICE, as
-	// root); where it is not, workers start as without it and the pool
-	// says so once. 0: never.
-	IdleStart time.Duration
+	// LowStart starts a worker that starts while others serve (a
+	// reload's, a crash replacement, a scale-up, a recycle) at a low CPU
+	// priority, ten nice levels below sockd's (internal/sched), until it
+	// is ready, is asked to stop, or half its ReadyTimeout has passed: on
+	// a busy machine it boots and warms up on about a tenth of a serving
+	// worker's share of the CPUs instead of slowing their answers. It
+	// needs sockd to be allowed to give the worker its priority back
+	// (CAP_SYS_NICE, as root, or RLIMIT_NICE); where it is not, workers
+	// start as without it and the pool says so once.
+	LowStart bool
 	// StopSignal asks a worker to drain; SIGTERM if 0. (PM2 sends
 	// SIGINT, and apps written for it handle that one.)
 	StopSignal unix.Signal
@@ -313,8 +314,8 @@ func (c Config) WithDefaults() (Config, error) {
 	if c.Workers < 1 || c.Workers > MaxWorkers {
 		return c, fmt.Errorf("workers %d: want 1 to %d", c.Workers, MaxWorkers)
 	}
-	if c.ReloadBatch < 0 || c.ReloadSoak < 0 || c.IdleStart < 0 {
-		return c, fmt.Errorf("reload batch %d, soak %s, idle start %s: must not be negative", c.ReloadBatch, c.ReloadSoak, c.IdleStart)
+	if c.ReloadBatch < 0 || c.ReloadSoak < 0 {
+		return c, fmt.Errorf("reload batch %d, soak %s: must not be negative", c.ReloadBatch, c.ReloadSoak)
 	}
 	setDur(&c.ReadyTimeout, DefaultReadyTimeout)
 	setDur(&c.ReloadTimeout, c.ReadyTimeout)

@@ -41,7 +41,7 @@ type osEnv struct {
 	// channels are the workers' Node IPC channels (sockd's ends), by pid.
 	channels sync.Map
 	// schedAttr is sockd's own CPU scheduling, which a worker started
-	// idle gets back (Config.IdleStart).
+	// low gets back (Config.LowStart).
 	schedOnce   sync.Once
 	schedAttr   sched.Attr
 	schedErr    error
@@ -365,10 +365,10 @@ func (e *osEnv) holdsListener(pid int) bool {
 
 func (e *osEnv) steered() bool { return e.p.deps.Steering != nil }
 
-// mayIdle: sockd may start w at the idle CPU priority if it may give it
+// mayLower: sockd may start w at a low CPU priority if it may give it
 // sockd's own back (internal/sched); the first time it may not, it says
 // why.
-func (e *osEnv) mayIdle(w *worker) bool {
+func (e *osEnv) mayLower(w *worker) bool {
 	e.schedOnce.Do(func() {
 		e.schedAttr, e.schedErr = sched.Self()
 	})
@@ -380,26 +380,26 @@ func (e *osEnv) mayIdle(w *worker) bool {
 	}
 	if !ok && !e.schedWarned {
 		e.schedWarned = true
-		e.p.log.Warn("new workers start at their normal CPU priority, not the idle one until ready", "event", "idle_start_unavailable", "reason", why)
+		e.p.log.Warn("new workers start at their normal CPU priority, not a low one until ready", "event", "low_start_unavailable", "reason", why)
 	}
 	return ok
 }
 
 // restoreThread gives the calling thread (the loop's, which forked a
-// worker at the idle priority) sockd's own priority back.
+// worker at a low priority) sockd's own priority back.
 func (e *osEnv) restoreThread() {
 	if err := sched.SetThread(e.schedAttr); err != nil {
-		e.p.log.Error("cannot give sockd's own thread its CPU priority back", "event", "idle_start_unavailable", "error", err)
+		e.p.log.Error("cannot give sockd's own thread its CPU priority back", "event", "low_start_unavailable", "error", err)
 	}
 }
 
-func (e *osEnv) unidle(w *worker) {
+func (e *osEnv) raise(w *worker) {
 	n, err := sched.Restore(w.pid, e.schedAttr)
 	if err != nil {
-		e.p.wlog(w).Warn("cannot give the worker its normal CPU priority back", "event", "worker_idle_end", "threads", n, "error", err)
+		e.p.wlog(w).Warn("cannot give the worker its normal CPU priority back", "event", "worker_priority_restored", "threads", n, "error", err)
 		return
 	}
-	e.p.wlog(w).Debug("worker has its normal CPU priority back", "event", "worker_idle_end", "threads", n)
+	e.p.wlog(w).Debug("worker has its normal CPU priority back", "event", "worker_priority_restored", "threads", n)
 }
 
 func (e *osEnv) steerReady(w *worker) time.Time {

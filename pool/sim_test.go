@@ -46,7 +46,7 @@ type sim struct {
 	queue     map[int]int
 	sent      []string     // what systemd was told
 	channels  bool         // workers have Node IPC channels
-	noIdle    bool         // sockd may not give a worker its priority back
+	noLow     bool         // sockd may not give a worker its priority back
 	sentTo    []string     // messages sent on them, "PID MSG"
 	unread    map[int]bool // workers whose channel's queue is full
 }
@@ -57,8 +57,8 @@ type simProc struct {
 	signals        []unix.Signal
 	group          bool // a process of its group outlives it
 	stuck          bool // and SIGKILL does not end it
-	idle           bool // started at the idle CPU priority, not restored yet
-	unidled        int  // times given its normal priority back
+	low            bool // started at a low CPU priority, not restored yet
+	raised         int  // times given its normal priority back
 }
 
 type simTimer struct {
@@ -84,7 +84,7 @@ func (s *sim) start(w *worker) (int, error) {
 		return 0, errors.New("fork/exec /bin/true: exec format error")
 	}
 	s.next++
-	s.procs[s.next] = &simProc{pid: s.next, slot: w.slot, gen: w.gen, idle: w.idle}
+	s.procs[s.next] = &simProc{pid: s.next, slot: w.slot, gen: w.gen, low: w.low}
 	return s.next, nil
 }
 
@@ -131,11 +131,11 @@ func (s *sim) leave(*worker)                {}
 func (s *sim) drained(*worker) bool         { return true }
 func (s *sim) yielded() bool                { return false }
 func (s *sim) gone(*worker)                 {}
-func (s *sim) mayIdle(*worker) bool         { return !s.noIdle }
-func (s *sim) unidle(w *worker) {
+func (s *sim) mayLower(*worker) bool        { return !s.noLow }
+func (s *sim) raise(w *worker) {
 	pr := s.procs[w.pid]
-	pr.idle = false
-	pr.unidled++
+	pr.low = false
+	pr.raised++
 }
 func (s *sim) orphaned(w *worker, sig unix.Signal) {}
 func (s *sim) remove(path string)                  {}
@@ -1274,90 +1274,81 @@ func TestSimStuckGroupIsGivenUp(t *testing.T) {
 	}
 }
 
-// With IdleStart, a worker that starts while others serve starts at the
-// idle CPU priority and gets its normal one back once ready, once asked
-// to stop, or once IdleStart has passed; the first generation (nobody
-// serves yet) starts as usual, and so does every worker where sockd may
-// not give the priority back.
-func TestSimIdleStart(t *testing.T) {
-	s := newSim(t, func(o *simOpts) { o.IdleStart = 2 * time.Second })
+// With LowStart, a worker that starts while others serve starts at a
+// low CPU priority and gets its normal one back once ready, once asked
+// to stop, or once half its ReadyTimeout has passed; the first
+// generation (nobody serves yet) starts as usual, and so does every
+// worker where sockd may not give the priority back.
+func TestSimLowStart(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.LowStart = true; o.ReadyTimeout = 10 * time.Second })
 	first := s.starting()
 	for _, pid := range first {
-		if s.procs[pid].idle {
-			t.Fatalf("worker %d of the first generation started idle: nobody serves beside it", pid)
+		if s.procs[pid].low {
+			t.Fatalf("worker %d of the first generation started low: nobody serves beside it", pid)
 		}
 	}
 	s.ready(first...)
 	for _, pid := range first {
-		if n := s.procs[pid].unidled; n != 0 {
-			t.Fatalf("worker %d, never idle, was restored %d times", pid, n)
+		if n := s.procs[pid].raised; n != 0 {
+			t.Fatalf("worker %d, never low, was restored %d times", pid, n)
 		}
 	}
 
-	// A reload's workers start idle; READY=1 restores each, once.
+	// A reload's workers start low; READY=1 restores each, once.
 	s.reload()
 	gen2 := s.starting()
 	if len(gen2) != 2 {
 		t.Fatalf("reload started %v", gen2)
 	}
 	for _, pid := range gen2 {
-		if !s.procs[pid].idle {
-			t.Fatalf("worker %d of the reload did not start idle", pid)
+		if !s.procs[pid].low {
+			t.Fatalf("worker %d of the reload did not start low", pid)
 		}
 	}
 	s.ready(gen2[0])
-	if pr := s.procs[gen2[0]]; pr.idle || pr.unidled != 1 {
-		t.Fatalf("ready worker: idle %v, restored %d times", pr.idle, pr.unidled)
+	if pr := s.procs[gen2[0]]; pr.low || pr.raised != 1 {
+		t.Fatalf("ready worker: low %v, restored %d times", pr.low, pr.raised)
 	}
-	if !s.procs[gen2[1]].idle {
+	if !s.procs[gen2[1]].low {
 		t.Fatal("the other worker, not ready, was restored")
 	}
-	// Still starting after IdleStart: restored then, and not again at READY.
-	s.advance(2 * time.Second)
-	if pr := s.procs[gen2[1]]; pr.idle || pr.unidled != 1 {
-		t.Fatalf("worker starting for IdleStart: idle %v, restored %d times", pr.idle, pr.unidled)
+	// Still starting at half its ReadyTimeout: restored then (not a
+	// moment before), and not again at READY.
+	s.advance(5*time.Second - time.Nanosecond)
+	if !s.procs[gen2[1]].low {
+		t.Fatal("restored before half its ReadyTimeout")
+	}
+	s.advance(time.Nanosecond)
+	if pr := s.procs[gen2[1]]; pr.low || pr.raised != 1 {
+		t.Fatalf("worker starting for half its ReadyTimeout: low %v, restored %d times", pr.low, pr.raised)
 	}
 	s.ready(gen2[1])
-	if n := s.procs[gen2[1]].unidled; n != 1 {
+	if n := s.procs[gen2[1]].raised; n != 1 {
 		t.Fatalf("restored %d times", n)
 	}
 	s.exitStopped()
 
-	// A crash replacement beside a serving worker starts idle; asked to
+	// A crash replacement beside a serving worker starts low; asked to
 	// stop before it is ready (the pool stops), it is restored first.
 	victim := s.livePIDs()[0]
 	s.exit(victim)
 	repl := s.starting()
-	if len(repl) != 1 || !s.procs[repl[0]].idle {
-		t.Fatalf("crash replacement %v did not start idle", repl)
+	if len(repl) != 1 || !s.procs[repl[0]].low {
+		t.Fatalf("crash replacement %v did not start low", repl)
 	}
 	s.step(stopRequest{})
-	if pr := s.procs[repl[0]]; pr.idle || pr.unidled != 1 {
-		t.Fatalf("stopped while starting: idle %v, restored %d times", pr.idle, pr.unidled)
+	if pr := s.procs[repl[0]]; pr.low || pr.raised != 1 {
+		t.Fatalf("stopped while starting: low %v, restored %d times", pr.low, pr.raised)
 	}
 
-	// A worker starts idle for at most half its ReadyTimeout.
-	s = newSim(t, func(o *simOpts) { o.IdleStart = time.Hour; o.ReadyTimeout = 10 * time.Second })
-	s.readyAll()
-	s.reload()
-	capped := s.starting()
-	s.advance(5*time.Second - time.Nanosecond)
-	if !s.procs[capped[0]].idle {
-		t.Fatal("restored before half its ReadyTimeout")
-	}
-	s.advance(time.Nanosecond)
-	if s.procs[capped[0]].idle {
-		t.Fatal("still idle at half its ReadyTimeout")
-	}
-
-	// Where sockd may not restore a worker, none starts idle.
-	s = newSim(t, func(o *simOpts) { o.IdleStart = 2 * time.Second })
-	s.noIdle = true
+	// Where sockd may not restore a worker, none starts low.
+	s = newSim(t, func(o *simOpts) { o.LowStart = true })
+	s.noLow = true
 	s.readyAll()
 	s.reload()
 	for _, pid := range s.starting() {
-		if s.procs[pid].idle {
-			t.Fatalf("worker %d started idle though sockd may not restore it", pid)
+		if s.procs[pid].low {
+			t.Fatalf("worker %d started low though sockd may not restore it", pid)
 		}
 	}
 }

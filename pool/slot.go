@@ -45,7 +45,7 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	if c := s.cur; c != nil && !c.exited {
 		w.replaces = c.steerName()
 	}
-	w.idle = w.cfg.IdleStart > 0 && p.othersServe() && p.env.mayIdle(w)
+	w.low = w.cfg.LowStart && p.othersServe() && p.env.mayLower(w)
 	pid, err := p.env.start(w)
 	if err != nil {
 		p.st.spawnFailures++
@@ -66,8 +66,8 @@ func (p *Pool) startNext(s *slot) (*worker, error) {
 	p.env.track(pid)
 	p.wlog(w).Info("worker started", "event", "worker_start")
 	p.event(Event{Kind: EventStart, Slot: w.slot, Generation: w.gen, PID: w.pid})
-	if w.idle {
-		w.timers = append(w.timers, p.after(w.cfg.idleFor(), idleTimer{w}))
+	if w.low {
+		w.timers = append(w.timers, p.after(w.cfg.ReadyTimeout/2, lowTimer{w}))
 	}
 	if d := w.cfg.Ready.After; d > 0 {
 		w.timers = append(w.timers, p.after(d, readyTimer{w}))
@@ -152,7 +152,7 @@ func (p *Pool) stopWorker(w *worker, why string) {
 	}
 	w.stopSent, w.why = true, why
 	w.state = Stopping
-	p.unidle(w) // it drains at its normal priority
+	p.raise(w) // it drains at its normal priority
 	w.killAt = p.env.now().Add(w.cfg.StopTimeout)
 	if p.env.steered() && !w.readyAt.IsZero() && !w.leaving {
 		p.env.leave(w)
@@ -443,7 +443,7 @@ func (p *Pool) giveUp(err error) {
 }
 
 // othersServe reports whether a ready worker serves: a worker started now
-// starts beside it (Config.IdleStart).
+// starts beside it (Config.LowStart).
 func (p *Pool) othersServe() bool {
 	for _, w := range p.st.byPID {
 		if w.state == Ready {
@@ -453,24 +453,23 @@ func (p *Pool) othersServe() bool {
 	return false
 }
 
-// unidle gives a worker started at the idle CPU priority its normal one
-// back: it is ready, asked to stop, or still starting after IdleStart.
-func (p *Pool) unidle(w *worker) {
-	if !w.idle || w.exited {
+// raise gives a worker started at a low CPU priority its normal one
+// back: it is ready, asked to stop, or still starting at half its
+// ReadyTimeout.
+func (p *Pool) raise(w *worker) {
+	if !w.low || w.exited {
 		return
 	}
-	w.idle = false
-	p.env.unidle(w)
+	w.low = false
+	p.env.raise(w)
 }
 
-func (p *Pool) onIdleTimer(w *worker) {
-	if w.idle && !w.exited {
-		p.wlog(w).Info("worker still starting; it gets its normal CPU priority now", "event", "worker_idle_end", "idle_start", w.cfg.idleFor())
-		p.unidle(w)
+// onLowTimer: a worker still starting at half its ReadyTimeout (a busy
+// machine gave it little CPU) gets its normal priority for the other
+// half, so that it is not timed out for being starved.
+func (p *Pool) onLowTimer(w *worker) {
+	if w.low && !w.exited {
+		p.wlog(w).Info("worker still starting; it gets its normal CPU priority now", "event", "worker_priority_restored", "after", w.cfg.ReadyTimeout/2)
+		p.raise(w)
 	}
 }
-
-// idleFor is how long a worker may start at the idle priority: IdleStart,
-// but at most half its ReadyTimeout, so that a worker starved by a busy
-// machine still has half of it at its normal priority to get ready.
-func (c *conf) idleFor() time.Duration { return min(c.IdleStart, c.ReadyTimeout/2) }

@@ -218,13 +218,13 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 		files = append(files, uintptr(channel))
 	}
 	argv := append([]string{trampolineArg0, c.command}, c.Command...)
-	if w.idle {
-		// The loop's thread (locked to it) forks the worker at the idle
-		// priority, so that everything from the fork on runs idle, the
+	if w.low {
+		// The loop's thread (locked to it) forks the worker at the low
+		// priority, so that everything from the fork on runs low, the
 		// trampoline's own start-up included.
-		if err := sched.IdleThread(); err != nil {
-			e.p.wlog(w).Warn("cannot start the worker at the idle CPU priority", "event", "idle_start_unavailable", "error", err)
-			w.idle = false
+		if err := sched.LowThread(e.schedAttr); err != nil {
+			e.p.wlog(w).Warn("cannot start the worker at a low CPU priority", "event", "low_start_unavailable", "error", err)
+			w.low = false
 		} else {
 			defer e.restoreThread()
 		}

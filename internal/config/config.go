@@ -138,7 +138,7 @@ var settings = []Setting{
 		}},
 	{Name: "reuseport", Restart: true, Help: "one SO_REUSEPORT socket per worker slot instead of one shared socket (TCP and UDP listeners sockd binds)",
 		value: func(r *Run) value { return boolValue{&r.ReusePort} }},
-	{Name: "slow-start", Arg: "DURATION", Restart: true, Help: "with --reuseport: a new worker's share of new connections rises from 10 % to its whole share over DURATION after it is ready, while the worker it replaces serves the rest (0: its whole share at once); with any socket, a worker that starts while others serve runs at the idle CPU priority until it is ready (at most DURATION)",
+	{Name: "slow-start", Arg: "DURATION", Restart: true, Help: "with --reuseport: a new worker's share of new connections rises from 10 % to its whole share over DURATION after it is ready, while the worker it replaces serves the rest (0: its whole share at once); with any socket, a worker that starts while others serve runs ten nice levels down until it is ready (at most half --ready-timeout)",
 		value: func(r *Run) value { return typed[time.Duration]{&r.SlowStart, duration(0), showDuration} }},
 	{Name: "ready", Arg: "RULE", Default: "notify", Values: []string{"notify", "node-ipc", "node-listen", "after:DURATION"},
 		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too), node-listen (a Node.js worker listens on sockd's sockets, told by sockd's preload) or after:DURATION (that long after it started)",
@@ -463,7 +463,7 @@ func (r *Run) Pool() pool.Config {
 		Workers: int(r.Workers), Ready: r.Ready,
 		ReadyTimeout: r.ReadyTimeout, ReloadTimeout: r.ReloadTimeout, StopTimeout: r.StopTimeout, StopSignal: r.StopSignal,
 		RestartLimit: r.RestartLimit, WorkerWatchdog: r.WorkerWatchdog,
-		ReloadBatch: int(r.ReloadBatch), ReloadSoak: r.ReloadSoak, IdleStart: r.SlowStart,
+		ReloadBatch: int(r.ReloadBatch), ReloadSoak: r.ReloadSoak, LowStart: r.SlowStart > 0,
 		Recycle: pool.Recycle{MaxMemory: r.MaxMemory, MaxRequests: r.MaxRequests, MaxAge: r.MaxAge},
 		User:    r.User,
 	}

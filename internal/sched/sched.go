@@ -1,22 +1,24 @@
-// Package sched starts a worker at the idle CPU priority and gives it
-// back its normal one: SCHED_IDLE, one of Linux's scheduling policies
-// (sched(7), https://man7.org/linux/man-pages/man7/sched.7.html;
+// Package sched starts a worker at a low CPU priority and gives it back
+// its normal one: ten nice levels below sockd's own, under sockd's own
+// scheduling policy (sched(7), https://man7.org/linux/man-pages/man7/sched.7.html;
 // sched_setattr(2), https://man7.org/linux/man-pages/man2/sched_setattr.2.html).
 //
-// A task under SCHED_IDLE runs only when nothing else wants its CPU, and
-// a waking task of the normal policy preempts it at once. A worker that
-// starts while others serve (a reload's new generation, a crash
-// replacement, a scale-up) then boots on the CPU time the serving workers
-// leave, instead of taking it from their requests: on two cores, two
-// Node.js processes booting beside two serving ones made the serving
-// ones' slowest answers about twice as slow.
+// When every CPU is busy, the kernel shares them by weight: a task ten
+// nice levels down weighs 110 against a normal task's 1024, so it gets
+// about a tenth of a serving worker's share. A worker that starts while
+// others serve (a reload's new generation, a crash replacement, a
+// scale-up) then boots, and warms up, on a trickle of CPU time instead
+// of taking a burst of it from their requests; on an idle CPU it runs at
+// full speed. (SCHED_IDLE, tried first, gets nothing while the CPUs are
+// busy, so the boot only moved to whenever the worker got its priority
+// back, and came as a burst there: BENCHMARKS.md.)
 //
-// Leaving SCHED_IDLE is a privileged step: the kernel allows it only
-// with CAP_SYS_NICE, or when RLIMIT_NICE allows the task's nice value
+// Raising a task's priority back is a privileged step: the kernel allows
+// it only with CAP_SYS_NICE, or when RLIMIT_NICE allows the nice value
 // (can_nice in the kernel; RLIMIT_NICE is 0 by default, which allows
 // nothing). So a supervisor must check it may restore a worker before it
-// starts one idle (CanRestore): a worker that cannot be restored would
-// stay at the idle priority for good.
+// starts one low (CanRestore): a worker that cannot be restored would
+// stay at the low priority for good.
 package sched
 
 import (
@@ -47,18 +49,25 @@ func Self() (Attr, error) {
 	return Attr{Policy: a.Policy, Nice: a.Nice}, nil
 }
 
+// Lower is how many nice levels below sockd's own a worker starts.
+const Lower = 10
+
+// Low is the priority a worker of a process at a starts at: a's policy,
+// Lower nice levels down (at most 19).
+func Low(a Attr) Attr { return Attr{Policy: a.Policy, Nice: min(a.Nice+Lower, 19)} }
+
 // capSysNice is CAP_SYS_NICE's bit (capability.h).
 const capSysNice = 23
 
-// CanRestore reports whether this process may move a task of its own
-// user (or, when sameUser is false, of any user) from SCHED_IDLE back to
-// a, and if not, why not.
+// CanRestore reports whether this process may start a task of its own
+// user (or, when sameUser is false, of any user) at Low(a) and move it
+// back to a, and if not, why not.
 func CanRestore(a Attr, sameUser bool) (bool, string) {
-	if a.Policy == unix.SCHED_IDLE {
-		return false, "sockd itself runs at the idle priority"
-	}
 	if a.Policy != unix.SCHED_NORMAL && a.Policy != unix.SCHED_BATCH {
-		return false, fmt.Sprintf("sockd runs under scheduling policy %d (real-time): its workers keep it", a.Policy)
+		return false, fmt.Sprintf("sockd runs under scheduling policy %d (idle or real-time): its workers keep it", a.Policy)
+	}
+	if Low(a).Nice == a.Nice {
+		return false, "sockd runs at nice 19: there is no lower priority"
 	}
 	if hasCap(capSysNice) {
 		return true, ""
@@ -88,21 +97,11 @@ func hasCap(bit uint) bool {
 	return false
 }
 
-// IdleThread puts the calling thread under SCHED_IDLE, keeping its nice
-// value: the threads and processes it starts inherit the policy (a
-// process forked by it starts idle). The caller must be locked to its
-// thread (runtime.LockOSThread) and give it its policy back (SetThread).
-func IdleThread() error {
-	a, err := unix.SchedGetAttr(0, 0)
-	if err != nil {
-		return fmt.Errorf("sched_getattr: %w", err)
-	}
-	a.Policy = unix.SCHED_IDLE
-	if err := unix.SchedSetAttr(0, a, 0); err != nil {
-		return fmt.Errorf("sched_setattr SCHED_IDLE: %w", err)
-	}
-	return nil
-}
+// LowThread puts the calling thread at Low(a), a being its own priority:
+// the threads and processes it starts inherit it (a process forked by it
+// starts low). The caller must be locked to its thread
+// (runtime.LockOSThread) and give it its priority back (SetThread).
+func LowThread(a Attr) error { return SetThread(Low(a)) }
 
 // SetThread gives the calling thread the policy and nice value a.
 func SetThread(a Attr) error {
@@ -117,20 +116,20 @@ func SetThread(a Attr) error {
 	return nil
 }
 
-// maxPasses bounds Restore's passes over a tree whose idle threads keep
+// maxPasses bounds Restore's passes over a tree whose low threads keep
 // starting new ones while it works.
 const maxPasses = 8
 
 // Restore gives every thread of pid and of its descendants that is still
-// under SCHED_IDLE the policy and nice value a. It walks the tree again
-// until a pass finds no idle thread (a thread that an idle one started
-// while the pass ran is idle too), at most maxPasses times. It returns
-// how many threads it restored; threads and processes that exit while
-// it works are no error.
+// at Low(a) the priority a. It walks the tree again until a pass finds
+// no such thread (a thread that a low one started while the pass ran is
+// low too), at most maxPasses times. It returns how many threads it
+// restored; threads and processes that exit while it works are no error.
+// A thread the app itself moved to another priority keeps that one.
 func Restore(pid int, a Attr) (int, error) {
 	n := 0
 	for range maxPasses {
-		changed, err := restoreTree(pid, a)
+		changed, err := restoreTree(pid, Low(a), a)
 		n += changed
 		if err != nil || changed == 0 {
 			return n, err
@@ -139,7 +138,7 @@ func Restore(pid int, a Attr) (int, error) {
 	return n, nil
 }
 
-func restoreTree(pid int, a Attr) (int, error) {
+func restoreTree(pid int, low, a Attr) (int, error) {
 	n := 0
 	var errs []error
 	todo := []int{pid}
@@ -156,8 +155,8 @@ func restoreTree(pid int, a Attr) (int, error) {
 				continue
 			}
 			cur, err := unix.SchedGetAttr(tid, 0)
-			if err != nil || cur.Policy != unix.SCHED_IDLE {
-				continue // gone, or not idle (any more)
+			if err != nil || cur.Policy != low.Policy || cur.Nice != low.Nice {
+				continue // gone, or not low (any more)
 			}
 			cur.Policy, cur.Nice, cur.Flags = a.Policy, a.Nice, 0
 			if err := unix.SchedSetAttr(tid, cur, 0); err != nil {

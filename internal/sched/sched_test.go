@@ -17,16 +17,20 @@ import (
 )
 
 // The test binary re-executes itself as a helper: SCHED_TEST_HELPER=tree
-// goes idle on its main thread, starts a child of its own from that
-// thread (which inherits SCHED_IDLE), says "up" and waits for stdin to
-// close; =leaf just waits; =probe prints what CanRestore predicts and
-// what the kernel does when it tries: go idle, then back.
+// goes low on its main thread, starts a child of its own from that
+// thread (which inherits the low priority), says "up" and waits for
+// stdin to close; =leaf just waits; =probe prints what CanRestore
+// predicts and what the kernel does when it tries: go low, then back.
 func TestMain(m *testing.M) {
 	switch os.Getenv("SCHED_TEST_HELPER") {
 	case "tree":
 		runtime.LockOSThread()
-		if err := IdleThread(); err != nil {
-			fmt.Println("idle:", err)
+		self, err := Self()
+		if err == nil {
+			err = LowThread(self)
+		}
+		if err != nil {
+			fmt.Println("low:", err)
 			os.Exit(1)
 		}
 		leaf := exec.Command(os.Args[0])
@@ -51,8 +55,8 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		ok, why := CanRestore(self, true)
-		if err := IdleThread(); err != nil {
-			fmt.Println("idle:", err)
+		if err := LowThread(self); err != nil {
+			fmt.Println("low:", err)
 			os.Exit(1)
 		}
 		err = SetThread(self)
@@ -77,17 +81,17 @@ func threads(t *testing.T, pid int) []int {
 	return tids
 }
 
-func policy(t *testing.T, tid int) uint32 {
+func prio(t *testing.T, tid int) Attr {
 	t.Helper()
 	a, err := unix.SchedGetAttr(tid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a.Policy
+	return Attr{Policy: a.Policy, Nice: a.Nice}
 }
 
-// A process tree started idle gets every thread's policy back, the
-// child's too; the ones that were not idle stay as they were.
+// A process tree started low gets every thread's priority back, the
+// child's too; the ones that were not low stay as they were.
 func TestRestoreTree(t *testing.T) {
 	self, err := Self()
 	if err != nil {
@@ -112,28 +116,37 @@ func TestRestoreTree(t *testing.T) {
 		t.Fatalf("helper said %q, %v", line, err)
 	}
 	leaf, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "up ")))
-	// The helper's main thread went idle and forked the leaf from it;
-	// Go's other threads started before that keep the normal policy.
-	if p := policy(t, cmd.Process.Pid); p != unix.SCHED_IDLE {
-		t.Fatalf("helper's main thread: policy %d, want SCHED_IDLE", p)
+	// The helper's main thread went low and forked the leaf from it;
+	// Go's other threads started before that keep the normal priority.
+	low := Low(self)
+	if low.Nice != self.Nice+Lower && low.Nice != 19 {
+		t.Fatalf("Low(%+v) = %+v: want %d nice levels down", self, low, Lower)
 	}
-	if p := policy(t, leaf); p != unix.SCHED_IDLE {
-		t.Fatalf("leaf: policy %d, want SCHED_IDLE (inherited)", p)
+	if p := prio(t, cmd.Process.Pid); p != low {
+		t.Fatalf("helper's main thread: %+v, want %+v", p, low)
 	}
-	idle := 0
+	if p := prio(t, leaf); p != low {
+		t.Fatalf("leaf: %+v, want %+v (inherited)", p, low)
+	}
+	lows, others := 0, 0
 	for _, pid := range []int{cmd.Process.Pid, leaf} {
 		for _, tid := range threads(t, pid) {
-			if policy(t, tid) == unix.SCHED_IDLE {
-				idle++
+			if prio(t, tid) == low {
+				lows++
+			} else {
+				others++
 			}
 		}
+	}
+	if others == 0 {
+		t.Fatal("every thread of the helper is low: the test cannot tell Restore leaves the others alone")
 	}
 	n, err := Restore(cmd.Process.Pid, self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != idle {
-		t.Errorf("Restore changed %d threads; %d were idle", n, idle)
+	if n != lows {
+		t.Errorf("Restore changed %d threads; %d were low", n, lows)
 	}
 	for _, pid := range []int{cmd.Process.Pid, leaf} {
 		for _, tid := range threads(t, pid) {
@@ -146,7 +159,7 @@ func TestRestoreTree(t *testing.T) {
 			}
 		}
 	}
-	// Nothing idle is left: a second call changes nothing.
+	// Nothing low is left: a second call changes nothing.
 	if n, err := Restore(cmd.Process.Pid, self); n != 0 || err != nil {
 		t.Errorf("second Restore: %d, %v", n, err)
 	}

@@ -249,20 +249,23 @@ func (e *osEnv) signal(w *worker, sig unix.Signal) error {
 	if err == unix.ESRCH || err == unix.EPERM {
 		err = unix.Kill(w.pid, sig)
 	}
-	// What it started outside its process group gets sig too, once: the
-	// rest of its cgroup, or the processes sockd adopted from it.
-	var others []int
-	if w.cgroup != nil {
-		others, _ = w.cgroup.PIDs()
-	} else {
-		others = e.adopted(w)
-	}
-	for _, pid := range others {
+	// What it started outside its process group gets sig too, once.
+	for _, pid := range e.others(w) {
 		if pgid, err := unix.Getpgid(pid); err == nil && pgid != w.pid {
 			unix.Kill(pid, sig)
 		}
 	}
 	return err
+}
+
+// others lists the processes of w that may have left its tree: the rest
+// of its cgroup, or the processes sockd adopted from it.
+func (e *osEnv) others(w *worker) []int {
+	if w.cgroup != nil {
+		pids, _ := w.cgroup.PIDs()
+		return pids
+	}
+	return e.adopted(w)
 }
 
 func (e *osEnv) groupAlive(w *worker) bool {
@@ -393,8 +396,10 @@ func (e *osEnv) restoreThread() {
 	}
 }
 
+// raise restores w's tree and what left it: the same processes signal
+// reaches (a daemon that double-forked was forked low too).
 func (e *osEnv) raise(w *worker) {
-	n, err := sched.Restore(w.pid, e.schedAttr)
+	n, err := sched.Restore(e.schedAttr, append([]int{w.pid}, e.others(w)...)...)
 	if err != nil {
 		e.p.wlog(w).Warn("cannot give the worker its normal CPU priority back", "event", "worker_priority_restored", "threads", n, "error", err)
 		return

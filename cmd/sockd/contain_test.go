@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockd/sockd/internal/cgroup"
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
@@ -121,6 +123,64 @@ func TestSetsidDaemonsDieWithTheirWorker(t *testing.T) {
 			waitGone(t, "daemon after sockd was killed", daemons)
 			for _, w := range workers {
 				waitGone(t, "worker", []int{w.PID})
+			}
+		})
+	}
+}
+
+// A worker that prints its nice value, then starts two daemons with
+// setsid -f (out of its tree: their parent exits) and execs the demo
+// worker.
+const lowDaemonScript = `nice >> "$NICES"; for i in 1 2; do setsid -f sh -c 'echo $$ >> "$DAEMONS"; exec sleep 1000' </dev/null >/dev/null 2>&1; done; exec "$0" demo-worker`
+
+// With --slow-start a reload's workers start ten nice levels down, and
+// so does what they fork before they are ready. A daemon that left the
+// worker's tree gets sockd's priority back with the worker: it is found
+// the way signals find it (the worker's cgroup, or the orphans sockd
+// adopted), not left at the low priority for its whole life.
+func TestLowStartRestoresEscapedDaemons(t *testing.T) {
+	self, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self.Policy != unix.SCHED_NORMAL && self.Policy != unix.SCHED_BATCH || self.Nice > 9 {
+		t.Skipf("the test runs at policy %d, nice %d: nothing to lower", self.Policy, self.Nice)
+	}
+	for _, mode := range containModes(t) {
+		t.Run("cgroups="+mode, func(t *testing.T) {
+			dir := t.TempDir()
+			file, nices := filepath.Join(dir, "daemons"), filepath.Join(dir, "nices")
+			d := startSockd(t, []string{"DAEMONS=" + file, "NICES=" + nices}, "--cgroups", mode, "--workers", "2",
+				"--slow-start", "1s", "--listen", "tcp://127.0.0.1:0", "--", "/bin/sh", "-c", lowDaemonScript, os.Args[0])
+			waitDaemons(t, file, 4, 0)
+			if code := sockd([]string{"reload", "--wait", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+				t.Fatalf("reload: exit %d", code)
+			}
+			second := waitDaemons(t, file, 8, 4)
+			// The second generation did start low (else the test tells
+			// nothing): each worker printed its nice value before it
+			// forked its daemons.
+			b, _ := os.ReadFile(nices)
+			want := fmt.Sprintf("%d %d %d %d", self.Nice, self.Nice, self.Nice+10, self.Nice+10)
+			if got := strings.Join(strings.Fields(string(b)), " "); got != want {
+				t.Fatalf("nice values of the workers' shells: %q, want %q (the reload's pair low)", got, want)
+			}
+			for _, pid := range second {
+				ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range ents {
+					tid, _ := strconv.Atoi(e.Name())
+					a, err := unix.SchedGetAttr(tid, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if a.Policy != self.Policy || a.Nice != self.Nice {
+						t.Errorf("daemon %d thread %d: policy %d nice %d once its worker is ready, want %d and %d (sockd's)",
+							pid, tid, a.Policy, a.Nice, self.Policy, self.Nice)
+					}
+				}
 			}
 		})
 	}

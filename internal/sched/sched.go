@@ -120,16 +120,19 @@ func SetThread(a Attr) error {
 // starting new ones while it works.
 const maxPasses = 8
 
-// Restore gives every thread of pid and of its descendants that is still
-// at Low(a) the priority a. It walks the tree again until a pass finds
-// no such thread (a thread that a low one started while the pass ran is
-// low too), at most maxPasses times. It returns how many threads it
-// restored; threads and processes that exit while it works are no error.
-// A thread the app itself moved to another priority keeps that one.
-func Restore(pid int, a Attr) (int, error) {
+// Restore gives every thread of the processes roots and of their
+// descendants that is still at Low(a) the priority a. A supervisor passes
+// the worker and what left its tree but is still the worker's (a daemon
+// that double-forked, found in the worker's cgroup or among the orphans
+// sockd adopted). It walks the trees again until a pass finds no such
+// thread (a thread that a low one started while the pass ran is low too),
+// at most maxPasses times. It returns how many threads it restored;
+// threads and processes that exit while it works are no error. A thread
+// the app itself moved to another priority keeps that one.
+func Restore(a Attr, roots ...int) (int, error) {
 	n := 0
 	for range maxPasses {
-		changed, err := restoreTree(pid, Low(a), a)
+		changed, err := restoreTrees(roots, Low(a), a)
 		n += changed
 		if err != nil || changed == 0 {
 			return n, err
@@ -138,13 +141,18 @@ func Restore(pid int, a Attr) (int, error) {
 	return n, nil
 }
 
-func restoreTree(pid int, low, a Attr) (int, error) {
+func restoreTrees(roots []int, low, a Attr) (int, error) {
 	n := 0
 	var errs []error
-	todo := []int{pid}
+	todo := append([]int(nil), roots...)
+	seen := map[int]bool{}
 	for len(todo) > 0 {
 		p := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
+		if seen[p] {
+			continue // a root that is also another root's descendant
+		}
+		seen[p] = true
 		ents, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
 		if err != nil {
 			continue // it exited

@@ -128,11 +128,11 @@ func TestRestoreTree(t *testing.T) {
 	if p := prio(t, leaf); p != low {
 		t.Fatalf("leaf: %+v, want %+v (inherited)", p, low)
 	}
-	lows, others := 0, 0
+	lows, others := map[int]int{}, 0
 	for _, pid := range []int{cmd.Process.Pid, leaf} {
 		for _, tid := range threads(t, pid) {
 			if prio(t, tid) == low {
-				lows++
+				lows[pid]++
 			} else {
 				others++
 			}
@@ -141,12 +141,24 @@ func TestRestoreTree(t *testing.T) {
 	if others == 0 {
 		t.Fatal("every thread of the helper is low: the test cannot tell Restore leaves the others alone")
 	}
-	n, err := Restore(cmd.Process.Pid, self)
+	// A root is walked down, not up: the leaf alone leaves its parent low.
+	n, err := Restore(self, leaf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != lows {
-		t.Errorf("Restore changed %d threads; %d were low", n, lows)
+	if n != lows[leaf] {
+		t.Errorf("Restore of the leaf changed %d threads; it had %d low", n, lows[leaf])
+	}
+	if p := prio(t, cmd.Process.Pid); p != low {
+		t.Fatalf("helper's main thread after Restore of its child: %+v, want %+v", p, low)
+	}
+	// Several roots, one of them inside another's tree.
+	n, err = Restore(self, leaf, cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != lows[cmd.Process.Pid] {
+		t.Errorf("Restore changed %d threads; %d were low", n, lows[cmd.Process.Pid])
 	}
 	for _, pid := range []int{cmd.Process.Pid, leaf} {
 		for _, tid := range threads(t, pid) {
@@ -160,7 +172,7 @@ func TestRestoreTree(t *testing.T) {
 		}
 	}
 	// Nothing low is left: a second call changes nothing.
-	if n, err := Restore(cmd.Process.Pid, self); n != 0 || err != nil {
+	if n, err := Restore(self, cmd.Process.Pid); n != 0 || err != nil {
 		t.Errorf("second Restore: %d, %v", n, err)
 	}
 }
@@ -171,7 +183,7 @@ func TestRestoreGone(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := Restore(cmd.Process.Pid, Attr{}); n != 0 || err != nil {
+	if n, err := Restore(Attr{}, cmd.Process.Pid); n != 0 || err != nil {
 		t.Fatalf("Restore of a reaped pid: %d, %v", n, err)
 	}
 }

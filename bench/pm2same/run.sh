@@ -15,17 +15,17 @@
 # with --reuseport --slow-start 2s (traffic steering, issue 20: a new
 # worker takes no connection before it is ready and its share ramps up
 # over 2 s; not in the default PEERS), and a fifth, sockd-wu, with that and
-# --warmup / --warmup-requests 200 (the preload warms each new worker up
-# with 200 requests of its own before it is ready; not in the default
-# PEERS either). The peers run side by side
+# --warmup / --warmup-requests N (the preload warms each new worker up
+# with N requests of its own before it is ready, WARMUP_REQUESTS, 200 by
+# default; not in the default PEERS either). The peers run side by side
 # on free ports of their own; only one load runs at a time, the peers
 # alternated A B C A B C:
 #   1. throughput: wrk -t2 -c32 -d5s --latency, THROUGHPUT_ROUNDS rounds;
 #   2. reloads: wrk -t2 -c32 --latency (keep-alive) for as long as RELOADS
 #      reloads one after another take (`pm2 reload express` vs
-#      `sockd reload --wait`; wrk is started with -d120s and stopped with
-#      SIGINT once the last reload returned, which makes wrk print its
-#      report), RELOAD_ROUNDS rounds; socket errors, non-2xx, p99;
+#      `sockd reload --wait`; wrk is started with a -d of 60 s per
+#      reload and stopped with SIGINT once the last reload returned, which
+#      makes wrk print its report), RELOAD_ROUNDS rounds; socket errors, non-2xx, p99;
 #   3. the same wrk over a steady window of the same length (whole seconds,
 #      rounded up), right after the reload window and a 2 s warm-up;
 #   4. VmRSS (/proc/PID/status) of the supervisor and of its whole process
@@ -35,7 +35,8 @@
 #      peer loaded first), and the supervisor's peak (VmHWM).
 # Settings: PEERS (default "pm2 sockd sockd-b1"; any subset, in the order
 # of alternation), THROUGHPUT_ROUNDS (0 skips 1.), RELOAD_ROUNDS (0 skips
-# 2. and 3.), RELOADS, MEMORY=0 skips 4. (and its 55 s of waiting); e.g.
+# 2. and 3.), RELOADS, WARMUP_REQUESTS (sockd-wu's), MEMORY=0 skips 4.
+# (and its 55 s of waiting); e.g.
 # the reload part alone: THROUGHPUT_ROUNDS=0 MEMORY=0 bench/pm2same/run.sh
 # Needs node, npm, wrk, curl and Go (scripts/setup installs them) and the
 # pinned PM2 of bench/peers/node/package-lock.json: taken from
@@ -55,6 +56,7 @@ THROUGHPUT_ROUNDS=${THROUGHPUT_ROUNDS:-3}
 RELOAD_ROUNDS=${RELOAD_ROUNDS:-2}
 RELOADS=${RELOADS:-10}
 MEMORY=${MEMORY:-1}
+WARMUP_REQUESTS=${WARMUP_REQUESTS:-200}
 PEERS=${PEERS:-pm2 sockd sockd-b1}
 for p in $PEERS; do
   case $p in pm2 | sockd | sockd-b1 | sockd-ss | sockd-wu) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1, sockd-ss, sockd-wu)" >&2; exit 1 ;; esac
@@ -177,7 +179,7 @@ CMD_PM2="PM2_HOME=\$TMP/pm2home pm2 start ecosystem.config.js"
 CMD_SOCKD="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SOCKD --control \$TMP/sockd.sock"
 CMD_B1="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_B1 --control \$TMP/sockd-b1.sock --reload-batch 1"
 CMD_SS="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SS --control \$TMP/sockd-ss.sock --reuseport --slow-start 2s"
-CMD_WU="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_WU --control \$TMP/sockd-wu.sock --reuseport --slow-start 2s --warmup / --warmup-requests 200"
+CMD_WU="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_WU --control \$TMP/sockd-wu.sock --reuseport --slow-start 2s --warmup / --warmup-requests $WARMUP_REQUESTS"
 PM2_PID=
 if has pm2; then
   (cd "$TMP/pm2" && "$PM2" start ecosystem.config.js >"$OUT/pm2-start.log" 2>&1)
@@ -201,7 +203,7 @@ if has sockd-ss; then
 fi
 if has sockd-wu; then
   (cd "$TMP/sockd-wu" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_WU" \
-    --control "$SOCK_WU" --reuseport --slow-start 2s --warmup / --warmup-requests 200 >"$OUT/sockd-wu.log" 2>&1) &
+    --control "$SOCK_WU" --reuseport --slow-start 2s --warmup / --warmup-requests "$WARMUP_REQUESTS" >"$OUT/sockd-wu.log" 2>&1) &
   SOCKD_WU_PID=$!
 fi
 
@@ -297,7 +299,7 @@ for r in $(seq "$RELOAD_ROUNDS"); do
   for p in $PEERS; do
     sleep 1
     wrkrun "$OUT/warm-$p-$r.txt" "$p" 2
-    wrk -t2 -c32 -d120s --latency "http://127.0.0.1:$(port_of "$p")/" >"$OUT/reload-$p-$r.txt" 2>&1 &
+    wrk -t2 -c32 -d$((RELOADS * 60))s --latency "http://127.0.0.1:$(port_of "$p")/" >"$OUT/reload-$p-$r.txt" 2>&1 &
     WRK_PID=$!
     sleep 0.5
     ok=0 durs=""
@@ -332,7 +334,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 MINUTES=$(awk -v s=$(($(date +%s) - T0)) 'BEGIN{printf "%.1f", s/60}')
 
 # --- the tables --------------------------------------------------------------
-label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s" ;; sockd-wu) echo "sockd --pm2 --reuseport --slow-start 2s --warmup /" ;; esac; }
+label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s" ;; sockd-wu) echo "sockd --pm2 --reuseport --slow-start 2s --warmup / --warmup-requests $WARMUP_REQUESTS" ;; esac; }
 {
   echo "Run $START, $MINUTES minutes; load average $LOAD_BEFORE before, $LOAD_AFTER after."
   echo "Versions: node $(node --version), pm2 $PM2_VERSION, $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), sockd $COMMIT$DIRTY, $(go version | cut -d' ' -f3)."

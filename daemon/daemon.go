@@ -118,6 +118,7 @@ type Daemon struct {
 	steer     *steering.Steering // nil: not --reuseport, or unavailable
 	adopted   []string           // the old sockd's workers' steering names, until in charge
 	stored    bool               // reuseport groups came back from systemd's fd store
+	oldServes atomic.Bool        // an old sockd's workers serve: taking over, not yet in charge
 
 	reqs    chan request
 	stopped chan struct{} // closed when Run's loop is over: no request is handled after
@@ -194,8 +195,9 @@ func build(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.out = newWorkerOutput(opts.Config, opts.Stdout, opts.Stderr, d.log.Named("output"))
+	d.oldServes.Store(d.child != nil)
 	deps := pool.Deps{Listeners: d.ls, FirstGeneration: first, Notify: d.sd.Notify, Logger: d.log.Named("pool"),
-		Reaper: d.reaper, Cgroups: d.tree, Output: d.out.relay}
+		Reaper: d.reaper, Cgroups: d.tree, Output: d.out.relay, Predecessor: d.oldServes.Load}
 	if err := d.makeRunDir(cfg.User, &deps); err != nil {
 		d.release()
 		return nil, err

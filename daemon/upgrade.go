@@ -101,6 +101,7 @@ func (d *Daemon) stopControl() { d.stopServing() }
 
 // takeCharge: the old sockd made this one the main pid.
 func (d *Daemon) takeCharge() {
+	d.oldServes.Store(false)
 	d.activateSteering()
 	d.sd.set(true)
 	if s, err := d.pool.Status(d.ctx); err == nil {

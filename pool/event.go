@@ -98,9 +98,11 @@ type (
 	rampTimer       struct{ w *worker }
 	socketPollTimer struct{ w *worker }
 	lowTimer        struct{ w *worker }
+	raiseTimer      struct{ w *worker }
 )
 
-func (e lowTimer) apply(p *Pool) { p.onLowTimer(e.w) }
+func (e lowTimer) apply(p *Pool)   { p.onLowTimer(e.w) }
+func (e raiseTimer) apply(p *Pool) { p.onRaiseTimer(e.w) }
 
 func (e rampTimer) apply(p *Pool)       { p.onRampTimer(e.w) }
 func (e socketPollTimer) apply(p *Pool) { p.onSocketPoll(e.w) }

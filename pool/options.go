@@ -279,6 +279,12 @@ type Deps struct {
 	// it is ready, none while it stalls or drains, and a rising share
 	// during slow start. Nil: worker slot i gets socket i of each group.
 	Steering Steerer
+	// Predecessor, if set, reports whether another sockd's workers still
+	// serve these sockets (the old sockd of an upgrade, until this one is
+	// in charge): a worker that starts meanwhile starts as a reload's
+	// does, at a low priority with Config.LowStart. The loop calls it
+	// when it forks a worker.
+	Predecessor func() bool
 	// Logger defaults to hclog.NewNullLogger().
 	Logger hclog.Logger
 }

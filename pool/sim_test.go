@@ -1314,7 +1314,20 @@ func TestSimLowStart(t *testing.T) {
 	}
 	// Still starting at half its ReadyTimeout: restored then (not a
 	// moment before), and not again at READY.
-	s.advance(5*time.Second - time.Nanosecond)
+	s.advance(raiseAgain - time.Nanosecond)
+	if n := s.procs[gen2[0]].raised; n != 1 {
+		t.Fatalf("ready worker restored %d times before the second pass", n)
+	}
+	// A second pass a moment later, for a thread whose clone was under
+	// way during the first; not a third.
+	s.advance(time.Nanosecond)
+	if n := s.procs[gen2[0]].raised; n != 2 {
+		t.Fatalf("ready worker restored %d times after the second pass, want 2", n)
+	}
+	s.advance(5*time.Second - raiseAgain - time.Nanosecond)
+	if n := s.procs[gen2[0]].raised; n != 2 {
+		t.Fatalf("ready worker restored %d times, want 2", n)
+	}
 	if !s.procs[gen2[1]].low {
 		t.Fatal("restored before half its ReadyTimeout")
 	}

@@ -442,9 +442,12 @@ func (p *Pool) giveUp(err error) {
 	p.beginStop()
 }
 
-// othersServe reports whether a ready worker serves: a worker started now
-// starts beside it (Config.LowStart).
+// othersServe reports whether a ready worker serves, this pool's or an
+// old sockd's: a worker started now starts beside it (Config.LowStart).
 func (p *Pool) othersServe() bool {
+	if p.deps.Predecessor != nil && p.deps.Predecessor() {
+		return true
+	}
 	for _, w := range p.st.byPID {
 		if w.state == Ready {
 			return true
@@ -462,6 +465,21 @@ func (p *Pool) raise(w *worker) {
 	}
 	w.low = false
 	p.env.raise(w)
+	w.timers = append(w.timers, p.after(raiseAgain, raiseTimer{w}))
+}
+
+// raiseAgain is when raise makes its second pass. A thread that a low
+// one was starting while the first pass ran inherited the low priority
+// but was not yet listed (the kernel copies the priority early in
+// clone(2) and lists the thread late, and a low thread on a busy CPU can
+// take long between the two); its creator, restored, finishes the clone
+// at its normal priority well within this.
+const raiseAgain = time.Second
+
+func (p *Pool) onRaiseTimer(w *worker) {
+	if !w.exited {
+		p.env.raise(w)
+	}
 }
 
 // onLowTimer: a worker still starting at half its ReadyTimeout (a busy

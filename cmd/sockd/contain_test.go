@@ -139,13 +139,7 @@ const lowDaemonScript = `nice >> "$NICES"; for i in 1 2; do setsid -f sh -c 'ech
 // the way signals find it (the worker's cgroup, or the orphans sockd
 // adopted), not left at the low priority for its whole life.
 func TestLowStartRestoresEscapedDaemons(t *testing.T) {
-	self, err := unix.SchedGetAttr(0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if self.Policy != unix.SCHED_NORMAL && self.Policy != unix.SCHED_BATCH || self.Nice > 9 {
-		t.Skipf("the test runs at policy %d, nice %d: nothing to lower", self.Policy, self.Nice)
-	}
+	self := lowStartTestable(t)
 	for _, mode := range containModes(t) {
 		t.Run("cgroups="+mode, func(t *testing.T) {
 			dir := t.TempDir()
@@ -165,25 +159,50 @@ func TestLowStartRestoresEscapedDaemons(t *testing.T) {
 			if got := strings.Join(strings.Fields(string(b)), " "); got != want {
 				t.Fatalf("nice values of the workers' shells: %q, want %q (the reload's pair low)", got, want)
 			}
+			// At once: the daemons were forked before the worker was
+			// ready, so raise's first pass finds them.
 			for _, pid := range second {
-				ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, e := range ents {
-					tid, _ := strconv.Atoi(e.Name())
-					a, err := unix.SchedGetAttr(tid, 0)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if a.Policy != self.Policy || a.Nice != self.Nice {
-						t.Errorf("daemon %d thread %d: policy %d nice %d once its worker is ready, want %d and %d (sockd's)",
-							pid, tid, a.Policy, a.Nice, self.Policy, self.Nice)
-					}
+				if msg := otherPriority(t, pid, self); msg != "" {
+					t.Errorf("daemon once its worker is ready: %s", msg)
 				}
 			}
 		})
 	}
+}
+
+// lowStartTestable returns the test's own scheduling attributes, or skips
+// the test when it runs where nothing can be started lower.
+func lowStartTestable(t *testing.T) *unix.SchedAttr {
+	t.Helper()
+	self, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self.Policy != unix.SCHED_NORMAL && self.Policy != unix.SCHED_BATCH || self.Nice > 9 {
+		t.Skipf("the test runs at policy %d, nice %d: nothing to lower", self.Policy, self.Nice)
+	}
+	return self
+}
+
+// otherPriority returns a thread of pid that does not run at want's
+// policy and nice value, as a message, or "".
+func otherPriority(t *testing.T, pid int, want *unix.SchedAttr) string {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		tid, _ := strconv.Atoi(e.Name())
+		a, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Policy != want.Policy || a.Nice != want.Nice {
+			return fmt.Sprintf("thread %d of %d: policy %d nice %d, want %d and %d (sockd's)", tid, pid, a.Policy, a.Nice, want.Policy, want.Nice)
+		}
+	}
+	return ""
 }
 
 // A Node worker that spawns a detached child (its own session, unref'd),

@@ -156,11 +156,11 @@ func launch(t *testing.T, cmd *exec.Cmd, out *syncBuffer, ctl string) *daemonPro
 }
 
 func (d *daemonProc) status() (pool.Status, error) {
-	var out bytes.Buffer
-	code := sockd([]string{"status", "--json", "--control", d.control}, &out, io.Discard)
+	var out, errs bytes.Buffer
+	code := sockd([]string{"status", "--json", "--control", d.control}, &out, &errs)
 	var s pool.Status
 	if code != 0 {
-		return s, fmt.Errorf("status exit %d", code)
+		return s, fmt.Errorf("status exit %d: %s", code, strings.TrimSpace(errs.String()))
 	}
 	return s, json.Unmarshal(out.Bytes(), &s)
 }

@@ -382,6 +382,57 @@ func TestUpgradeMovesMainPIDAndWatchdog(t *testing.T) {
 	})
 }
 
+// With --slow-start the new sockd of an upgrade starts its worker as a
+// reload does while the old sockd's worker serves: ten nice levels down
+// until it is ready, then at sockd's priority. Once the new sockd is in
+// charge, a worker that starts with nobody serving starts as usual.
+func TestUpgradeStartsTheNewWorkersLow(t *testing.T) {
+	self := lowStartTestable(t)
+	bin := installCopy(t)
+	nices := filepath.Join(t.TempDir(), "nices")
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, []string{"NICES=" + nices}, "run", "--control", ctl, "--stop-timeout", "5s", "--workers", "1",
+		"--slow-start", "1s", "--listen", "tcp://127.0.0.1:0", "--", "/bin/sh", "-c", `nice >> "$NICES"; exec "$0" demo-worker`, bin)
+	cmd.Path, cmd.Args[0] = bin, bin
+	d := launch(t, cmd, out, ctl)
+	before := d.mustStatus()
+	var stderr bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &stderr); code != 0 {
+		t.Fatalf("upgrade --wait: exit %d: %s", code, stderr.String())
+	}
+	after := d.mustStatus()
+	if after.PID == before.PID || len(after.Workers) != 1 {
+		t.Fatalf("after the upgrade: %+v", after)
+	}
+	// Every thread, once raise's second pass is over.
+	var msg string
+	defer func() {
+		if t.Failed() && msg != "" {
+			t.Logf("last seen: %s", msg)
+		}
+	}()
+	waitFor(t, 10*time.Second, "every thread of the new sockd's ready worker at sockd's priority", func() bool {
+		msg = otherPriority(t, after.Workers[0].PID, self)
+		return msg == ""
+	})
+	// Its only worker crashes: the replacement starts beside nobody.
+	if err := syscall.Kill(after.Workers[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	waitFor(t, 20*time.Second, "the crashed worker's replacement started", func() bool {
+		b, _ := os.ReadFile(nices)
+		got = strings.Join(strings.Fields(string(b)), " ")
+		return len(strings.Fields(got)) >= 3
+	})
+	// Each worker's shell printed its nice value before it exec'd the
+	// worker: the old sockd's at sockd's, the new sockd's, started beside
+	// it, low, and the replacement at sockd's again.
+	if want := fmt.Sprintf("%d %d %d", self.Nice, self.Nice+10, self.Nice); got != want {
+		t.Fatalf("nice values of the workers' shells: %q, want %q", got, want)
+	}
+}
+
 // A new sockd that fails takes nothing of the old one's with it: the
 // control socket and the unix socket files stay, and the old sockd keeps
 // serving on them.

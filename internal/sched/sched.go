@@ -128,7 +128,9 @@ const maxPasses = 8
 // thread (a thread that a low one started while the pass ran is low too),
 // at most maxPasses times. It returns how many threads it restored;
 // threads and processes that exit while it works are no error. A thread
-// the app itself moved to another priority keeps that one.
+// the app itself moved to another priority keeps that one. A thread whose
+// clone(2) from a low one was under way may be listed only after Restore
+// returned, low: call it once more a little later.
 func Restore(a Attr, roots ...int) (int, error) {
 	n := 0
 	for range maxPasses {

@@ -130,7 +130,7 @@ type Daemon struct {
 
 	ctx         context.Context // Run's
 	ctlCtx      context.Context // the control server's: ends with stopServing
-	stopServing context.CancelFunc
+	stopServing context.CancelCauseFunc
 	served      chan struct{} // closed when the control server is done; nil until it serves
 }
 
@@ -397,7 +397,7 @@ func (d *Daemon) Run() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d.ctx = ctx
-	d.ctlCtx, d.stopServing = context.WithCancel(ctx)
+	d.ctlCtx, d.stopServing = context.WithCancelCause(ctx)
 	d.pool.Start()
 	go func() {
 		select {
@@ -422,7 +422,7 @@ func (d *Daemon) Run() error {
 	// wait for an answer from the loop or for this; the control server
 	// waits for them before Run may return.
 	loopOver()
-	d.stopServing()
+	d.stopServing(nil)
 	d.ctl.Close()
 	if d.served != nil {
 		<-d.served

@@ -97,7 +97,14 @@ func (d *Daemon) serveControl() {
 	}()
 }
 
-func (d *Daemon) stopControl() { d.stopServing() }
+// stopControl: the new sockd is in charge. The listener is closed first,
+// before the upgrade's client is answered: a command it runs next must be
+// accepted by the new sockd, which shares the socket. What this sockd
+// accepted and has not answered gets control.Response.Retry.
+func (d *Daemon) stopControl() {
+	d.ctl.Close()
+	d.stopServing(control.ErrHandedOver)
+}
 
 // takeCharge: the old sockd made this one the main pid.
 func (d *Daemon) takeCharge() {

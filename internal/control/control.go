@@ -66,13 +66,24 @@ type Request struct {
 
 // Response is what the server answers.
 type Response struct {
-	OK     bool            `json:"ok"`
-	Error  string          `json:"error,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Retry: this sockd handed the control socket over to the new sockd
+	// of an upgrade, which shares it, before it carried the request out;
+	// the same request on a new connection reaches the sockd in charge
+	// (Call does that).
+	Retry  bool            `json:"retry,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
 	// Workers is the size scale set, or how many workers signal and
 	// send reached.
 	Workers int `json:"workers,omitempty"`
 }
+
+// ErrHandedOver is the cause (context.Cause) with which the sockd that
+// an upgrade replaced ends its Serve: the requests it has not answered
+// get Response.Retry. The sockd must close the listener before (the new
+// sockd, which shares it, accepts every connection after that).
+var ErrHandedOver = errors.New("this sockd handed over to a new one")
 
 // Handler carries out requests; cmd/sockd hands one to Serve, so this
 // package knows nothing of pools and generations.
@@ -190,6 +201,10 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if handedOver(ctx) {
+		resp(Response{Error: ErrHandedOver.Error(), Retry: true})
+		return
+	}
 	log.Debug("control request", "event", "control_request", "command", req.Command, "wait", req.Wait)
 	if req.Command == "logs" {
 		ls, ok := h.(LogServer)
@@ -202,8 +217,15 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		}
 		return
 	}
-	resp(handle(ctx, h, req))
+	r := handle(ctx, h, req)
+	if !r.OK && handedOver(ctx) {
+		// Cut off by the hand-over: the new sockd carries it out.
+		r = Response{Error: ErrHandedOver.Error(), Retry: true}
+	}
+	resp(r)
 }
+
+func handedOver(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrHandedOver) }
 
 // readRequest reads one request: a line of JSON of at most MaxRequest
 // bytes, newline included, with a command sockd knows (ParseRequest).
@@ -307,10 +329,25 @@ func peerUID(c syscall.Conn) (int, error) {
 // request sockd refused).
 var ErrUnreachable = errors.New("cannot reach sockd")
 
+// maxRetries bounds how often Call sends a request again on an answer
+// with Retry (one hand-over each: upgrades back to back).
+const maxRetries = 4
+
 // Call sends one request to the sockd listening at path. A refused request
 // is an error with sockd's reason; a sockd that cannot be reached is an
-// error wrapping ErrUnreachable.
+// error wrapping ErrUnreachable. A request that reached the sockd an
+// upgrade was replacing as it handed over is sent again: it reaches the
+// new one.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
+	for i := 0; ; i++ {
+		resp, err := call(ctx, path, req)
+		if !resp.Retry || i == maxRetries {
+			return resp, err
+		}
+	}
+}
+
+func call(ctx context.Context, path string, req Request) (Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {

@@ -563,3 +563,92 @@ func TestServeReturnsWithTheSocketClosed(t *testing.T) {
 		}
 	}
 }
+
+// blockingHandler's Status waits for its context to end.
+type blockingHandler struct{ fakeHandler }
+
+func (h *blockingHandler) Status(ctx context.Context) (any, error) {
+	h.record("status")
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// An upgrade's old sockd and new sockd share the control socket. The old
+// one closes its listener and ends Serve with ErrHandedOver: the request
+// it had not answered gets Retry, and the same request sent again reaches
+// the new sockd.
+func TestHandOverAnswersRetry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sockd.sock")
+	oldLn, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldLn.SetUnlinkOnClose(false)
+	f, err := oldLn.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLn := l.(*net.UnixListener)
+	log := hclog.NewNullLogger()
+	old := &blockingHandler{}
+	oldCtx, handOver := context.WithCancelCause(context.Background())
+	oldDone := make(chan struct{})
+	go func() { Serve(oldCtx, oldLn, old, log); close(oldDone) }()
+	answer := make(chan Response, 1)
+	go func() { answer <- raw(t, path, []byte(`{"command":"status"}`+"\n")) }()
+	workertest.Eventually(t, 10*time.Second, "status reaches the old sockd's handler", func() bool { return len(old.Calls()) == 1 })
+	// What the old sockd's stopControl does.
+	oldLn.Close()
+	handOver(ErrHandedOver)
+	if r := <-answer; r.OK || !r.Retry || r.Error != ErrHandedOver.Error() {
+		t.Fatalf("request cut off by the hand-over: %+v, want Retry", r)
+	}
+	<-oldDone
+	nw := &fakeHandler{status: "new"}
+	newCtx, stopNew := context.WithCancel(context.Background())
+	newDone := make(chan struct{})
+	go func() { Serve(newCtx, newLn, nw, log); close(newDone) }()
+	t.Cleanup(func() { stopNew(); <-newDone })
+	r, err := Call(context.Background(), path, Request{Command: "status"})
+	if err != nil || string(r.Status) != `"new"` {
+		t.Fatalf("status after the hand-over: %+v, %v", r, err)
+	}
+}
+
+// Call sends a request again while the answer says Retry, at most
+// maxRetries times.
+func TestCallRetries(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	count := func() int { mu.Lock(); defer mu.Unlock(); return n }
+	retryOnce := fakeSockd(t, func(c net.Conn) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			c.Write([]byte(`{"ok":false,"error":"this sockd handed over to a new one","retry":true}` + "\n"))
+			return
+		}
+		c.Write([]byte(`{"ok":true,"status":"new"}` + "\n"))
+	})
+	r, err := Call(context.Background(), retryOnce, Request{Command: "status"})
+	if err != nil || string(r.Status) != `"new"` || count() != 2 {
+		t.Fatalf("Call: %+v, %v after %d connections; want the second one's answer", r, err, count())
+	}
+	var calls sync.WaitGroup
+	calls.Add(1 + maxRetries)
+	always := fakeSockd(t, func(c net.Conn) {
+		c.Write([]byte(`{"ok":false,"error":"this sockd handed over to a new one","retry":true}` + "\n"))
+		calls.Done()
+	})
+	if _, err := Call(context.Background(), always, Request{Command: "status"}); err == nil || !strings.Contains(err.Error(), "handed over") {
+		t.Fatalf("Call on a sockd that always says Retry: %v", err)
+	}
+	calls.Wait() // exactly 1+maxRetries: one more would panic the WaitGroup
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -116,7 +117,7 @@ func (m *machine) onReload() error {
 		return nil
 	case phaseHandedOff:
 		m.env.counted("reload", "refused")
-		return tag(ErrRefused, errors.New("this sockd handed over to a new one; reload refused"))
+		return tag(ErrRefused, fmt.Errorf("%w; reload refused", control.ErrHandedOver))
 	case phaseStopping, phaseAbandoned:
 		return pool.ErrStopping
 	default:
@@ -135,6 +136,8 @@ func (m *machine) onUpgrade(r upgradeRequest) {
 		err = errors.New("an upgrade is already running")
 	case m.phase == phaseStopping || m.phase == phaseAbandoned:
 		err = pool.ErrStopping
+	case m.phase == phaseHandedOff:
+		err = fmt.Errorf("%w; upgrade refused", control.ErrHandedOver)
 	case m.phase != phaseRunning:
 		err = fmt.Errorf("this sockd is %s, not in charge; upgrade refused", m.phase)
 	case m.reloads > 0:

@@ -63,6 +63,42 @@ func logsCommand(args []string, stdout io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	var buf []byte
+	emit := func(r output.Record) error {
+		if *asJSON {
+			buf, _ = json.Marshal(r)
+			buf = append(buf, '\n')
+		} else {
+			buf = r.AppendText(buf[:0], *withTime)
+		}
+		if _, err := bw.Write(buf); err != nil {
+			return err
+		}
+		if follow {
+			return bw.Flush()
+		}
+		return nil
+	}
+	// A sockd that handed over to a new one as the request came says so
+	// before any record: ask again (at most 4 more times, as control.Call).
+	for range 5 {
+		if err = readLogs(ctx, path, q, emit); !errors.Is(err, output.ErrRetry) {
+			break
+		}
+	}
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if ctx.Err() != nil {
+		return nil // interrupted: the way out of -f
+	}
+	return err
+}
+
+// readLogs sends the logs request q to the sockd at path and hands each
+// record to fn.
+func readLogs(ctx context.Context, path string, q any, fn func(output.Record) error) error {
 	dctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -77,28 +113,5 @@ func logsCommand(args []string, stdout io.Writer) error {
 	if _, err := c.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
 	}
-	bw := bufio.NewWriterSize(stdout, 64<<10)
-	var buf []byte
-	err = output.ReadLogs(c, func(r output.Record) error {
-		if *asJSON {
-			buf, _ = json.Marshal(r)
-			buf = append(buf, '\n')
-		} else {
-			buf = r.AppendText(buf[:0], *withTime)
-		}
-		if _, err := bw.Write(buf); err != nil {
-			return err
-		}
-		if follow {
-			return bw.Flush()
-		}
-		return nil
-	})
-	if ferr := bw.Flush(); err == nil {
-		err = ferr
-	}
-	if ctx.Err() != nil {
-		return nil // interrupted: the way out of -f
-	}
-	return err
+	return output.ReadLogs(c, fn)
 }

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -274,6 +277,57 @@ func TestLogsBadInput(t *testing.T) {
 	errb.Reset()
 	if code := sockd([]string{"logs", "--control", filepath.Join(t.TempDir(), "none")}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "cannot reach sockd") {
 		t.Errorf("sockd logs without sockd: exit %d, %q", code, errb.String())
+	}
+}
+
+// A logs request that reached a sockd handing over to a new one is asked
+// again, and the new one answers it; a sockd that keeps saying so is
+// asked five times in all.
+func TestLogsAsksAgainAfterAHandOver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	conns, retries := 0, 1
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			bufio.NewReader(c).ReadBytes('\n')
+			mu.Lock()
+			conns++
+			retry := conns <= retries
+			mu.Unlock()
+			if retry {
+				c.Write([]byte(`{"ok":false,"error":"this sockd handed over to a new one","retry":true}` + "\n"))
+			} else {
+				c.Write([]byte(`{"ok":true}` + "\n" + `{"worker":0,"generation":2,"pid":7,"stream":"out","priority":6,"message":"from the new sockd"}` + "\n" + `{"end":true}` + "\n"))
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	var out, errb bytes.Buffer
+	if code := sockd([]string{"logs", "--control", path}, &out, &errb); code != 0 || !strings.Contains(out.String(), "from the new sockd") {
+		t.Fatalf("sockd logs: exit %d, out %q, err %q", code, out.String(), errb.String())
+	}
+	mu.Lock()
+	conns, retries = 0, 100
+	mu.Unlock()
+	out.Reset()
+	if code := sockd([]string{"logs", "--control", path}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "handed over") {
+		t.Fatalf("sockd logs on a sockd that always hands over: exit %d, err %q", code, errb.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 5 {
+		t.Fatalf("asked %d times, want 5", conns)
 	}
 }
 

@@ -80,9 +80,10 @@ type Response struct {
 }
 
 // ErrHandedOver is the cause (context.Cause) with which the sockd that
-// an upgrade replaced ends its Serve: the requests it has not answered
-// get Response.Retry. The sockd must close the listener before (the new
-// sockd, which shares it, accepts every connection after that).
+// an upgrade replaced ends its Serve, after it closed its listener (the
+// new sockd, which shares it, accepts every connection after that). A
+// request read after that, a status cut off by it, and a refusal that
+// wraps ErrHandedOver get Response.Retry.
 var ErrHandedOver = errors.New("this sockd handed over to a new one")
 
 // Handler carries out requests; cmd/sockd hands one to Serve, so this
@@ -217,12 +218,7 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		}
 		return
 	}
-	r := handle(ctx, h, req)
-	if !r.OK && handedOver(ctx) {
-		// Cut off by the hand-over: the new sockd carries it out.
-		r = Response{Error: ErrHandedOver.Error(), Retry: true}
-	}
-	resp(r)
+	resp(handle(ctx, h, req))
 }
 
 func handedOver(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrHandedOver) }
@@ -304,7 +300,17 @@ func handle(ctx context.Context, h Handler, req Request) Response {
 		err = fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal, send or logs)", req.Command)
 	}
 	if err != nil {
-		return Response{Error: err.Error()}
+		// Retry only what was not carried out: a refusal because this
+		// sockd handed over, or a status (it changes nothing) cut off by
+		// the hand-over. A scale, signal or send cut off while it waited
+		// may have taken effect here already, and the new sockd took
+		// over what this one had.
+		retry := errors.Is(err, ErrHandedOver) || req.Command == "status" && handedOver(ctx)
+		msg := err.Error()
+		if !retry && handedOver(ctx) {
+			msg += " (this sockd handed over to a new one while the request ran; see sockd status)"
+		}
+		return Response{Error: msg, Retry: retry}
 	}
 	return Response{OK: true}
 }

@@ -564,13 +564,26 @@ func TestServeReturnsWithTheSocketClosed(t *testing.T) {
 	}
 }
 
-// blockingHandler's Status waits for its context to end.
+// blockingHandler's Status and Scale wait for their context to end (a
+// scale --wait whose new size took effect, waiting for its workers); its
+// Reload is refused as a handed-off sockd refuses it.
 type blockingHandler struct{ fakeHandler }
 
 func (h *blockingHandler) Status(ctx context.Context) (any, error) {
 	h.record("status")
 	<-ctx.Done()
 	return nil, ctx.Err()
+}
+
+func (h *blockingHandler) Scale(ctx context.Context, n int, relative, wait bool) (int, error) {
+	h.record("scale")
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+func (h *blockingHandler) Reload(ctx context.Context, wait bool, env []string) error {
+	h.record("reload")
+	return fmt.Errorf("%w; reload refused", ErrHandedOver)
 }
 
 // An upgrade's old sockd and new sockd share the control socket. The old
@@ -599,14 +612,26 @@ func TestHandOverAnswersRetry(t *testing.T) {
 	oldCtx, handOver := context.WithCancelCause(context.Background())
 	oldDone := make(chan struct{})
 	go func() { Serve(oldCtx, oldLn, old, log); close(oldDone) }()
-	answer := make(chan Response, 1)
-	go func() { answer <- raw(t, path, []byte(`{"command":"status"}`+"\n")) }()
-	workertest.Eventually(t, 10*time.Second, "status reaches the old sockd's handler", func() bool { return len(old.Calls()) == 1 })
+	status, scale := make(chan Response, 1), make(chan Response, 1)
+	go func() { status <- raw(t, path, []byte(`{"command":"status"}`+"\n")) }()
+	go func() { scale <- raw(t, path, []byte(`{"command":"scale","workers":"+2","wait":true}`+"\n")) }()
+	workertest.Eventually(t, 10*time.Second, "status and scale reach the old sockd's handler", func() bool { return len(old.Calls()) == 2 })
+	// A refusal because this sockd handed over is retried: nothing was
+	// carried out.
+	if r := raw(t, path, []byte(`{"command":"reload"}`+"\n")); r.OK || !r.Retry {
+		t.Fatalf("reload refused by a handed-off sockd: %+v, want Retry", r)
+	}
 	// What the old sockd's stopControl does.
 	oldLn.Close()
 	handOver(ErrHandedOver)
-	if r := <-answer; r.OK || !r.Retry || r.Error != ErrHandedOver.Error() {
-		t.Fatalf("request cut off by the hand-over: %+v, want Retry", r)
+	// A status cut off by the hand-over is asked again; a scale is not:
+	// its new size may have taken effect here, and the new sockd took
+	// over this one's size.
+	if r := <-status; r.OK || !r.Retry {
+		t.Fatalf("status cut off by the hand-over: %+v, want Retry", r)
+	}
+	if r := <-scale; r.OK || r.Retry || !strings.Contains(r.Error, "handed over to a new one while the request ran") {
+		t.Fatalf("scale cut off by the hand-over: %+v, want an error that says so, without Retry", r)
 	}
 	<-oldDone
 	nw := &fakeHandler{status: "new"}

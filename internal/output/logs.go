@@ -162,6 +162,11 @@ func (r *Relay) ServeLogs(ctx context.Context, c net.Conn, q Query) error {
 // ReadLogs reads a logs response from r (after the request was sent):
 // the {"ok":…} line, whose error it returns, then each record, which it
 // passes to fn, until {"end":true}, the end of the stream, or fn's error.
+// ErrRetry: the sockd that answered had handed over to the new sockd of
+// an upgrade (the control package's Response.Retry) before it read the
+// request; the same request on a new connection reaches the new one.
+var ErrRetry = errors.New("ask again")
+
 func ReadLogs(r io.Reader, fn func(Record) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.ReadBytes('\n')
@@ -171,9 +176,13 @@ func ReadLogs(r io.Reader, fn func(Record) error) error {
 	var resp struct {
 		OK    bool   `json:"ok"`
 		Error string `json:"error"`
+		Retry bool   `json:"retry"`
 	}
 	if err := json.Unmarshal(head, &resp); err != nil {
 		return fmt.Errorf("bad answer from sockd: %w", err)
+	}
+	if resp.Retry {
+		return fmt.Errorf("%w: %s", ErrRetry, resp.Error)
 	}
 	if !resp.OK {
 		return errors.New(resp.Error)

@@ -60,6 +60,9 @@ type worker struct {
 	// low: it was started at a low CPU priority (Config.LowStart)
 	// and has not been given its normal one back yet.
 	low bool
+	// threads: the threads raise has looked at (the OS env's; its
+	// second pass touches only new ones).
+	threads map[int]bool
 }
 
 // steerName names the worker to Deps.Steering: slot/generation/id.

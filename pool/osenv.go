@@ -397,9 +397,13 @@ func (e *osEnv) restoreThread() {
 }
 
 // raise restores w's tree and what left it: the same processes signal
-// reaches (a daemon that double-forked was forked low too).
+// reaches (a daemon that double-forked was forked low too). The second
+// time, only threads the first did not see.
 func (e *osEnv) raise(w *worker) {
-	n, err := sched.Restore(e.schedAttr, append([]int{w.pid}, e.others(w)...)...)
+	if w.threads == nil {
+		w.threads = map[int]bool{}
+	}
+	n, err := sched.Restore(e.schedAttr, w.threads, append([]int{w.pid}, e.others(w)...)...)
 	if err != nil {
 		e.p.wlog(w).Warn("cannot give the worker its normal CPU priority back", "event", "worker_priority_restored", "threads", n, "error", err)
 		return

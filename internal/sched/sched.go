@@ -127,14 +127,22 @@ const maxPasses = 8
 // sockd adopted). It walks the trees again until a pass finds no such
 // thread (a thread that a low one started while the pass ran is low too),
 // at most maxPasses times. It returns how many threads it restored;
-// threads and processes that exit while it works are no error. A thread
-// the app itself moved to another priority keeps that one. A thread whose
-// clone(2) from a low one was under way may be listed only after Restore
-// returned, low: call it once more a little later.
-func Restore(a Attr, roots ...int) (int, error) {
+// threads and processes that exit while it works are no error.
+//
+// A thread the app itself moved to another priority keeps that one; so
+// does every thread in seen (if not nil), to which Restore adds every
+// thread it looks at: a later call with the same set touches only
+// threads that are new since, and leaves alone one the app has since put
+// at Low(a) itself. That later call is needed: a thread whose clone(2)
+// from a low one was under way may be listed only after Restore
+// returned, low.
+func Restore(a Attr, seen map[int]bool, roots ...int) (int, error) {
+	if seen == nil {
+		seen = map[int]bool{}
+	}
 	n := 0
 	for range maxPasses {
-		changed, err := restoreTrees(roots, Low(a), a)
+		changed, err := restoreTrees(roots, seen, Low(a), a)
 		n += changed
 		if err != nil || changed == 0 {
 			return n, err
@@ -143,27 +151,28 @@ func Restore(a Attr, roots ...int) (int, error) {
 	return n, nil
 }
 
-func restoreTrees(roots []int, low, a Attr) (int, error) {
+func restoreTrees(roots []int, seen map[int]bool, low, a Attr) (int, error) {
 	n := 0
 	var errs []error
 	todo := append([]int(nil), roots...)
-	seen := map[int]bool{}
+	walked := map[int]bool{}
 	for len(todo) > 0 {
 		p := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
-		if seen[p] {
-			continue // a root that is also another root's descendant
+		if walked[p] {
+			continue // a root inside another root's tree: walked once
 		}
-		seen[p] = true
+		walked[p] = true
 		ents, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
 		if err != nil {
 			continue // it exited
 		}
 		for _, e := range ents {
 			tid, err := strconv.Atoi(e.Name())
-			if err != nil {
+			if err != nil || seen[tid] {
 				continue
 			}
+			seen[tid] = true
 			cur, err := unix.SchedGetAttr(tid, 0)
 			if err != nil || cur.Policy != low.Policy || cur.Nice != low.Nice {
 				continue // gone, or not low (any more)

@@ -142,7 +142,7 @@ func TestRestoreTree(t *testing.T) {
 		t.Fatal("every thread of the helper is low: the test cannot tell Restore leaves the others alone")
 	}
 	// A root is walked down, not up: the leaf alone leaves its parent low.
-	n, err := Restore(self, leaf)
+	n, err := Restore(self, nil, leaf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,8 @@ func TestRestoreTree(t *testing.T) {
 		t.Fatalf("helper's main thread after Restore of its child: %+v, want %+v", p, low)
 	}
 	// Several roots, one of them inside another's tree.
-	n, err = Restore(self, leaf, cmd.Process.Pid)
+	seen := map[int]bool{}
+	n, err = Restore(self, seen, leaf, cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +173,25 @@ func TestRestoreTree(t *testing.T) {
 		}
 	}
 	// Nothing low is left: a second call changes nothing.
-	if n, err := Restore(self, cmd.Process.Pid); n != 0 || err != nil {
+	if n, err := Restore(self, nil, cmd.Process.Pid); n != 0 || err != nil {
 		t.Errorf("second Restore: %d, %v", n, err)
+	}
+	// A thread the app puts at the low priority itself after Restore saw
+	// it keeps it in a later call with the same set (not with a new one).
+	tid := threads(t, cmd.Process.Pid)[0]
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Nice, a.Flags = low.Nice, 0
+	if err := unix.SchedSetAttr(tid, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Restore(self, seen, cmd.Process.Pid, leaf); n != 0 || err != nil || prio(t, tid) != low {
+		t.Errorf("Restore with the threads it saw: %d, %v; thread %d at %+v, want left at %+v", n, err, tid, prio(t, tid), low)
+	}
+	if n, err := Restore(self, nil, cmd.Process.Pid); n != 1 || err != nil {
+		t.Errorf("Restore with a new set: %d, %v; want the thread restored", n, err)
 	}
 }
 
@@ -183,7 +201,7 @@ func TestRestoreGone(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := Restore(Attr{}, cmd.Process.Pid); n != 0 || err != nil {
+	if n, err := Restore(Attr{}, nil, cmd.Process.Pid); n != 0 || err != nil {
 		t.Fatalf("Restore of a reaped pid: %d, %v", n, err)
 	}
 }

@@ -81,7 +81,9 @@ func logsCommand(args []string, stdout io.Writer) error {
 		return nil
 	}
 	// A sockd that handed over to a new one as the request came says so
-	// before any record: ask again (at most 4 more times, as control.Call).
+	// before any record, and after the last one when it was following:
+	// ask again (at most 4 more times, as control.Call). The new sockd's
+	// tail holds only its own workers' lines, which the old one never had.
 	for range 5 {
 		if err = readLogs(ctx, path, q, emit); !errors.Is(err, output.ErrRetry) {
 			break

@@ -280,6 +280,32 @@ func TestLogsBadInput(t *testing.T) {
 	}
 }
 
+// sockd logs -f follows the new sockd once an upgrade has handed over.
+func TestLogsFollowAcrossAnUpgrade(t *testing.T) {
+	d, _, _ := startOutputSockd(t)
+	follow, fout := sockdCmd(t, nil, "logs", "-f", "-n", "0", "--worker", "0", "--control", d.control)
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	poke := func(want string) {
+		t.Helper()
+		waitFor(t, 20*time.Second, "sockd logs -f shows "+want, func() bool {
+			sockd([]string{"signal", "--worker", "0", "--control", d.control, "USR1"}, io.Discard, io.Discard)
+			return strings.Contains(fout.String(), want)
+		})
+	}
+	poke("[w0 g1] usr1 0\n")
+	var errb bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+		t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+	}
+	poke("[w0 g2] usr1 0\n")
+	follow.Process.Signal(syscall.SIGINT)
+	if err := follow.Wait(); err != nil {
+		t.Errorf("sockd logs -f after SIGINT: %v\n%s", err, fout)
+	}
+}
+
 // A logs request that reached a sockd handing over to a new one is asked
 // again, and the new one answers it; a sockd that keeps saying so is
 // asked five times in all.
@@ -302,11 +328,15 @@ func TestLogsAsksAgainAfterAHandOver(t *testing.T) {
 			bufio.NewReader(c).ReadBytes('\n')
 			mu.Lock()
 			conns++
-			retry := conns <= retries
+			n, retry := conns, conns <= retries
 			mu.Unlock()
-			if retry {
+			switch {
+			case n == 0: // a follow that the hand-over ends
+				c.Write([]byte(`{"ok":true}` + "\n" + `{"worker":0,"generation":1,"pid":6,"stream":"out","priority":6,"message":"from the old sockd"}` + "\n" +
+					`{"ok":false,"error":"this sockd handed over to a new one","retry":true}` + "\n"))
+			case retry:
 				c.Write([]byte(`{"ok":false,"error":"this sockd handed over to a new one","retry":true}` + "\n"))
-			} else {
+			default:
 				c.Write([]byte(`{"ok":true}` + "\n" + `{"worker":0,"generation":2,"pid":7,"stream":"out","priority":6,"message":"from the new sockd"}` + "\n" + `{"end":true}` + "\n"))
 			}
 			c.Close()
@@ -316,6 +346,15 @@ func TestLogsAsksAgainAfterAHandOver(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := sockd([]string{"logs", "--control", path}, &out, &errb); code != 0 || !strings.Contains(out.String(), "from the new sockd") {
 		t.Fatalf("sockd logs: exit %d, out %q, err %q", code, out.String(), errb.String())
+	}
+	// Following: the old sockd's records, its last one saying to ask the
+	// new one, then the new one's.
+	mu.Lock()
+	conns, retries = -1, 0
+	mu.Unlock()
+	out.Reset()
+	if code := sockd([]string{"logs", "-f", "--control", path}, &out, &errb); code != 0 || out.String() != "[w0 g1] from the old sockd\n[w0 g2] from the new sockd\n" {
+		t.Fatalf("sockd logs -f across a hand-over: exit %d, out %q, err %q", code, out.String(), errb.String())
 	}
 	mu.Lock()
 	conns, retries = 0, 100

@@ -216,6 +216,11 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		if err := ls.Logs(ctx, c, line); err != nil {
 			log.Debug("logs request ended", "event", "control_logs", "error", err)
 		}
+		if handedOver(ctx) {
+			// A follow the hand-over ended: its client goes on with
+			// the new sockd.
+			resp(Response{Error: ErrHandedOver.Error(), Retry: true})
+		}
 		return
 	}
 	resp(handle(ctx, h, req))

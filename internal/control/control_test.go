@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockd/sockd/internal/fdtest"
+	"github.com/sockd/sockd/internal/output"
 	"github.com/sockd/sockd/worker/workertest"
 )
 
@@ -581,6 +582,14 @@ func (h *blockingHandler) Scale(ctx context.Context, n int, relative, wait bool)
 	return 0, ctx.Err()
 }
 
+// Logs follows: one record, then nothing until its context ends.
+func (h *blockingHandler) Logs(ctx context.Context, c net.Conn, line []byte) error {
+	h.record("logs")
+	c.Write([]byte(`{"ok":true}` + "\n" + `{"worker":0,"generation":1,"pid":7,"priority":6,"message":"old"}` + "\n"))
+	<-ctx.Done()
+	return nil
+}
+
 func (h *blockingHandler) Reload(ctx context.Context, wait bool, env []string) error {
 	h.record("reload")
 	return fmt.Errorf("%w; reload refused", ErrHandedOver)
@@ -612,10 +621,25 @@ func TestHandOverAnswersRetry(t *testing.T) {
 	oldCtx, handOver := context.WithCancelCause(context.Background())
 	oldDone := make(chan struct{})
 	go func() { Serve(oldCtx, oldLn, old, log); close(oldDone) }()
-	status, scale := make(chan Response, 1), make(chan Response, 1)
+	status, scale, logs := make(chan Response, 1), make(chan Response, 1), make(chan error, 1)
 	go func() { status <- raw(t, path, []byte(`{"command":"status"}`+"\n")) }()
 	go func() { scale <- raw(t, path, []byte(`{"command":"scale","workers":"+2","wait":true}`+"\n")) }()
-	workertest.Eventually(t, 10*time.Second, "status and scale reach the old sockd's handler", func() bool { return len(old.Calls()) == 2 })
+	go func() {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			logs <- err
+			return
+		}
+		defer c.Close()
+		c.Write([]byte(`{"command":"logs","follow":true}` + "\n"))
+		var got []string
+		err = output.ReadLogs(c, func(r output.Record) error { got = append(got, r.Message); return nil })
+		if len(got) != 1 || got[0] != "old" {
+			err = fmt.Errorf("records %q, then %w", got, err)
+		}
+		logs <- err
+	}()
+	workertest.Eventually(t, 10*time.Second, "status, scale and logs reach the old sockd's handler", func() bool { return len(old.Calls()) == 3 })
 	// A refusal because this sockd handed over is retried: nothing was
 	// carried out.
 	if r := raw(t, path, []byte(`{"command":"reload"}`+"\n")); r.OK || !r.Retry {
@@ -629,6 +653,10 @@ func TestHandOverAnswersRetry(t *testing.T) {
 	// over this one's size.
 	if r := <-status; r.OK || !r.Retry {
 		t.Fatalf("status cut off by the hand-over: %+v, want Retry", r)
+	}
+	// A follow ends with a record that says to ask the new sockd.
+	if err := <-logs; !errors.Is(err, output.ErrRetry) || !strings.Contains(err.Error(), "handed over") {
+		t.Fatalf("logs -f across the hand-over: %v, want output.ErrRetry", err)
 	}
 	if r := <-scale; r.OK || r.Retry || !strings.Contains(r.Error, "handed over to a new one while the request ran") {
 		t.Fatalf("scale cut off by the hand-over: %+v, want an error that says so, without Retry", r)

@@ -80,6 +80,11 @@ type Record struct {
 	Skipped uint64 `json:"skipped,omitempty"`
 	// End: the last record of a tail.
 	End bool `json:"end,omitempty"`
+	// Retry: the last record of a follow that the sockd ended because it
+	// handed over to the new sockd of an upgrade, and Error why (the line
+	// is the control package's Response with Retry).
+	Retry bool   `json:"retry,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 func newRecord(w Worker, e entry, msg []byte) Record {
@@ -159,14 +164,16 @@ func (r *Relay) ServeLogs(ctx context.Context, c net.Conn, q Query) error {
 	return err
 }
 
-// ReadLogs reads a logs response from r (after the request was sent):
-// the {"ok":…} line, whose error it returns, then each record, which it
-// passes to fn, until {"end":true}, the end of the stream, or fn's error.
 // ErrRetry: the sockd that answered had handed over to the new sockd of
 // an upgrade (the control package's Response.Retry) before it read the
-// request; the same request on a new connection reaches the new one.
+// request, or while it followed; the same request on a new connection
+// reaches the new one.
 var ErrRetry = errors.New("ask again")
 
+// ReadLogs reads a logs response from r (after the request was sent):
+// the {"ok":…} line, whose error it returns, then each record, which it
+// passes to fn, until {"end":true}, the end of the stream, or fn's error;
+// an error wrapping ErrRetry where sockd says so.
 func ReadLogs(r io.Reader, fn func(Record) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.ReadBytes('\n')
@@ -198,6 +205,9 @@ func ReadLogs(r io.Reader, fn func(Record) error) error {
 		}
 		if rec.End {
 			return nil
+		}
+		if rec.Retry {
+			return fmt.Errorf("%w: %s", ErrRetry, rec.Error)
 		}
 		if err := fn(rec); err != nil {
 			return err

@@ -63,7 +63,7 @@ func TestFaultInjectionUnderLoad(t *testing.T) {
 	}
 	t.Logf("reuseport: %v", reuseport)
 	d := startInstalled(t, installCopy(t), args...)
-	c := &chaos{t: t, d: d, rng: rng, workers: workers, baseFDs: map[int]int{}, sockds: map[int]bool{}}
+	c := &chaos{t: t, d: d, rng: rng, workers: workers, baseFDs: map[int]int{}, baseWhat: map[int][]string{}, sockds: map[int]bool{}}
 	c.settle("start", nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -110,14 +110,15 @@ func TestFaultInjectionUnderLoad(t *testing.T) {
 }
 
 type chaos struct {
-	t       *testing.T
-	d       *daemonProc
-	rng     *rand.Rand
-	workers int
-	run     *load.Run
-	kills   []time.Duration // when a worker was SIGKILLed, on the load's clock
-	baseFDs map[int]int     // sockd pid -> its descriptors when settled
-	sockds  map[int]bool    // every sockd pid so far
+	t        *testing.T
+	d        *daemonProc
+	rng      *rand.Rand
+	workers  int
+	run      *load.Run
+	kills    []time.Duration  // when a worker was SIGKILLed, on the load's clock
+	baseFDs  map[int]int      // sockd pid -> its descriptors when settled
+	baseWhat map[int][]string // and what they were
+	sockds   map[int]bool     // every sockd pid so far
 }
 
 func (c *chaos) status() pool.Status {
@@ -239,35 +240,48 @@ func (c *chaos) settle(step string, took func(pool.Status) bool) {
 				step, describe(left), now.PID, describe(zombies), now.Workers)
 		}
 	}
-	// The descriptors of a settled sockd (a status connection may still
-	// be open for a moment: take the smallest of a few readings), not
-	// counting its listening sockets: with --reuseport, steering adds a
-	// socket to each group when a new worker finds none free (never
-	// closed; bounded per group).
-	fds := func() int {
+	// The descriptors of a settled sockd, not counting its listening
+	// sockets (with --reuseport, steering adds a socket to each group
+	// when a new worker finds none free: never closed, bounded per group)
+	// nor its control socket's connections (the server closes one after
+	// it wrote its answer, so the status call just made may still be
+	// open).
+	fds := func() (int, []string) {
 		sockets := 0
 		if st, err := c.d.status(); err == nil {
 			for _, l := range st.Listeners {
 				sockets += len(l.SockdFDs)
 			}
 		}
-		n := -1
+		control := unixSocketsAt(t, c.d.control)
+		var least []string
 		for range 5 {
-			if l, err := procfs.FDs(s.PID); err == nil && (n < 0 || len(l) < n) {
-				n = len(l)
+			l, err := procfs.FDs(s.PID)
+			if err != nil {
+				continue
+			}
+			var what []string
+			for _, fd := range l {
+				target, _ := procfs.FDTarget(s.PID, fd)
+				if !control[target] {
+					what = append(what, fmt.Sprintf("%d:%s", fd, target))
+				}
+			}
+			if least == nil || len(what) < len(least) {
+				least = what
 			}
 		}
-		return n - sockets
+		return len(least) - sockets, least
 	}
 	base, ok := c.baseFDs[s.PID]
 	if !ok {
-		c.baseFDs[s.PID] = fds()
+		c.baseFDs[s.PID], c.baseWhat[s.PID] = fds()
 		return
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for n := fds(); n != base; n = fds() {
+	for n, what := fds(); n != base; n, what = fds() {
 		if time.Now().After(deadline) {
-			t.Errorf("%s: sockd %d holds %d descriptors, %d when it first settled", step, s.PID, n, base)
+			t.Errorf("%s: sockd %d holds %d descriptors, %d when it first settled\nnow:  %v\nthen: %v", step, s.PID, n, base, what, c.baseWhat[s.PID])
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -349,4 +363,24 @@ func describe(pids []int) string {
 		out = append(out, fmt.Sprintf("%d (%c, parent %d, %s, %q)", pid, st, ppid, mark, strings.ReplaceAll(string(cmd), "\x00", " ")))
 	}
 	return strings.Join(out, "; ")
+}
+
+// unixSocketsAt returns the unix sockets bound to path, a listener's and
+// those it accepted (they share its address), as /proc/PID/fd names them
+// ("socket:[inode]"), from /proc/net/unix.
+func unixSocketsAt(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// Num RefCount Protocol Flags Type St Inode Path
+		f := strings.Fields(line)
+		if len(f) == 8 && f[7] == path {
+			at["socket:["+f[6]+"]"] = true
+		}
+	}
+	return at
 }

@@ -35,7 +35,8 @@
 #      peer loaded first), and the supervisor's peak (VmHWM).
 # Settings: PEERS (default "pm2 sockd sockd-b1"; any subset, in the order
 # of alternation), THROUGHPUT_ROUNDS (0 skips 1.), RELOAD_ROUNDS (0 skips
-# 2. and 3.), RELOADS, WARMUP_REQUESTS (sockd-wu's), MEMORY=0 skips 4.
+# 2. and 3.), RELOADS, WARMUP_REQUESTS (sockd-wu's), SS_ARGS (more
+# arguments for sockd-ss, e.g. "--reload-batch 1"), MEMORY=0 skips 4.
 # (and its 55 s of waiting); e.g.
 # the reload part alone: THROUGHPUT_ROUNDS=0 MEMORY=0 bench/pm2same/run.sh
 # Needs node, npm, wrk, curl and Go (scripts/setup installs them) and the
@@ -58,6 +59,8 @@ RELOADS=${RELOADS:-10}
 MEMORY=${MEMORY:-1}
 WARMUP_REQUESTS=${WARMUP_REQUESTS:-200}
 PEERS=${PEERS:-pm2 sockd sockd-b1}
+SS_ARGS=${SS_ARGS:-}
+read -r -a SS_EXTRA <<<"$SS_ARGS"
 for p in $PEERS; do
   case $p in pm2 | sockd | sockd-b1 | sockd-ss | sockd-wu) ;; *) echo "pm2same: unknown peer $p (pm2, sockd, sockd-b1, sockd-ss, sockd-wu)" >&2; exit 1 ;; esac
 done
@@ -178,7 +181,7 @@ T0=$(date +%s)
 CMD_PM2="PM2_HOME=\$TMP/pm2home pm2 start ecosystem.config.js"
 CMD_SOCKD="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SOCKD --control \$TMP/sockd.sock"
 CMD_B1="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_B1 --control \$TMP/sockd-b1.sock --reload-batch 1"
-CMD_SS="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SS --control \$TMP/sockd-ss.sock --reuseport --slow-start 2s"
+CMD_SS="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_SS --control \$TMP/sockd-ss.sock --reuseport --slow-start 2s${SS_ARGS:+ $SS_ARGS}"
 CMD_WU="sockd run --pm2 ecosystem.config.js --listen http=tcp://127.0.0.1:$PORT_WU --control \$TMP/sockd-wu.sock --reuseport --slow-start 2s --warmup / --warmup-requests $WARMUP_REQUESTS"
 PM2_PID=
 if has pm2; then
@@ -198,7 +201,7 @@ if has sockd-b1; then
 fi
 if has sockd-ss; then
   (cd "$TMP/sockd-ss" && exec "$SOCKD" run --pm2 ecosystem.config.js --listen "http=tcp://127.0.0.1:$PORT_SS" \
-    --control "$SOCK_SS" --reuseport --slow-start 2s >"$OUT/sockd-ss.log" 2>&1) &
+    --control "$SOCK_SS" --reuseport --slow-start 2s ${SS_EXTRA[@]+"${SS_EXTRA[@]}"} >"$OUT/sockd-ss.log" 2>&1) &
   SOCKD_SS_PID=$!
 fi
 if has sockd-wu; then
@@ -334,7 +337,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 MINUTES=$(awk -v s=$(($(date +%s) - T0)) 'BEGIN{printf "%.1f", s/60}')
 
 # --- the tables --------------------------------------------------------------
-label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s" ;; sockd-wu) echo "sockd --pm2 --reuseport --slow-start 2s --warmup / --warmup-requests $WARMUP_REQUESTS" ;; esac; }
+label() { case $1 in pm2) echo "PM2 $PM2_VERSION cluster mode" ;; sockd) echo "sockd --pm2" ;; sockd-b1) echo "sockd --pm2 --reload-batch 1" ;; sockd-ss) echo "sockd --pm2 --reuseport --slow-start 2s${SS_ARGS:+ $SS_ARGS}" ;; sockd-wu) echo "sockd --pm2 --reuseport --slow-start 2s --warmup / --warmup-requests $WARMUP_REQUESTS" ;; esac; }
 {
   echo "Run $START, $MINUTES minutes; load average $LOAD_BEFORE before, $LOAD_AFTER after."
   echo "Versions: node $(node --version), pm2 $PM2_VERSION, $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), sockd $COMMIT$DIRTY, $(go version | cut -d' ' -f3)."

@@ -402,6 +402,62 @@ func TestSteeringSlowStart(t *testing.T) {
 	}
 }
 
+// Slow start with a rolling reload (--reload-batch 1, which
+// docs/reference.md recommends beside --slow-start on busy machines): the
+// slots move one at a time, each batch's old worker leaves only once its
+// successor's ramp is over, and the next batch starts only after that; the
+// reload is over once the last ramp is. No request fails and none is
+// answered by a worker that was not ready.
+func TestSteeringSlowStartRollingReload(t *testing.T) {
+	// Longer than a leaving worker's wait for its sockets to be quiet
+	// (steering.DefaultQuiet), which alone would delay the next batch too.
+	const ramp = 2500 * time.Millisecond
+	d, addr := startSteered(t, nil, "--workers", "2", "--slow-start", ramp.String(), "--reload-batch", "1")
+	waitFor(t, 4*ramp, "the first workers' ramps over", func() bool {
+		s := d.mustStatus()
+		for slot := range 2 {
+			if w := slotOf(s, slot); w.ReadyAt.IsZero() || time.Since(w.ReadyAt) <= ramp {
+				return false
+			}
+		}
+		return true
+	})
+	stop := make(chan struct{})
+	done := make(chan []answer)
+	go func() { done <- openLoad(addr, 200, 10*time.Second, stop) }()
+	var out bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+		close(stop)
+		<-done
+		t.Fatalf("reload: %d %s", code, out.String())
+	}
+	over := time.Now()
+	close(stop)
+	got := <-done
+	early, failed, gens := tally(got)
+	t.Logf("%d requests: %d failed, %d answered before READY=1, by generation %v", len(got), failed, early, gens)
+	if failed > 0 || early > 0 || gens[2] == 0 {
+		t.Fatalf("%d failed, %d answered by workers not ready, by generation %v", failed, early, gens)
+	}
+	s := d.mustStatus()
+	first, second := slotOf(s, 0), slotOf(s, 1)
+	if second.StartedAt.Before(first.StartedAt) {
+		first, second = second, first
+	}
+	if first.Generation != 2 || second.Generation != 2 || first.ReadyAt.IsZero() || second.ReadyAt.IsZero() {
+		t.Fatalf("after the reload: %+v", s.Workers)
+	}
+	t.Logf("first batch ready at +0, second started at +%v, ready at +%v, reload over at +%v",
+		second.StartedAt.Sub(first.ReadyAt), second.ReadyAt.Sub(first.ReadyAt), over.Sub(first.ReadyAt))
+	if second.StartedAt.Before(first.ReadyAt.Add(ramp)) {
+		t.Errorf("the second batch started %v after the first was ready, within the first one's ramp (%v)",
+			second.StartedAt.Sub(first.ReadyAt), ramp)
+	}
+	if over.Before(second.ReadyAt.Add(ramp)) {
+		t.Errorf("the reload was over %v after the second batch was ready, within its ramp (%v)", over.Sub(second.ReadyAt), ramp)
+	}
+}
+
 // A binary upgrade keeps steering right: the new sockd's workers get
 // sockets the old ones do not hold and no connection before they are
 // ready (the old sockd steers until the new one is in charge); no request

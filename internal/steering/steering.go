@@ -152,6 +152,7 @@ func New(set activation.Set, opts Options) (*Steering, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
+		g.det.StallAfter = opts.StallAfter
 		s.groups = append(s.groups, g)
 		n = max(n, l.Slots())
 	}

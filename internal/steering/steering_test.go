@@ -239,3 +239,23 @@ func TestRampStepsWhileIdle(t *testing.T) {
 		t.Fatalf("%d queue samples without traffic", n)
 	}
 }
+
+// Options.StallAfter reaches the detector: with an hour, a stopped
+// worker whose queue waits for 50 samples beside a healthy one is not
+// excluded (with the default 60 ms it would be after a few).
+func TestStallAfterIsHonoured(t *testing.T) {
+	p := newPool(t, 2, Options{Logger: testLogger(t), StallAfter: time.Hour})
+	p.procs["w1"].signal(t, syscall.SIGSTOP)
+	k, _ := p.s.Index("w1")
+	stop, done := make(chan struct{}), make(chan int, 1)
+	go knock(p.l.Addr, stop, done)
+	defer func() { close(stop); <-done }()
+	workertest.Eventually(t, 5*time.Second, "connections queued on w1", func() bool { d, _, _ := p.l.Queue(k); return d >= 1 })
+	s0 := p.s.Stats().Samples
+	workertest.Eventually(t, 10*time.Second, "50 samples with w1's queue waiting", func() bool {
+		if r := p.reason("w1"); r != ReasonReady {
+			t.Fatalf("w1 excluded (%s) although StallAfter is an hour", r)
+		}
+		return p.s.Stats().Samples >= s0+50
+	})
+}

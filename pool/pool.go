@@ -77,8 +77,9 @@ type Pool struct {
 	stopOnce sync.Once
 	st       state // owned by run
 
-	sampleMu sync.Mutex // one Sample at a time
-	sampled  time.Time  // when the last one was read
+	sampleMu sync.Mutex    // one Sample at a time
+	sampled  time.Time     // when the last one was read
+	newConf  chan struct{} // setConf's nudge to sampleLoop (one waiting at most)
 }
 
 // New validates cfg and deps, resolves the command and opens the notify
@@ -150,7 +151,8 @@ func newConf(cfg Config, deps Deps) (*conf, error) {
 // New gives it the OS, the simulator a fake one.
 func newPool(c *conf, deps Deps) *Pool {
 	p := &Pool{deps: deps, log: deps.Logger, rand: rand.Int64N,
-		events: make(chan loopEvent, 64), done: make(chan struct{}), ready: make(chan struct{})}
+		events: make(chan loopEvent, 64), done: make(chan struct{}), ready: make(chan struct{}),
+		newConf: make(chan struct{}, 1)}
 	p.setConf(c)
 	p.starting, p.serving, p.retired, p.parking = starter{p}, server{p}, retiree{p}, parker{p}
 	p.recycler = &recycler{p: p}
@@ -277,6 +279,10 @@ func (p *Pool) setConf(c *conf) {
 		uid = int(c.User.UID)
 	}
 	p.uids.Store(uid, true)
+	select {
+	case p.newConf <- struct{}{}:
+	default:
+	}
 }
 
 // workerUID reports whether uid runs (or ran) workers of this pool.

@@ -108,22 +108,36 @@ func (p *Pool) draw(n, j int64) int64 {
 // read while MaxMemory is set.
 const DefaultSampleInterval = time.Second
 
-// sampleLoop samples every SampleInterval while there is a memory limit
-// to enforce. Without one, nothing is read until someone asks (Sample):
-// an idle sockd reads no /proc files and allocates nothing.
+// sampleLoop samples every SampleInterval while the configuration in
+// force has a memory limit to enforce, and sleeps while it has none (a
+// reload may set one or take it away: setConf nudges it). Without one,
+// nothing is read until someone asks (Sample): an idle sockd reads no
+// /proc files and allocates nothing.
 func (p *Pool) sampleLoop() {
-	if p.cfg.Recycle.MaxMemory <= 0 {
-		return
-	}
-	t := time.NewTicker(p.cfg.SampleInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-p.done:
-			return
+	var tick <-chan time.Time
+	var t *time.Ticker
+	defer func() {
+		if t != nil {
+			t.Stop()
 		}
-		if p.Sample(context.Background()) != nil {
+	}()
+	for {
+		c := p.inForce.Load()
+		switch on := c.Recycle.MaxMemory > 0; {
+		case on && t == nil:
+			t = time.NewTicker(c.SampleInterval)
+			tick = t.C
+		case !on && t != nil:
+			t.Stop()
+			t, tick = nil, nil
+		}
+		select {
+		case <-tick:
+			if p.Sample(context.Background()) != nil {
+				return
+			}
+		case <-p.newConf:
+		case <-p.done:
 			return
 		}
 	}
@@ -136,7 +150,7 @@ func (p *Pool) sampleLoop() {
 func (p *Pool) Sample(ctx context.Context) error {
 	p.sampleMu.Lock()
 	defer p.sampleMu.Unlock()
-	if !p.sampled.IsZero() && p.env.now().Sub(p.sampled) < p.cfg.SampleInterval/2 {
+	if !p.sampled.IsZero() && p.env.now().Sub(p.sampled) < p.inForce.Load().SampleInterval/2 {
 		return nil
 	}
 	reply := make(chan []sampleTarget, 1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -128,4 +130,28 @@ func TestRecycleBloatedWorkerUnderLoad(t *testing.T) {
 			t.Fatalf("worker %d: RSS %d after the recycle", w.PID, w.RSSBytes)
 		}
 	}
+}
+
+// A memory limit that a reload sets (none at start) is enforced from the
+// reload on, with nobody asking for status: the sampler wakes for it.
+func TestRecycleLimitSetByAReload(t *testing.T) {
+	h := startPool(t, "bloat", func(o *options) {
+		o.Workers = 2
+		o.SampleInterval = 50 * time.Millisecond
+	})
+	h.waitReady()
+	// The reload's workers bloat (the first generation's one did too,
+	// with no limit to catch it).
+	if err := os.Remove(filepath.Join(h.dir, "bloated")); err != nil {
+		t.Fatal(err)
+	}
+	c := h.p.Config()
+	c.Recycle.MaxMemory = 200 << 20
+	if err := h.p.Reload(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "a worker of the reload recycled", func() bool {
+		s := h.status()
+		return s.Recycles >= 1
+	})
 }

@@ -183,10 +183,11 @@ func build(opts Options) (*Daemon, error) {
 	}
 	d.ctl.SetUnlinkOnClose(false) // removed by Run, by the sockd in charge
 	cfg := opts.Config.Pool()
+	size := cmp.Or(cfg.Workers, pool.DefaultWorkers())
 	if d.child != nil && d.child.State.Workers > 0 {
-		cfg.Workers = d.child.State.Workers // scaled at run time: kept
+		size = d.child.State.Workers // scaled at run time: kept
 	}
-	if err := checkLimits(cmp.Or(cfg.Workers, pool.DefaultWorkers()), d.ls, cfg.User); err != nil {
+	if err := checkLimits(size, d.ls, cfg.User); err != nil {
 		d.release()
 		return nil, err
 	}
@@ -198,6 +199,9 @@ func build(opts Options) (*Daemon, error) {
 	d.oldServes.Store(d.child != nil)
 	deps := pool.Deps{Listeners: d.ls, FirstGeneration: first, Notify: d.sd.Notify, Logger: d.log.Named("pool"),
 		Reaper: d.reaper, Cgroups: d.tree, Output: d.out.relay, Predecessor: d.oldServes.Load}
+	if d.child != nil {
+		deps.Size = d.child.State.Workers
+	}
 	if err := d.makeRunDir(cfg.User, &deps); err != nil {
 		d.release()
 		return nil, err

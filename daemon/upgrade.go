@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/sockd/sockd/handoff"
+	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/keeper"
 	"github.com/sockd/sockd/pool"
@@ -38,14 +40,14 @@ func (d *Daemon) counted(what, result string) {
 // startSuccessor starts the new sockd binary on this one's sockets.
 func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
 	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade"),
-		Steered: d.heldSockets()}
+		Steered: d.heldSockets(), Env: d.successorEnviron()}
 	if k := os.Getenv(keeper.Var); k != "" || d.Keeps() {
 		// The new sockd is kept by this process (or its keeper): it
 		// will exit after an upgrade of its own, its successor adopted.
 		if k == "" {
 			k = keeper.Pid()
 		}
-		ho.Env = append(os.Environ(), keeper.Var+"="+k)
+		ho.Env = append(ho.Env, keeper.Var+"="+k)
 	}
 	if d.tree != nil {
 		ho.Cgroup = d.tree.Base
@@ -59,6 +61,25 @@ func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
 	}
 	d.starting.Store(u)
 	return u, nil
+}
+
+// successorEnviron is the environment the new sockd of an upgrade starts
+// with: the one the configuration in force was read from (a reload with
+// --update-env replaces the one sockd started with), with the variables
+// that are this process's own (NOTIFY_SOCKET, INVOCATION_ID, …) as they
+// are now, and no keeper mark (startSuccessor decides that).
+func (d *Daemon) successorEnviron() []string {
+	env := os.Environ()
+	if base := d.conf.current().Base; base != nil {
+		env = config.ReloadEnviron(env, base)
+	}
+	out := env[:0:0]
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != keeper.Var {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // Keeps reports whether this sockd's process outlives its hand-over to a

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -129,9 +130,10 @@ func (p *Pool) begin() {
 	st.lingering = make(map[int]*worker)
 	st.genSeq = p.deps.FirstGeneration
 	st.gen = st.genSeq
-	p.log.Info("starting workers", "event", "pool_start", "generation", st.gen, "workers", p.cfg.Workers,
+	n := cmp.Or(p.deps.Size, p.cfg.Workers)
+	p.log.Info("starting workers", "event", "pool_start", "generation", st.gen, "workers", n,
 		"command", p.cfg.command, "ready", p.cfg.Ready.String())
-	if err := p.resize(p.cfg.Workers, true); err != nil {
+	if err := p.resize(n, true); err != nil {
 		p.giveUp(err)
 	}
 	p.updateStatus()

@@ -251,6 +251,11 @@ type Deps struct {
 	// FirstGeneration numbers the first generation; 0 means 1. A sockd that
 	// took over from another one continues its numbering.
 	FirstGeneration int
+	// Size is how many workers the first generation starts, if not
+	// Config.Workers (0): a size scaled at run time that a sockd taking
+	// over from another one keeps. Config.Workers stays what is
+	// configured, so a later reload resizes only if it changes that.
+	Size int
 	// Notify receives sd_notify(3) assignments meant for systemd ("READY=1",
 	// "STATUS=…", "RELOADING=1\nMONOTONIC_USEC=…"). Nil discards them.
 	Notify func(state string)
@@ -371,6 +376,9 @@ func (d Deps) withDefaults() (Deps, error) {
 	}
 	if d.FirstGeneration < 1 {
 		d.FirstGeneration = 1
+	}
+	if d.Size < 0 || d.Size > MaxWorkers {
+		return d, fmt.Errorf("size %d: want 1 to %d", d.Size, MaxWorkers)
 	}
 	if d.Notify == nil {
 		d.Notify = func(string) {}

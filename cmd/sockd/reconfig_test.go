@@ -211,3 +211,55 @@ func TestReloadUpdateEnv(t *testing.T) {
 		return s.Ready == 2 && len(s.Workers) == 2 && procfs.Alive(s.Workers[0].PID) && environOf(t, s.Workers[0].PID)["APP_MODE"] == "two"
 	})
 }
+
+// sockd upgrade keeps what reloads and scaling put in force: the
+// environment a reload client handed over (--update-env, the units'
+// ExecReload=) reaches the new sockd and its workers, and a size set
+// with sockd scale survives a later reload that changes something else.
+func TestUpgradeKeepsTheReloadedEnvironmentAndTheScaledSize(t *testing.T) {
+	d := startSockd(t, []string{"APP_MODE=one"}, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	reload := func(env ...string) {
+		t.Helper()
+		cmd, out := sockdCmd(t, env, "reload", "--wait", "--update-env", "--control", d.control)
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("reload --update-env: %v\n%s", err, out)
+		}
+	}
+	workers := func(what string, n int, env string) {
+		t.Helper()
+		waitFor(t, 20*time.Second, what, func() bool {
+			s, err := d.status()
+			if err != nil || s.Size != n || s.Ready != n || len(s.Workers) != n {
+				return false
+			}
+			for _, w := range s.Workers {
+				if m, err := readEnviron(w.PID); err != nil || m["APP_MODE"] != env {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	reload("APP_MODE=two")
+	workers("the reload's worker with APP_MODE=two", 1, "two")
+	if code := sockd([]string{"scale", "--wait", "--control", d.control, "2"}, io.Discard, io.Discard); code != 0 {
+		t.Fatal("scale 2 failed")
+	}
+	workers("2 workers", 2, "two")
+	old := d.mustStatus().PID
+	var errb bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+		t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+	}
+	s := d.mustStatus()
+	if s.PID == old {
+		t.Fatal("the old sockd still answers after upgrade --wait")
+	}
+	if m, err := readEnviron(s.PID); err != nil || m["APP_MODE"] != "two" {
+		t.Fatalf("the new sockd's APP_MODE %q (%v), want the reload's", m["APP_MODE"], err)
+	}
+	workers("the new sockd's 2 workers with APP_MODE=two", 2, "two")
+	// A reload that changes something else keeps the scaled size.
+	reload("APP_MODE=three")
+	workers("2 workers with APP_MODE=three after the reload", 2, "three")
+}

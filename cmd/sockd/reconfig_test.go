@@ -263,3 +263,30 @@ func TestUpgradeKeepsTheReloadedEnvironmentAndTheScaledSize(t *testing.T) {
 	reload("APP_MODE=three")
 	workers("2 workers with APP_MODE=three after the reload", 2, "three")
 }
+
+// A reload cannot change the workers' user (their directory, with the
+// notify socket and the Node preload, is that user's alone): it is
+// refused at once, says to restart, and the workers keep their user.
+func TestReloadRefusesAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("--user needs root")
+	}
+	envFile := filepath.Join(t.TempDir(), "sockd.env")
+	os.WriteFile(envFile, []byte("SOCKD_USER=nobody\n"), 0o644)
+	d := startInstalled(t, worldExecutableCopy(t), "--env-file", envFile, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	before := d.mustStatus()
+	os.WriteFile(envFile, []byte("SOCKD_USER=daemon\n"), 0o644)
+	var out bytes.Buffer
+	start := time.Now()
+	code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out)
+	if code != exitFailed || !strings.Contains(out.String(), "--user changed") || !strings.Contains(out.String(), "restart sockd") {
+		t.Fatalf("reload to another user: exit %d after %v: %s", code, time.Since(start).Round(time.Millisecond), out.String())
+	}
+	s := d.mustStatus()
+	if s.Generation != before.Generation || len(s.Workers) != 1 || s.Workers[0].PID != before.Workers[0].PID {
+		t.Fatalf("after the refused reload: %+v", s)
+	}
+	if st, err := os.Stat(fmt.Sprintf("/proc/%d", s.Workers[0].PID)); err != nil || st.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Fatalf("the worker's uid: %v", err)
+	}
+}

@@ -181,7 +181,7 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[string]{&r.Metrics, func(s string) (string, error) { return s, metrics.ParseAddr(s) }, showString}
 		}},
-	{Name: "user", Arg: "USER[:GROUP]", Help: "run the workers as USER (names or numbers) with the user's groups, HOME, USER and LOGNAME; sockd must be root",
+	{Name: "user", Restart: true, Arg: "USER[:GROUP]", Help: "run the workers as USER (names or numbers) with the user's groups, HOME, USER and LOGNAME; sockd must be root",
 		value: func(r *Run) value { return typed[*account.User]{&r.User, lookupUser, showUser} }},
 	{Name: "cgroups", Restart: true, Arg: "MODE", Default: "auto", Values: []string{"auto", "yes", "no"},
 		Help:  "give each worker a cgroup of its own: auto (where sockd may manage a cgroup v2 subtree), yes (required) or no",

@@ -289,6 +289,7 @@ func (d *Daemon) setupMetrics(deps *pool.Deps) error {
 		return nil
 	}
 	d.metrics = metrics.New(d.sampledStatus, d.log.Named("metrics"))
+	d.metrics.Name = func() string { return d.conf.current().Name }
 	deps.OnEvent = d.metrics.OnEvent
 	var err error
 	if d.metricsLn, err = metrics.Listen(d.opts.Config.Metrics); err != nil {

@@ -41,7 +41,7 @@ func newWorkerOutput(c *config.Run, stdout, stderr io.Writer, log hclog.Logger) 
 		stderr = os.Stderr
 	}
 	o := &workerOutput{stdout: stdout, stderr: stderr, log: log}
-	o.relay = output.New(output.Options{Name: c.Name, Sink: o, Logger: log})
+	o.relay = output.New(output.Options{Sink: o, Logger: log})
 	o.apply(c)
 	return o
 }

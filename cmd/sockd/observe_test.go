@@ -108,11 +108,12 @@ func TestMetricsScrape(t *testing.T) {
 	conf := filepath.Join(dir, "hello.conf")
 	os.WriteFile(conf, []byte("ok\n"), 0o644)
 	msock := filepath.Join(dir, "metrics.sock")
-	d := startSockd(t, []string{"HELLO_CONFIG=" + conf}, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--metrics", "unix://"+msock)
+	d := startSockd(t, []string{"HELLO_CONFIG=" + conf}, "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--metrics", "unix://"+msock, "--name", "shop")
 	for _, om := range []bool{false, true} {
 		p := scrape(t, python, msock, om)
 		for _, want := range []string{"sockd_generation{}", "sockd_workers{state=ready}", "sockd_workers_target{}", "sockd_uptime_seconds{}",
-			"sockd_worker_starts_total{}", "sockd_reloads_total{result=done}", "sockd_worker_ready_seconds_count{}", "process_resident_memory_bytes{}"} {
+			"sockd_worker_starts_total{}", "sockd_reloads_total{result=done}", "sockd_worker_ready_seconds_count{}", "process_resident_memory_bytes{}",
+			"sockd_info{name=shop}"} {
 			if _, ok := p[want]; !ok {
 				t.Fatalf("openmetrics=%v: no %s in %v", om, want, p)
 			}

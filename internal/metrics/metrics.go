@@ -69,6 +69,9 @@ type Exporter struct {
 	// Extra are more of sockd's own metrics, each written in the text
 	// format (0.0.4) at every scrape: the worker output relay's.
 	Extra []func(io.Writer) error
+	// Name, if set, is the application's name in force (--name): the
+	// name label of sockd_info.
+	Name func() string
 }
 
 // counter is a counter family with at most one label.
@@ -241,6 +244,9 @@ func (e *Exporter) Write(ctx context.Context, w *bytes.Buffer, openMetrics bool)
 	fs := newFamilies()
 	gauge(fs, "sockd_start_time_seconds", "When sockd started, in seconds since the epoch.", float64(e.started.UnixNano())/1e9)
 	gauge(fs, "sockd_uptime_seconds", "How long sockd has been running.", time.Since(e.started).Seconds())
+	if e.Name != nil {
+		gauge(fs, "sockd_info", "The application sockd runs, by its name (--name); always 1.", 1, "name", e.Name())
+	}
 	e.cumulative(fs)
 	process(fs)
 	for _, write := range e.Extra {

@@ -19,8 +19,6 @@ const DefaultMaxLine = 64 << 10
 
 // Options configure a Relay. Zero values are the defaults.
 type Options struct {
-	// Name is the app's name, for the metrics' help and logs.
-	Name string
 	// Sink receives every line (NewJournalSink, NewWriterSink, Sinks);
 	// nil: the ring only.
 	Sink Sink

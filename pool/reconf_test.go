@@ -237,3 +237,42 @@ func TestConfigWarmup(t *testing.T) {
 		}
 	}
 }
+
+// A reload runs by the reload settings it brings: a deploy that adds
+// --reload-batch 1, --reload-soak and a longer ready timeout (which
+// --reload-timeout follows by default) gets one slot at a time, a canary
+// that soaks, and the new timeout, not the old one.
+func TestSimReloadRunsByItsOwnReloadSettings(t *testing.T) {
+	s := newSim(t, nil)
+	s.readyAll()
+	old := s.p.cfg.ReloadTimeout
+	res := s.reloadWith(func(c *Config) {
+		c.ReloadBatch, c.ReloadSoak = 1, time.Minute
+		c.ReadyTimeout, c.ReloadTimeout = old+time.Hour, old+time.Hour
+	})
+	next := s.starting()
+	if len(next) != 1 {
+		t.Fatalf("the first batch starts %d workers, want 1 (the reload's --reload-batch)", len(next))
+	}
+	s.advance(old + time.Second)
+	select {
+	case err := <-res:
+		t.Fatalf("the reload ended at the old timeout: %v", err)
+	default:
+	}
+	s.ready(next...)
+	if st := s.status(); st.State != StateReloading || len(st.Workers) != 3 {
+		t.Fatalf("the canary does not soak beside the old workers (the reload's --reload-soak): %+v", st)
+	}
+	s.advance(time.Minute)
+	s.exitStopped()
+	second := s.starting()
+	if len(second) != 1 || second[0] == next[0] {
+		t.Fatalf("the second batch: %v", second)
+	}
+	s.ready(second...)
+	s.exitStopped()
+	if err := reply(t, res); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -138,7 +138,7 @@ func (r *rollout) ready(*worker) {
 			return
 		}
 	}
-	if d := p.cfg.ReloadSoak; d > 0 && r.batch == 1 {
+	if d := r.cfg.ReloadSoak; d > 0 && r.batch == 1 {
 		r.deadline.Stop()
 		r.phase = phaseSoaking
 		p.log.Info("canary batch ready; soaking beside the old workers", "event", "reload_soak", "generation", r.gen, "soak", d)
@@ -250,10 +250,10 @@ func (p *Pool) startBatch() {
 	r := st.reload
 	r.phase = phaseStarting
 	r.batch++
-	r.deadline = p.after(p.cfg.ReloadTimeout, reloadDeadline{gen: r.gen, batch: r.batch})
+	r.deadline = p.after(r.cfg.ReloadTimeout, reloadDeadline{gen: r.gen, batch: r.batch})
 	r.slots = r.slots[:0]
 	for _, s := range st.slots {
-		if s.want != r.gen && (p.cfg.ReloadBatch == 0 || len(r.slots) < p.cfg.ReloadBatch) {
+		if s.want != r.gen && (r.cfg.ReloadBatch == 0 || len(r.slots) < r.cfg.ReloadBatch) {
 			r.slots = append(r.slots, s)
 		}
 	}
@@ -410,7 +410,7 @@ func (p *Pool) onReloadDeadline(gen, batch int) {
 			ready++
 		}
 	}
-	p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)", p.cfg.ReloadTimeout, ready, size))
+	p.abortReload(fmt.Sprintf("not every worker was ready within %s (%d/%d ready)", r.cfg.ReloadTimeout, ready, size))
 }
 
 // endBatch stops the running batch's deadline and starts the list of

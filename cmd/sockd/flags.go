@@ -64,9 +64,15 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, " ") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
+// identity are the client flags whose SOCKD_<FLAG> variables sockd sets
+// in every worker's environment (its slot and generation): a command a
+// worker runs (sockd signal, send, logs) must not be narrowed to that
+// worker by them, so they are read from the command line only.
+var identity = map[string]bool{"worker": true, "generation": true}
+
 // parseFlags parses args with fs, then fills every flag not given on the
 // command line from SOCKD_<FLAG> (dashes become underscores), so units can
-// use EnvironmentFile=. A repeatable flag's variable holds space-separated
+// use EnvironmentFile=; not the identity flags. A repeatable flag's variable holds space-separated
 // values. It returns flag.ErrHelp for -h/--help after printing the usage.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
@@ -84,7 +90,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "SOCKD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		v := getenv(name)
-		if set[f.Name] || v == "" || err != nil {
+		if set[f.Name] || v == "" || err != nil || identity[f.Name] {
 			return
 		}
 		values := []string{v}
@@ -104,7 +110,11 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 func usageFunc(fs *flag.FlagSet, synopsis, text string) func() {
 	return func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: %s\n\n%s\nFlags (each also read from SOCKD_<FLAG>, e.g. SOCKD_CONTROL for --control):\n", synopsis, text)
+		from := "each also read from SOCKD_<FLAG>, e.g. SOCKD_CONTROL for --control"
+		if fs.Lookup("worker") != nil {
+			from += "; not --worker and --generation, whose variables a worker has of its own"
+		}
+		fmt.Fprintf(w, "Usage: %s\n\n%s\nFlags (%s):\n", synopsis, text, from)
 		fs.PrintDefaults()
 	}
 }

@@ -179,3 +179,21 @@ func countEvents(s pool.Status, kind string, since time.Time) int {
 	}
 	return n
 }
+
+// sockd signal run by a worker (whose environment has SOCKD_WORKER and
+// SOCKD_GENERATION, its own slot and generation) reaches every worker:
+// those variables do not narrow a client command; --worker does.
+func TestClientIgnoresAWorkersIdentity(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	waitFor(t, 20*time.Second, "2 ready", func() bool { s, err := d.status(); return err == nil && s.Ready == 2 })
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, "2"}, {[]string{"--worker", "1"}, "1"}} {
+		args := append([]string{"signal", "--control", d.control}, c.args...)
+		cmd, out := sockdCmd(t, []string{"SOCKD_WORKER=0", "SOCKD_GENERATION=1"}, append(args, "CONT")...)
+		if err := cmd.Run(); err != nil || strings.TrimSpace(out.String()) != c.want {
+			t.Fatalf("sockd %s with a worker's SOCKD_WORKER=0: %v, %q; want %s", strings.Join(args, " "), err, out.String(), c.want)
+		}
+	}
+}

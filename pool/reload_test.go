@@ -219,7 +219,9 @@ func TestOldWorkerCrashDuringReloadNotRestarted(t *testing.T) {
 	path, set := modeFile(t, "serve")
 	h := startPool(t, "", func(o *options) {
 		withModeFile(path)(o)
-		o.ReloadTimeout = 3 * time.Second
+		// The reload fails when the test makes it (below), not on a
+		// timer that a loaded machine could reach first.
+		o.ReloadTimeout = time.Minute
 	})
 	h.waitReady()
 	old := h.status().Workers
@@ -238,7 +240,14 @@ func TestOldWorkerCrashDuringReloadNotRestarted(t *testing.T) {
 			t.Fatalf("old generation restarted during a reload: %+v", w)
 		}
 	}
-	// The reload fails; the rollback refills the old generation's slot.
+	// The reload fails (a new worker exits before it is ready); the
+	// rollback refills the old generation's slot.
+	for _, w := range h.status().Workers {
+		if w.Generation == 2 {
+			syscall.Kill(w.PID, syscall.SIGUSR2)
+			break
+		}
+	}
 	if err := <-res; err == nil {
 		t.Fatal("reload of never-ready workers succeeded")
 	}

@@ -116,7 +116,7 @@ func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 
 // sendTimeout bounds a write on a worker's channel: a worker that does
 // not read its messages does not hold sockd up.
-const sendTimeout = time.Second
+var sendTimeout = time.Second // a variable for a test
 
 // maxPending bounds the messages waiting to be written on one channel.
 const maxPending = 1024

@@ -115,7 +115,7 @@ type chaos struct {
 	rng      *rand.Rand
 	workers  int
 	run      *load.Run
-	kills    []time.Duration  // when a worker was SIGKILLed, on the load's clock
+	kills    []kill           // workers SIGKILLed
 	baseFDs  map[int]int      // sockd pid -> its descriptors when settled
 	baseWhat map[int][]string // and what they were
 	sockds   map[int]bool     // every sockd pid so far
@@ -137,12 +137,23 @@ func (c *chaos) worker() int {
 	return ws[c.rng.IntN(len(ws))].PID
 }
 
+// kill is when a worker was SIGKILLed and when sockd was first seen to
+// have reaped it, on the load's clock: its connections close somewhere
+// in between (a killed process closes its descriptors only once it runs
+// its exit, after its memory is torn down: on a loaded machine, a while).
+type kill struct{ at, reaped time.Duration }
+
 func (c *chaos) killWorker() func(pool.Status) bool {
 	pid := c.worker()
-	c.kills = append(c.kills, c.run.Since())
+	i := len(c.kills)
+	c.kills = append(c.kills, kill{at: c.run.Since(), reaped: -1})
 	syscall.Kill(pid, syscall.SIGKILL)
 	return func(s pool.Status) bool {
-		return !slices.ContainsFunc(s.Workers, func(w pool.WorkerStatus) bool { return w.PID == pid })
+		gone := !slices.ContainsFunc(s.Workers, func(w pool.WorkerStatus) bool { return w.PID == pid })
+		if gone && c.kills[i].reaped < 0 {
+			c.kills[i].reaped = c.run.Since()
+		}
+		return gone
 	}
 }
 
@@ -320,15 +331,15 @@ func (c *chaos) strays(sockd int, live map[int]bool) (left, zombies []int) {
 	return left, zombies
 }
 
-// judge checks that every failed request was in flight on a worker when
-// it was SIGKILLed: it began before a kill and ended at it or after, and
-// the connection was reset or closed (never refused, timed out, or
-// answered badly).
+// judge checks that every failed request was in flight on a worker while
+// it was being SIGKILLed: it began before the worker was reaped and ended
+// at the kill or after, and the connection was reset or closed (never
+// refused, timed out, or answered badly).
 func (c *chaos) judge(res *load.Result) {
 	const slack = 50 * time.Millisecond // the kill and its effect on the client
 	perKill := map[int]int{}
 	for _, r := range res.Failures() {
-		i := slices.IndexFunc(c.kills, func(k time.Duration) bool { return r.Start <= k+slack && r.End() >= k-slack })
+		i := slices.IndexFunc(c.kills, func(k kill) bool { return r.Start <= max(k.at, k.reaped)+slack && r.End() >= k.at-slack })
 		switch {
 		case r.Kind != load.Reset && r.Kind != load.Closed && r.Kind != load.Truncated:
 			c.t.Errorf("a request failed %s, which no SIGKILL explains: %+v", r.Kind, r)

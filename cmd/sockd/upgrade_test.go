@@ -244,7 +244,20 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 	// Worker output across the upgrade: the old sockd relayed its workers'
 	// last lines (their drain) and the new one its own workers', each
 	// attributed to its generation.
-	for _, re := range []string{`\[w0 g1 err\] hello\[\d+\]: drained in `, `\[w0 g2 err\] hello\[\d+\]: ready: `, `\[w0 g3 err\] hello\[\d+\]: drained in `} {
+	// The process that exited wrote them to a pipe that the test's
+	// copier may not have emptied yet.
+	lines := []string{`\[w0 g1 err\] hello\[\d+\]: drained in `, `\[w0 g2 err\] hello\[\d+\]: ready: `, `\[w0 g3 err\] hello\[\d+\]: drained in `}
+	relayed := func() bool {
+		for _, re := range lines {
+			if !regexp.MustCompile(re).MatchString(d.out.String()) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(10 * time.Second); !relayed() && time.Now().Before(deadline); <-time.After(20 * time.Millisecond) {
+	}
+	for _, re := range lines {
 		if !regexp.MustCompile(re).MatchString(d.out.String()) {
 			t.Errorf("sockd's output lacks a line matching %s", re)
 		}

@@ -77,6 +77,16 @@ func pidOf(cmd *exec.Cmd) int {
 	return cmd.Process.Pid
 }
 
+// run runs r until the test ends, and waits for it to return: a Run
+// left over from one test could otherwise reap the next test's child
+// (it does not know that test's owned set).
+func run(t *testing.T, r *reaper.Reaper) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // gone: no process, not even a zombie, has the pid.
 func gone(pid int) bool {
 	_, _, err := procfs.Stat(pid)
@@ -88,9 +98,7 @@ func TestAdoptedOrphansAreReapedWhenTheyExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	run(t, r)
 
 	pids, pw := orphans(t, r, 5)
 	workertest.Eventually(t, 10*time.Second, "the orphans reparented to the test process", func() bool {
@@ -124,9 +132,7 @@ func TestOwnedChildrenAreLeftToTheirOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	run(t, r)
 
 	cmd := exec.Command("sh", "-c", "exit 7")
 	pid, err := r.Start(func() (int, error) { err := cmd.Start(); return pidOf(cmd), err })

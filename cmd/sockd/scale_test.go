@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -195,5 +197,23 @@ func TestClientIgnoresAWorkersIdentity(t *testing.T) {
 		if err := cmd.Run(); err != nil || strings.TrimSpace(out.String()) != c.want {
 			t.Fatalf("sockd %s with a worker's SOCKD_WORKER=0: %v, %q; want %s", strings.Join(args, " "), err, out.String(), c.want)
 		}
+	}
+	// A selector that picks no slot or generation is refused (it used to
+	// pick every worker), by the client and by sockd.
+	for _, sel := range [][]string{{"--worker", "-1"}, {"--generation", "0"}, {"--generation=-2"}} {
+		var b bytes.Buffer
+		if code := sockd(append(append([]string{"signal", "--control", d.control}, sel...), "CONT"), &b, &b); code != exitUsage || !strings.Contains(b.String(), "want") {
+			t.Fatalf("sockd signal %v: exit %d, %s", sel, code, b.String())
+		}
+	}
+	c, err := net.Dial("unix", d.control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, `{"command":"signal","signal":"CONT","slot":-5}`+"\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.Contains(line, `"ok":false`) || !strings.Contains(line, "slot -5: want 0 or more") {
+		t.Fatalf("a request for slot -5: %s", line)
 	}
 }

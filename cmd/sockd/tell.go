@@ -46,10 +46,18 @@ func tellCommand(name string, args []string, stdout io.Writer) error {
 		return usagef("sockd %s: want one %s (see sockd %s --help)", name, map[string]string{"signal": "signal", "send": "message"}[name], name)
 	}
 	req := control.Request{Command: name}
-	if *slot >= 0 {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["worker"] {
+		if *slot < 0 {
+			return usagef("sockd %s: --worker %d: want a slot, 0 or more", name, *slot)
+		}
 		req.Slot = slot
 	}
-	if *gen >= 0 {
+	if set["generation"] {
+		if *gen < 1 {
+			return usagef("sockd %s: --generation %d: want a generation, 1 or more", name, *gen)
+		}
 		req.Generation = gen
 	}
 	if name == "signal" {

@@ -267,6 +267,13 @@ func ParseRequest(line []byte) (Request, error) {
 	default:
 		return req, fmt.Errorf("unknown command %q (want status, reload, upgrade, scale, signal, send or logs)", req.Command)
 	}
+	// A negative selector would match every worker (pool.Selector).
+	if req.Slot != nil && *req.Slot < 0 {
+		return req, fmt.Errorf("slot %d: want 0 or more", *req.Slot)
+	}
+	if req.Generation != nil && *req.Generation < 1 {
+		return req, fmt.Errorf("generation %d: want 1 or more", *req.Generation)
+	}
 	return req, nil
 }
 

@@ -114,7 +114,8 @@ func known(req Request) bool {
 // one that parses the same.
 func FuzzParseRequest(f *testing.F) {
 	for _, s := range []string{`{"command":"status"}`, `{"command":"reload","wait":true}`, `{"command":"scale","workers":"+2"}`,
-		`{"command":"scale","workers":"0"}`, `{"command":"explode"}`, `garbage`, `{"command":"status","extra":[1,2,{}]}`, `null`, `[]`} {
+		`{"command":"scale","workers":"0"}`, `{"command":"explode"}`, `garbage`, `{"command":"status","extra":[1,2,{}]}`, `null`, `[]`,
+		`{"command":"signal","signal":"HUP","slot":1}`, `{"command":"signal","signal":"KILL","slot":-5}`, `{"command":"send","message":"x","generation":0}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -122,10 +123,12 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		switch req.Command {
-		case "status", "reload", "upgrade", "scale":
-		default:
-			t.Fatalf("%q parsed to unknown command %q", line, req.Command)
+		if !known(req) {
+			t.Fatalf("%q parsed to a request sockd cannot carry out: %+v", line, req)
+		}
+		// A negative selector would pick every worker.
+		if req.Slot != nil && *req.Slot < 0 || req.Generation != nil && *req.Generation < 1 {
+			t.Fatalf("%q parsed with slot %v, generation %v", line, req.Slot, req.Generation)
 		}
 		b, _ := json.Marshal(req)
 		again, err := ParseRequest(b)

@@ -290,3 +290,33 @@ func TestReloadRefusesAnotherUser(t *testing.T) {
 		t.Fatalf("the worker's uid: %v", err)
 	}
 }
+
+// A SIGHUP whose reload hangs reading the configuration (an env file
+// that became a FIFO nobody writes) does not hold up a SIGTERM after it.
+func TestStopWhileAReloadReadsTheConfiguration(t *testing.T) {
+	envFile := filepath.Join(t.TempDir(), "sockd.env")
+	os.WriteFile(envFile, []byte("APP_MODE=one\n"), 0o644)
+	d := startSockd(t, nil, "--env-file", envFile, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	os.Remove(envFile)
+	if err := syscall.Mkfifo(envFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the reload to begin", func() bool { return strings.Contains(d.out.String(), "signal=hangup") })
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("sockd after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		// Open the FIFO's other end so that sockd can go on, and fail.
+		if f, err := os.OpenFile(envFile, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		<-exited
+		t.Fatal("sockd did not stop on SIGTERM while a reload read a FIFO")
+	}
+}

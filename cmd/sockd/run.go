@@ -108,9 +108,15 @@ func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal) {
 		d.Stop()
 	case syscall.SIGHUP:
 		log.Info("signal received", "event", "signal", "signal", sig.String())
-		if err := d.Reload(ctx, false, nil); err != nil {
-			log.Warn("reload refused", "error", err)
-		}
+		// Off this goroutine: a reload reads the configuration again
+		// (env files, an ecosystem file run by node), which can take a
+		// while or hang on a bad file, and a SIGTERM after it must not
+		// wait for that.
+		go func() {
+			if err := d.Reload(ctx, false, nil); err != nil {
+				log.Warn("reload refused", "error", err)
+			}
+		}()
 	case syscall.SIGUSR2:
 		log.Info("signal received", "event", "signal", "signal", sig.String())
 		if err := d.Upgrade(ctx, false); err != nil {

@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -19,12 +21,32 @@ import (
 // variable name or invalid UTF-8 is an error naming the line: a reload
 // must not go ahead on half of a file.
 func ReadEnvFile(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
+	// Non-blocking open: a FIFO with no writer is an error, not a hang.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxEnvFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxEnvFile {
+		return nil, fmt.Errorf("%s: larger than %d MiB", path, MaxEnvFile>>20)
+	}
 	return ParseEnvFile(path, string(b))
 }
+
+// MaxEnvFile is the largest environment file ReadEnvFile reads: more
+// than a worker's environment could carry (exec(2) takes at most a
+// quarter of the stack limit, 2 MiB by default, for arguments and
+// environment together).
+const MaxEnvFile = 4 << 20
 
 // ParseEnvFile is ReadEnvFile on text already read; name is for errors.
 func ParseEnvFile(name, text string) ([]string, error) {
@@ -178,7 +200,7 @@ func ParseEnvFile(name, text string) ([]string, error) {
 			return nil, err
 		}
 	}
-	return out, nil
+	return mergeEnv(nil, out...), nil
 }
 
 // pushAt adds the assignment k=v read from line of the file name.
@@ -193,7 +215,7 @@ func pushAt(out *[]string, name string, line int, k []byte, kTrail int, v []byte
 	case !utf8.ValidString(val):
 		return fmt.Errorf("%s:%d: the value of %s is not valid UTF-8", name, line, key)
 	}
-	*out = setEnv(*out, key+"="+val)
+	*out = append(*out, key+"="+val) // later ones win: see ReadEnvFile
 	return nil
 }
 
@@ -212,14 +234,20 @@ func validName(s string) bool {
 	return true
 }
 
-// setEnv replaces or adds kv ("K=V") in env.
-func setEnv(env []string, kv string) []string {
-	k, _, _ := strings.Cut(kv, "=")
-	for i, e := range env {
-		if ek, _, _ := strings.Cut(e, "="); ek == k {
-			env[i] = kv
-			return env
+// mergeEnv is env with each of vars ("K=V") set in turn: a variable
+// already there keeps its place and takes the later value, a new one is
+// appended. In one pass, whatever the number of variables.
+func mergeEnv(env []string, vars ...string) []string {
+	at := make(map[string]int, len(env)+len(vars))
+	out := make([]string, 0, len(env)+len(vars))
+	for _, kv := range append(env[:len(env):len(env)], vars...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := at[k]; ok {
+			out[i] = kv
+			continue
 		}
+		at[k] = len(out)
+		out = append(out, kv)
 	}
-	return append(env, kv)
+	return out
 }

@@ -1,7 +1,11 @@
 package config
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -71,4 +75,46 @@ func FuzzParseEnvFile(f *testing.F) {
 			seen[k] = true
 		}
 	})
+}
+
+// What is not an environment file is refused with a reason, at once: a
+// FIFO (no hang waiting for a writer), a device, a directory, a file over
+// MaxEnvFile.
+func TestReadEnvFileRefuses(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.env")
+	os.WriteFile(big, []byte("A="+strings.Repeat("x", MaxEnvFile)+"\n"), 0o644)
+	for path, want := range map[string]string{fifo: "not a regular file", "/dev/zero": "not a regular file", dir: "not a regular file", big: "larger than 4 MiB"} {
+		if _, err := ReadEnvFile(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ReadEnvFile(%s): %v, want %q", path, err, want)
+		}
+	}
+}
+
+// Many variables, and the same one set twice: each once, in the order
+// first seen, with the last value; a large file is read in one pass.
+func TestReadEnvFileManyVariables(t *testing.T) {
+	var b strings.Builder
+	const n = 150000
+	for i := range n {
+		fmt.Fprintf(&b, "K%06d=%d\n", i, i)
+	}
+	b.WriteString("K000007=again\n")
+	path := filepath.Join(t.TempDir(), "many.env")
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	env, err := ReadEnvFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env) != n || env[7] != "K000007=again" || env[n-1] != fmt.Sprintf("K%06d=%d", n-1, n-1) {
+		t.Fatalf("%d variables, [7] %q, last %q", len(env), env[7], env[n-1])
+	}
+	merged := mergeEnv([]string{"PATH=/bin", "K000001=old"}, env...)
+	if len(merged) != n+1 || merged[1] != "K000001=1" || merged[0] != "PATH=/bin" {
+		t.Fatalf("merged over an environment: %d, %q %q", len(merged), merged[0], merged[1])
+	}
 }

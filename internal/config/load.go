@@ -47,9 +47,7 @@ func Load(src Source) (*Run, error) {
 		if err != nil {
 			return nil, Usagef("--env-file: %v", err)
 		}
-		for _, kv := range vars {
-			env = setEnv(env, kv)
-		}
+		env = mergeEnv(env, vars...)
 	}
 	r := first
 	if len(first.EnvFiles) > 0 {

@@ -35,6 +35,9 @@ type env interface {
 	stopControl()
 	// handedOver: the new sockd of the upgrade committed; it is in charge.
 	handedOver()
+	// stopSuccessor passes a stop on to the new sockd that committed
+	// while this one was told to stop (SIGTERM).
+	stopSuccessor()
 	// counted counts a reload or upgrade's result in the metrics.
 	counted(what, result string)
 }

@@ -168,12 +168,18 @@ func (m *machine) onUpgradeDone(u upgradeDone) {
 	switch {
 	case err == nil:
 		// The new sockd committed: it is in charge, even if a stop came
-		// meanwhile (it was too late to call the upgrade off).
+		// meanwhile (it was too late to call the upgrade off); then the
+		// stop is passed on to it, or it would serve on.
 		m.env.counted("upgrade", "done")
+		stopping := m.phase == phaseStopping
 		m.phase = phaseHandedOff
 		m.env.handedOver()
 		m.env.stopControl()
 		m.pool.Stop()
+		if stopping {
+			m.log.Info("stopped while the new sockd took charge: the stop is passed on to it", "event", "upgrade_stop")
+			m.env.stopSuccessor()
+		}
 	case m.phase == phaseStopping:
 		m.env.counted("upgrade", "failed")
 		m.log.Warn("upgrade abandoned: sockd is stopping", "event", "upgrade_failed", "error", err)

@@ -30,6 +30,7 @@ type fakeEnv struct {
 	serving bool // the control socket
 	charged bool // takeCharge
 	over    bool // handedOver
+	stops   int  // stopSuccessor
 	counts  map[string]int
 	// The new sockd of an upgrade: startErr fails its start.
 	succ     *fakeSuccessor
@@ -84,6 +85,7 @@ func (e *fakeEnv) takeCharge()                { e.charged, e.talking, e.serving 
 func (e *fakeEnv) serveControl()              { e.serving = true }
 func (e *fakeEnv) stopControl()               { e.serving = false }
 func (e *fakeEnv) handedOver()                { e.over = true }
+func (e *fakeEnv) stopSuccessor()             { e.stops++ }
 func (e *fakeEnv) counted(what, result string) {
 	e.counts[what+" "+result]++
 }
@@ -237,8 +239,8 @@ func TestMachineUpgradeHandsOver(t *testing.T) {
 	if last := e.sent[len(e.sent)-1]; !strings.HasPrefix(last, "MAINPID=4242\n") {
 		t.Fatalf("last word to systemd %q", last)
 	}
-	if e.counts["upgrade done"] != 1 {
-		t.Fatalf("counts %v", e.counts)
+	if e.counts["upgrade done"] != 1 || e.stops != 0 {
+		t.Fatalf("counts %v, stops passed on %d", e.counts, e.stops)
 	}
 	if err := reload(m); !errors.Is(err, ErrRefused) {
 		t.Fatalf("reload after the hand-off: %v", err)
@@ -384,6 +386,10 @@ func TestMachineStopRacesCommit(t *testing.T) {
 	wantPhase(t, m, phaseHandedOff)
 	if m.phase.inCharge() {
 		t.Fatal("handed off but still in charge")
+	}
+	// The stop was this sockd's to pass on: the new one would serve on.
+	if e.stops != 1 {
+		t.Fatalf("the stop was passed on to the new sockd %d times, want once", e.stops)
 	}
 }
 

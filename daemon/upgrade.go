@@ -11,6 +11,7 @@ import (
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/keeper"
 	"github.com/sockd/sockd/pool"
+	"golang.org/x/sys/unix"
 )
 
 // Daemon as the machine's env (env.go).
@@ -125,6 +126,13 @@ func (d *Daemon) serveControl() {
 func (d *Daemon) stopControl() {
 	d.ctl.Close()
 	d.stopServing(control.ErrHandedOver)
+}
+
+// stopSuccessor: a stop came while the new sockd took charge.
+func (d *Daemon) stopSuccessor() {
+	if u := d.succ.Load(); u != nil {
+		unix.Kill(u.PID(), unix.SIGTERM)
+	}
 }
 
 // takeCharge: the old sockd made this one the main pid.

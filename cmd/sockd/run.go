@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	signal.Notify(sigs, handledSignals...)
 	defer signal.Stop(sigs)
 	kept := make(chan os.Signal, 16)
+	var keeping atomic.Bool
 	go func() {
 		for sig := range sigs {
 			if s := d.Successor(); s != nil {
@@ -45,10 +47,21 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 				// keeps the process for it, or is on its way out while
 				// the new sockd is still its child (then reparented to
 				// this one's keeper, which passes on what comes later).
-				if d.Keeps() {
+				// While this one's old workers drain, it goes straight
+				// to the new sockd (a stop must not wait for the drain);
+				// the keeper hears of a stop too, to pass it on again
+				// should the new sockd hand over in turn.
+				switch {
+				case d.Keeps() && (keeping.Load() || closed(s.Exited())):
 					kept <- sig
-				} else if !closed(s.Exited()) {
+				case !closed(s.Exited()):
 					unix.Kill(s.PID(), sig.(syscall.Signal))
+					if d.Keeps() && (sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
+						select {
+						case kept <- sig:
+						default:
+						}
+					}
 				}
 				continue
 			}
@@ -59,6 +72,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if s := d.Successor(); s != nil && d.Keeps() {
+		keeping.Store(true)
 		code := keeper.Keep(keeper.Child{PID: s.PID(), Exited: s.Exited(), Status: s.ExitStatus}, kept, log.Named("keeper"))
 		if code != 0 {
 			return exitStatus{code}

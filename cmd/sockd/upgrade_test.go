@@ -694,3 +694,31 @@ func TestUpgradeAsPID1(t *testing.T) {
 		}
 	})
 }
+
+// After a hand-over, the process the shell started keeps it for the new
+// sockd, whose old workers may take long to drain: a SIGTERM meanwhile
+// reaches the new sockd at once, not once the old generation is gone.
+func TestSignalsReachTheNewSockdWhileTheOldDrains(t *testing.T) {
+	d := startSockd(t, nil, "--stop-timeout", "60s", "--workers", "1", "--listen", "none", "--ready", "after:100ms",
+		"--", "sh", "-c", `trap "" TERM; while :; do sleep 1; done`)
+	waitFor(t, 20*time.Second, "the worker ready", func() bool { s, err := d.status(); return err == nil && s.Ready == 1 })
+	oldWorker := d.mustStatus().Workers[0].PID
+	var errb bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+		t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+	}
+	s := d.mustStatus()
+	if s.PID == d.cmd.Process.Pid {
+		t.Fatal("upgrade --wait returned before the new sockd was in charge")
+	}
+	newWorker := slotOf(s, 0).PID
+	defer syscall.Kill(newWorker, syscall.SIGKILL) // it ignores SIGTERM: no 60 s wait at the end
+	defer syscall.Kill(oldWorker, syscall.SIGKILL)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 20*time.Second, "the new sockd told to stop", func() bool {
+		return strings.Contains(d.out.String(), "signal received: event=signal signal=terminated")
+	})
+	if !procfs.Alive(oldWorker) {
+		t.Fatal("the old generation was gone before the new sockd heard of the SIGTERM")
+	}
+}

@@ -105,6 +105,7 @@ func TestFields(t *testing.T) {
 		{name: "min_uptime 1m, max_restarts 3", app: `{"script":"server.js","min_uptime":"1m","max_restarts":3}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_RESTART_LIMIT": "3/3m"}},
 		{name: "max_restarts 0", app: `{"script":"server.js","max_restarts":0}`, settings: map[string]string{"SOCKD_RESTART_LIMIT": "0/1s"}},
 		{name: "min_uptime too small", app: `{"script":"server.js","min_uptime":"50"}`, err: ErrInvalid, errHas: []string{"min_uptime 50: want 100 milliseconds or more"}},
+		{name: "min_uptime past a Go duration", app: `{"script":"server.js","min_uptime":"3000000h"}`, err: ErrInvalid, errHas: []string{`min_uptime "3000000h": want milliseconds`}},
 		{name: "max_restarts negative", app: `{"script":"server.js","max_restarts":-1}`, err: ErrInvalid, errHas: []string{"max_restarts -1"}},
 
 		// cron_restart

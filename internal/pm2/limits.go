@@ -56,11 +56,13 @@ func readSTime(r *reader, v any) time.Duration {
 	s, _ := v.(string)
 	m := stimeRE.FindStringSubmatch(s)
 	n, err := strconv.ParseInt(safeIndex(m, 1), 10, 64)
-	if m == nil || err != nil || n > 1e9 {
+	// Numbers without a unit were read above; what is left has one.
+	unit := map[string]time.Duration{"h": time.Hour, "m": time.Minute, "s": time.Second}[safeIndex(m, 2)]
+	if m == nil || err != nil || unit == 0 || n > int64(1e12*time.Millisecond/unit) {
 		r.fail("min_uptime %s: want milliseconds, or NUMBER with h, m or s, like 2s", jsonText(v))
 		return 0
 	}
-	return time.Duration(n) * map[string]time.Duration{"h": time.Hour, "m": time.Minute, "s": time.Second}[m[2]]
+	return time.Duration(n) * unit
 }
 
 func safeIndex(m []string, i int) string {

@@ -11,11 +11,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/load"
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 // The apps of examples/node-apps are written as their frameworks' docs
@@ -381,5 +383,43 @@ func TestSignalAndSend(t *testing.T) {
 	b.Reset()
 	if code := sockd([]string{"send", "{bad", "--control", d.control}, &b, &b); code != exitUsage {
 		t.Fatalf("send of bad JSON: exit %d %s", code, b.String())
+	}
+}
+
+// A SIGTERM while sockd is still reading its configuration (here an
+// ecosystem file that takes seconds to evaluate) is handled once sockd
+// is set up: a clean stop, exit 0, no files left, instead of a death by
+// the signal halfway.
+func TestStopWhileStarting(t *testing.T) {
+	dir := nodeApps(t)
+	work := t.TempDir()
+	eco := filepath.Join(work, "slow.config.js")
+	os.WriteFile(eco, []byte(fmt.Sprintf(`const t = Date.now(); while (Date.now() - t < 3000) {}
+module.exports = { apps: [{ name: "slow", script: "http-app.js", cwd: %q }] };
+`, dir)), 0o644)
+	ctl := filepath.Join(work, "ctl.sock")
+	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--listen", "tcp://127.0.0.1:0", "--pm2", eco)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, 20*time.Second, "node evaluating the ecosystem file", func() bool {
+		for _, pid := range procfs.Children(cmd.Process.Pid) {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == "node" {
+				return true
+			}
+		}
+		return false
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("sockd after a SIGTERM during its start: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(ctl); !os.IsNotExist(err) {
+		t.Fatalf("the control socket is left: %v", err)
+	}
+	if !strings.Contains(out.String(), "signal=terminated") {
+		t.Fatalf("no word of the signal:\n%s", out)
 	}
 }

@@ -21,6 +21,14 @@ import (
 )
 
 func runCommand(args []string, stdout, stderr io.Writer) error {
+	// Signals are caught from the start: one that comes while the
+	// configuration is read (an ecosystem file run by node) or the
+	// sockets, cgroups and files are set up is handled once sockd runs
+	// (a stop then starts nothing more and cleans up), instead of
+	// killing it half set up.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, handledSignals...)
+	defer signal.Stop(sigs)
 	src := config.Source{Args: args, Environ: os.Environ(), Self: self()}
 	c, err := config.Load(src)
 	if errors.Is(err, config.ErrHelp) {
@@ -35,9 +43,6 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, handledSignals...)
-	defer signal.Stop(sigs)
 	kept := make(chan os.Signal, 16)
 	var keeping atomic.Bool
 	go func() {

@@ -379,6 +379,10 @@ func call(ctx context.Context, path string, req Request) (Response, error) {
 	// the answer saying why is still there to read.
 	_, werr := c.Write(append(b, '\n'))
 	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil && werr == nil && ctx.Err() != nil {
+		// Sent, and given up on: sockd may still carry it out.
+		return Response{}, fmt.Errorf("%w at %s: the %s request was sent but no answer came in time (sockd may still carry it out: see sockd status): %w", ErrUnreachable, path, req.Command, err)
+	}
 	if err != nil {
 		return Response{}, fmt.Errorf("%w at %s: no answer: %w", ErrUnreachable, path, errors.Join(werr, err))
 	}

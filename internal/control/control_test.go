@@ -539,7 +539,7 @@ func TestCallErrorKinds(t *testing.T) {
 		{"half an answer", fakeSockd(t, func(c net.Conn) { c.Write([]byte(`{"ok":tr`)) }), true, "no answer"},
 		{"not JSON", fakeSockd(t, func(c net.Conn) { c.Write([]byte("hello\n")) }), false, "bad answer from sockd"},
 		{"refused", fakeSockd(t, func(c net.Conn) { c.Write([]byte(`{"ok":false,"error":"upgrade in progress"}` + "\n")) }), false, "upgrade in progress"},
-		{"never answers", fakeSockd(t, func(net.Conn) { <-silent }), true, "i/o timeout"},
+		{"never answers", fakeSockd(t, func(net.Conn) { <-silent }), true, "the status request was sent but no answer came in time (sockd may still carry it out: see sockd status): read unix"},
 		{"never accepts", fakeSockd(t, nil), true, "i/o timeout"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

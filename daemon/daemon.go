@@ -286,14 +286,23 @@ func (d *Daemon) cgroups() (*cgroup.Tree, error) {
 // make their own metrics sockets in.
 func (d *Daemon) setupMetrics(deps *pool.Deps) error {
 	if d.opts.Config.Metrics == "" {
+		if d.child != nil && d.child.Metrics != nil {
+			d.child.Metrics.Close()
+		}
 		return nil
 	}
 	d.metrics = metrics.New(d.sampledStatus, d.log.Named("metrics"))
 	d.metrics.Name = func() string { return d.conf.current().Name }
 	deps.OnEvent = d.metrics.OnEvent
-	var err error
-	if d.metricsLn, err = metrics.Listen(d.opts.Config.Metrics); err != nil {
-		return tag(ErrSockets, err)
+	if d.child != nil && d.child.Metrics != nil {
+		// The old sockd's, which it holds until it handed over (its
+		// address is a restart setting, like the listeners).
+		d.metricsLn = d.child.Metrics
+	} else {
+		var err error
+		if d.metricsLn, err = metrics.Listen(d.opts.Config.Metrics); err != nil {
+			return tag(ErrSockets, err)
+		}
 	}
 	deps.MetricsDir = d.runDir
 	return nil
@@ -435,6 +444,9 @@ func (d *Daemon) Run() error {
 	if d.m.phase.inCharge() {
 		os.Remove(d.ctlPath)
 		d.ls.Remove()
+		if ul, ok := d.metricsLn.(*net.UnixListener); ok {
+			os.Remove(ul.Addr().String()) // one taken over does not unlink itself
+		}
 	}
 	err := d.pool.Wait()
 	d.out.close()

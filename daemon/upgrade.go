@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -41,7 +42,7 @@ func (d *Daemon) counted(what, result string) {
 // startSuccessor starts the new sockd binary on this one's sockets.
 func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
 	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade"),
-		Steered: d.heldSockets(), Env: d.successorEnviron()}
+		Steered: d.heldSockets(), Env: d.successorEnviron(), Metrics: d.metricsLn}
 	if k := os.Getenv(keeper.Var); k != "" || d.Keeps() {
 		// The new sockd is kept by this process (or its keeper): it
 		// will exit after an upgrade of its own, its successor adopted.
@@ -126,6 +127,14 @@ func (d *Daemon) serveControl() {
 func (d *Daemon) stopControl() {
 	d.ctl.Close()
 	d.stopServing(control.ErrHandedOver)
+	// The metrics socket too: the new sockd serves it now, this one's
+	// numbers are the past. Its path stays (it is the new sockd's).
+	if ul, ok := d.metricsLn.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	if d.metricsLn != nil {
+		d.metricsLn.Close()
+	}
 }
 
 // stopSuccessor: a stop came while the new sockd took charge.

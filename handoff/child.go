@@ -23,6 +23,8 @@ type Child struct {
 	Listeners activation.Set
 	// Control is the old sockd's control socket, or nil.
 	Control *net.UnixListener
+	// Metrics is the old sockd's metrics listener, or nil.
+	Metrics net.Listener
 }
 
 // Accept takes the hand-off when getenv(EnvFD) names a descriptor, and
@@ -79,6 +81,9 @@ func (ch *Child) receive(deadline time.Time) error {
 	if ch.State.Control {
 		want++
 	}
+	if ch.State.Metrics {
+		want++
+	}
 	if want != ch.State.FDs {
 		return fmt.Errorf("hand-off announces %d descriptors for %d sockets", ch.State.FDs, want)
 	}
@@ -103,12 +108,37 @@ func (ch *Child) adopt(fds []int) error {
 	if ch.State.Control {
 		ln, err := controlListener(rest[0])
 		if err != nil {
+			closeAll(rest[1:]) // the metrics socket's
 			ch.Listeners.Close()
 			return fmt.Errorf("control socket: %w", err)
 		}
 		ch.Control = ln
+		rest = rest[1:]
+	}
+	if ch.State.Metrics {
+		ln, err := metricsListener(rest[0])
+		if err != nil {
+			ch.Listeners.Close()
+			if ch.Control != nil {
+				ch.Control.SetUnlinkOnClose(false)
+				ch.Control.Close()
+			}
+			return fmt.Errorf("metrics socket: %w", err)
+		}
+		ch.Metrics = ln
 	}
 	return nil
+}
+
+// metricsListener takes fd over as the metrics listener, which must be a
+// listening socket.
+func metricsListener(fd int) (net.Listener, error) {
+	f := os.NewFile(uintptr(fd), "metrics")
+	defer f.Close()
+	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
+		return nil, errors.New("not a listening socket")
+	}
+	return net.FileListener(f)
 }
 
 // controlListener takes fd over as the control socket, which must be a

@@ -42,6 +42,9 @@ type Options struct {
 	Listeners activation.Set
 	// Control, if set, is the control socket listener, passed on too.
 	Control *net.UnixListener
+	// Metrics, if set, is the metrics listener (--metrics), passed on
+	// too: the new sockd cannot bind the address while this one holds it.
+	Metrics net.Listener
 	// Reaper registers the new sockd as a child this one waits for.
 	Reaper *reaper.Reaper
 	// Logger defaults to a null logger.
@@ -147,6 +150,14 @@ func collect(o Options) (State, []int, error) {
 		}
 		fds = append(fds, d)
 		st.Control = true
+	}
+	if c, ok := o.Metrics.(syscall.Conn); ok {
+		d, err := activation.DupSocket(c)
+		if err != nil {
+			return st, fds, fmt.Errorf("dup metrics socket: %w", err)
+		}
+		fds = append(fds, d)
+		st.Metrics = true
 	}
 	st.FDs = len(fds)
 	return st, fds, nil

@@ -38,8 +38,10 @@ type State struct {
 	// workers holds (internal/steering), by worker.
 	Steered   map[string]int  `json:"steered,omitempty"`
 	Listeners []ListenerState `json:"listeners"`
-	Control   bool            `json:"control"` // the last descriptor is the control socket
-	FDs       int             `json:"fds"`     // how many descriptors follow
+	Control   bool            `json:"control"` // a descriptor after the listeners' is the control socket
+	// Metrics: the last descriptor is the metrics listener (--metrics).
+	Metrics bool `json:"metrics,omitempty"`
+	FDs     int  `json:"fds"` // how many descriptors follow
 }
 
 // ListenerState describes one listener; its Slots descriptors follow in order.

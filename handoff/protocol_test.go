@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -151,6 +152,21 @@ func checkAdopted(t testing.TB, ch *Child, sent []uint64) {
 			got = append(got, fdtest.Inode(int(fd)))
 		})
 	}
+	if (ch.Metrics != nil) != st.Metrics {
+		t.Fatalf("state %+v gave metrics listener %v", st, ch.Metrics)
+	}
+	if ch.Metrics != nil {
+		rc, err := ch.Metrics.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Control(func(fd uintptr) {
+			if !fdtest.Cloexec(int(fd)) {
+				t.Errorf("metrics socket fd %d not close-on-exec", fd)
+			}
+			got = append(got, fdtest.Inode(int(fd)))
+		})
+	}
 	// Packets after the announced count are left unread.
 	if len(got) != st.FDs || len(got) > len(sent) || !slices.Equal(got, sent[:len(got)]) {
 		t.Fatalf("state announces %d descriptors; adopted %v, sent %v", st.FDs, got, sent)
@@ -269,7 +285,12 @@ func TestAcceptFromFakeParent(t *testing.T) {
 	pair := socketpair(t)
 	parent := wrap(t, pair[1])
 	defer parent.c.Close()
-	state, fds, err := collect(Options{Generation: 7, Listeners: set, Control: ctl})
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mln.Close()
+	state, fds, err := collect(Options{Generation: 7, Listeners: set, Control: ctl, Metrics: mln})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +316,13 @@ func TestAcceptFromFakeParent(t *testing.T) {
 	}
 	rc, _ := ctl.SyscallConn()
 	rc.Control(func(fd uintptr) { sent = append(sent, fdtest.Inode(int(fd))) })
+	rc, _ = mln.(syscall.Conn).SyscallConn()
+	rc.Control(func(fd uintptr) { sent = append(sent, fdtest.Inode(int(fd))) })
 	checkAdopted(t, ch, sent)
+	// The metrics socket it got is the same working listener.
+	if ch.Metrics.Addr().String() != mln.Addr().String() {
+		t.Fatalf("metrics listener at %s, want %s", ch.Metrics.Addr(), mln.Addr())
+	}
 	if ch.State.Generation != 7 {
 		t.Errorf("generation %d, want 7", ch.State.Generation)
 	}
@@ -327,6 +354,8 @@ func TestAcceptFromFakeParent(t *testing.T) {
 	}
 	ch.Listeners.Close()
 	ch.Control.Close()
+	ch.Metrics.Close()
+	mln.Close()
 	parent.c.Close()
 	checkFDs()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -720,5 +721,71 @@ func TestSignalsReachTheNewSockdWhileTheOldDrains(t *testing.T) {
 	})
 	if !procfs.Alive(oldWorker) {
 		t.Fatal("the old generation was gone before the new sockd heard of the SIGTERM")
+	}
+}
+
+// With --metrics, sockd upgrade hands the metrics socket over with the
+// others (the new sockd could not bind its address while the old one
+// holds it): the new sockd answers the scrapes from then on, and a unix
+// socket's path outlives the old sockd, until the new one stops.
+func TestUpgradeWithMetrics(t *testing.T) {
+	for _, scheme := range []string{"tcp", "unix"} {
+		t.Run(scheme, func(t *testing.T) {
+			addr := "tcp://127.0.0.1:0"
+			path := filepath.Join(t.TempDir(), "metrics.sock")
+			if scheme == "unix" {
+				addr = "unix://" + path
+			}
+			d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0", "--metrics", addr)
+			m := regexp.MustCompile(`serving metrics: address=(\S+)`).FindStringSubmatch(d.out.String())
+			if m == nil {
+				t.Fatalf("no metrics address in:\n%s", d.out)
+			}
+			c := &http.Client{Timeout: 10 * time.Second}
+			url := "http://" + m[1] + "/metrics"
+			if scheme == "unix" {
+				c.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, "unix", path)
+				}}
+				url = "http://sockd/metrics"
+			}
+			startOf := func() string {
+				t.Helper()
+				resp, err := c.Get(url)
+				if err != nil {
+					t.Fatalf("scrape: %v", err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				line := regexp.MustCompile(`(?m)^sockd_start_time_seconds (\S+)$`).FindSubmatch(b)
+				if resp.StatusCode != 200 || line == nil {
+					t.Fatalf("scrape: %s\n%s", resp.Status, b)
+				}
+				return string(line[1])
+			}
+			before := startOf()
+			var errb bytes.Buffer
+			if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+				t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+			}
+			// Every scrape from now on is the new sockd's; the old one,
+			// which also stops serving them, finishes its drain.
+			waitFor(t, 20*time.Second, "the old sockd done", func() bool {
+				return strings.Contains(d.out.String(), "handed_off=true")
+			})
+			for range 5 {
+				if startOf() == before {
+					t.Fatal("a scrape after the upgrade answered by the old sockd")
+				}
+			}
+			if scheme == "unix" {
+				pid := d.mustStatus().PID
+				syscall.Kill(pid, syscall.SIGTERM)
+				waitFor(t, 20*time.Second, "the new sockd gone", func() bool { return !procfs.Alive(pid) })
+				if _, err := os.Stat(path); !os.IsNotExist(err) {
+					t.Fatalf("the metrics socket is left after the stop: %v", err)
+				}
+			}
+		})
 	}
 }

@@ -152,6 +152,10 @@ func (d *Daemon) takeCharge() {
 	if s, err := d.pool.Status(d.ctx); err == nil {
 		d.sd.Notify("READY=1\nSTATUS=" + s.Summary)
 	}
+	// The sockets steering added while the old workers held theirs go
+	// into systemd's fd store too (those already there are not stored
+	// twice): a restart from the store gets the whole group back.
+	d.storeSockets()
 	go d.adoptMainPID(d.ctx)
 	d.serveControl()
 }

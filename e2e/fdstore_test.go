@@ -59,4 +59,14 @@ func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
 	if again.PID == after.PID || strings.Join(got, " ") != strings.Join(before, " ") {
 		t.Fatalf("after systemctl restart: pid %d, sockets %v; before %v", again.PID, got, before)
 	}
+	// sockd upgrade: the new sockd's workers get sockets of their own in
+	// the group while the old ones drain theirs; those go into the store
+	// too, once it is in charge.
+	sb.MustRun(t, "/usr/local/bin/sockd", "upgrade", "--wait", "--control", ctl)
+	up := sb.waitServing(t, ctl, again.Generation+1, 2)
+	WaitFor(t, 10*time.Second, func() (bool, string) {
+		n := sb.prop(t, "selfbound.service", "NFileDescriptorStore")
+		return n == strconv.Itoa(len(up.Listeners[0].SockdFDs)), fmt.Sprintf("NFileDescriptorStore=%s, the group has %d sockets", n, len(up.Listeners[0].SockdFDs))
+	})
+	t.Logf("after the upgrade: %d sockets in the group, all stored", len(up.Listeners[0].SockdFDs))
 }

@@ -41,7 +41,11 @@ func (d *Daemon) counted(what, result string) {
 
 // startSuccessor starts the new sockd binary on this one's sockets.
 func (d *Daemon) startSuccessor(s pool.Status) (successor, error) {
-	ho := handoff.Options{Generation: s.Generation, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade"),
+	gen := s.Generation
+	if r := s.LastReload; r != nil && r.Generation > gen {
+		gen = r.Generation // a rolled-back reload's number is not given out again
+	}
+	ho := handoff.Options{Generation: gen, Workers: s.Size, Listeners: d.ls, Control: d.ctl, Reaper: d.reaper, Logger: d.log.Named("upgrade"),
 		Steered: d.heldSockets(), Env: d.successorEnviron(), Metrics: d.metricsLn}
 	if k := os.Getenv(keeper.Var); k != "" || d.Keeps() {
 		// The new sockd is kept by this process (or its keeper): it

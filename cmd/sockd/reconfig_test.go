@@ -320,3 +320,25 @@ func TestStopWhileAReloadReadsTheConfiguration(t *testing.T) {
 		t.Fatal("sockd did not stop on SIGTERM while a reload read a FIFO")
 	}
 }
+
+// The first generation after an upgrade takes a number no generation had
+// before, not that of a reload that was rolled back: journal fields,
+// "[w0 g3]" prefixes and metrics labels never mix two deploys.
+func TestUpgradeAfterAFailedReloadTakesANewGeneration(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	cmd, out := sockdCmd(t, []string{"SOCKD_READY_TIMEOUT=1s", "SOCKD_COMMAND=sleep 60"}, "reload", "--wait", "--update-env", "--control", d.control)
+	if err := cmd.Run(); err == nil {
+		t.Fatalf("a reload to workers that are never ready succeeded: %s", out)
+	}
+	s := d.mustStatus()
+	if s.Generation != 1 || s.LastReload == nil || s.LastReload.Generation != 2 || s.LastReload.OK {
+		t.Fatalf("after the failed reload: generation %d, last reload %+v", s.Generation, s.LastReload)
+	}
+	var errb bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+		t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+	}
+	if s := d.mustStatus(); s.Generation != 3 {
+		t.Fatalf("after the upgrade: generation %d, want 3 (2 was the failed reload's)", s.Generation)
+	}
+}

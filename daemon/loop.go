@@ -125,7 +125,7 @@ func (m *machine) onReload() error {
 		// The new sockd numbers its generation after the old one's: a
 		// reload now would make a third generation, with a clashing
 		// number.
-		return tag(ErrRefused, fmt.Errorf("sockd is %s; reload refused", m.phase))
+		return tag(ErrRefused, control.Busy(fmt.Errorf("sockd is %s; reload refused", m.phase)))
 	}
 }
 
@@ -141,7 +141,7 @@ func (m *machine) onUpgrade(r upgradeRequest) {
 	case m.phase != phaseRunning:
 		err = fmt.Errorf("this sockd is %s, not in charge; upgrade refused", m.phase)
 	case m.reloads > 0:
-		err = errors.New("sockd is reloading; upgrade when it is running")
+		err = control.Busy(errors.New("sockd is reloading; upgrade when it is running"))
 	}
 	if err != nil {
 		m.env.counted("upgrade", "refused")

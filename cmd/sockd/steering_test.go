@@ -32,7 +32,8 @@ const steerWorkerArg = "steer-worker"
 // steerWorker serves the first inherited socket: one accept loop, each
 // connection answered "slot gen pid ready" and closed. It starts serving
 // at once but says READY=1 only after SOCKDTEST_READY_AFTER (a cold
-// worker that would serve before it is ready); SIGUSR1 makes its accept
+// worker that would serve before it is ready), and once the file
+// SOCKDTEST_READY_GATE names exists, if it names one; SIGUSR1 makes its accept
 // loop burn the CPU for SOCKDTEST_SPIN before it accepts again (a blocked
 // event loop); SIGTERM closes its socket and ends it once its
 // connections are answered.
@@ -47,6 +48,12 @@ func steerWorker() {
 	spin, _ := time.ParseDuration(os.Getenv("SOCKDTEST_SPIN"))
 	var ready atomic.Bool
 	time.AfterFunc(readyAfter, func() {
+		// SOCKDTEST_READY_GATE: not ready before that file exists.
+		for gate := os.Getenv("SOCKDTEST_READY_GATE"); gate != ""; <-time.After(10 * time.Millisecond) {
+			if _, err := os.Stat(gate); err == nil {
+				break
+			}
+		}
 		ready.Store(true) // before READY=1: an answer saying false came before it
 		worker.Ready()
 	})

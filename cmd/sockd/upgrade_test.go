@@ -789,3 +789,35 @@ func TestUpgradeWithMetrics(t *testing.T) {
 		})
 	}
 }
+
+// sockd upgrade --wait while a reload runs waits for the reload, then
+// upgrades (the package's postinst runs it while a reload may be under
+// way); sockd answers the attempts meanwhile as busy, and the client asks
+// again.
+func TestUpgradeWaitsForARunningReload(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "ready")
+	os.WriteFile(gate, nil, 0o644)
+	d, _ := startSteered(t, []string{"SOCKDTEST_READY_GATE=" + gate}, "--workers", "1")
+	old := d.mustStatus()
+	os.Remove(gate) // the reload's worker waits for it
+	if code := sockd([]string{"reload", "--control", d.control}, io.Discard, io.Discard); code != 0 {
+		t.Fatal("reload failed")
+	}
+	up, out := sockdCmd(t, nil, "upgrade", "--wait", "--control", d.control)
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "an upgrade refused as busy while the reload runs", func() bool {
+		return steerMetric(t, d, "sockd_upgrades_total", `result="refused"`) >= 1
+	})
+	if s := d.mustStatus(); s.PID != old.PID || s.State != pool.StateReloading {
+		t.Fatalf("while the reload waits: %+v", s)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	if err := up.Wait(); err != nil {
+		t.Fatalf("upgrade --wait: %v: %s", err, out)
+	}
+	if s := d.mustStatus(); s.PID == old.PID || s.Generation != old.Generation+2 {
+		t.Fatalf("after the upgrade: pid %d (old %d), generation %d, want %d", s.PID, old.PID, s.Generation, old.Generation+2)
+	}
+}

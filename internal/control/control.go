@@ -72,7 +72,11 @@ type Response struct {
 	// of an upgrade, which shares it, before it carried the request out;
 	// the same request on a new connection reaches the sockd in charge
 	// (Call does that).
-	Retry  bool            `json:"retry,omitempty"`
+	Retry bool `json:"retry,omitempty"`
+	// Busy: refused for something under way that ends by itself (a
+	// reload, an upgrade); the same request later may go through. Call
+	// asks again, until its context ends, for a request that waits.
+	Busy   bool            `json:"busy,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
 	// Workers is the size scale set, or how many workers signal and
 	// send reached.
@@ -85,6 +89,19 @@ type Response struct {
 // request read after that, a status cut off by it, and a refusal that
 // wraps ErrHandedOver get Response.Retry.
 var ErrHandedOver = errors.New("this sockd handed over to a new one")
+
+// Busy marks err as a refusal for something under way that ends by
+// itself (Response.Busy).
+func Busy(err error) error { return busyError{err} }
+
+type busyError struct{ error }
+
+func (e busyError) Unwrap() error { return e.error }
+
+func isBusy(err error) bool {
+	var b busyError
+	return errors.As(err, &b)
+}
 
 // Handler carries out requests; cmd/sockd hands one to Serve, so this
 // package knows nothing of pools and generations.
@@ -322,7 +339,7 @@ func handle(ctx context.Context, h Handler, req Request) Response {
 		if !retry && handedOver(ctx) {
 			msg += " (this sockd handed over to a new one while the request ran; see sockd status)"
 		}
-		return Response{Error: msg, Retry: retry}
+		return Response{Error: msg, Retry: retry, Busy: isBusy(err)}
 	}
 	return Response{OK: true}
 }
@@ -357,13 +374,26 @@ const maxRetries = 4
 // upgrade was replacing as it handed over is sent again: it reaches the
 // new one.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
-	for i := 0; ; i++ {
+	for i := 0; ; {
 		resp, err := call(ctx, path, req)
-		if !resp.Retry || i == maxRetries {
+		switch {
+		case resp.Busy && req.Wait:
+			// A reload or upgrade under way: the caller waits anyway.
+			select {
+			case <-ctx.Done():
+				return resp, err
+			case <-time.After(busyPoll):
+			}
+		case resp.Retry && i < maxRetries:
+			i++
+		default:
 			return resp, err
 		}
 	}
 }
+
+// busyPoll is how often Call asks again while sockd is busy.
+const busyPoll = 250 * time.Millisecond
 
 func call(ctx context.Context, path string, req Request) (Response, error) {
 	var d net.Dialer

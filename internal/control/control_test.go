@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -705,3 +706,51 @@ func TestCallRetries(t *testing.T) {
 	}
 	calls.Wait() // exactly 1+maxRetries: one more would panic the WaitGroup
 }
+
+// A request that waits is asked again while sockd answers busy (a reload
+// under way), until it goes through; one that does not wait gets the
+// refusal at once.
+func TestCallWaitsWhileBusy(t *testing.T) {
+	var n atomic.Int32
+	path := fakeSockd(t, func(c net.Conn) {
+		if n.Add(1) <= 3 {
+			c.Write([]byte(`{"ok":false,"error":"sockd is reloading; upgrade when it is running","busy":true}` + "\n"))
+			return
+		}
+		c.Write([]byte(`{"ok":true}` + "\n"))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := Call(ctx, path, Request{Command: "upgrade"}); err == nil || !strings.Contains(err.Error(), "reloading") || n.Load() != 1 {
+		t.Fatalf("without wait: %v after %d requests, want the refusal at once", err, n.Load())
+	}
+	if _, err := Call(ctx, path, Request{Command: "upgrade", Wait: true}); err != nil || n.Load() != 4 {
+		t.Fatalf("with wait: %v after %d requests, want success at the fourth", err, n.Load())
+	}
+	// Busy for good: the waiting request ends with its context.
+	n.Store(-1 << 30)
+	short, cancel2 := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel2()
+	if _, err := Call(short, path, Request{Command: "upgrade", Wait: true}); err == nil || !strings.Contains(err.Error(), "reloading") {
+		t.Fatalf("busy until the deadline: %v", err)
+	}
+}
+
+// handle marks a refusal wrapped with Busy, and only that.
+func TestHandleBusy(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		busy bool
+	}{{Busy(errors.New("sockd is reloading")), true}, {fmt.Errorf("tagged: %w", Busy(errors.New("x"))), true}, {errors.New("no"), false}} {
+		if r := handle(context.Background(), errHandler{&fakeHandler{}, c.err}, Request{Command: "upgrade"}); r.Busy != c.busy || r.OK {
+			t.Errorf("%v: %+v, want busy %v", c.err, r, c.busy)
+		}
+	}
+}
+
+type errHandler struct {
+	*fakeHandler
+	err error
+}
+
+func (h errHandler) Upgrade(context.Context, bool) error { return h.err }

@@ -39,6 +39,7 @@ type worker struct {
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
 	timers         []timer
+	watchdog       timer // its watchdog's, re-armed after every ping (not kept in timers: one at a time)
 	groupKilled    bool          // what it left was sent SIGKILL
 	goneBy         time.Time     // lingering: when to stop waiting for its group
 	id             string        // SOCKD_WORKER_ID: unique while sockd runs
@@ -166,6 +167,9 @@ func (p *Pool) onExit(pid int) {
 	for _, t := range w.timers {
 		t.Stop()
 	}
+	if w.watchdog != nil {
+		w.watchdog.Stop()
+	}
 	how := es.String()
 	p.event(Event{Kind: EventExit, Slot: w.slot, Generation: w.gen, PID: w.pid, Reason: w.why, Detail: how})
 	log := p.wlog(w).With("event", "worker_exit", "status", how, "reason", w.why, "cpu_seconds", es.cpu.Seconds())
@@ -211,7 +215,7 @@ func (p *Pool) markReady(w *worker) {
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())
 	p.event(Event{Kind: EventReady, Slot: w.slot, Generation: w.gen, PID: w.pid, Seconds: w.readyAt.Sub(w.started).Seconds()})
 	if d := w.cfg.WorkerWatchdog; d > 0 {
-		w.timers = append(w.timers, p.after(d, watchdogTimer{w}))
+		w.watchdog = p.after(d, watchdogTimer{w})
 	}
 	w.owner.ready(w)
 }
@@ -242,7 +246,7 @@ func (p *Pool) onWatchdogTimer(w *worker) {
 		last = w.lastPing
 	}
 	if left := w.cfg.WorkerWatchdog - p.env.now().Sub(last); left > 0 {
-		w.timers = append(w.timers, p.after(left, watchdogTimer{w}))
+		w.watchdog = p.after(left, watchdogTimer{w})
 		return
 	}
 	p.wlog(w).Warn("worker watchdog timeout; aborting it", "event", "worker_watchdog", "watchdog", w.cfg.WorkerWatchdog)

@@ -886,6 +886,16 @@ func TestSimWorkerWatchdog(t *testing.T) {
 	if st := s.status(); st.Restarts != 1 || len(s.starting()) != 1 {
 		t.Fatalf("silent worker not replaced: %+v", st)
 	}
+	// A worker that pings for long keeps one watchdog timer, not one
+	// more per interval.
+	w := s.p.st.byPID[pinging]
+	for range 2000 {
+		s.advance(500 * time.Millisecond)
+		s.notify(pinging, "WATCHDOG=1")
+	}
+	if n := len(w.timers); n > 2 || s.signalled(pinging, unix.SIGABRT) {
+		t.Fatalf("after 2,000 pings the worker holds %d timers", n)
+	}
 }
 
 func contains(xs []string, x string) bool {

@@ -63,8 +63,16 @@ func (retiree) readyTimeout(*worker) {}
 func (retiree) stopping(*worker)     {}
 func (retiree) dropped(*worker)      {}
 
-func (retiree) exited(w *worker, how string) {
-	if s := w.home; s != nil && s.cur == w {
-		s.cur = nil // it announced its exit; its replacement starts as s.next
+func (o retiree) exited(w *worker, how string) {
+	s := w.home
+	if s == nil || s.cur != w {
+		return
+	}
+	s.cur = nil // it announced its exit; its replacement starts as s.next
+	if p := o.p; s.next == nil && !s.restartArmed && !s.removed && !p.st.stopping {
+		// Its replacements failed and none is due: the slot must not
+		// stay empty.
+		p.log.Warn("the slot of a worker that announced its exit has no replacement; starting one", "event", "worker_restart", "worker", s.index)
+		p.startOrCrash(s)
 	}
 }

@@ -332,12 +332,22 @@ func (rc *recycler) stopping(w *worker)     { rc.p.failEarly(w) }
 func (rc *recycler) dropped(*worker)        { rc.active = nil }
 
 func (rc *recycler) exited(w *worker, how string) {
-	if s := w.home; s.next == w {
+	s := w.home
+	if s.next == w {
 		s.next = nil
+	}
+	if s.cur == nil {
+		// The worker it was to replace died meanwhile (its crash was
+		// left to this replacement): the slot is restarted as after a
+		// crash, not left to a recycle retry, which finds nothing there
+		// to recycle.
+		rc.active = nil
+		rc.p.crashed(s, w, how)
+		return
 	}
 	if w.failure != "" {
 		how = w.failure + ", then " + how
 	}
 	rc.p.log.Warn("worker's replacement exited before it took over", "worker", w.slot)
-	rc.failed(w.home, how)
+	rc.failed(s, how)
 }

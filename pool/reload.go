@@ -460,9 +460,15 @@ func (p *Pool) abortReload(reason string) {
 	st.lastStatus = p.summary()
 	p.deps.Notify("READY=1\nSTATUS=" + st.lastStatus)
 	for _, s := range st.slots {
-		if s.cur == nil && s.next == nil && !s.restartArmed && !st.stopping {
+		switch {
+		case s.next != nil || s.restartArmed || st.stopping:
+		case s.cur == nil:
 			s.restarts++
 			st.restarts++
+			p.startOrCrash(s)
+		case s.cur.leaving:
+			// It announced its exit while the reload's worker was to
+			// take its slot over: it gets its own replacement.
 			p.startOrCrash(s)
 		}
 	}

@@ -429,7 +429,9 @@ func (p *Pool) maxBackoff() time.Duration {
 
 func (p *Pool) onRestartTimer(s *slot) {
 	s.restartArmed = false
-	if p.st.stopping || s.removed || s.cur != nil || s.next != nil {
+	// A worker that announced its exit still holds the slot: the
+	// restart is its replacement (as crashed decided).
+	if p.st.stopping || s.removed || s.cur != nil && !s.cur.leaving || s.next != nil {
 		return
 	}
 	p.startOrCrash(s)

@@ -77,3 +77,44 @@ func TestSimReloadAbortedWhileAWorkerLeaves(t *testing.T) {
 	s.advance(time.Minute)
 	s.filled(t, "after the rolled-back reload and the leaving worker's exit")
 }
+
+// A slot parked by a scale-down, taken back by a scale-up after a reload:
+// its worker is of the generation before the reload, so a worker of the
+// generation in force takes the slot over (the parked one serves until
+// then), and one that announced its exit meanwhile is not taken back as
+// a serving worker.
+func TestSimUnparkAfterAReload(t *testing.T) {
+	for _, leaving := range []bool{false, true} {
+		s := newSimMode(t, true, nil)
+		s.readyAll()
+		parked := s.p.st.slots[1].cur
+		s.queue[1] = 5 // it drains a queue: parked, not retired yet
+		if _, err := s.scale(1, false); err != nil {
+			t.Fatal(err)
+		}
+		c := s.reload()
+		s.readyAll()
+		s.exitStopped()
+		if err := reply(t, c); err != nil {
+			t.Fatal(err)
+		}
+		if leaving {
+			s.notify(parked.pid, "STOPPING=1")
+		}
+		if _, err := s.scale(2, false); err != nil {
+			t.Fatal(err)
+		}
+		gen := s.p.st.gen
+		next := s.p.st.slots[1].next
+		if next == nil || next.gen != gen {
+			t.Fatalf("leaving %v: slot 1 taken back with worker of generation %d, and nothing of generation %d starting", leaving, parked.gen, gen)
+		}
+		s.readyAll()
+		if w := s.p.st.slots[1].cur; w == nil || w.gen != gen {
+			t.Fatalf("leaving %v: slot 1 serves %+v, want generation %d", leaving, w, gen)
+		}
+		if leaving && parked.owner != s.p.retired {
+			t.Fatalf("the worker that announced its exit is owned by %T", parked.owner)
+		}
+	}
+}

@@ -104,6 +104,13 @@ func (p *Pool) resize(n int, initial bool) error {
 		i := len(st.slots)
 		if s := p.unpark(i); s != nil {
 			st.slots = append(st.slots, s)
+			if w := s.cur; w.leaving || w.gen != st.gen {
+				// A reload since the park left it behind, or it announced
+				// its exit: it serves on until a worker of the generation
+				// in force takes the slot over.
+				s.want, s.cfg = st.gen, p.cfg
+				p.startOrCrash(s)
+			}
 			continue
 		}
 		// The first slots' sockets were bound for them: served from the start.
@@ -191,7 +198,9 @@ func (p *Pool) unpark(i int) *slot {
 		if s.index == i && s.cur != nil && !s.cur.exited {
 			st.parked = append(st.parked[:j], st.parked[j+1:]...)
 			s.removed, s.parkedAt = false, time.Time{}
-			s.cur.owner = p.serving
+			if !s.cur.leaving {
+				s.cur.owner = p.serving
+			}
 			return s
 		}
 	}

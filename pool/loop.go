@@ -208,6 +208,12 @@ func (p *Pool) markReady(w *worker) {
 	if w.exited || w.state != Starting {
 		return
 	}
+	if w.failure != "" {
+		// It announced its exit before it was ready: leaving, it does not
+		// take anything over (its exit counts as a failure).
+		p.wlog(w).Warn("READY=1 after the worker announced its exit; ignored", "event", "worker_ready_ignored", "reason", w.failure)
+		return
+	}
 	w.state = Ready
 	w.readyAt = p.env.now()
 	p.raise(w)

@@ -3,6 +3,8 @@ package pool
 import (
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // filled: every slot of the pool has a worker starting or ready.
@@ -116,5 +118,23 @@ func TestSimUnparkAfterAReload(t *testing.T) {
 		if leaving && parked.owner != s.p.retired {
 			t.Fatalf("the worker that announced its exit is owned by %T", parked.owner)
 		}
+	}
+}
+
+// A replacement that announces its exit before it is ready and then says
+// READY=1 takes nothing over: the worker it was to replace serves on.
+func TestSimReadyAfterStoppingIgnored(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.Recycle.MaxMemory = 1 })
+	s.readyAll()
+	old := s.livePIDs()[0]
+	s.usageOf(map[int]int64{old: 2})
+	repl := s.starting()
+	if len(repl) != 1 {
+		t.Fatalf("recycle: starting %v", repl)
+	}
+	s.notify(repl[0], "STOPPING=1")
+	s.notify(repl[0], "READY=1")
+	if s.signalled(old, unix.SIGTERM) || s.p.st.slots[0].cur.pid != old {
+		t.Fatal("a replacement that announced its exit before it was ready took the slot over")
 	}
 }

@@ -423,3 +423,22 @@ module.exports = { apps: [{ name: "slow", script: "http-app.js", cwd: %q }] };
 		t.Fatalf("no word of the signal:\n%s", out)
 	}
 }
+
+// A PM2 app that listens on no port (a queue consumer, a cron-like
+// worker) is ready once it has run min_uptime, as PM2 counts it online:
+// it is not left waiting for a listen() on a socket sockd never holds.
+func TestPM2AppWithoutAPort(t *testing.T) {
+	nodeApps(t) // node is there
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "consumer.js"), []byte("setInterval(() => {}, 1000);\n"), 0o644)
+	eco := filepath.Join(dir, "ecosystem.config.js")
+	os.WriteFile(eco, []byte(`module.exports = { apps: [{ name: "consumer", script: "consumer.js", instances: 2, exec_mode: "cluster" }] };`+"\n"), 0o644)
+	d := startSockd(t, nil, "--pm2", eco)
+	waitFor(t, 20*time.Second, "both workers ready", func() bool {
+		s, err := d.status()
+		return err == nil && s.Ready == 2 && s.Restarts == 0
+	})
+	if s := d.mustStatus(); s.ReadyRule != "after:1s" || len(s.Listeners) != 0 {
+		t.Fatalf("ready rule %s, listeners %+v", s.ReadyRule, s.Listeners)
+	}
+}

@@ -89,7 +89,9 @@ func TestFields(t *testing.T) {
 		// readiness, timeouts, limits
 		{name: "wait_ready", app: `{"script":"server.js","wait_ready":true,"listen_timeout":"8000"}`, settings: map[string]string{"SOCKD_READY": "node-ipc", "SOCKD_READY_TIMEOUT": "8s"}},
 		{name: "waitReady camelCase", app: `{"script":"server.js","waitReady":true}`, settings: map[string]string{"SOCKD_READY": "node-ipc", "SOCKD_READY_TIMEOUT": ""}},
-		{name: "listen_timeout without wait_ready", app: `{"script":"server.js","listen_timeout":5000}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_READY_TIMEOUT": ""}},
+		{name: "listen_timeout without wait_ready", app: `{"script":"server.js","listen_timeout":5000,"env":{"PORT":3000}}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_READY_TIMEOUT": ""}},
+		{name: "no port: ready after min_uptime", app: `{"script":"worker.js","instances":2}`, settings: map[string]string{"SOCKD_READY": "after:1s", "SOCKD_LISTEN": "none"}},
+		{name: "ts-node listens", app: `{"script":"app.ts","interpreter":"ts-node","env":{"PORT":3000}}`, settings: map[string]string{"SOCKD_READY": "node-listen"}},
 		{name: "wait_ready not a boolean", app: `{"script":"server.js","wait_ready":"yes"}`, err: ErrInvalid, errHas: []string{`wait_ready is a string: want true or false`}},
 		{name: "kill_timeout", app: `{"script":"server.js","killTimeout":8000}`, settings: map[string]string{"SOCKD_STOP_TIMEOUT": "8s", "SOCKD_STOP_SIGNAL": "INT"}},
 		{name: "kill_timeout 1600.5", app: `{"script":"server.js","kill_timeout":1600.5}`, settings: map[string]string{"SOCKD_STOP_TIMEOUT": "1.6005s"}},
@@ -101,8 +103,9 @@ func TestFields(t *testing.T) {
 		{name: "max_memory_restart numeric string", app: `{"script":"server.js","max_memory_restart":"2097152"}`, settings: map[string]string{"SOCKD_WORKER_MAX_MEMORY": "2M"}},
 		{name: "max_memory_restart 1.5G", app: `{"script":"server.js","max_memory_restart":"1.5G"}`, err: ErrInvalid, errHas: []string{`max_memory_restart "1.5G": want bytes, or NUMBER with K, M or G`}},
 		{name: "max_memory_restart 200MB", app: `{"script":"server.js","max_memory_restart":"200MB"}`, err: ErrInvalid, errHas: []string{`"200MB"`}},
-		{name: "min_uptime ms", app: `{"script":"server.js","min_uptime":500}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_RESTART_LIMIT": "16/8s"}},
-		{name: "min_uptime 1m, max_restarts 3", app: `{"script":"server.js","min_uptime":"1m","max_restarts":3}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_RESTART_LIMIT": "3/3m"}},
+		{name: "min_uptime ms", app: `{"script":"server.js","min_uptime":500,"env":{"PORT":3000}}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_RESTART_LIMIT": "16/8s"}},
+		{name: "min_uptime 1m, max_restarts 3", app: `{"script":"server.js","min_uptime":"1m","max_restarts":3,"env":{"PORT":3000}}`, settings: map[string]string{"SOCKD_READY": "node-listen", "SOCKD_RESTART_LIMIT": "3/3m"}},
+		{name: "min_uptime 500 without a port", app: `{"script":"server.js","min_uptime":500}`, settings: map[string]string{"SOCKD_READY": "after:500ms"}},
 		{name: "max_restarts 0", app: `{"script":"server.js","max_restarts":0}`, settings: map[string]string{"SOCKD_RESTART_LIMIT": "0/1s"}},
 		{name: "min_uptime too small", app: `{"script":"server.js","min_uptime":"50"}`, err: ErrInvalid, errHas: []string{"min_uptime 50: want 100 milliseconds or more"}},
 		{name: "min_uptime past a Go duration", app: `{"script":"server.js","min_uptime":"3000000h"}`, err: ErrInvalid, errHas: []string{`min_uptime "3000000h": want milliseconds`}},
@@ -162,7 +165,7 @@ func TestFields(t *testing.T) {
 
 	environ, bin := testEnv(t)
 	dir := t.TempDir()
-	for name, content := range map[string]string{"server.js": "//\n", "worker.js": "//\n", "sub/main.js": "//\n"} {
+	for name, content := range map[string]string{"server.js": "//\n", "worker.js": "//\n", "sub/main.js": "//\n", "app.ts": "//\n"} {
 		writeTestFile(t, filepath.Join(dir, name), content, 0o644)
 	}
 	prog, err := os.ReadFile("/bin/true")

@@ -35,7 +35,7 @@ func testEnv(t testing.TB) (env []string, bin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"bash", "python3", "ruby"} {
+	for _, name := range []string{"bash", "python3", "ruby", "ts-node"} {
 		writeTestFile(t, filepath.Join(bin, name), string(prog), 0o755)
 	}
 	// ... and a script without an extension, like npm (PM2 runs those

@@ -32,7 +32,7 @@ func TestLoadFiles(t *testing.T) {
 		{
 			name: "pm2 init simple", file: "apps/simple.config.js", names: []string{"app1"},
 			command: []string{"$NODE", "$DIR/server.js"}, mode: "fork",
-			settings: map[string]string{"SOCKD_NAME": "app1", "SOCKD_WORKERS": "1", "SOCKD_LISTEN": "none", "SOCKD_READY": "node-listen",
+			settings: map[string]string{"SOCKD_NAME": "app1", "SOCKD_WORKERS": "1", "SOCKD_LISTEN": "none", "SOCKD_READY": "after:1s",
 				"SOCKD_CWD": "$DIR", "SOCKD_STOP_SIGNAL": "INT", "SOCKD_INSTANCE_VAR": "NODE_APP_INSTANCE", "SOCKD_COMMAND": "$NODE $DIR/server.js",
 				"SOCKD_STOP_TIMEOUT": "", "SOCKD_READY_TIMEOUT": "", "SOCKD_RESTART_LIMIT": "", "SOCKD_WORKER_MAX_MEMORY": ""},
 			env: map[string]string{},

@@ -28,8 +28,9 @@ const ListenerName = "http"
 //	SOCKD_WORKERS         instances: N, or "max" / "max-N" (resolved when Options.CPUs > 0)
 //	SOCKD_INSTANCE_VAR    instance_var (NODE_APP_INSTANCE)
 //	SOCKD_LISTEN          http=tcp://:PORT for env.PORT, else "none" (NoListen)
-//	SOCKD_READY           node-ipc with wait_ready; else node-listen for a node app (ready once it
-//	                      listens, as PM2's cluster mode has it); else after:MIN_UPTIME (PM2's 1s)
+//	SOCKD_READY           node-ipc with wait_ready; else node-listen for a node app with a port
+//	                      (ready once it listens, as PM2's cluster mode has it); else
+//	                      after:MIN_UPTIME (PM2's 1s), also for an app with no port
 //	SOCKD_READY_TIMEOUT   listen_timeout, with wait_ready and when set
 //	SOCKD_STOP_SIGNAL     INT, what PM2 sends
 //	SOCKD_STOP_TIMEOUT    kill_timeout, when set
@@ -71,12 +72,14 @@ func (a *App) Settings() map[string]string {
 		if a.ListenTimeout > 0 {
 			s["SOCKD_READY_TIMEOUT"] = fmtDuration(a.ListenTimeout)
 		}
-	} else if strings.HasPrefix(filepath.Base(a.Interpreter), "node") {
+	} else if b := filepath.Base(a.Interpreter); a.Port != 0 && (strings.HasPrefix(b, "node") || strings.HasSuffix(b, "node")) {
 		// PM2 counts a cluster worker as online once it listens: sockd's
-		// Node preload says when it does.
+		// Node preload says when it does (node, nodejs, ts-node).
 		s["SOCKD_READY"] = "node-listen"
 	} else {
-		// PM2 counts a process as started once it has run min_uptime.
+		// PM2 counts a process as started once it has run min_uptime; so
+		// too an app with no port for sockd to hold, which would never
+		// listen on one of sockd's sockets (a queue consumer).
 		s["SOCKD_READY"] = "after:" + fmtDuration(a.minUptime())
 	}
 	if a.KillTimeout > 0 {

@@ -315,3 +315,40 @@ func TestNpmStart(t *testing.T) {
 	p.wait(readyTimeout)
 	workertest.Eventually(t, readyTimeout, "npm's process group to end", p.groupGone)
 }
+
+// A listen on one address (127.0.0.1, localhost: Fastify's default) that
+// takes sockd's socket on every address says so, once, with what to give
+// sockd instead; a listen with no host says nothing.
+func TestListenWiderThanAsked(t *testing.T) {
+	dir := t.TempDir()
+	set := bind(t, "web=tcp://[::]:0", "plain=tcp://[::]:0")
+	env := []string{fmt.Sprintf("PORT_W=%d", port(t, set[0])), fmt.Sprintf("PORT_P=%d", port(t, set[1]))}
+	script := filepath.Join(dir, "loopback.js")
+	os.WriteFile(script, []byte(`
+const http = require('http'), E = process.env;
+const h = () => http.createServer((q, r) => r.end('pid=' + process.pid));
+let n = 2;
+const done = () => { if (--n === 0) process.send('listening'); };
+h().listen(Number(E.PORT_W), '127.0.0.1', done);
+h().listen(Number(E.PORT_P), done);
+`), 0o644)
+	p := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: env})
+	select {
+	case <-p.msgs:
+	case <-p.done:
+		t.Fatalf("exited: %v\n%s", p.err, p.out)
+	case <-time.After(readyTimeout):
+		t.Fatalf("no report\n%s", p.out)
+	}
+	want := fmt.Sprintf("sockd: listen on 127.0.0.1:%d took sockd's socket web, which listens on every address ([::]:%d): to serve on 127.0.0.1 only, give sockd that address (--listen web=tcp://127.0.0.1:%d", port(t, set[0]), port(t, set[0]), port(t, set[0]))
+	// stderr comes through a pipe the test reads on its own: the line may
+	// reach it after the IPC message.
+	deadline := time.Now().Add(readyTimeout)
+	for !strings.Contains(p.out.String(), want) && time.Now().Before(deadline) {
+		<-time.After(10 * time.Millisecond)
+	}
+	out := p.out.String()
+	if strings.Count(out, want) != 1 || strings.Count(out, "listens on every address") != 1 {
+		t.Fatalf("output:\n%s\nwant once: %s", out, want)
+	}
+}

@@ -194,11 +194,25 @@
     l.state = 'claimed';
     l.server = server;
     server[kClaim] = l;
+    widerThanAsked(req, l);
     const opts = { fd: l.fd };
     if (req.options.signal) opts.signal = req.options.signal;
     if (server instanceof http.Server || server instanceof https.Server) track(server);
     server.once('listening', () => setImmediate(maybeReady));
     return req.cb ? origListen.call(server, opts, l.backlog, req.cb) : origListen.call(server, opts, l.backlog);
+  }
+
+  // widerThanAsked says, once, that a listen on one address (127.0.0.1,
+  // localhost) took sockd's socket on every address: the app is then
+  // reachable where it did not ask to be, which sockd's address decides.
+  function widerThanAsked(req, l) {
+    const host = req.kind === 'port' && req.host ? String(req.host) : '';
+    if (l.warnedWide || l.net !== 'tcp' || host === '' || host === '0.0.0.0' || host === '::') return;
+    if (l.host !== '0.0.0.0' && l.host !== '::') return;
+    l.warnedWide = true;
+    const all = l.host === '::' ? `[::]:${l.port}` : `0.0.0.0:${l.port}`;
+    const want = net.isIPv6(host) ? `[${host}]:${l.port}` : `${host}:${l.port}`;
+    say(`listen on ${want} took sockd's socket${l.name ? ` ${l.name}` : ''}, which listens on every address (${all}): to serve on ${host} only, give sockd that address (--listen ${l.name || 'NAME'}=tcp://${want}, or ListenStream=${want})`);
   }
 
   // --- One clear line when a listen collides with sockd's socket -----------

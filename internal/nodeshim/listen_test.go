@@ -352,3 +352,38 @@ h().listen(Number(E.PORT_P), done);
 		t.Fatalf("output:\n%s\nwant once: %s", out, want)
 	}
 }
+
+// Two workers of one app that listen on a fixed port sockd does not hold
+// (a metrics port beside PORT): the second cannot bind it, and dies with
+// one line saying why and what to give sockd.
+func TestForeignPortInUse(t *testing.T) {
+	dir := t.TempDir()
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	free := bind(t, "free=tcp://127.0.0.1:0") // a port nobody else takes while the test runs
+	metrics := port(t, free[0])
+	free.Close()
+	script := filepath.Join(dir, "metrics.js")
+	os.WriteFile(script, []byte(`
+const http = require('http');
+http.createServer((q, r) => r.end('m')).listen(Number(process.env.METRICS_PORT), () => process.send('listening'));
+`), 0o644)
+	env := []string{fmt.Sprintf("METRICS_PORT=%d", metrics)}
+	first := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: env})
+	select {
+	case <-first.msgs:
+	case <-first.done:
+		t.Fatalf("the first worker exited: %v\n%s", first.err, first.out)
+	case <-time.After(readyTimeout):
+		t.Fatalf("the first worker does not listen\n%s", first.out)
+	}
+	second := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: env})
+	select {
+	case <-second.done:
+	case <-time.After(readyTimeout):
+		t.Fatalf("the second worker did not die of EADDRINUSE\n%s", second.out)
+	}
+	want := fmt.Sprintf("sockd: listen EADDRINUSE on port %d: not one of sockd's sockets", metrics)
+	if out := second.out.String(); strings.Count(out, want) != 1 || !strings.Contains(out, fmt.Sprintf("--listen NAME=tcp://:%d", metrics)) {
+		t.Fatalf("the second worker's output:\n%s\nwant once: %s", out, want)
+	}
+}

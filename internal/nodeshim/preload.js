@@ -185,7 +185,10 @@
   };
 
   function route(server, args, req, ls) {
-    if (ls.length === 0) return origListen.apply(server, args); // not sockd's: exactly as without sockd
+    if (ls.length === 0) { // not sockd's: exactly as without sockd
+      if (role === 'worker' && req.kind === 'port' && validPort(req.port)) watchForeign(server, validPort(req.port));
+      return origListen.apply(server, args);
+    }
     const l = role === 'worker' ? ls.find((x) => x.ok && x.state === 'free') : undefined;
     if (!l) {
       watchInUse(server, ls);
@@ -236,6 +239,19 @@
         // localhost): a line only if the process dies of it.
         if (usable) pendingHint = hintFor(ls);
         else say(hintFor(ls));
+      }
+      return emit.apply(this, arguments);
+    };
+  }
+  // watchForeign: a port sockd does not hold, which another process
+  // (another worker of the same app, under PM2 shared through cluster's
+  // primary) may have bound first: one line if this process dies of it.
+  function watchForeign(server, port) {
+    const emit = server.emit;
+    server.emit = function (ev, err) {
+      if (ev === 'error' || ev === 'listening') server.emit = emit;
+      if (ev === 'error' && err && err.code === 'EADDRINUSE') {
+        pendingHint = `listen EADDRINUSE on port ${port}: not one of sockd's sockets, so each worker binds it on its own and only the first can (PM2's cluster mode shares every port); give sockd a listener for it to share it between the workers (--listen NAME=tcp://:${port}, or a ListenStream= of the socket unit)`;
       }
       return emit.apply(this, arguments);
     };

@@ -30,8 +30,8 @@ import (
 // unsupported (child_process, "serialization"); the json mode is the one
 // it keeps stable for that purpose. Only the worker itself gets the
 // channel: Node removes NODE_CHANNEL_FD from its environment once it has
-// opened it, so a wrapper like `npm start` keeps it for itself. Run node
-// directly, or through a shell that execs it.
+// opened it, so a wrapper like `npm start` keeps it for itself (sockd's
+// preload in npm relays it to the app: internal/nodeshim).
 
 // maxNodeMessage bounds one line on the channel; longer ones are skipped.
 const maxNodeMessage = 64 << 10

@@ -138,3 +138,26 @@ func TestSimReadyAfterStoppingIgnored(t *testing.T) {
 		t.Fatal("a replacement that announced its exit before it was ready took the slot over")
 	}
 }
+
+// A reload's worker that announces its exit rolls the reload back, and
+// the caller hears of it only once that worker let go of the listeners,
+// as for the batch's other workers (a ready canary accepts until then).
+func TestSimRollbackWaitsForALeavingCanary(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.ReloadSoak = 10 * time.Second })
+	s.readyAll()
+	c := s.reload()
+	canary := s.starting()
+	if len(canary) != 1 {
+		t.Fatalf("reload: starting %v", canary)
+	}
+	s.ready(canary...)
+	s.holding[canary[0]] = true
+	s.notify(canary[0], "STOPPING=1")
+	noReply(t, c, "the canary still holds the listeners")
+	s.holding[canary[0]] = false
+	s.exit(canary[0])
+	s.advance(time.Second)
+	if err := reply(t, c); err == nil {
+		t.Fatal("the reload succeeded")
+	}
+}

@@ -86,7 +86,8 @@ type rollout struct {
 	deadline  timer
 	committed time.Time // when the last batch took over (or failed)
 	// superseded are old-generation workers that were starting in the
-	// batch's slots (a restart, a replacement) when the batch began.
+	// batch's slots (a restart, a replacement) when the batch began, and
+	// a batch worker that announced its exit: endBatch watches them.
 	superseded []*worker
 	// retired are the workers watched until they let go of the
 	// listeners: the batch's old ones after a commit, its new ones after
@@ -156,6 +157,10 @@ func (r *rollout) readyTimeout(w *worker) {
 func (r *rollout) stopping(w *worker) {
 	r.p.leave(w)
 	w.home.next = nil
+	// Watched like the batch's other workers: the caller hears of the
+	// rollback once it let go of the listeners (endBatch makes the
+	// superseded the watched).
+	r.superseded = append(r.superseded, w)
 	r.p.abortReload(fmt.Sprintf("worker %d announced it is stopping", w.slot))
 }
 

@@ -39,7 +39,7 @@ type worker struct {
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop
 	timers         []timer
-	watchdog       timer // its watchdog's, re-armed after every ping (not kept in timers: one at a time)
+	watchdog       timer         // its watchdog's, re-armed after every ping (not kept in timers: one at a time)
 	groupKilled    bool          // what it left was sent SIGKILL
 	goneBy         time.Time     // lingering: when to stop waiting for its group
 	id             string        // SOCKD_WORKER_ID: unique while sockd runs

@@ -381,13 +381,14 @@ func read(obj map[string]any, index int, file, envName string, deploy map[string
 	return a, nil
 }
 
-// defaultName is PM2's name for an app without one: the script's file
-// name without its extension.
+// defaultName is PM2's name for an app without one
+// (Common.renderApplicationName): the script's base name up to its last
+// dot, a command with arguments too ("node dist/server.js --x" is
+// "server", "npm run start" stays whole, "python3 -m http.server 8000" is
+// "python3 -m http").
 func defaultName(script string) string {
 	n := filepath.Base(script)
-	if strings.Contains(script, " ") {
-		n = script // PM2 runs it with bash -c and names it after the command
-	} else if i := strings.LastIndexByte(n, '.'); i > 0 {
+	if i := strings.LastIndexByte(n, '.'); i > 0 {
 		n = n[:i]
 	}
 	return n

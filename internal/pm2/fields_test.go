@@ -237,3 +237,16 @@ func TestCamelCaseAliases(t *testing.T) {
 		t.Errorf("spellings(node_args) = %q", got)
 	}
 }
+
+// An app without a name is named as PM2 names it (checked against PM2
+// 7.0.4's Common.renderApplicationName).
+func TestDefaultName(t *testing.T) {
+	for script, want := range map[string]string{
+		"server.js": "server", "./bin/www": "www", "dist/app.min.js": "app.min",
+		"node dist/server.js --x": "server", "npm run start": "npm run start", "python3 -m http.server 8000": "python3 -m http",
+	} {
+		if got := defaultName(script); got != want {
+			t.Errorf("defaultName(%q) = %q, want %q", script, got, want)
+		}
+	}
+}

@@ -161,3 +161,27 @@ func TestSimRollbackWaitsForALeavingCanary(t *testing.T) {
 		t.Fatal("the reload succeeded")
 	}
 }
+
+// An old worker whose leader exited while its process group drains on
+// (a wrapper script's server) may still accept: the reload is answered
+// only once the group is gone.
+func TestSimReloadWaitsForALingeringGroup(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.Workers = 1; o.StopTimeout = 10 * time.Second })
+	s.readyAll()
+	old := s.livePIDs()[0]
+	s.holding[old] = true // until it exits
+	c := s.reload()
+	s.readyAll()
+	if !s.signalled(old, unix.SIGTERM) {
+		t.Fatal("the old worker was not asked to stop")
+	}
+	s.procs[old].group = true
+	s.exit(old)
+	s.advance(time.Second)
+	noReply(t, c, "the old worker's group drains on")
+	s.procs[old].group = false
+	s.advance(time.Second)
+	if err := reply(t, c); err != nil {
+		t.Fatal(err)
+	}
+}

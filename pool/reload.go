@@ -327,7 +327,17 @@ func (p *Pool) checkHandover() {
 		return
 	}
 	for _, w := range r.retired {
-		if w.exited || p.env.now().Sub(r.committed) >= p.cfg.ReloadTimeout+w.cfg.StopTimeout {
+		if p.env.now().Sub(r.committed) >= p.cfg.ReloadTimeout+w.cfg.StopTimeout {
+			continue
+		}
+		if w.exited {
+			if _, lingers := p.st.lingering[w.pid]; lingers {
+				// Its leader is gone, but what it started drains on
+				// until its stop deadline and may hold the listeners
+				// (the server a wrapper script started).
+				p.after(handoverPoll, handoverTimer{})
+				return
+			}
 			continue
 		}
 		if !w.stopSent && !w.leaving || w.draining {

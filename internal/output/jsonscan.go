@@ -334,7 +334,7 @@ func levelPriority(v []byte, isString bool) (int8, bool) {
 		return 1, true
 	case "crit", "critical", "fatal", "panic", "dpanic":
 		return 2, true
-	case "err", "error":
+	case "err", "error", "eror": // log15 and geth write eror, dbug, trce
 		return 3, true
 	case "warn", "warning":
 		return 4, true
@@ -342,7 +342,7 @@ func levelPriority(v []byte, isString bool) (int8, bool) {
 		return 5, true
 	case "info", "information", "informational", "http":
 		return 6, true
-	case "debug", "trace", "verbose", "silly", "all":
+	case "debug", "trace", "verbose", "silly", "all", "dbug", "trce":
 		return 7, true
 	}
 	// slog: "INFO+2", "ERROR-4".

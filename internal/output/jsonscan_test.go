@@ -3,6 +3,7 @@ package output
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"unicode/utf8"
 )
@@ -38,7 +39,7 @@ func FuzzScanObject(f *testing.F) {
 func TestLevelPriority(t *testing.T) {
 	for v, want := range map[string]int8{`10`: 7, `20`: 7, `30`: 6, `40`: 4, `50`: 3, `60`: 2, `3`: 3, `0`: 0, `35.5`: 6,
 		`"INFO"`: 6, `"Warning"`: 4, `"fatal"`: 2, `"DEBUG-2"`: 7, `"INFO+4"`: 4, `"ERROR+10"`: 3, `"notice"`: 5, `"emerg"`: 0,
-		`"alert"`: 1, `"silly"`: 7, `"http"`: 6, `"err"`: 3, `"crit"`: 2} {
+		`"alert"`: 1, `"silly"`: 7, `"http"`: 6, `"err"`: 3, `"crit"`: 2, `"eror"`: 3, `"dbug"`: 7, `"trce"`: 7} {
 		isString := v[0] == '"'
 		raw := []byte(v)
 		if isString {
@@ -89,4 +90,38 @@ func FuzzJSONRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sockd logs --json: a line's record always has its priority and message
+// (an empty line too); a marker of skipped lines has neither (priority 0
+// would read as an emergency).
+func TestRecordJSON(t *testing.T) {
+	for _, c := range []struct {
+		r         Record
+		want, not []string
+	}{
+		{Record{Worker: 1, Generation: 2, PID: 3, Stream: "stdout", Priority: 6}, []string{`"message":""`, `"priority":6`}, nil},
+		{Record{Worker: 1, Generation: 2, PID: 3, Priority: 0, Message: "x"}, []string{`"message":"x"`, `"priority":0`}, nil},
+		{Record{Worker: 1, Generation: 2, PID: 3, Skipped: 7}, []string{`"skipped":7`}, []string{`"priority"`, `"message"`}},
+		{Record{End: true}, []string{`"end":true`}, []string{`"priority"`, `"message"`}},
+	} {
+		b, err := json.Marshal(c.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range c.want {
+			if !bytes.Contains(b, []byte(w)) {
+				t.Errorf("%s lacks %s", b, w)
+			}
+		}
+		for _, n := range c.not {
+			if bytes.Contains(b, []byte(n)) {
+				t.Errorf("%s has %s", b, n)
+			}
+		}
+		var back Record
+		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, c.r) {
+			t.Errorf("%s reads back as %+v, %v", b, back, err)
+		}
+	}
 }

@@ -87,6 +87,24 @@ type Record struct {
 	Error string `json:"error,omitempty"`
 }
 
+// MarshalJSON writes a line's record with its priority and message
+// always (an empty line too), and a marker (skipped lines, the end of a
+// tail, a retry) without them: a priority 0 there would read as an
+// emergency.
+func (r Record) MarshalJSON() ([]byte, error) {
+	type plain Record
+	if r.Skipped > 0 || r.End || r.Retry {
+		return json.Marshal(struct {
+			plain
+			Priority *int `json:"priority,omitempty"`
+		}{plain: plain(r)})
+	}
+	return json.Marshal(struct {
+		plain
+		Message string `json:"message"`
+	}{plain(r), r.Message})
+}
+
 func newRecord(w Worker, e entry, msg []byte) Record {
 	r := Record{Seq: e.seq, Time: nanoTime(e.nano), Worker: w.Slot, Generation: w.Generation, PID: w.PID,
 		Stream: e.stream.String(), Priority: int(e.prio), Message: string(msg), Continued: e.flags&Continued != 0}

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +79,28 @@ func TestNodeChannelBacklog(t *testing.T) {
 	// Not a SIGPIPE for sockd: a write to the closed peer is an error.
 	if _, err := unix.Write(mine, msg); !errors.Is(err, unix.EPIPE) {
 		t.Errorf("write to the closed peer: %v, want EPIPE", err)
+	}
+}
+
+// A process is a worker's only by the worker's whole id: worker 1-1 does
+// not claim what worker 1-10 or 1-12 left behind (a prefix would).
+func TestMarkedByWholeID(t *testing.T) {
+	start := func(id string) int {
+		t.Helper()
+		cmd := exec.Command("sleep", "60")
+		cmd.Env = []string{WorkerIDVar + "=" + id}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd.Process.Pid
+	}
+	ten, one := start("4242-10"), start("4242-1")
+	w := &worker{id: "4242-1"}
+	if markedBy(ten, w) {
+		t.Fatal("worker 4242-1 claims a process of worker 4242-10")
+	}
+	if !markedBy(one, w) {
+		t.Fatal("worker 4242-1 does not recognise its own process")
 	}
 }

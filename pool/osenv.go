@@ -325,7 +325,7 @@ func (e *osEnv) adopted(w *worker) []int {
 	return pids
 }
 
-func markedBy(pid int, w *worker) bool { return procfs.EnvHas(pid, WorkerIDVar+"="+w.id) }
+func markedBy(pid int, w *worker) bool { return procfs.EnvIs(pid, WorkerIDVar+"="+w.id) }
 
 // listInodes lists the inodes of every listening socket (again once a
 // group grew).

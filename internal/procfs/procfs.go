@@ -104,6 +104,21 @@ func FDTarget(pid, fd int) (string, error) {
 	return os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), strconv.Itoa(fd)))
 }
 
+// EnvIs reports whether the environment pid started with has exactly the
+// variable kv ("NAME=value", the whole value).
+func EnvIs(pid int, kv string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	for _, e := range bytes.Split(b, []byte{0}) {
+		if string(e) == kv {
+			return true
+		}
+	}
+	return false
+}
+
 // EnvHas reports whether the environment pid started with (its
 // /proc/PID/environ, as of its last execve) has a variable that starts
 // with prefix, e.g. "SOCKD_WORKER_ID=12-" or a whole "NAME=value".

@@ -176,6 +176,13 @@ func build(opts Options) (*Daemon, error) {
 		if d.ctl, err = control.Listen(d.ctlPath); err != nil {
 			return nil, tag(ErrSockets, err)
 		}
+		if dir := filepath.Dir(d.ctlPath); dir == tmpControlDir() {
+			// Made by someone else between the check and the listen?
+			if err := ownDir(dir); err != nil {
+				d.ctl.Close()
+				return nil, tag(ErrSockets, err)
+			}
+		}
 		if d.ls, err = d.acquire(); err != nil {
 			d.ctl.Close() // and unlinks it
 			return nil, err

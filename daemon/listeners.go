@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/handoff"
@@ -104,7 +105,10 @@ func (d *Daemon) storeSockets() {
 
 // DefaultControlPath is where the control socket goes when none is given:
 // $RUNTIME_DIRECTORY/sockd.sock (systemd's RuntimeDirectory=), else
-// /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock.
+// /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock,
+// else (a user with no runtime directory: a container's non-root user)
+// $TMPDIR/sockd-UID/sockd.sock, as tmux does, in a directory that must
+// be this user's and writable by nobody else.
 func DefaultControlPath() (string, error) {
 	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
 		return filepath.Join(strings.Split(d, ":")[0], "sockd.sock"), nil
@@ -115,7 +119,36 @@ func DefaultControlPath() (string, error) {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "sockd", "sockd.sock"), nil
 	}
-	return "", fmt.Errorf("no place for the control socket: pass --control or set XDG_RUNTIME_DIR")
+	dir := tmpControlDir()
+	if err := ownDir(dir); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "sockd.sock"), nil
+}
+
+// tmpControlDir is the control socket's directory for a user with no
+// runtime directory.
+func tmpControlDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("sockd-%d", os.Geteuid()))
+}
+
+// ownDir checks, if dir exists, that it is a directory of this user's
+// that nobody else may write: one under a shared temporary directory
+// could have been made by someone else, to take the control socket's
+// place.
+func ownDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is not a directory of this user's that only it may write: not using it for the control socket (pass --control, or set XDG_RUNTIME_DIR)", dir)
+	}
+	return nil
 }
 
 func controlPath(p string) (string, error) {

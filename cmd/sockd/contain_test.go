@@ -422,3 +422,65 @@ func TestNotifySocketRefusesOtherUsers(t *testing.T) {
 		t.Fatalf("systemd-notify as uid 65534: %v %s", err, out)
 	}
 }
+
+// A non-root user with no runtime directory (a container's runAsUser)
+// gets a control socket under $TMPDIR/sockd-UID, as tmux does, which
+// `sockd status` of the same user finds; a directory of that name that
+// someone else made is refused, with the reason.
+func TestControlSocketWithoutARuntimeDirectory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run as nobody")
+	}
+	bin := worldExecutableCopy(t)
+	// Temporary directories nobody can reach (t.TempDir's parent is
+	// root's alone).
+	sharedTmp := func() string {
+		dir, err := os.MkdirTemp("", "sockd-tmpdir-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		os.Chmod(dir, 0o1777)
+		return dir
+	}
+	tmp := sharedTmp()
+	asNobody := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "TMPDIR=" + tmp, "SOCKDTEST_MAIN=1", "GORACE=atexit_sleep_ms=0"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGTERM}
+		return cmd
+	}
+	run := asNobody("run", "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	var out syncBuffer
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { run.Process.Signal(syscall.SIGTERM); run.Wait() }()
+	sock := filepath.Join(tmp, "sockd-65534", "sockd.sock")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sockd's output:\n%s", out.String())
+		}
+	})
+	waitFor(t, 20*time.Second, "sockd status as the same user", func() bool {
+		return asNobody("status", "--check").Run() == nil
+	})
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Fatalf("control socket %s: %v", sock, err)
+	}
+	run.Process.Signal(syscall.SIGTERM)
+	if err := run.Wait(); err != nil {
+		t.Fatalf("sockd: %v\n%s", err, out.String())
+	}
+
+	// Someone else's directory in its place.
+	other := sharedTmp()
+	os.Mkdir(filepath.Join(other, "sockd-65534"), 0o777)
+	bad := asNobody("run", "--workers", "1", "--listen", "tcp://127.0.0.1:0")
+	bad.Env[1] = "TMPDIR=" + other
+	b, err := bad.CombinedOutput()
+	if code := bad.ProcessState.ExitCode(); err == nil || code != exitUsage || !strings.Contains(string(b), "is not a directory of this user's") {
+		t.Fatalf("a control directory made by root: exit %d, %s", code, b)
+	}
+}

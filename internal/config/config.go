@@ -196,7 +196,7 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[int64]{&r.Limits.CPUWeight, intIn(0, 10000, "1 to 10000"), showInt}
 		}},
-	{Name: "control", Restart: true, Arg: "PATH", Help: "the control socket (default: $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock)",
+	{Name: "control", Restart: true, Arg: "PATH", Help: "the control socket (default: $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock, else $TMPDIR/sockd-UID/sockd.sock, /tmp by default)",
 		value: func(r *Run) value { return typed[string]{&r.Control, nonEmpty, showString} }},
 	{Name: "log-format", Arg: "FORMAT", Default: "text", Values: []string{"text", "json"},
 		Help:  "log format on stderr: text or json (under systemd sockd logs natively to the journal)",

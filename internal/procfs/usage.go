@@ -59,12 +59,43 @@ func ProcUsage(pid int) (Usage, error) {
 	return Usage{RSS: pages * int64(os.Getpagesize()), CPU: time.Duration(utime+stime) * clockTick, Procs: 1}, nil
 }
 
+// haveChildrenFiles: the kernel has /proc/PID/task/TID/children
+// (CONFIG_PROC_CHILDREN, which Debian's and most distributions' kernels
+// set, the kernel's default does not).
+var haveChildrenFiles = sync.OnceValue(func() bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d/children", unix.Gettid()))
+	return err == nil
+})
+
+// childrenByScan lists pid's children by every process's parent (its
+// /proc/PID/stat): Children on a kernel without the children files.
+func childrenByScan(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var kids []int
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, ppid, err := Stat(c); err == nil && ppid == pid {
+			kids = append(kids, c)
+		}
+	}
+	return kids
+}
+
 // Children lists pid's children, from /proc/PID/task/*/children (every
 // thread's: a child belongs to the thread that forked it). The reaper
 // calls it on every SIGCHLD, so it reads the task directory and the files
 // through one pooled buffer (filepath.Glob and os.ReadFile allocated about
 // 30 kB a call, most of sockd's garbage during reloads).
 func Children(pid int) []int {
+	if !haveChildrenFiles() {
+		return childrenByScan(pid)
+	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	buf := *bp

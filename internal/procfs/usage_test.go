@@ -132,6 +132,16 @@ func TestChildrenOfEveryThread(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("Children(self) = %v, want %v", got, want)
 	}
+	// Without the children files (a kernel without CONFIG_PROC_CHILDREN),
+	// the scan of every process's parent finds the same.
+	if !haveChildrenFiles() {
+		t.Error("this kernel has no children files: the test above ran the scan")
+	}
+	scanned := childrenByScan(os.Getpid())
+	slices.Sort(scanned)
+	if !slices.Equal(scanned, want) {
+		t.Fatalf("childrenByScan(self) = %v, want %v", scanned, want)
+	}
 	// A few small allocations per thread (the file's name), none of the
 	// directory listing's buffers.
 	threads, _ := os.ReadDir("/proc/self/task")

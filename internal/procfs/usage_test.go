@@ -135,7 +135,7 @@ func TestChildrenOfEveryThread(t *testing.T) {
 	// Without the children files (a kernel without CONFIG_PROC_CHILDREN),
 	// the scan of every process's parent finds the same.
 	if !haveChildrenFiles() {
-		t.Error("this kernel has no children files: the test above ran the scan")
+		t.Log("this kernel has no children files: the check above ran the scan too")
 	}
 	scanned := childrenByScan(os.Getpid())
 	slices.Sort(scanned)

@@ -76,10 +76,20 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err := d.Run(); err != nil {
 		return err
 	}
-	if s := d.Successor(); s != nil && d.Keeps() {
+	s := d.Successor()
+	switch {
+	case s != nil && d.Keeps():
 		keeping.Store(true)
 		code := keeper.Keep(keeper.Child{PID: s.PID(), Exited: s.Exited(), Status: s.ExitStatus}, kept, log.Named("keeper"))
 		if code != 0 {
+			return exitStatus{code}
+		}
+	case s != nil && closed(s.Exited()):
+		// The new sockd, in charge, ended while this one drained (and
+		// reaped it): its status is the service's, for whoever keeps this
+		// process (a keeper passes on what this one exits with).
+		if code := s.ExitStatus(); code != 0 {
+			log.Warn("the sockd this one handed over to exited meanwhile", "event", "upgrade_successor_exit", "status", code)
 			return exitStatus{code}
 		}
 	}

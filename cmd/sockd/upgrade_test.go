@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -819,5 +820,45 @@ func TestUpgradeWaitsForARunningReload(t *testing.T) {
 	}
 	if s := d.mustStatus(); s.PID == old.PID || s.Generation != old.Generation+2 {
 		t.Fatalf("after the upgrade: pid %d (old %d), generation %d, want %d", s.PID, old.PID, s.Generation, old.Generation+2)
+	}
+}
+
+// Two upgrades under a keeper (a terminal's or PID 1's process): the
+// second new sockd dies while the one before it drains its workers. The
+// process the shell started exits with that failure, not 0, so that an
+// orchestrator restarts the service.
+func TestKeptProcessExitsWithALateSuccessorsFailure(t *testing.T) {
+	d := startSockd(t, nil, "--stop-timeout", "3s", "--workers", "1", "--listen", "none", "--ready", "after:100ms",
+		"--", "sh", "-c", `trap "" TERM; while :; do sleep 1; done`)
+	waitFor(t, 20*time.Second, "the worker ready", func() bool { s, err := d.status(); return err == nil && s.Ready == 1 })
+	upgrade := func() int {
+		t.Helper()
+		var errb bytes.Buffer
+		if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+			t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+		}
+		return d.mustStatus().PID
+	}
+	b := upgrade()
+	// b's old workers take their 3 s to go; the keeper keeps b.
+	waitFor(t, 20*time.Second, "the first old generation gone", func() bool {
+		return strings.Count(d.out.String(), "handed_off=true") == 1
+	})
+	c := upgrade()
+	if c == b {
+		t.Fatal("the second upgrade did not change the pid")
+	}
+	// c dies while b still drains (its worker ignores SIGTERM for 3 s).
+	syscall.Kill(c, syscall.SIGKILL)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 128+9 {
+			t.Fatalf("the kept process exited with %v, want 137 (the new sockd was SIGKILLed)", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the kept process did not exit")
 	}
 }

@@ -232,6 +232,20 @@ func TestLoad(t *testing.T) {
 		!errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--warmup /warm: needs --ready node-ipc or node-listen") {
 		t.Errorf("--pm2 with --warmup and --ready notify: %v", err)
 	}
+	// A node app without env.PORT: ready after min_uptime, unless sockd
+	// listens for it (--listen): then once it listens there.
+	os.WriteFile(dir+"/server.js", []byte("//\n"), 0o644)
+	noPort := dir + "/noport.json"
+	os.WriteFile(noPort, []byte(`{"apps": [{"name": "api", "script": "server.js"}]}`), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, "after:1s"}, {[]string{"--listen", "http=tcp://127.0.0.1:0"}, "node-listen"}, {[]string{"--listen", "none"}, "after:1s"}} {
+		r, err := Load(Source{Args: append([]string{"--pm2", noPort}, c.args...), Environ: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}, Self: "x"})
+		if err != nil || r.Ready.String() != c.want {
+			t.Errorf("--pm2 of an app without a port, %v: ready %v, %v; want %s", c.args, r, err, c.want)
+		}
+	}
 	os.WriteFile(f, []byte("SOCKD_WORKERS=lots\n"), 0o644)
 	if _, err := Load(Source{Args: []string{"--env-file", f}, Self: "x"}); err == nil || !strings.Contains(err.Error(), `SOCKD_WORKERS="lots"`) {
 		t.Errorf("a bad setting in the env file: %v", err)

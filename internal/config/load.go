@@ -68,7 +68,13 @@ func Load(src Source) (*Run, error) {
 			return nil, Usagef("--pm2 %s: %v", r.PM2, err)
 		}
 		warns := []string{f.Warning(), app.Warning()}
-		if r, err = Parse(src.Args, pm2.Getenv(app.Settings(), lookup(env))); err != nil {
+		settings := app.Settings()
+		if app.Port == 0 && app.NodeLike() && !app.WaitReady && len(r.Listen) > 0 && !r.NoListeners() {
+			// No env.PORT, but sockd listens for it (--listen, or the
+			// environment's SOCKD_LISTEN): ready once it listens there.
+			settings["SOCKD_READY"] = "node-listen"
+		}
+		if r, err = Parse(src.Args, pm2.Getenv(settings, lookup(env))); err != nil {
 			return nil, err
 		}
 		for _, w := range warns {

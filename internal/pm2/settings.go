@@ -51,6 +51,13 @@ const ListenerName = "http"
 // within a second of starting, per process; sockd --restart-limit 10/60s
 // for the pool). PM2's instances default (1) is kept: it is what the
 // file asks for.
+// NodeLike says whether the app runs under node (node, nodejs, ts-node):
+// sockd's preload then says when it listens (--ready node-listen).
+func (a *App) NodeLike() bool {
+	b := filepath.Base(a.Interpreter)
+	return strings.HasPrefix(b, "node") || strings.HasSuffix(b, "node")
+}
+
 func (a *App) Settings() map[string]string {
 	s := map[string]string{
 		"SOCKD_NAME":         a.Name,
@@ -72,7 +79,7 @@ func (a *App) Settings() map[string]string {
 		if a.ListenTimeout > 0 {
 			s["SOCKD_READY_TIMEOUT"] = fmtDuration(a.ListenTimeout)
 		}
-	} else if b := filepath.Base(a.Interpreter); a.Port != 0 && (strings.HasPrefix(b, "node") || strings.HasSuffix(b, "node")) {
+	} else if a.Port != 0 && a.NodeLike() {
 		// PM2 counts a cluster worker as online once it listens: sockd's
 		// Node preload says when it does (node, nodejs, ts-node).
 		s["SOCKD_READY"] = "node-listen"

@@ -210,8 +210,11 @@ func (p *Pool) markReady(w *worker) {
 	}
 	if w.failure != "" {
 		// It announced its exit before it was ready: leaving, it does not
-		// take anything over (its exit counts as a failure).
-		p.wlog(w).Warn("READY=1 after the worker announced its exit; ignored", "event", "worker_ready_ignored", "reason", w.failure)
+		// take anything over (its exit counts as a failure), and it is
+		// stopped, or a worker that never goes (with --ready after:D no
+		// ready timeout is armed) would hold its slot.
+		p.wlog(w).Warn("ready after the worker announced its exit; ignored, and the worker stopped", "event", "worker_ready_ignored", "reason", w.failure)
+		p.stopWorker(w, ExitEarlyStopping)
 		return
 	}
 	w.state = Ready

@@ -343,6 +343,7 @@ func (rc *recycler) exited(w *worker, how string) {
 		// to recycle.
 		rc.active = nil
 		rc.p.crashed(s, w, how)
+		rc.next() // the other slots' workers marked meanwhile
 		return
 	}
 	if w.failure != "" {

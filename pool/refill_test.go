@@ -137,6 +137,31 @@ func TestSimReadyAfterStoppingIgnored(t *testing.T) {
 	if s.signalled(old, unix.SIGTERM) || s.p.st.slots[0].cur.pid != old {
 		t.Fatal("a replacement that announced its exit before it was ready took the slot over")
 	}
+	if !s.signalled(repl[0], unix.SIGTERM) {
+		t.Fatal("the replacement that announced its exit was not stopped (with --ready after:D nothing else would)")
+	}
+}
+
+// A recycle whose worker and replacement both die restarts the slot and
+// goes on with the other slots marked meanwhile.
+func TestSimRecycleGoesOnAfterACrash(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.Workers = 2; o.Recycle.MaxMemory = 1 })
+	s.readyAll()
+	pids := s.livePIDs()
+	s.usageOf(map[int]int64{pids[0]: 2, pids[1]: 2}) // both over: one at a time
+	repl := s.starting()
+	if len(repl) != 1 {
+		t.Fatalf("recycle: starting %v", repl)
+	}
+	first := s.p.st.byPID[repl[0]].slot
+	s.exit(s.p.st.slots[first].cur.pid)
+	s.exit(repl[0])
+	for _, pid := range s.starting() {
+		if w := s.p.st.byPID[pid]; w.slot != first {
+			return // the other slot's recycle started
+		}
+	}
+	t.Fatalf("after the crash, the other slot's recycle did not start: starting %v", s.starting())
 }
 
 // A reload's worker that announces its exit rolls the reload back, and

@@ -334,8 +334,9 @@ func (p *Pool) checkHandover() {
 			if _, lingers := p.st.lingering[w.pid]; lingers {
 				// Its leader is gone, but what it started drains on
 				// until its stop deadline and may hold the listeners
-				// (the server a wrapper script started).
-				p.after(handoverPoll, handoverTimer{})
+				// (the server a wrapper script started). Its group is
+				// looked at every groupPoll.
+				p.after(groupPoll, handoverTimer{})
 				return
 			}
 			continue

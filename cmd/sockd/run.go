@@ -45,6 +45,24 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	kept := make(chan os.Signal, 16)
 	var keeping atomic.Bool
+	// SIGHUP's reloads, one at a time off the signal goroutine (a reload
+	// reads the configuration again, which can take a while or hang on a
+	// bad file, and a SIGTERM after it must not wait for that); one more
+	// pending at most, as the pool coalesces reloads anyway.
+	hups := make(chan struct{}, 1)
+	go func() {
+		for range hups {
+			if err := d.Reload(context.Background(), false, nil); err != nil {
+				log.Warn("reload refused", "error", err)
+			}
+		}
+	}()
+	hup := func() {
+		select {
+		case hups <- struct{}{}:
+		default:
+		}
+	}
 	go func() {
 		for sig := range sigs {
 			if s := d.Successor(); s != nil {
@@ -70,7 +88,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 				}
 				continue
 			}
-			onSignal(d, log, sig.(syscall.Signal))
+			onSignal(d, log, sig.(syscall.Signal), hup)
 		}
 	}()
 	if err := d.Run(); err != nil {
@@ -129,7 +147,7 @@ var handledSignals = func() []os.Signal {
 }()
 
 // onSignal turns a signal into a call of the daemon.
-func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal) {
+func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal, hup func()) {
 	ctx := context.Background()
 	switch sig {
 	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
@@ -137,15 +155,7 @@ func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal) {
 		d.Stop()
 	case syscall.SIGHUP:
 		log.Info("signal received", "event", "signal", "signal", sig.String())
-		// Off this goroutine: a reload reads the configuration again
-		// (env files, an ecosystem file run by node), which can take a
-		// while or hang on a bad file, and a SIGTERM after it must not
-		// wait for that.
-		go func() {
-			if err := d.Reload(ctx, false, nil); err != nil {
-				log.Warn("reload refused", "error", err)
-			}
-		}()
+		hup()
 	case syscall.SIGUSR2:
 		log.Info("signal received", "event", "signal", "signal", sig.String())
 		if err := d.Upgrade(ctx, false); err != nil {

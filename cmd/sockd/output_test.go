@@ -287,19 +287,29 @@ func TestLogsFollowAcrossAnUpgrade(t *testing.T) {
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
 	}
-	poke := func(want string) {
+	poke := func(gen int) {
 		t.Helper()
+		// Its "out" line comes after its USR1 trap is set: a SIGUSR1
+		// before would kill it (a loaded machine can take longer than
+		// the 100 ms of --ready after:100ms to get there).
+		trapped := fmt.Sprintf("[w0 g%d] out 0\n", gen)
+		waitFor(t, 20*time.Second, "worker 0 of generation "+strconv.Itoa(gen)+" with its traps set", func() bool {
+			var out bytes.Buffer
+			sockd([]string{"logs", "--worker", "0", "--generation", strconv.Itoa(gen), "--control", d.control}, &out, io.Discard)
+			return strings.Contains(out.String(), trapped)
+		})
+		want := fmt.Sprintf("[w0 g%d] usr1 0\n", gen)
 		waitFor(t, 20*time.Second, "sockd logs -f shows "+want, func() bool {
 			sockd([]string{"signal", "--worker", "0", "--control", d.control, "USR1"}, io.Discard, io.Discard)
 			return strings.Contains(fout.String(), want)
 		})
 	}
-	poke("[w0 g1] usr1 0\n")
+	poke(1)
 	var errb bytes.Buffer
 	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
 		t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
 	}
-	poke("[w0 g2] usr1 0\n")
+	poke(2)
 	follow.Process.Signal(syscall.SIGINT)
 	if err := follow.Wait(); err != nil {
 		t.Errorf("sockd logs -f after SIGINT: %v\n%s", err, fout)

@@ -702,8 +702,11 @@ func TestUpgradeAsPID1(t *testing.T) {
 // reaches the new sockd at once, not once the old generation is gone.
 func TestSignalsReachTheNewSockdWhileTheOldDrains(t *testing.T) {
 	d := startSockd(t, nil, "--stop-timeout", "60s", "--workers", "1", "--listen", "none", "--ready", "after:100ms",
-		"--", "sh", "-c", `trap "" TERM; while :; do sleep 1; done`)
-	waitFor(t, 20*time.Second, "the worker ready", func() bool { s, err := d.status(); return err == nil && s.Ready == 1 })
+		"--", "sh", "-c", `trap "" TERM; echo "deaf to TERM"; while :; do sleep 1; done`)
+	waitFor(t, 20*time.Second, "the worker ready, deaf to SIGTERM", func() bool {
+		s, err := d.status()
+		return err == nil && s.Ready == 1 && strings.Contains(d.out.String(), "deaf to TERM")
+	})
 	oldWorker := d.mustStatus().Workers[0].PID
 	var errb bytes.Buffer
 	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
@@ -829,8 +832,11 @@ func TestUpgradeWaitsForARunningReload(t *testing.T) {
 // orchestrator restarts the service.
 func TestKeptProcessExitsWithALateSuccessorsFailure(t *testing.T) {
 	d := startSockd(t, nil, "--stop-timeout", "3s", "--workers", "1", "--listen", "none", "--ready", "after:100ms",
-		"--", "sh", "-c", `trap "" TERM; while :; do sleep 1; done`)
-	waitFor(t, 20*time.Second, "the worker ready", func() bool { s, err := d.status(); return err == nil && s.Ready == 1 })
+		"--", "sh", "-c", `trap "" TERM; echo "deaf to TERM"; while :; do sleep 1; done`)
+	waitFor(t, 20*time.Second, "the worker ready, deaf to SIGTERM", func() bool {
+		s, err := d.status()
+		return err == nil && s.Ready == 1 && strings.Contains(d.out.String(), "deaf to TERM")
+	})
 	upgrade := func() int {
 		t.Helper()
 		var errb bytes.Buffer

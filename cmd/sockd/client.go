@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/control"
+	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
 )
 
@@ -72,27 +74,27 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 
 func clientCommand(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
-	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
+	tgt := addTarget(fs)
 	asJSON, wait, check, updateEnv := new(bool), new(bool), new(bool), new(bool)
 	timeout := fs.Duration("timeout", defaultClientTimeout, "give up after this long (0: no limit; with --wait the default is no limit)")
-	synopsis := "sockd " + name + " [--control PATH]"
+	synopsis := "sockd " + name + " [--control PATH|--pid PID]"
 	var workers string
 	if name == "scale" {
-		workers, args = scaleArg(args, "control", "timeout")
+		workers, args = scaleArg(args, "control", "pid", "timeout")
 	}
 	if name == "status" {
 		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in docs/reference.md)")
 		fs.BoolVar(check, "check", false, "a health check: print the summary and exit 0 if a worker is ready and sockd is not stopping, else 1")
-		synopsis = "sockd status [--json|--check] [--control PATH]"
+		synopsis = "sockd status [--json|--check] [--control PATH|--pid PID]"
 	} else {
 		fs.BoolVar(wait, "wait", false, "wait for the outcome and exit non-zero if it failed")
-		synopsis = "sockd " + name + " [--wait] [--control PATH]"
+		synopsis = "sockd " + name + " [--wait] [--control PATH|--pid PID]"
 		if name == "scale" {
-			synopsis = "sockd scale [--wait] [--control PATH] N|+K|-K"
+			synopsis = "sockd scale [--wait] [--control PATH|--pid PID] N|+K|-K"
 		}
 		if name == "reload" {
 			fs.BoolVar(updateEnv, "update-env", false, "read the new configuration from this command's environment (SOCKD_* settings, the workers' variables) instead of the one sockd started with")
-			synopsis = "sockd reload [--wait] [--update-env] [--control PATH]"
+			synopsis = "sockd reload [--wait] [--update-env] [--control PATH|--pid PID]"
 		}
 	}
 	fs.Usage = usageFunc(fs, synopsis, clientHelp[name])
@@ -112,7 +114,7 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 			return usagef("sockd scale: %v", err)
 		}
 	}
-	path, err := controlPath(*ctl)
+	path, err := tgt.path()
 	if err != nil {
 		return err
 	}
@@ -237,4 +239,123 @@ func controlPath(flag string) (string, error) {
 		return flag, nil
 	}
 	return daemon.DefaultControlPath()
+}
+
+// target is the sockd a client command talks to: --control PATH, or
+// --pid PID (the sockd with that pid, its control socket found through
+// /proc), or the default path.
+type target struct {
+	control *string
+	pid     *int
+}
+
+func addTarget(fs *flag.FlagSet) target {
+	return target{
+		control: fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)"),
+		pid:     fs.Int("pid", 0, "talk to the sockd with this `pid`, wherever its control socket is (found through /proc: yours, or as root)"),
+	}
+}
+
+func (t target) path() (string, error) {
+	switch {
+	case *t.pid != 0 && *t.control != "":
+		return "", usagef("give --control or --pid, not both")
+	case *t.pid < 0:
+		return "", usagef("--pid %d: want a process id", *t.pid)
+	case *t.pid > 0:
+		return controlOfPID(*t.pid)
+	}
+	return controlPath(*t.control)
+}
+
+// controlOfPID finds the control socket of the sockd running as pid by
+// asking it: among the listening unix sockets pid holds that none of its
+// workers shares (those are the app's), the one whose sockd answers a
+// status request with pid. Under a keeper (a sockd that handed over
+// outside systemd and kept its pid) it is the control socket of the sockd
+// in charge, its child. The path is the one pid sees, reached through
+// /proc/PID/root when pid has another root (a chroot, a container).
+func controlOfPID(pid int) (string, error) {
+	if _, _, err := procfs.Stat(pid); err != nil {
+		return "", fmt.Errorf("--pid %d: no such process", pid)
+	}
+	tried := 0
+	for _, p := range append([]int{pid}, procfs.Children(pid)...) {
+		if !runsSockd(p) {
+			// Never send a request to another program's sockets.
+			continue
+		}
+		ls, err := procfs.UnixListeners(p)
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return "", fmt.Errorf("--pid %d: cannot read its descriptors: %w (run as its user or root)", pid, err)
+			}
+			continue
+		}
+		shared := map[uint64]bool{}
+		for _, c := range descendants(p, 3) {
+			if in, err := procfs.SocketInodes(c); err == nil {
+				for n := range in {
+					shared[n] = true
+				}
+			}
+		}
+		for _, l := range ls {
+			if shared[l.Inode] {
+				continue
+			}
+			path := reachable(p, l.Path)
+			tried++
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			resp, err := control.Call(ctx, path, control.Request{Command: "status"})
+			cancel()
+			var s struct {
+				PID int `json:"pid"`
+			}
+			if err == nil && json.Unmarshal(resp.Status, &s) == nil && s.PID == p {
+				return path, nil
+			}
+		}
+	}
+	if !runsSockd(pid) {
+		return "", fmt.Errorf("--pid %d: not a sockd (its program's name has no \"sockd\" in it; give --control PATH)", pid)
+	}
+	return "", fmt.Errorf("--pid %d: no sockd control socket among its %d listening unix sockets of its own", pid, tried)
+}
+
+// runsSockd says whether pid runs a program named like sockd (also one
+// replaced on disk since: "/usr/bin/sockd (deleted)").
+func runsSockd(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return false
+	}
+	return strings.Contains(filepath.Base(strings.TrimSuffix(exe, " (deleted)")), "sockd")
+}
+
+// descendants lists pid's children, theirs, … depth levels down.
+func descendants(pid, depth int) []int {
+	var out []int
+	level := []int{pid}
+	for ; depth > 0 && len(level) > 0; depth-- {
+		var next []int
+		for _, p := range level {
+			next = append(next, procfs.Children(p)...)
+		}
+		out = append(out, next...)
+		level = next
+	}
+	return out
+}
+
+// reachable is path as pid sees it, reached from here: through
+// /proc/PID/root when pid's root is not ours.
+func reachable(pid int, path string) string {
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	a, err1 := os.Stat(root)
+	b, err2 := os.Stat("/")
+	if err1 == nil && err2 == nil && os.SameFile(a, b) {
+		return path
+	}
+	return root + path
 }

@@ -24,7 +24,7 @@ const logsHelp = "Prints the recent lines the workers wrote to stdout and stderr
 // logsCommand is `sockd logs`.
 func logsCommand(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd logs", flag.ContinueOnError)
-	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
+	tgt := addTarget(fs)
 	slot := fs.Int("worker", -1, "only the workers in slot `N`")
 	gen := fs.Int("generation", -1, "only the workers of generation `G`")
 	var follow bool
@@ -35,7 +35,7 @@ func logsCommand(args []string, stdout io.Writer) error {
 	fs.IntVar(&lines, "n", output.DefaultTail, "short for --lines `N`")
 	withTime := fs.Bool("time", false, "print the time sockd read each line before it")
 	asJSON := fs.Bool("json", false, "print each line as the JSON record sockd sends (worker, generation, pid, stream, priority, time, message)")
-	fs.Usage = usageFunc(fs, "sockd logs [-f] [--worker N] [--generation G] [-n LINES] [--time|--json] [--control PATH]", logsHelp)
+	fs.Usage = usageFunc(fs, "sockd logs [-f] [--worker N] [--generation G] [-n LINES] [--time|--json] [--control PATH|--pid PID]", logsHelp)
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
@@ -57,7 +57,7 @@ func logsCommand(args []string, stdout io.Writer) error {
 	if *gen >= 0 {
 		q.Generation = gen
 	}
-	path, err := controlPath(*ctl)
+	path, err := tgt.path()
 	if err != nil {
 		return err
 	}

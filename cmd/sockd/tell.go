@@ -26,17 +26,17 @@ const sendHelp = "Writes MESSAGE (one JSON value) on the workers' Node.js IPC ch
 // tellCommand is `sockd signal SIGNAL` and `sockd send MESSAGE`.
 func tellCommand(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
-	ctl := fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)")
+	tgt := addTarget(fs)
 	slot := fs.Int("worker", -1, "only the worker in slot `N`")
 	gen := fs.Int("generation", -1, "only the workers of generation `G`")
 	topic := ""
-	synopsis, help := "sockd signal [--worker N] [--generation G] [--control PATH] SIGNAL", signalHelp
+	synopsis, help := "sockd signal [--worker N] [--generation G] [--control PATH|--pid PID] SIGNAL", signalHelp
 	if name == "send" {
 		fs.StringVar(&topic, "topic", "", "wrap the message as PM2 does, with this `topic`")
-		synopsis, help = "sockd send [--worker N] [--generation G] [--topic T] [--control PATH] MESSAGE", sendHelp
+		synopsis, help = "sockd send [--worker N] [--generation G] [--topic T] [--control PATH|--pid PID] MESSAGE", sendHelp
 	}
 	fs.Usage = usageFunc(fs, synopsis, help)
-	arg, args := scaleArg(args, "control", "worker", "generation", "topic")
+	arg, args := scaleArg(args, "control", "pid", "worker", "generation", "topic")
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
@@ -79,7 +79,7 @@ func tellCommand(name string, args []string, stdout io.Writer) error {
 			req.Message = b
 		}
 	}
-	path, err := controlPath(*ctl)
+	path, err := tgt.path()
 	if err != nil {
 		return err
 	}

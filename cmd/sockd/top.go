@@ -31,10 +31,10 @@ ends it; otherwise it prints a block of plain lines per refresh (-n sets how man
 // topCommand is `sockd top`.
 func topCommand(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd top", flag.ContinueOnError)
-	ctl := fs.String("control", "", "control socket `path` of the sockd to watch (default as for sockd run)")
+	tgt := addTarget(fs)
 	interval := fs.Duration("interval", time.Second, "refresh every `D`")
 	count := fs.Int("n", 0, "stop after `N` refreshes (0: until q, Ctrl-C or SIGTERM)")
-	fs.Usage = usageFunc(fs, "sockd top [--interval D] [-n N] [--control PATH]", topHelp)
+	fs.Usage = usageFunc(fs, "sockd top [--interval D] [-n N] [--control PATH|--pid PID]", topHelp)
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
@@ -46,7 +46,7 @@ func topCommand(args []string, stdout io.Writer) error {
 	if *interval < 10*time.Millisecond {
 		return usagef("--interval %s: want at least 10ms", *interval)
 	}
-	path, err := controlPath(*ctl)
+	path, err := tgt.path()
 	if err != nil {
 		return err
 	}

@@ -868,3 +868,58 @@ func TestKeptProcessExitsWithALateSuccessorsFailure(t *testing.T) {
 		t.Fatal("the kept process did not exit")
 	}
 }
+
+// TestClientByPID: --pid finds a sockd's control socket wherever an env
+// file put it, past the app's unix listener (shared with the workers)
+// and sockd's unix metrics socket, and after an upgrade outside systemd,
+// where the pid is the keeper's, the control socket of the sockd in
+// charge. The Debian postinst hands a unit's sockd over this way.
+func TestClientByPID(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env")
+	ctl := filepath.Join(dir, "my ctl.sock")
+	if err := os.WriteFile(envFile, []byte("SOCKD_CONTROL="+ctl+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := sockdCmd(t, nil, "run", "--env-file", envFile, "--stop-timeout", "5s", "--workers", "2",
+		"--listen", "unix://"+filepath.Join(dir, "app.sock"), "--metrics", "unix://"+filepath.Join(dir, "metrics.sock"))
+	d := launch(t, cmd, out, ctl)
+	pid := strconv.Itoa(cmd.Process.Pid)
+	run := func(args ...string) (int, string) {
+		var o, e bytes.Buffer
+		code := sockd(args, &o, &e)
+		return code, o.String() + e.String()
+	}
+	if code, o := run("status", "--pid", pid); code != 0 || !strings.HasPrefix(o, "sockd pid "+pid+": running") {
+		t.Fatalf("status --pid: exit %d:\n%s", code, o)
+	}
+	if code, o := run("upgrade", "--wait", "--pid", pid); code != 0 {
+		t.Fatalf("upgrade --wait --pid: exit %d:\n%s", code, o)
+	}
+	s := d.mustStatus()
+	if s.PID == cmd.Process.Pid {
+		t.Fatalf("status after the upgrade still names pid %d", s.PID)
+	}
+	if code, o := run("status", "--pid", pid); code != 0 || !strings.HasPrefix(o, fmt.Sprintf("sockd pid %d: running", s.PID)) {
+		t.Fatalf("status --pid of the keeper: exit %d:\n%s", code, o)
+	}
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"status", "--pid", strconv.Itoa(sleep.Process.Pid)}, 1, "not a sockd"},
+		{[]string{"reload", "--pid", "0x"}, 2, "invalid value"},
+		{[]string{"status", "--pid", "-3"}, 2, "want a process id"},
+		{[]string{"status", "--pid", pid, "--control", ctl}, 2, "not both"},
+	} {
+		if code, o := run(c.args...); code != c.code || !strings.Contains(o, c.want) || strings.Count(strings.TrimSpace(o), "\n") != 0 {
+			t.Errorf("sockd %v: exit %d (want %d), want one line with %q:\n%s", c.args, code, c.code, c.want, o)
+		}
+	}
+}

@@ -215,8 +215,8 @@ var pkgUnits = []struct {
 // process, systemd's child again, the old one gone with its workers; or,
 // should the hand-off ever re-execute in place, the same pid running the
 // new file), serving a new generation of workers with their command line
-// intact.
-func (sb *sockdSandbox) handOverUnderLoad(t *testing.T, deb, version string) {
+// intact. It returns dpkg's output.
+func (sb *sockdSandbox) handOverUnderLoad(t *testing.T, deb, version string) (dpkgOutput string) {
 	t.Helper()
 	old := map[string]mainProc{}
 	gen := map[string]int{}
@@ -284,6 +284,7 @@ func (sb *sockdSandbox) handOverUnderLoad(t *testing.T, deb, version string) {
 			t.Errorf("%s: %d of %d requests failed:\n%s", pkgUnits[i].unit, r.Summary.Failed, r.Summary.Requests, describeFailures(r, 20))
 		}
 	}
+	return out
 }
 
 // hasPostinstWarning: the postinst's warnings (logger -t sockd.postinst)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +12,14 @@ import (
 )
 
 const (
-	pkgAddr     = "127.0.0.1:8080" // sockd.socket
-	shopAddr    = "127.0.0.1:8081" // sockd@shop.socket, by a drop-in
-	shopControl = "/run/sockd-shop/sockd.sock"
+	pkgAddr  = "127.0.0.1:8080" // sockd.socket
+	shopAddr = "127.0.0.1:8081" // sockd@shop.socket, by a drop-in
+	// The instance's control socket, set by a file its env file names
+	// (SOCKD_ENV_FILE): neither on its command line nor in its
+	// environment, where the postinst cannot read it; it finds it by
+	// asking the process (sockd upgrade --pid).
+	shopControl     = "/run/sockd-shop/admin.sock"
+	handmadeControl = "/run/handmade.sock"
 	// The workers' command, with arguments: for sockd.service from a quoted
 	// Environment= (as units/sockd.service and docs/systemd.md show it), for
 	// the instance from its EnvironmentFile.
@@ -91,7 +97,8 @@ func TestDebianPackage(t *testing.T) {
 	// command with arguments (a drop-in), an instance "shop" on its own port.
 	sb.WriteFile(t, "/etc/sockd/hello.conf", []byte("greeting = hello\n"))
 	sb.WriteFile(t, "/etc/systemd/system/sockd.service.d/50-admin.conf", []byte("[Service]\nEnvironment=SOCKD_WORKERS=3\nEnvironment=\"SOCKD_COMMAND="+workerCommand+"\"\n"))
-	sb.WriteFile(t, "/etc/sockd/shop.env", []byte("SOCKD_WORKERS=2\nSOCKD_COMMAND="+workerCommand+"\n"))
+	sb.WriteFile(t, "/etc/sockd/shop.env", []byte("SOCKD_WORKERS=2\nSOCKD_COMMAND="+workerCommand+"\nSOCKD_ENV_FILE=/etc/sockd/shop-more.env\n"))
+	sb.WriteFile(t, "/etc/sockd/shop-more.env", []byte("SOCKD_CONTROL="+shopControl+"\n"))
 	sb.WriteFile(t, "/etc/systemd/system/sockd@shop.socket.d/50-listen.conf", []byte("[Socket]\nListenStream=\nListenStream="+shopAddr+"\n"))
 	sb.MustRun(t, "systemctl", "daemon-reload")
 	sb.MustRun(t, "systemctl", "enable", "--now", "sockd.socket", "sockd@shop.socket")
@@ -113,9 +120,31 @@ func TestDebianPackage(t *testing.T) {
 	sb.pkgServing(t, "", 2, 3)
 	phase("serving, reloaded")
 
+	// A sockd of the admin's own unit, not named sockd (here a transient
+	// one, outside systemd's notify protocol: it keeps its pid as the new
+	// sockd's keeper).
+	sb.MustRun(t, "systemd-run", "--unit=handmade", "--property=KillMode=mixed", "/usr/bin/sockd", "run", "--workers", "1",
+		"--listen", "tcp://127.0.0.1:8090", "--control", handmadeControl)
+	hm := sb.pkgServing(t, handmadeControl, 1, 1)
+
 	// The upgrade, under load on both sockds.
-	sb.handOverUnderLoad(t, v011, "0.1.1")
+	out := sb.handOverUnderLoad(t, v011, "0.1.1")
 	phase("upgraded under load")
+	if want := fmt.Sprintf("sockd: handmade.service (pid %d) handed over to sockd 0.1.1", hm.PID); !strings.Contains(out, want) {
+		t.Errorf("dpkg's output does not say %q", want)
+	}
+	if st := sb.pkgServing(t, handmadeControl, 2, 1); st.PID == hm.PID || sb.MustRun(t, "readlink", fmt.Sprintf("/proc/%d/exe", st.PID)) != "/usr/bin/sockd\n" {
+		t.Errorf("handmade.service after the upgrade: sockd pid %d (was %d), want a new one running /usr/bin/sockd", st.PID, hm.PID)
+	}
+	sb.MustRun(t, "systemctl", "stop", "handmade.service")
+	WaitFor(t, 20*time.Second, func() (bool, string) {
+		procs := sb.sockdProcs(t)
+		n := 0
+		for _, p := range procs {
+			n += strings.Count(p, handmadeControl)
+		}
+		return n == 0, fmt.Sprintf("handmade's sockd still running: %q", procs)
+	})
 
 	// policy-rc.d forbids touching services: the package is upgraded (here
 	// reinstalled), the running sockds are left as they are.
@@ -171,6 +200,28 @@ func TestDebianPackage(t *testing.T) {
 	sb.handOverUnderLoad(t, v010, "0.1.0")
 	phase("downgraded under load")
 
+	// Removed, then installed again: what the admin enabled listens again
+	// (the prerm stopped it), and serves on the first connection.
+	if out, err := sb.dpkg(t, "-r", "sockd"); err != nil {
+		t.Fatalf("dpkg -r: %v\n%s", err, out)
+	}
+	for _, u := range []string{"sockd.socket", "sockd@shop.socket"} {
+		if p := sb.prop(t, u, "ActiveState"); p != "inactive" {
+			t.Errorf("after dpkg -r, %s is %s", u, p)
+		}
+	}
+	if out, err := sb.dpkg(t, "-i", v010); err != nil {
+		t.Fatalf("dpkg -i after a remove: %v\n%s", err, out)
+	}
+	for _, u := range []string{"sockd.socket", "sockd@shop.socket"} {
+		if p := sb.prop(t, u, "ActiveState"); p != "active" {
+			t.Errorf("installed again after a remove, the enabled %s is %s, want active", u, p)
+		}
+	}
+	sb.once(t, pkgAddr)
+	sb.once(t, shopAddr)
+	phase("removed and installed again")
+
 	// Purge: every sockd stops, the package's files go, the admin's stay.
 	out, err = sb.dpkg(t, "--purge", "sockd")
 	t.Logf("dpkg --purge sockd:\n%s", strings.TrimSpace(out))
@@ -199,7 +250,7 @@ func TestDebianPackage(t *testing.T) {
 	if out, _ := sb.Run(t, "sh", "-c", "ls /var/lib/dpkg/info/sockd.* 2>/dev/null; dpkg-query -W -f '${db:Status-Abbrev}' sockd 2>/dev/null; true"); strings.TrimSpace(out) != "" {
 		t.Errorf("dpkg still has records of sockd after the purge: %q", out)
 	}
-	admin := []string{"/etc/sockd/hello.conf", "/etc/sockd/shop.env", "/etc/systemd/system/sockd.service.d/50-admin.conf", "/etc/systemd/system/sockd@shop.socket.d/50-listen.conf"}
+	admin := []string{"/etc/sockd/hello.conf", "/etc/sockd/shop.env", "/etc/sockd/shop-more.env", "/etc/systemd/system/sockd.service.d/50-admin.conf", "/etc/systemd/system/sockd@shop.socket.d/50-listen.conf"}
 	if _, err := sb.Run(t, append([]string{"ls"}, admin...)...); err != nil {
 		t.Errorf("the purge removed the admin's own files: %v", err)
 	}

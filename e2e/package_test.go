@@ -222,6 +222,34 @@ func TestDebianPackage(t *testing.T) {
 	sb.once(t, shopAddr)
 	phase("removed and installed again")
 
+	// scripts/install beside the package takes precedence (/usr/local);
+	// scripts/uninstall, which the postinst's note points to, then gives
+	// the services back to the package's binary: nothing stopped,
+	// disabled or unconfigured (the admin's drop-ins stay: checked below).
+	root := RepoRoot(t)
+	sb.MustRun(t, filepath.Join(root, "scripts", "install"), "--binary", filepath.Join(sb.bin, "sockd"), "--no-enable")
+	sb.MustRun(t, "systemctl", "restart", "sockd.service", "sockd@shop.service")
+	for _, u := range []string{"sockd.service", "sockd@shop.service"} {
+		if m := sb.mainProc(t, u); m.Exe != "/usr/local/bin/sockd" {
+			t.Errorf("with scripts/install beside the package %s runs %+v, want /usr/local/bin/sockd", u, m)
+		}
+	}
+	out = sb.MustRun(t, filepath.Join(root, "scripts", "uninstall"))
+	t.Logf("scripts/uninstall beside the package:\n%s", strings.TrimSpace(out))
+	for _, u := range []string{"sockd.service", "sockd@shop.service"} {
+		if m := sb.mainProc(t, u); m.Exe != "/usr/bin/sockd" {
+			t.Errorf("after scripts/uninstall %s runs %+v, want the package's /usr/bin/sockd", u, m)
+		}
+	}
+	for _, u := range []string{"sockd.socket", "sockd@shop.socket"} {
+		if p := sb.props(t, u, "ActiveState", "UnitFileState"); p["ActiveState"] != "active" || p["UnitFileState"] != "enabled" {
+			t.Errorf("after scripts/uninstall beside the package %s: %v, want active and enabled", u, p)
+		}
+	}
+	sb.once(t, pkgAddr)
+	sb.once(t, shopAddr)
+	phase("scripts/install and scripts/uninstall beside the package")
+
 	// Purge: every sockd stops, the package's files go, the admin's stay.
 	out, err = sb.dpkg(t, "--purge", "sockd")
 	t.Logf("dpkg --purge sockd:\n%s", strings.TrimSpace(out))

@@ -217,7 +217,8 @@ type Config struct {
 	// worker's ready reaches sockd (see nodeshim.Warmup; a zero Timeout is
 	// half of ReadyTimeout).
 	Warmup nodeshim.Warmup
-	// InstanceVar, if set, is a variable each worker gets with its slot,
+	// InstanceVar, if set, is a variable (or several, comma-separated)
+	// each worker gets with its slot,
 	// 0 to N-1 (PM2's NODE_APP_INSTANCE), as SOCKD_WORKER.
 	InstanceVar string
 	// Revision names this configuration (internal/config makes it a hash

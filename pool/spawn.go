@@ -195,8 +195,10 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 	if e.p.deps.NodePreload != "" && c.NodePreload {
 		env = e.nodePreload(env, w, channel >= 0)
 	}
-	if v := c.InstanceVar; v != "" {
-		env = append(withoutVar(env, v), v+"="+strconv.Itoa(slot))
+	if c.InstanceVar != "" {
+		for _, v := range strings.Split(c.InstanceVar, ",") {
+			env = append(withoutVar(env, v), v+"="+strconv.Itoa(slot))
+		}
 	}
 	if c.WorkerWatchdog > 0 {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(c.WorkerWatchdog.Microseconds(), 10))

@@ -373,6 +373,7 @@ func TestBadInput(t *testing.T) {
 		{"zero workers", nil, nil, []string{"run", "--workers", "0"}, exitUsage, "--workers 0"},
 		{"too many workers", nil, nil, []string{"run", "--workers", "100000"}, exitUsage, "--workers 100000"},
 		{"bad env flag", []string{"SOCKD_WORKERS=many"}, nil, []string{"run"}, exitUsage, "SOCKD_WORKERS"},
+		{"bad instance variable", nil, nil, []string{"run", "--instance-var", "NODE_APP_INSTANCE,,pm_id"}, exitUsage, "want a variable name"},
 		{"missing command", nil, nil, append(append([]string{"run"}, listen...), "--", "/nonexistent/server"), exitUsage, "/nonexistent/server"},
 		{"command not executable", nil, nil, append(append([]string{"run"}, listen...), "--", notExec), exitUsage, "not executable"},
 		{"bad listen url", nil, nil, append([]string{"run", "--listen", "tcp://nope"}, ctl...), exitUsage, "want HOST:PORT"},

@@ -212,8 +212,11 @@ func TestEcosystemFile(t *testing.T) {
 		t.Fatalf("PM2's ways: ready %s, settings %v", s.ReadyRule, s.Config.Settings)
 	}
 	for _, w := range s.Workers {
-		if env := environOf(t, w.PID); env["APP_COLOR"] != "blue" || env["NODE_APP_INSTANCE"] != strconv.Itoa(w.Slot) {
-			t.Fatalf("worker %d: APP_COLOR=%q NODE_APP_INSTANCE=%q", w.Slot, env["APP_COLOR"], env["NODE_APP_INSTANCE"])
+		// PM2's own variables too: apps test pm_id to tell they run under
+		// PM2 (and send 'ready' only then) or are the first.
+		if env := environOf(t, w.PID); env["APP_COLOR"] != "blue" || env["NODE_APP_INSTANCE"] != strconv.Itoa(w.Slot) ||
+			env["pm_id"] != strconv.Itoa(w.Slot) || env["name"] != "shop" {
+			t.Fatalf("worker %d: APP_COLOR=%q NODE_APP_INSTANCE=%q pm_id=%q name=%q", w.Slot, env["APP_COLOR"], env["NODE_APP_INSTANCE"], env["pm_id"], env["name"])
 		}
 	}
 	getGen(t, fmt.Sprintf("http://127.0.0.1:%d/", port))

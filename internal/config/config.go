@@ -228,8 +228,8 @@ var settings = []Setting{
 		value: func(r *Run) value {
 			return typed[int64]{&r.WarmupRequests, intIn(1, nodeshim.MaxWarmupRequests, fmt.Sprintf("1 to %d", nodeshim.MaxWarmupRequests)), showInt}
 		}},
-	{Name: "instance-var", Arg: "NAME", Default: "NODE_APP_INSTANCE", Help: "the variable that tells each worker its slot, 0 to N-1, stable across reloads and restarts (PM2's NODE_APP_INSTANCE; an app runs its cron jobs where it is 0)",
-		value: func(r *Run) value { return typed[string]{&r.InstanceVar, envName, showString} }},
+	{Name: "instance-var", Arg: "NAME", Default: "NODE_APP_INSTANCE", Help: "the variable that tells each worker its slot, 0 to N-1, stable across reloads and restarts (PM2's NODE_APP_INSTANCE; an app runs its cron jobs where it is 0); NAME,NAME…: each of them (--pm2 sets pm_id too, as PM2 does)",
+		value: func(r *Run) value { return typed[string]{&r.InstanceVar, envNames, showString} }},
 	{Name: "log-level", Arg: "LEVEL", Default: "info", Values: []string{"trace", "debug", "info", "warn", "error"},
 		Help: "the least level sockd logs: trace, debug, info, warn or error",
 		value: func(r *Run) value {
@@ -254,6 +254,16 @@ func parseWorkers(s string) (int64, error) {
 
 // NoListen is --listen none: the pool has no listener.
 const NoListen = "none"
+
+// envNames is one variable name or several, comma-separated.
+func envNames(s string) (string, error) {
+	for _, n := range strings.Split(s, ",") {
+		if _, err := envName(n); err != nil {
+			return "", fmt.Errorf("%q: %w", n, err)
+		}
+	}
+	return s, nil
+}
 
 func envName(s string) (string, error) {
 	if !validName(s) {

@@ -120,7 +120,7 @@ func TestFields(t *testing.T) {
 		// names, instance var, user
 		{name: "name from the script", app: `{"script":"server.js"}`, settings: map[string]string{"SOCKD_NAME": "server"}},
 		{name: "append_env_to_name", envName: "production", app: `{"name":"api","script":"server.js","append_env_to_name":true,"env_production":{}}`, settings: map[string]string{"SOCKD_NAME": "api-production"}},
-		{name: "instance_var", app: `{"script":"server.js","instance_var":"WORKER_ID"}`, settings: map[string]string{"SOCKD_INSTANCE_VAR": "WORKER_ID"}},
+		{name: "instance_var", app: `{"script":"server.js","instance_var":"WORKER_ID"}`, settings: map[string]string{"SOCKD_INSTANCE_VAR": "WORKER_ID,pm_id"}},
 		{name: "instance_var not a name", app: `{"script":"server.js","instance_var":"A B"}`, err: ErrInvalid, errHas: []string{`instance_var "A B"`}},
 		{name: "uid and gid", app: `{"script":"server.js","uid":"app","gid":1001}`, settings: map[string]string{"SOCKD_USER": "app:1001"}},
 		{name: "user alias", app: `{"script":"server.js","user":"www-data"}`, settings: map[string]string{"SOCKD_USER": "www-data"}},

@@ -87,7 +87,7 @@ func FuzzParseJSON(f *testing.F) {
 				t.Fatalf("env file does not parse: %v\n%s", err, env)
 			}
 			want := s
-			for k, v := range a.Env {
+			for k, v := range a.processEnv() {
 				want[k] = v
 			}
 			if _, set := a.Env["PATH"]; !set {

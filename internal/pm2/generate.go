@@ -186,9 +186,9 @@ func envFile(f *File, a *App, inst string, userInDropIn bool) ([]byte, error) {
 			return nil, err
 		}
 	}
-	env := a.Env
+	env := a.processEnv()
 	if _, set := env["PATH"]; !set && a.Interpreter != "" && !inPath(filepath.Dir(a.Interpreter), systemdPath) {
-		env = a.clone().Env
+		env = a.clone().processEnv()
 		env["PATH"] = filepath.Dir(a.Interpreter) + ":" + systemdPath // as pm2 startup does
 	}
 	if len(env) > 0 {

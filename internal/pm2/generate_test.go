@@ -70,8 +70,11 @@ func TestGenerate(t *testing.T) {
 		path := filepath.Join(root, "etc/sockd", a.Name+".env")
 		got := readEnvFile(t, path)
 		want := a.Settings()
-		for k, v := range a.Env {
+		for k, v := range a.processEnv() {
 			want[k] = v
+		}
+		if got["name"] != a.Name {
+			t.Errorf("%s: name=%q, want the app's name %q, as PM2 sets it", path, got["name"], a.Name)
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s reads back as\n%v\nwant\n%v", path, got, want)

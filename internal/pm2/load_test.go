@@ -2,6 +2,8 @@ package pm2
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -33,7 +35,7 @@ func TestLoadFiles(t *testing.T) {
 			name: "pm2 init simple", file: "apps/simple.config.js", names: []string{"app1"},
 			command: []string{"$NODE", "$DIR/server.js"}, mode: "fork",
 			settings: map[string]string{"SOCKD_NAME": "app1", "SOCKD_WORKERS": "1", "SOCKD_LISTEN": "none", "SOCKD_READY": "after:1s",
-				"SOCKD_CWD": "$DIR", "SOCKD_STOP_SIGNAL": "INT", "SOCKD_INSTANCE_VAR": "NODE_APP_INSTANCE", "SOCKD_COMMAND": "$NODE $DIR/server.js",
+				"SOCKD_CWD": "$DIR", "SOCKD_STOP_SIGNAL": "INT", "SOCKD_INSTANCE_VAR": "NODE_APP_INSTANCE,pm_id", "SOCKD_COMMAND": "$NODE $DIR/server.js",
 				"SOCKD_STOP_TIMEOUT": "", "SOCKD_READY_TIMEOUT": "", "SOCKD_RESTART_LIMIT": "", "SOCKD_WORKER_MAX_MEMORY": ""},
 			env: map[string]string{},
 		},
@@ -74,7 +76,7 @@ func TestLoadFiles(t *testing.T) {
 		{
 			name: "fork mode queue consumer with env_production and deploy env", file: "apps/multi.config.js", app: "consumer", envName: "production",
 			command: []string{"$NODE", "$DIR/worker.js"}, mode: "fork",
-			settings: map[string]string{"SOCKD_WORKERS": "4", "SOCKD_LISTEN": "none", "SOCKD_INSTANCE_VAR": "INSTANCE_ID"},
+			settings: map[string]string{"SOCKD_WORKERS": "4", "SOCKD_LISTEN": "none", "SOCKD_INSTANCE_VAR": "INSTANCE_ID,pm_id"},
 			env:      map[string]string{"QUEUE": "jobs", "DEPLOYED": "yes"},
 		},
 		{
@@ -271,8 +273,9 @@ func TestSplitRef(t *testing.T) {
 }
 
 func TestBadDir(t *testing.T) {
-	_, err := load(t, Options{Path: testdata(t, "apps/docs.json"), Dir: "/nonexistent"})
-	checkErr(t, err, ErrRead, `directory "/nonexistent": not a directory`)
+	dir := filepath.Join(t.TempDir(), "nonexistent") // not /nonexistent: nobody's HOME, which something may have made
+	_, err := load(t, Options{Path: testdata(t, "apps/docs.json"), Dir: dir})
+	checkErr(t, err, ErrRead, fmt.Sprintf(`directory %q: not a directory`, dir))
 }
 
 // TestTypesOfEveryApp: like PM2, a bad field of any app fails the file,

@@ -64,7 +64,7 @@ func (a *App) Settings() map[string]string {
 		"SOCKD_COMMAND":      QuoteCommand(a.Command()),
 		"SOCKD_CWD":          a.Cwd,
 		"SOCKD_WORKERS":      a.WorkersSpec(),
-		"SOCKD_INSTANCE_VAR": a.InstanceVar,
+		"SOCKD_INSTANCE_VAR": a.instanceVars(),
 		"SOCKD_STOP_SIGNAL":  "INT",
 		"SOCKD_LISTEN":       NoListen,
 	}
@@ -112,6 +112,20 @@ func (a *App) Settings() map[string]string {
 	}
 	return s
 }
+
+// instanceVars are the variables that tell a worker its slot: instance_var
+// (NODE_APP_INSTANCE), and pm_id as PM2 sets it (the process's id in PM2's
+// list, 0 to N-1 for the first app), which apps test to tell they run
+// under PM2 (process.env.pm_id !== undefined) or are the first.
+func (a *App) instanceVars() string {
+	if a.InstanceVar == PMID {
+		return a.InstanceVar
+	}
+	return a.InstanceVar + "," + PMID
+}
+
+// PMID is PM2's variable with the process's id.
+const PMID = "pm_id"
 
 func (a *App) minUptime() time.Duration {
 	if a.MinUptime > 0 {
@@ -170,17 +184,34 @@ func Getenv(settings map[string]string, env func(string) string) func(string) st
 // Environ is the workers' environment: base (sockd's environment) with
 // the app's variables set over it, as PM2 sets env over its own.
 func (a *App) Environ(base []string) []string {
-	out := make([]string, 0, len(base)+len(a.Env))
+	env := a.processEnv()
+	out := make([]string, 0, len(base)+len(env))
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, over := a.Env[k]; !over {
+		if _, over := env[k]; !over {
 			out = append(out, kv)
 		}
 	}
-	for _, k := range sortedKeys(a.Env) {
-		out = append(out, k+"="+a.Env[k])
+	for _, k := range sortedKeys(env) {
+		out = append(out, k+"="+env[k])
 	}
 	return out
+}
+
+// processEnv is the app's env with what PM2 adds to every process's
+// environment from its own record of it and sockd can give: name, the
+// app's name (pm_id comes with the slot: instanceVars). The app's own
+// env wins.
+func (a *App) processEnv() map[string]string {
+	if _, set := a.Env["name"]; set || a.Name == "" {
+		return a.Env
+	}
+	env := make(map[string]string, len(a.Env)+1)
+	for k, v := range a.Env {
+		env[k] = v
+	}
+	env["name"] = a.Name
+	return env
 }
 
 // ParseWorkers reads a --workers value: N, "max" (one per CPU), or

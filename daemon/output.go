@@ -34,6 +34,13 @@ type workerOutput struct {
 type sinkBox struct{ output.Sink }
 
 func newWorkerOutput(c *config.Run, stdout, stderr io.Writer, log hclog.Logger) *workerOutput {
+	if stdout == nil && stderr == nil && output.SameStream(os.Stdout, os.Stderr) {
+		// 2>&1 into a pipe or a terminal: one file, so that its lock
+		// keeps every write whole (two files writing more than PIPE_BUF
+		// to one pipe at once splice each other's lines), sockd's own
+		// log records included.
+		stdout = os.Stderr
+	}
 	if stdout == nil {
 		stdout = os.Stdout
 	}

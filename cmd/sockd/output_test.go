@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockd/sockd/internal/procfs"
 	"github.com/sockd/sockd/pool"
 )
@@ -471,4 +473,76 @@ func orphanPipes(pid int) []string {
 		}
 	}
 	return out
+}
+
+// TestOneStreamForStdoutAndStderr: `sockd run 2>&1 | …` (fds 1 and 2 one
+// pipe, here of one page, so that every long write blocks part way): a
+// worker writing long lines to its stdout and stderr at once, and sockd's
+// own log records, come out whole, each line with its own prefix. Two
+// descriptors writing more than PIPE_BUF to one pipe splice each other.
+func TestOneStreamForStdoutAndStderr(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 300, 3000
+	worker := fmt.Sprintf(`a=$(head -c %d /dev/zero | tr '\0' A); e=$(head -c %d /dev/zero | tr '\0' E)
+(i=0; while [ $i -lt %d ]; do echo "$a"; i=$((i+1)); done) &
+(i=0; while [ $i -lt %d ]; do echo "$e" >&2; i=$((i+1)); done) &
+wait
+echo finished
+exec sleep 600`, size, size, n, n)
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl.sock")
+	cmd, _ := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--workers", "1",
+		"--ready", "after:10ms", "--log-level", "debug", "--", "/bin/sh", "-c", worker)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	wantOut, wantErr := "[w0 g1] "+strings.Repeat("A", size), "[w0 g1 err] "+strings.Repeat("E", size)
+	outs, errs, bad := 0, 0, 0
+	deadline := time.After(60 * time.Second)
+	for outs < n || errs < n {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("sockd's output ended after %d stdout and %d stderr lines", outs, errs)
+			}
+			switch {
+			case l == wantOut:
+				outs++
+			case l == wantErr:
+				errs++
+			case strings.Contains(l, "AAAA") || strings.Contains(l, "EEEE"):
+				if bad++; bad <= 3 {
+					t.Errorf("a spliced line: %.120q…", l)
+				}
+			}
+		case <-deadline:
+			t.Fatalf("after 60 s: %d whole stdout lines, %d whole stderr lines of %d, %d spliced", outs, errs, n, bad)
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d spliced lines", bad)
+	}
+	go func() {
+		for range lines {
+		}
+	}()
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sink is where a relay delivers lines (besides its ring).
@@ -171,4 +173,35 @@ func (ss Sinks) Write(b *Batch) error {
 		}
 	}
 	return worst
+}
+
+// SameStream says whether a and b are one pipe, socket or terminal (fds 1
+// and 2 of `sockd run 2>&1 | …`): then writes to both must go through one
+// of them, whose lock keeps each write whole. A write of more than
+// PIPE_BUF bytes to a pipe is not atomic, and two descriptors writing at
+// once interleave their pieces. (Writes to one regular file through one
+// open file description are whole anyway.)
+func SameStream(a, b *os.File) bool {
+	var sa, sb unix.Stat_t
+	if fstat(a, &sa) != nil || fstat(b, &sb) != nil {
+		return false
+	}
+	switch sa.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR:
+		return sa.Dev == sb.Dev && sa.Ino == sb.Ino && sa.Rdev == sb.Rdev
+	}
+	return false
+}
+
+// fstat is fstat(2) of f without f.Fd(), which would make it blocking.
+func fstat(f *os.File, st *unix.Stat_t) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), st) }); err != nil {
+		return err
+	}
+	return serr
 }

@@ -279,12 +279,21 @@ func controlOfPID(pid int) (string, error) {
 	if _, _, err := procfs.Stat(pid); err != nil {
 		return "", fmt.Errorf("--pid %d: no such process", pid)
 	}
-	tried := 0
-	for _, p := range append([]int{pid}, procfs.Children(pid)...) {
-		if !runsSockd(p) {
-			// Never send a request to another program's sockets.
-			continue
+	if !runsSockd(pid) {
+		// Never send a request to another program's sockets.
+		return "", fmt.Errorf("--pid %d: not a sockd (its program's name has no \"sockd\" in it; give --control PATH)", pid)
+	}
+	// pid itself, then (a keeper) its children that are sockds: its
+	// successor, the only one of them with a control socket (workers of
+	// the demo, a guard, hold none of their own).
+	candidates := []int{pid}
+	for _, c := range procfs.Children(pid) {
+		if runsSockd(c) {
+			candidates = append(candidates, c)
 		}
+	}
+	tried := 0
+	for _, p := range candidates {
 		ls, err := procfs.UnixListeners(p)
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
@@ -316,9 +325,6 @@ func controlOfPID(pid int) (string, error) {
 				return path, nil
 			}
 		}
-	}
-	if !runsSockd(pid) {
-		return "", fmt.Errorf("--pid %d: not a sockd (its program's name has no \"sockd\" in it; give --control PATH)", pid)
 	}
 	return "", fmt.Errorf("--pid %d: no sockd control socket among its %d listening unix sockets of its own", pid, tried)
 }

@@ -219,6 +219,9 @@ func (p *Pool) markReady(w *worker) {
 	}
 	w.state = Ready
 	w.readyAt = p.env.now()
+	for _, s := range p.st.slots {
+		s.unready = 0
+	}
 	p.raise(w)
 	w.rampEnd = p.env.steerReady(w)
 	p.wlog(w).Info("worker ready", "event", "worker_ready", "seconds", w.readyAt.Sub(w.started).Seconds())

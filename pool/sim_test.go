@@ -426,6 +426,64 @@ func TestSimBackoffAndBudget(t *testing.T) {
 	}
 }
 
+// Workers that never say they are ready: each is stopped at its ready
+// timeout, one per ReadyTimeout, which the crash budget (10 in 60 s)
+// never counts up to; after UnreadyLimit in a row of a slot, with no
+// worker of the pool ready, sockd gives up and says what the ready rule
+// waits for. With a worker ready, a slot that never gets ready is left to
+// the crash budget.
+func TestSimNeverReadyGivesUp(t *testing.T) {
+	roundOfTimeouts := func(s *sim, pids []int) []int {
+		t.Helper()
+		s.advance(10 * time.Second)
+		for _, pid := range pids {
+			s.exit(pid)
+		}
+		for i := 0; i < 100 && len(s.starting()) < len(pids) && s.p.st.fatal == nil; i++ {
+			s.advance(100 * time.Millisecond) // the backoff
+		}
+		return s.starting()
+	}
+	s := newSim(t, func(o *simOpts) { o.ReadyTimeout = 10 * time.Second })
+	pids := s.starting()
+	for round := 1; round <= UnreadyLimit; round++ {
+		if len(pids) != 2 || s.p.st.fatal != nil {
+			t.Fatalf("round %d: starting %v, fatal %v", round, pids, s.p.st.fatal)
+		}
+		pids = roundOfTimeouts(s, pids)
+	}
+	err := s.p.st.fatal
+	if !errors.Is(err, ErrRestartLimit) || !strings.Contains(err.Error(), "no worker became ready") || !strings.Contains(err.Error(), "--ready after:2s") {
+		t.Fatalf("after %d ready timeouts of each slot: fatal %v", UnreadyLimit, err)
+	}
+
+	// In a row: a worker of the pool ready in between starts the count
+	// again.
+	s = newSim(t, func(o *simOpts) { o.ReadyTimeout = 10 * time.Second; o.RestartLimit = RestartLimit{100, time.Minute} })
+	pids = s.starting()
+	for round := 1; round < UnreadyLimit; round++ {
+		pids = roundOfTimeouts(s, pids)
+	}
+	s.ready(pids[1])
+	s.exit(pids[1])
+	for i := 0; i < 100 && len(s.starting()) < 2; i++ {
+		s.advance(100 * time.Millisecond)
+	}
+	if pids = roundOfTimeouts(s, s.starting()); s.p.st.fatal != nil {
+		t.Fatalf("gave up though a worker was ready since: %v", s.p.st.fatal)
+	}
+
+	s = newSim(t, func(o *simOpts) { o.ReadyTimeout = 10 * time.Second; o.RestartLimit = RestartLimit{100, time.Minute} })
+	pids = s.starting()
+	s.ready(pids[1])
+	pids = pids[:1]
+	for round := 1; round <= 2*UnreadyLimit; round++ {
+		if pids = roundOfTimeouts(s, pids); len(pids) != 1 || s.p.st.fatal != nil {
+			t.Fatalf("round %d with a worker ready: starting %v, fatal %v", round, pids, s.p.st.fatal)
+		}
+	}
+}
+
 // A worker that stayed ready for StableAfter restarts at once after a
 // crash again; a crash loop's budget forgets crashes older than Period.
 func TestSimStableWorkerResetsBackoffAndBudget(t *testing.T) {

@@ -28,8 +28,11 @@ type slot struct {
 	// crash restarts since the slot's generation took over (shown per
 	// worker in status).
 	crashes, restarts int
-	restartArmed      bool // a restartTimer or a retry is pending
-	removed           bool // dropped by a scale-down
+	// unready counts the slot's workers in a row that were stopped for
+	// not being ready in time (reset when a worker of the pool is ready).
+	unready      int
+	restartArmed bool // a restartTimer or a retry is pending
+	removed      bool // dropped by a scale-down
 	// served: new connections are steered to the slot's reuseport
 	// sockets (it had a ready worker, or was there from the start).
 	served   bool
@@ -369,6 +372,19 @@ func (p *Pool) crashed(s *slot, w *worker, how string) {
 		}
 	}
 	st.crashes = append(kept, now)
+	if w.why == ExitReadyTimeout {
+		s.unready++
+	} else {
+		s.unready = 0
+	}
+	if s.unready >= UnreadyLimit && p.countReady() == 0 && !s.removed {
+		// Ready timeouts come one per --ready-timeout: the crash budget
+		// would never run out, and sockd would restart for ever a worker
+		// that does not say it is ready.
+		p.giveUp(fmt.Errorf("%w: no worker became ready: worker %d was not ready within %s %d times in a row (%s)",
+			ErrRestartLimit, w.slot, w.cfg.ReadyTimeout, s.unready, readyHint(w.cfg.Ready)))
+		return
+	}
 	if len(st.crashes) > lim.Burst {
 		p.giveUp(fmt.Errorf("%w: %d crashes within %s (last: worker %d, %s)", ErrRestartLimit, len(st.crashes), lim.Period, w.slot, how))
 		return
@@ -435,6 +451,25 @@ func (p *Pool) onRestartTimer(s *slot) {
 		return
 	}
 	p.startOrCrash(s)
+}
+
+// UnreadyLimit is how many workers of a slot in a row may be stopped for
+// not being ready in time, while no worker of the pool is ready, before
+// sockd gives up.
+const UnreadyLimit = 3
+
+// readyHint says what the ready rule waits for, and what to do if the app
+// does not do it.
+func readyHint(r ReadyRule) string {
+	switch {
+	case r.Listening:
+		return "--ready node-listen waits for the app to listen on one of sockd's sockets: does it listen on another port?"
+	case r.NodeIPC:
+		return "--ready node-ipc waits for the app to call process.send('ready'); for an app that does not, --ready node-listen"
+	case r.After > 0:
+		return fmt.Sprintf("--ready after:%s is longer than --ready-timeout", r.After)
+	}
+	return "--ready notify waits for the app to send READY=1 to $NOTIFY_SOCKET (sd_notify(3)); for an app that does not, --ready after:2s (any app) or node-listen (Node.js)"
 }
 
 func (p *Pool) giveUp(err error) {

@@ -126,7 +126,7 @@ func newConf(cfg Config, deps Deps) (*conf, error) {
 		}
 	}
 	trampoline := deps.Trampoline
-	command, err := ResolveCommand(c.Command[0])
+	command, err := ResolveCommand(c.Command[0], c.Dir)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,23 +120,31 @@ func defaultSignal34() {
 
 // ResolveCommand finds the worker program before any worker is forked, so
 // a typo is one clear error instead of N crash loops.
-func ResolveCommand(name string) (string, error) {
+//
+// A relative path with a slash ("./server", "bin/app") is taken in dir,
+// the workers' directory (--cwd), where they run it, not in sockd's.
+func ResolveCommand(name, dir string) (string, error) {
+	what := strconv.Quote(name)
+	if strings.Contains(name, "/") && !filepath.IsAbs(name) && dir != "" {
+		name = filepath.Join(dir, name)
+		what += " in " + dir
+	}
 	path, err := exec.LookPath(name)
 	if errors.Is(err, fs.ErrPermission) {
-		return "", fmt.Errorf("worker command %q: not executable (permission denied)", name)
+		return "", fmt.Errorf("worker command %s: not executable (permission denied)", what)
 	}
 	if err != nil {
-		return "", fmt.Errorf("worker command %q: %w", name, errors.Unwrap(err))
+		return "", fmt.Errorf("worker command %s: %w", what, errors.Unwrap(err))
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("worker command %q: %w", name, err)
+		return "", fmt.Errorf("worker command %s: %w", what, err)
 	}
 	if fi.IsDir() {
-		return "", fmt.Errorf("worker command %q is a directory", name)
+		return "", fmt.Errorf("worker command %s is a directory", what)
 	}
 	if fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("worker command %q: not executable", name)
+		return "", fmt.Errorf("worker command %s: not executable", what)
 	}
 	return path, nil
 }

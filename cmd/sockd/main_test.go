@@ -646,3 +646,17 @@ func TestStatusShowsWorkersRequestCounts(t *testing.T) {
 		t.Fatalf("status text has no REQUESTS column:\n%s", text.String())
 	}
 }
+
+// TestRelativeCommandRunsInCwd: `--cwd /srv/app -- ./server` (a unit's
+// SOCKD_CWD and SOCKD_COMMAND) runs the server of --cwd, wherever sockd
+// itself runs.
+func TestRelativeCommandRunsInCwd(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "server"), []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startSockd(t, nil, "--listen", "none", "--ready", "after:50ms", "--workers", "1", "--cwd", dir, "--", "./server")
+	if s := d.mustStatus(); s.Ready != 1 {
+		t.Fatalf("status %+v", s)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -215,10 +216,18 @@ func TestLoad(t *testing.T) {
 		{Source{Args: []string{"--", "/nonexistent/app"}}, "/nonexistent/app"},
 		{Source{Environ: []string{"SOCKD_COMMAND=/bin/sh -c 'x"}}, "SOCKD_COMMAND: unterminated '"},
 		{Source{Args: []string{"--cwd", f}}, "--cwd " + f + ": not a directory"},
+		// A relative command is the workers' --cwd's, where they run it.
+		{Source{Args: []string{"--cwd", "/", "--", "./app"}}, `worker command "./app" in /: stat /app`},
 	} {
 		if _, err := Load(c.src); err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.src, err, c.want)
 		}
+	}
+	app := filepath.Join(dir, "bin", "app")
+	os.MkdirAll(filepath.Dir(app), 0o755)
+	os.WriteFile(app, []byte("#!/bin/sh\n"), 0o755)
+	if r, err := Load(Source{Args: []string{"--cwd", dir, "--", "bin/app"}, Environ: []string{"PATH=/bin"}, Self: "x"}); err != nil || r.Command[0] != "bin/app" {
+		t.Errorf("a command relative to --cwd: %+v, %v", r, err)
 	}
 	// --warmup with --pm2: the file's wait_ready is the ready it needs,
 	// and a --ready notify given beside it is refused once the file is read.

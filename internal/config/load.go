@@ -143,7 +143,7 @@ func unknownSettings(env []string) []string {
 func (r *Run) Demo() bool { return len(r.Command) == 2 && r.Command[1] == "demo-worker" }
 
 func (r *Run) checkCommand() error {
-	path, err := pool.ResolveCommand(r.Command[0])
+	path, err := pool.ResolveCommand(r.Command[0], r.Dir)
 	if err != nil {
 		return usageError{err.Error()}
 	}

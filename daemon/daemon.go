@@ -391,9 +391,17 @@ func (d *Daemon) closeGuard() {
 // closeTree removes the cgroup subtree sockd made (not after an upgrade
 // handed it on).
 func (d *Daemon) closeTree() {
-	if d.tree != nil && d.m.phase != phaseHandedOff {
+	switch {
+	case d.tree == nil:
+	case d.m.phase != phaseHandedOff:
 		if err := d.tree.Close(); err != nil {
 			d.log.Warn("cannot remove sockd's cgroups", "error", err)
+		}
+	default:
+		// Out of the subtree the new sockd now owns (this process may
+		// stay as its keeper): it removes it when it ends.
+		if err := d.tree.Leave(); err != nil {
+			d.log.Warn("cannot leave the cgroups handed over", "error", err)
 		}
 	}
 }

@@ -922,4 +922,18 @@ func TestClientByPID(t *testing.T) {
 			t.Errorf("sockd %v: exit %d (want %d), want one line with %q:\n%s", c.args, code, c.code, c.want, o)
 		}
 	}
+
+	// Stopped through the keeper: the cgroup subtree the first sockd made
+	// and handed over goes too (the keeper left it, the new sockd removed
+	// it), so that a later sockd with this pid (a container's PID 1) can
+	// make its own.
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the keeper exited: %v", err)
+	}
+	if m := regexp.MustCompile(`workers get cgroups of their own: base=(\S+)`).FindStringSubmatch(out.String()); m != nil {
+		if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the cgroup subtree %s outlived the sockds that had it: %v", m[1], err)
+		}
+	}
 }

@@ -117,7 +117,7 @@ func Setup(o Options) (*Tree, error) {
 		return nil, err
 	}
 	if t.created {
-		if err := os.Mkdir(t.Base, 0o755); err != nil {
+		if err := makeBase(t); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
@@ -126,6 +126,55 @@ func Setup(o Options) (*Tree, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// makeBase makes t.Base, sockd-PID. One of that name already there was
+// left by a sockd that had this pid before (one killed by SIGKILL, a
+// container's PID 1 of an earlier run, which is always 1): empty, it is
+// removed and made again; in use (a sockd with this pid in another pid
+// namespace), the name gets a suffix, sockd-PID.2, .3, ….
+func makeBase(t *Tree) error {
+	base := t.Base
+	for i := 1; i <= 100; i++ {
+		if i > 1 {
+			t.Base = fmt.Sprintf("%s.%d", base, i)
+		}
+		err := os.Mkdir(t.Base, 0o755)
+		if errors.Is(err, os.ErrExist) && removeEmpty(t.Base) == nil {
+			err = os.Mkdir(t.Base, 0o755)
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	return fmt.Errorf("mkdir %s: exists, and so do 99 more of its name in use", base)
+}
+
+// removeEmpty removes the cgroup dir and every cgroup below it, deepest
+// first; the kernel refuses (EBUSY) where a process is left.
+func removeEmpty(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := removeEmpty(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return os.Remove(dir)
+}
+
+// Leave moves this process back to the cgroup it came from (a sockd that
+// handed its workers over to a new one and stays as its keeper), so that
+// the new sockd can remove the subtree when it ends.
+func (t *Tree) Leave() error {
+	if t.origin == "" {
+		return nil
+	}
+	return write(filepath.Join(t.origin, "cgroup.procs"), strconv.Itoa(os.Getpid()))
 }
 
 // Probe says whether Setup would find a subtree, without making or

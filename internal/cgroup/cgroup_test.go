@@ -333,3 +333,65 @@ func TestUnescape(t *testing.T) {
 		}
 	}
 }
+
+// A sockd-PID left by an earlier sockd with this pid (a container's PID 1
+// is always 1): empty, it is removed and made again; in use (a sockd with
+// the same pid in another pid namespace), the next free name is taken and
+// the other is left alone.
+func TestKernelStaleTree(t *testing.T) {
+	mount := kernelMount(t)
+	base := filepath.Join(mount, fmt.Sprintf("sockd-%d", os.Getpid()))
+	for _, d := range []string{base, filepath.Join(base, "supervisor"), filepath.Join(base, "worker-1-1"), filepath.Join(base, "worker-1-1", "app")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := Setup(Options{Mount: mount, Own: "/"})
+	if err != nil {
+		removeEmpty(base)
+		t.Fatalf("Setup over an empty stale tree: %v", err)
+	}
+	var dirs []string
+	ents, _ := os.ReadDir(base)
+	for _, e := range ents {
+		if e.IsDir() {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	if tr.Base != base || len(dirs) != 1 || dirs[0] != "supervisor" {
+		t.Errorf("tree %s holding %v, want %s made again with its supervisor leaf alone", tr.Base, dirs, base)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// In use: a process in it.
+	busy := filepath.Join(base, "other")
+	if err := os.MkdirAll(busy, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := &Group{Path: busy}
+	dir, err := os.Open(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.dir = dir
+	cmd, _, _ := startHelper(t, g)
+	g.CloseFD()
+	t.Cleanup(func() {
+		g.Kill() // the helper and its daemon
+		cmd.Wait()
+		workertest.Eventually(t, 10*time.Second, "the helper's cgroup empty", func() bool { return removeEmpty(base) == nil })
+	})
+	tr, err = Setup(Options{Mount: mount, Own: "/"})
+	if err != nil {
+		t.Fatalf("Setup beside a tree in use: %v", err)
+	}
+	defer tr.Close()
+	if tr.Base != base+".2" {
+		t.Errorf("tree %s, want %s.2", tr.Base, base)
+	}
+	if _, err := os.Stat(busy); err != nil {
+		t.Errorf("the tree in use was touched: %v", err)
+	}
+}

@@ -62,7 +62,7 @@ func scaleArg(args []string, valued ...string) (string, []string) {
 // defaultClientTimeout bounds a request sockd answers at once (status, a
 // reload without --wait): a sockd that accepts no connection (out of
 // descriptors, stopped with SIGSTOP) must not hang a health check.
-const defaultClientTimeout = 10 * time.Second
+var defaultClientTimeout = 10 * time.Second // a variable for tests
 
 // flagSet says whether the flag name was given (on the command line or
 // in the environment).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/output"
@@ -51,10 +54,18 @@ func logsCommand(args []string, stdout io.Writer) error {
 		Command string `json:"command"`
 		output.Query
 	}{Command: "logs", Query: output.Query{Lines: &lines, Follow: follow}}
-	if *slot >= 0 {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["worker"] {
+		if *slot < 0 {
+			return usagef("sockd logs: --worker %d: want a slot, 0 or more", *slot)
+		}
 		q.Worker = slot
 	}
-	if *gen >= 0 {
+	if set["generation"] {
+		if *gen < 1 {
+			return usagef("sockd logs: --generation %d: want a generation, 1 or more", *gen)
+		}
 		q.Generation = gen
 	}
 	path, err := tgt.path()
@@ -85,22 +96,22 @@ func logsCommand(args []string, stdout io.Writer) error {
 	// ask again (at most 4 more times, as control.Call). The new sockd's
 	// tail holds only its own workers' lines, which the old one never had.
 	for range 5 {
-		if err = readLogs(ctx, path, q, emit); !errors.Is(err, output.ErrRetry) {
+		if err = readLogs(ctx, path, q, follow, emit); !errors.Is(err, output.ErrRetry) {
 			break
 		}
 	}
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
-	if ctx.Err() != nil {
-		return nil // interrupted: the way out of -f
+	if ctx.Err() != nil || errors.Is(err, syscall.EPIPE) {
+		return nil // interrupted (the way out of -f), or the reader went away (| head)
 	}
 	return err
 }
 
 // readLogs sends the logs request q to the sockd at path and hands each
 // record to fn.
-func readLogs(ctx context.Context, path string, q any, fn func(output.Record) error) error {
+func readLogs(ctx context.Context, path string, q any, follow bool, fn func(output.Record) error) error {
 	dctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -115,5 +126,34 @@ func readLogs(ctx context.Context, path string, q any, fn func(output.Record) er
 	if _, err := c.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
 	}
-	return output.ReadLogs(c, fn)
+	// The answer's first line, and without -f the whole tail, within the
+	// time sockd status gets: a sockd that does not answer (stopped, out
+	// of descriptors) must not hang the command. Following, lines come
+	// when the workers write them.
+	c.SetReadDeadline(time.Now().Add(defaultClientTimeout))
+	var r io.Reader = c
+	if follow {
+		r = &clearAfterHead{c: c}
+	}
+	err = output.ReadLogs(r, fn)
+	if errors.Is(err, output.ErrNoAnswer) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
+	}
+	return err
+}
+
+// clearAfterHead lifts the read deadline once the answer's first line
+// (sockd's ok) came.
+type clearAfterHead struct {
+	c    net.Conn
+	done bool
+}
+
+func (h *clearAfterHead) Read(p []byte) (int, error) {
+	n, err := h.c.Read(p)
+	if !h.done && bytes.IndexByte(p[:n], '\n') >= 0 {
+		h.done = true
+		h.c.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }

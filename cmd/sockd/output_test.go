@@ -546,3 +546,80 @@ exec sleep 600`, size, size, n, n)
 		}
 	}()
 }
+
+// A sockd that does not answer (stopped, out of descriptors; here a
+// socket nobody answers on) ends sockd logs, logs -f and top within the
+// client timeout, exit 5, as sockd status; bad selectors are refused; a
+// reader that goes away (| head) ends logs quietly.
+func TestLogsAndTopAgainstASilentSockd(t *testing.T) {
+	old := defaultClientTimeout
+	defaultClientTimeout = 300 * time.Millisecond
+	defer func() { defaultClientTimeout = old }()
+	dir := t.TempDir()
+	silent := filepath.Join(dir, "silent.sock")
+	ln, err := net.Listen("unix", silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	for _, args := range [][]string{{"logs"}, {"logs", "-f"}, {"top", "-n", "1"}} {
+		done := make(chan int, 1)
+		var errb bytes.Buffer
+		go func() { done <- sockd(append(args, "--control", silent), io.Discard, &errb) }()
+		select {
+		case code := <-done:
+			if code != exitUnreachable || !strings.Contains(errb.String(), "no answer") && !strings.Contains(errb.String(), "in time") {
+				t.Errorf("sockd %v against a silent sockd: exit %d, %q", args, code, errb.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("sockd %v against a silent sockd hangs", args)
+		}
+	}
+	for _, args := range [][]string{{"logs", "--worker", "-2"}, {"logs", "--generation", "0"}} {
+		var errb bytes.Buffer
+		if code := sockd(append(args, "--control", silent), io.Discard, &errb); code != exitUsage || strings.Count(strings.TrimSpace(errb.String()), "\n") != 0 {
+			t.Errorf("sockd %v: exit %d, %q; want a one-line usage error", args, code, errb.String())
+		}
+	}
+
+	// A sockd that answers three lines; the reader is gone after one.
+	answering := filepath.Join(dir, "answering.sock")
+	ln2, err := net.Listen("unix", answering)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	go func() {
+		c, err := ln2.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		bufio.NewReader(c).ReadBytes('\n')
+		io.WriteString(c, `{"ok":true}`+"\n")
+		for i := range 3 {
+			fmt.Fprintf(c, `{"worker":0,"generation":1,"pid":42,"stream":"stdout","priority":6,"message":"line %d"}`+"\n", i)
+		}
+		io.WriteString(c, `{"end":true}`+"\n")
+	}()
+	var errb bytes.Buffer
+	if code := sockd([]string{"logs", "-f", "--control", answering}, epipeWriter{}, &errb); code != 0 {
+		t.Errorf("sockd logs -f | head -1: exit %d, %q", code, errb.String())
+	}
+}
+
+// epipeWriter is a pipe whose reader has gone.
+type epipeWriter struct{}
+
+func (epipeWriter) Write([]byte) (int, error) {
+	return 0, &os.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
+}

@@ -64,9 +64,21 @@ func topCommand(args []string, stdout io.Writer) error {
 		defer io.WriteString(f, "\x1b[?25h\x1b[?1049l")
 		keys := make(chan byte, 8)
 		go readKeys(os.Stdin, keys)
-		return t.run(ctx, *interval, *count, keys)
+		// q or Ctrl-C (raw mode: a key, not a signal) ends top at once,
+		// also while it waits for a sockd that does not answer.
+		ctx, quit := context.WithCancel(ctx)
+		defer quit()
+		go func() {
+			for k := range keys {
+				if k == 'q' || k == 'Q' || k == 3 {
+					quit()
+					return
+				}
+			}
+		}()
+		return t.run(ctx, *interval, *count)
 	}
-	return t.run(ctx, *interval, *count, nil)
+	return t.run(ctx, *interval, *count)
 }
 
 type top struct {
@@ -82,8 +94,10 @@ type top struct {
 // the workers' usage at most twice a second.
 const firstGap = 600 * time.Millisecond
 
-func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <-chan byte) error {
-	if s, err := t.fetch(ctx); err == nil {
+func (t *top) run(ctx context.Context, interval time.Duration, count int) error {
+	if s, err := t.fetch(ctx); ctx.Err() != nil {
+		return nil
+	} else if err == nil {
 		t.remember(s, time.Now())
 		select {
 		case <-ctx.Done():
@@ -97,10 +111,10 @@ func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <
 	defer tick.Stop()
 	for n := 1; ; n++ {
 		s, err := t.fetch(ctx)
-		if errors.Is(err, control.ErrUnreachable) {
-			return err
+		if ctx.Err() != nil {
+			return nil // q, Ctrl-C, SIGINT or SIGTERM
 		}
-		if err != nil && ctx.Err() == nil {
+		if err != nil {
 			return err
 		}
 		if err == nil {
@@ -112,10 +126,6 @@ func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <
 		select {
 		case <-ctx.Done():
 			return nil
-		case k := <-keys:
-			if k == 'q' || k == 'Q' || k == 3 { // 3: Ctrl-C in raw mode
-				return nil
-			}
 		case <-tick.C:
 		}
 	}
@@ -123,6 +133,10 @@ func (t *top) run(ctx context.Context, interval time.Duration, count int, keys <
 
 func (t *top) fetch(ctx context.Context) (pool.Status, error) {
 	var s pool.Status
+	// A sockd that does not answer (stopped, out of descriptors) ends top
+	// as it ends sockd status.
+	ctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
+	defer cancel()
 	resp, err := control.Call(ctx, t.path, control.Request{Command: "status"})
 	if err != nil {
 		return s, err

@@ -192,11 +192,14 @@ var ErrRetry = errors.New("ask again")
 // the {"ok":…} line, whose error it returns, then each record, which it
 // passes to fn, until {"end":true}, the end of the stream, or fn's error;
 // an error wrapping ErrRetry where sockd says so.
+// ErrNoAnswer: the logs request got no first line back.
+var ErrNoAnswer = errors.New("no answer from sockd")
+
 func ReadLogs(r io.Reader, fn func(Record) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.ReadBytes('\n')
 	if err != nil {
-		return fmt.Errorf("no answer from sockd: %w", err)
+		return fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	var resp struct {
 		OK    bool   `json:"ok"`

@@ -26,9 +26,17 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	// sockets, cgroups and files are set up is handled once sockd runs
 	// (a stop then starts nothing more and cleans up), instead of
 	// killing it half set up.
+	// The stop signals have a channel of their own: a flood of others
+	// (SIGTTOU raised by every write of a background job to a terminal
+	// with tostop) fills a channel, and the signals that find it full are
+	// dropped.
+	stops := make(chan os.Signal, 4)
+	signal.Notify(stops, stopSignals...)
+	defer signal.Stop(stops)
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, handledSignals...)
+	signal.Notify(sigs, otherSignals...)
 	defer signal.Stop(sigs)
+	tty := controllingTerminal()
 	src := config.Source{Args: args, Environ: os.Environ(), Self: self()}
 	c, err := config.Load(src)
 	if errors.Is(err, config.ErrHelp) {
@@ -38,7 +46,8 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, apply := newLogger(c, stderr)
+	log, apply, closeLog := newLogger(c, stderr)
+	defer closeLog()
 	d, err := daemon.New(daemon.Options{Config: c, Source: src, Apply: apply, Logger: log})
 	if err != nil {
 		return err
@@ -63,8 +72,22 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		default:
 		}
 	}
+	next := func() os.Signal { // a stop first
+		select {
+		case sig := <-stops:
+			return sig
+		default:
+		}
+		select {
+		case sig := <-stops:
+			return sig
+		case sig := <-sigs:
+			return sig
+		}
+	}
 	go func() {
-		for sig := range sigs {
+		for {
+			sig := next()
 			if s := d.Successor(); s != nil {
 				// Handed over: the signal is the new sockd's. This one
 				// keeps the process for it, or is on its way out while
@@ -88,7 +111,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 				}
 				continue
 			}
-			onSignal(d, log, sig.(syscall.Signal), hup)
+			onSignal(d, log, sig.(syscall.Signal), hup, tty)
 		}
 	}()
 	if err := d.Run(); err != nil {
@@ -135,9 +158,13 @@ func (e exitStatus) Error() string {
 // leaves them at their default action, which ends the process. (Not
 // signal.Ignore: an ignored signal stays ignored in the workers sockd
 // execs.)
-var handledSignals = func() []os.Signal {
+var handledSignals = append(append([]os.Signal(nil), stopSignals...), otherSignals...)
+
+var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT}
+
+var otherSignals = func() []os.Signal {
 	sigs := []os.Signal{
-		syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2,
+		syscall.SIGHUP, syscall.SIGUSR2,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGTSTP, syscall.SIGPIPE,
 	}
 	for n := 34; n <= 64; n++ { // SIGRTMIN to SIGRTMAX
@@ -146,14 +173,61 @@ var handledSignals = func() []os.Signal {
 	return sigs
 }()
 
+// terminal is sockd's controlling terminal, when one of its standard
+// descriptors is it (sockd run in a shell); fd -1: none (systemd, a
+// container without -t, a pipe).
+type terminal struct {
+	fd            int
+	jobControlled atomic.Bool // SIGTTIN and SIGTTOU left to the kernel's job control
+}
+
+func controllingTerminal() *terminal {
+	for fd := 0; fd <= 2; fd++ {
+		// TIOCGPGRP answers only for the caller's controlling terminal.
+		if _, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil {
+			return &terminal{fd: fd}
+		}
+	}
+	return &terminal{fd: -1}
+}
+
+// hungUp says whether the controlling terminal is gone (its window
+// closed, the ssh connection lost): the kernel's SIGHUP then means that,
+// not a reload.
+func (t *terminal) hungUp() bool {
+	if t.fd < 0 {
+		return false
+	}
+	_, err := unix.IoctlGetInt(t.fd, unix.TIOCGPGRP)
+	return err != nil
+}
+
+// background says whether sockd runs as a background job of its terminal
+// (its process group is not the foreground one): SIGTTIN and SIGTTOU are
+// then the kernel's job control (a write with tostop, a read), not an
+// operator's scale request.
+func (t *terminal) background() bool {
+	if t.fd < 0 {
+		return false
+	}
+	fg, err := unix.IoctlGetInt(t.fd, unix.TIOCGPGRP)
+	return err == nil && fg != unix.Getpgrp()
+}
+
 // onSignal turns a signal into a call of the daemon.
-func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal, hup func()) {
+func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal, hup func(), tty *terminal) {
 	ctx := context.Background()
 	switch sig {
 	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
-		log.Info("signal received", "event", "signal", "signal", sig.String())
 		d.Stop()
+		log.Info("signal received", "event", "signal", "signal", sig.String())
 	case syscall.SIGHUP:
+		if tty.hungUp() {
+			// A foreground sockd ends with its terminal, as Ctrl-C ends it.
+			d.Stop()
+			log.Info("signal received: the terminal hung up; stopping", "event", "signal", "signal", sig.String())
+			return
+		}
 		log.Info("signal received", "event", "signal", "signal", sig.String())
 		hup()
 	case syscall.SIGUSR2:
@@ -162,6 +236,17 @@ func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal, hup func()
 			log.Warn("upgrade refused", "error", err)
 		}
 	case syscall.SIGTTIN, syscall.SIGTTOU:
+		if tty.background() {
+			// Job control: a background job writing to a terminal with
+			// tostop gets SIGTTOU, and caught it is raised again at every
+			// retry of the write. Ignored, the kernel lets the write
+			// through.
+			if !tty.jobControlled.Swap(true) {
+				signal.Ignore(syscall.SIGTTIN, syscall.SIGTTOU)
+				log.Warn("sockd runs in the background of its terminal: SIGTTIN and SIGTTOU are the terminal's job control from now on, not scale requests (use sockd scale)", "event", "signal", "signal", sig.String())
+			}
+			return
+		}
 		delta := +1
 		if sig == syscall.SIGTTOU {
 			delta = -1
@@ -178,19 +263,26 @@ func onSignal(d *daemon.Daemon, log hclog.Logger, sig syscall.Signal, hup func()
 // newLogger makes sockd's logger, and the function that applies a new
 // configuration's level and format to it (a reload may change them).
 // Under systemd it logs to the journal, whatever the format.
-func newLogger(c *config.Run, stderr io.Writer) (hclog.Logger, func(*config.Run)) {
+//
+// Records go out through a queue (asyncLog): a stderr that takes nothing
+// must not stop the supervisor. The last function writes out what is
+// queued (at most 2 s).
+func newLogger(c *config.Run, stderr io.Writer) (hclog.Logger, func(*config.Run), func()) {
 	out := &logFormat{w: stderr}
 	out.json.Store(c.LogFormat == "json")
-	opts := &hclog.LoggerOptions{
-		Name: "sockd", Level: hclog.LevelFromString(c.LogLevel), Output: out,
-		JSONFormat: true, TimeFormat: time.RFC3339Nano,
-	}
+	var w io.Writer = out
 	if journal.Enabled() {
-		opts.Output = &journal.Writer{Identifier: "sockd", Fallback: stderr}
+		w = &journal.Writer{Identifier: "sockd", Fallback: stderr}
 	}
-	log := hclog.New(opts)
+	q := newAsyncLog(w)
+	log := hclog.New(&hclog.LoggerOptions{
+		Name: "sockd", Level: hclog.LevelFromString(c.LogLevel), Output: q,
+		JSONFormat: true, TimeFormat: time.RFC3339Nano,
+	})
 	return log, func(c *config.Run) {
-		log.SetLevel(hclog.LevelFromString(c.LogLevel))
-		out.json.Store(c.LogFormat == "json")
-	}
+			log.SetLevel(hclog.LevelFromString(c.LogLevel))
+			out.json.Store(c.LogFormat == "json")
+		}, func() {
+			q.Close(2 * time.Second)
+		}
 }

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/procfs"
+)
+
+// openPTY opens a pseudo-terminal pair: the master (the terminal window's
+// side) and the slave (the shell's).
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	// Non-blocking, so that the runtime's poller reads it and Close ends a
+	// pending read (and closes the descriptor: the hang-up) at once.
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, s
+}
+
+// TestTerminalHangUpStops: sockd run in a terminal (its controlling
+// terminal) reloads on a SIGHUP sent to it, and stops, workers and all,
+// when the terminal goes (its window closed, the ssh connection lost),
+// where the kernel's SIGHUP used to reload it and leave it running with
+// no terminal.
+func TestTerminalHangUpStops(t *testing.T) {
+	master, slave := openPTY(t)
+	defer master.Close()
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGTERM}
+	go io.Copy(out, master) // the terminal shows what sockd writes
+	d := launch(t, cmd, out, ctl)
+	slave.Close()
+	workers := d.mustStatus().Workers
+
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "a reload", func() bool { s, err := d.status(); return err == nil && s.Generation == 2 && s.Ready == 2 })
+	workers = append(workers, d.mustStatus().Workers...)
+
+	master.Close() // the window closes
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("sockd after its terminal hung up: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("sockd still runs 30 s after its terminal hung up")
+	}
+	for _, w := range workers {
+		waitFor(t, 10*time.Second, fmt.Sprintf("worker %d gone", w.PID), func() bool { return !procfs.Alive(w.PID) })
+	}
+}
+
+// TestStderrNobodyReads: sockd's stderr is a full pipe nobody reads (a
+// terminal paused with Ctrl-S, sockd run 2>&1 | less, a stuck log
+// shipper). sockd's own log records wait in a queue (and are dropped when
+// it is full): it still starts, answers on its control socket, restarts a
+// crashed worker and stops, where it used to stop dead at its first log
+// record.
+func TestStderrNobodyReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 4096)); err != nil { // full
+		t.Fatal(err)
+	}
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--log-level", "debug")
+	cmd.Stderr = w
+	cmd.Stdout = io.Discard
+	d := launch(t, cmd, out, ctl)
+	w.Close()
+	victim := d.mustStatus().Workers[0]
+	syscall.Kill(victim.PID, syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "the crashed worker restarted", func() bool {
+		s, err := d.status()
+		return err == nil && s.Ready == 2 && s.Restarts == 1
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("sockd with a stderr nobody reads stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sockd with a stderr nobody reads does not stop")
+	}
+}

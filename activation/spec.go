@@ -104,6 +104,19 @@ func (s *Spec) parseIP(u *url.URL) error {
 	return nil
 }
 
+// MaxUnixPath is the longest path a unix socket address holds (sun_path
+// is 108 bytes with its NUL; unix(7)).
+const MaxUnixPath = 107
+
+// CheckUnixPath refuses a socket path too long to bind or connect to,
+// which the kernel would refuse with a bare EINVAL.
+func CheckUnixPath(path string) error {
+	if len(path) > MaxUnixPath {
+		return fmt.Errorf("path %.40q… is %d bytes: a unix socket path holds at most %d (unix(7)); use a shorter one", path, len(path), MaxUnixPath)
+	}
+	return nil
+}
+
 func (s *Spec) parseUnix(u *url.URL) error {
 	path := u.Path
 	if u.Host != "" || path == "" || !strings.HasPrefix(path, "/") {
@@ -111,6 +124,9 @@ func (s *Spec) parseUnix(u *url.URL) error {
 	}
 	if strings.IndexByte(path, 0) >= 0 {
 		return fmt.Errorf("path %q holds a NUL byte", path)
+	}
+	if err := CheckUnixPath(path); err != nil {
+		return err
 	}
 	s.Address = path
 	for k, v := range u.Query() {

@@ -406,7 +406,7 @@ func (p *Pool) crashed(s *slot, w *worker, how string) {
 	delay := p.backoff(s.crashes)
 	s.restarts++
 	st.restarts++
-	p.event(Event{Kind: EventRestart, Slot: s.index, Generation: s.want, Reason: w.why, Detail: how})
+	p.event(Event{Kind: EventRestart, Slot: s.index, Generation: s.want, PID: w.pid, Reason: w.why, Detail: how})
 	p.log.Info("restarting worker", "event", "worker_restart", "generation", s.want, "worker", s.index, "delay", delay)
 	if delay == 0 {
 		p.startOrCrash(s)

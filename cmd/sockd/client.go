@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/daemon"
 	"github.com/sockd/sockd/internal/control"
 	"github.com/sockd/sockd/internal/procfs"
@@ -225,8 +226,21 @@ func printStatus(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		return err
 	}
 	for _, wk := range s.Workers {
-		if wk.Restarts > 0 {
-			// The crashed workers' last words are in sockd's ring.
+		if wk.Restarts == 0 {
+			continue
+		}
+		// The crashed workers' last words are in sockd's ring; the last
+		// one's pid is in the events, if they reach back to it (a
+		// replacement runs with the same slot and generation).
+		crashed := 0
+		for _, e := range s.Events {
+			if e.Kind == pool.EventRestart && e.Slot == wk.Slot && e.Generation == wk.Generation && e.PID > 0 {
+				crashed = e.PID
+			}
+		}
+		if crashed > 0 {
+			fmt.Fprintf(w, "\nslot %d restarted %d times: the last crashed worker's (pid %d) last lines: sockd logs --worker-pid %d\n", wk.Slot, wk.Restarts, crashed, crashed)
+		} else {
 			fmt.Fprintf(w, "\nslot %d restarted %d times: its crashed workers' last lines: sockd logs --worker %d --generation %d\n", wk.Slot, wk.Restarts, wk.Slot, wk.Generation)
 		}
 	}
@@ -245,12 +259,14 @@ func controlPath(flag string) (string, error) {
 // --pid PID (the sockd with that pid, its control socket found through
 // /proc), or the default path.
 type target struct {
+	fs      *flag.FlagSet
 	control *string
 	pid     *int
 }
 
 func addTarget(fs *flag.FlagSet) target {
 	return target{
+		fs:      fs,
 		control: fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)"),
 		pid:     fs.Int("pid", 0, "talk to the sockd with this `pid`, wherever its control socket is (found through /proc: yours, or as root)"),
 	}
@@ -264,6 +280,14 @@ func (t target) path() (string, error) {
 		return "", usagef("--pid %d: want a process id", *t.pid)
 	case *t.pid > 0:
 		return controlOfPID(*t.pid)
+	case *t.control == "" && flagSet(t.fs, "control"):
+		// --control="$SOCK" with SOCK unset must not reach the default
+		// sockd (a reload of the system's main one).
+		return "", usagef("--control: want a path (it is empty)")
+	case *t.control != "":
+		if err := activation.CheckUnixPath(*t.control); err != nil {
+			return "", usagef("--control: %v", err)
+		}
 	}
 	return controlPath(*t.control)
 }

@@ -30,6 +30,7 @@ func logsCommand(args []string, stdout io.Writer) error {
 	tgt := addTarget(fs)
 	slot := fs.Int("worker", -1, "only the workers in slot `N`")
 	gen := fs.Int("generation", -1, "only the workers of generation `G`")
+	wpid := fs.Int("worker-pid", 0, "only the worker process `PID` (of a crashed worker and its replacement, same slot and generation, the crashed one)")
 	var follow bool
 	fs.BoolVar(&follow, "follow", false, "after the recent lines, print new ones as they come")
 	fs.BoolVar(&follow, "f", false, "short for --follow")
@@ -38,7 +39,7 @@ func logsCommand(args []string, stdout io.Writer) error {
 	fs.IntVar(&lines, "n", output.DefaultTail, "short for --lines `N`")
 	withTime := fs.Bool("time", false, "print the time sockd read each line before it")
 	asJSON := fs.Bool("json", false, "print each line as the JSON record sockd sends (worker, generation, pid, stream, priority, time, message)")
-	fs.Usage = usageFunc(fs, "sockd logs [-f] [--worker N] [--generation G] [-n LINES] [--time|--json] [--control PATH|--pid PID]", logsHelp)
+	fs.Usage = usageFunc(fs, "sockd logs [-f] [--worker N] [--generation G] [--worker-pid PID] [-n LINES] [--time|--json] [--control PATH|--pid PID]", logsHelp)
 	if err := parseFlags(fs, args, getenv, stdout); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
@@ -67,6 +68,12 @@ func logsCommand(args []string, stdout io.Writer) error {
 			return usagef("sockd logs: --generation %d: want a generation, 1 or more", *gen)
 		}
 		q.Generation = gen
+	}
+	if set["worker-pid"] {
+		if *wpid < 1 {
+			return usagef("sockd logs: --worker-pid %d: want a process id", *wpid)
+		}
+		q.PID = wpid
 	}
 	path, err := tgt.path()
 	if err != nil {

@@ -159,11 +159,16 @@ func TestWorkerOutputPrefixAndLogs(t *testing.T) {
 	})
 	var st bytes.Buffer
 	sockd([]string{"status", "--control", d.control}, &st, io.Discard)
-	if !strings.Contains(st.String(), "slot 1 restarted 2 times: its crashed workers' last lines: sockd logs --worker 1 --generation 1") || !strings.Contains(st.String(), "worker output: prefix") {
-		t.Errorf("sockd status does not point to the crashed workers' lines:\n%s", st.String())
+	if !strings.Contains(st.String(), "slot 1 restarted 2 times: the last crashed worker's (pid "+crashed+") last lines: sockd logs --worker-pid "+crashed) || !strings.Contains(st.String(), "worker output: prefix") {
+		t.Errorf("sockd status does not point to the crashed worker's lines (pid %s):\n%s", crashed, st.String())
 	}
 	if !strings.Contains(logsOf(t, d, "--worker", "1", "-n", "100"), "last words of "+crashed) {
 		t.Errorf("the crashed worker's last words (pid %s) are not in sockd logs --worker 1", crashed)
+	}
+	// Its replacement (same slot, same generation) is not in the crashed
+	// one's lines.
+	if l := logsOf(t, d, "--worker-pid", crashed); !strings.Contains(l, "last words of "+crashed) || strings.Contains(l, "out 1") {
+		t.Errorf("sockd logs --worker-pid %s:\n%s", crashed, l)
 	}
 	if p, _ := strconv.Atoi(crashed); procfs.Alive(p) {
 		t.Errorf("crashed worker %s still alive", crashed)

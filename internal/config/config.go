@@ -197,7 +197,7 @@ var settings = []Setting{
 			return typed[int64]{&r.Limits.CPUWeight, intIn(0, 10000, "1 to 10000"), showInt}
 		}},
 	{Name: "control", Restart: true, Arg: "PATH", Help: "the control socket (default: $RUNTIME_DIRECTORY/sockd.sock, /run/sockd/sockd.sock for root, else $XDG_RUNTIME_DIR/sockd/sockd.sock, else $TMPDIR/sockd-UID/sockd.sock, /tmp by default)",
-		value: func(r *Run) value { return typed[string]{&r.Control, nonEmpty, showString} }},
+		value: func(r *Run) value { return typed[string]{&r.Control, controlPath, showString} }},
 	{Name: "log-format", Arg: "FORMAT", Default: "text", Values: []string{"text", "json"},
 		Help:  "log format on stderr: text or json (under systemd sockd logs natively to the journal)",
 		value: func(r *Run) value { return typed[string]{&r.LogFormat, oneOf("text", "json"), showString} }},
@@ -254,6 +254,18 @@ func parseWorkers(s string) (int64, error) {
 
 // NoListen is --listen none: the pool has no listener.
 const NoListen = "none"
+
+// controlPath is a --control path: not empty, not a directory's, short
+// enough for a socket address.
+func controlPath(s string) (string, error) {
+	if _, err := nonEmpty(s); err != nil {
+		return "", err
+	}
+	if strings.HasSuffix(s, "/") {
+		return "", errors.New("want the socket's path, not a directory's")
+	}
+	return s, activation.CheckUnixPath(s)
+}
 
 // envNames is one variable name or several, comma-separated.
 func envNames(s string) (string, error) {
@@ -416,6 +428,19 @@ func (r *Run) check() error {
 	if r.NoListeners() && len(r.Listen) > 1 {
 		return Usagef("--listen none: no other --listen with it")
 	}
+	named := map[string]bool{}
+	for _, l := range r.Listen {
+		s, err := activation.ParseSpec(l)
+		if l == NoListen || err != nil || !explicitName(l) {
+			continue
+		}
+		if named[s.Name] {
+			// A worker that looks its sockets up by name (LISTEN_FDNAMES)
+			// could not tell them apart.
+			return Usagef("--listen %s: a second listener named %q: give each its own NAME=", l, s.Name)
+		}
+		named[s.Name] = true
+	}
 	if r.PM2Env != "" && r.PM2 == "" {
 		return Usagef("--pm2-env %s: needs --pm2", r.PM2Env)
 	}
@@ -452,17 +477,42 @@ func (r *Run) NoListeners() bool {
 	return false
 }
 
-// Specs are the parsed --listen values.
+// Specs are the parsed --listen values. Listeners named after the same
+// address (two tcp://127.0.0.1:0) get -2, -3, … after their name, so
+// that LISTEN_FDNAMES tells them apart.
 func (r *Run) Specs() []activation.Spec {
 	specs := make([]activation.Spec, 0, len(r.Listen))
+	var explicit []bool
+	taken := map[string]bool{}
 	for _, l := range r.Listen {
 		if l == NoListen {
 			continue
 		}
 		s, _ := activation.ParseSpec(l) // checked by Set
+		if explicitName(l) {
+			taken[s.Name] = true
+		}
 		specs = append(specs, s)
+		explicit = append(explicit, explicitName(l))
+	}
+	for i := range specs {
+		if explicit[i] {
+			continue
+		}
+		name := specs[i].Name
+		for n := 2; taken[name]; n++ {
+			name = fmt.Sprintf("%s-%d", specs[i].Name, n)
+		}
+		specs[i].Name = name
+		taken[name] = true
 	}
 	return specs
+}
+
+// explicitName says whether a --listen value names its listener (NAME=URL).
+func explicitName(l string) bool {
+	eq, scheme := strings.IndexByte(l, '='), strings.Index(l, "://")
+	return eq >= 0 && (scheme < 0 || eq < scheme)
 }
 
 // Pool is the workers' configuration.

@@ -216,12 +216,21 @@ func TestLoad(t *testing.T) {
 		{Source{Args: []string{"--", "/nonexistent/app"}}, "/nonexistent/app"},
 		{Source{Environ: []string{"SOCKD_COMMAND=/bin/sh -c 'x"}}, "SOCKD_COMMAND: unterminated '"},
 		{Source{Args: []string{"--cwd", f}}, "--cwd " + f + ": not a directory"},
+		{Source{Args: []string{"--listen", "x=tcp://127.0.0.1:0", "--listen", "x=tcp://127.0.0.1:0"}}, `a second listener named "x"`},
 		// A relative command is the workers' --cwd's, where they run it.
 		{Source{Args: []string{"--cwd", "/", "--", "./app"}}, `worker command "./app" in /: stat /app`},
 	} {
 		if _, err := Load(c.src); err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.src, err, c.want)
 		}
+	}
+	// Two listeners named after one address get names of their own.
+	two, err := Load(Source{Args: []string{"--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0", "--listen", "b=unix:///tmp/b.sock"}, Environ: []string{"PATH=/bin"}, Self: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp := two.Specs(); len(sp) != 3 || sp[0].Name != "tcp-127.0.0.1-0" || sp[1].Name != "tcp-127.0.0.1-0-2" || sp[2].Name != "b" {
+		t.Errorf("names of two listeners on one address: %+v", sp)
 	}
 	app := filepath.Join(dir, "bin", "app")
 	os.MkdirAll(filepath.Dir(app), 0o755)

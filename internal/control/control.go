@@ -392,6 +392,10 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	}
 }
 
+// MaxResponse bounds an answer a client reads: a status of 1,024 workers
+// with its events is well under 1 MiB.
+const MaxResponse = 16 << 20
+
 // busyPoll is how often Call asks again while sockd is busy.
 const busyPoll = 250 * time.Millisecond
 
@@ -408,7 +412,12 @@ func call(ctx context.Context, path string, req Request) (Response, error) {
 	// A refused client may find the connection closed before it writes;
 	// the answer saying why is still there to read.
 	_, werr := c.Write(append(b, '\n'))
-	line, err := bufio.NewReader(c).ReadBytes('\n')
+	// Bounded: whatever answers on a socket that is not a sockd's must not
+	// fill this process's memory.
+	line, err := bufio.NewReader(io.LimitReader(c, MaxResponse)).ReadBytes('\n')
+	if err == io.EOF && len(line) == MaxResponse {
+		return Response{}, fmt.Errorf("%w at %s: an answer longer than %d bytes (not a sockd?)", ErrUnreachable, path, MaxResponse)
+	}
 	if err != nil && werr == nil && ctx.Err() != nil {
 		// Sent, and given up on: sockd may still carry it out.
 		return Response{}, fmt.Errorf("%w at %s: the %s request was sent but no answer came in time (sockd may still carry it out: see sockd status): %w", ErrUnreachable, path, req.Command, err)

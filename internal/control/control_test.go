@@ -754,3 +754,34 @@ type errHandler struct {
 }
 
 func (h errHandler) Upgrade(context.Context, bool) error { return h.err }
+
+// A socket that is not a sockd's and answers without end (no newline):
+// the client stops reading at MaxResponse and says so, instead of
+// growing until the machine runs out of memory.
+func TestCallBoundsTheAnswer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flood.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		chunk := bytes.Repeat([]byte("A"), 64<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = Call(ctx, path, Request{Command: "status"})
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("Call against a flood: %v", err)
+	}
+}

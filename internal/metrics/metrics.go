@@ -440,11 +440,18 @@ func ParseAddr(u string) error {
 	}
 	switch {
 	case (p.Scheme == "tcp" || p.Scheme == "tcp4" || p.Scheme == "tcp6") && p.Host != "" && (p.Path == "" || p.Path == "/"):
-		if _, _, err := net.SplitHostPort(p.Host); err != nil {
+		_, port, err := net.SplitHostPort(p.Host)
+		if err != nil {
 			return fmt.Errorf("metrics address %q: want tcp://HOST:PORT", u)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("metrics address %q: port %q: want 0 to 65535", u, port)
 		}
 		return nil
 	case p.Scheme == "unix" && p.Host == "" && strings.HasPrefix(p.Path, "/"):
+		if err := activation.CheckUnixPath(p.Path); err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
 		return nil
 	}
 	return fmt.Errorf("metrics address %q: want tcp://HOST:PORT or unix:///PATH", u)

@@ -40,8 +40,11 @@ const DefaultTail = 10
 type Query struct {
 	Worker     *int `json:"worker,omitempty"`
 	Generation *int `json:"generation,omitempty"`
-	Lines      *int `json:"lines,omitempty"`
-	Follow     bool `json:"follow,omitempty"`
+	// PID selects one worker process: of a slot's crashed worker and its
+	// replacement (same slot, same generation), the crashed one.
+	PID    *int `json:"pid,omitempty"`
+	Lines  *int `json:"lines,omitempty"`
+	Follow bool `json:"follow,omitempty"`
 }
 
 // Check refuses a query that makes no sense.
@@ -51,6 +54,8 @@ func (q Query) Check() error {
 		return fmt.Errorf("worker %d: want a slot number >= 0", *q.Worker)
 	case q.Generation != nil && *q.Generation < 0:
 		return fmt.Errorf("generation %d: want a number >= 0", *q.Generation)
+	case q.PID != nil && *q.PID <= 0:
+		return fmt.Errorf("pid %d: want a process id", *q.PID)
 	case q.Lines != nil && *q.Lines < 0:
 		return fmt.Errorf("lines %d: want a number >= 0", *q.Lines)
 	}

@@ -233,7 +233,7 @@ func (st *store) matching(q Query) []*ring {
 	var rs []*ring
 	for _, set := range [][]*ring{st.exited, st.live} {
 		for _, r := range set {
-			if (q.Worker == nil || *q.Worker == r.w.Slot) && (q.Generation == nil || *q.Generation == r.w.Generation) {
+			if (q.Worker == nil || *q.Worker == r.w.Slot) && (q.Generation == nil || *q.Generation == r.w.Generation) && (q.PID == nil || *q.PID == r.w.PID) {
 				rs = append(rs, r)
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -482,5 +483,24 @@ func TestControlSocketWithoutARuntimeDirectory(t *testing.T) {
 	b, err := bad.CombinedOutput()
 	if code := bad.ProcessState.ExitCode(); err == nil || code != exitUsage || !strings.Contains(string(b), "is not a directory of this user's") {
 		t.Fatalf("a control directory made by root: exit %d, %s", code, b)
+	}
+}
+
+// As PID 1 of a pid namespace whose /proc is the host's (unshare --pid
+// without --mount-proc), sockd would reap nothing and find none of its
+// workers' children: it refuses to start, exit 2, one line.
+func TestRefusesAnotherNamespacesProc(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1)")
+	}
+	cmd, out := sockdCmd(t, nil, "run", "--listen", "none", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--", "/bin/sleep", "60")
+	cmd.Args = append([]string{unshare, "--pid", "--fork", cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = unshare
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !strings.Contains(out.String(), "/proc is another pid namespace's") ||
+		strings.Count(strings.TrimSpace(out.String()), "\n") != 0 {
+		t.Fatalf("sockd under the host's /proc: %v\n%s", err, out)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,6 +45,9 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := checkProc(); err != nil {
 		return err
 	}
 	log, apply, closeLog := newLogger(c, stderr)
@@ -133,6 +137,21 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 			log.Warn("the sockd this one handed over to exited meanwhile", "event", "upgrade_successor_exit", "status", code)
 			return exitStatus{code}
 		}
+	}
+	return nil
+}
+
+// checkProc: sockd finds its workers, their children and itself (to start
+// a worker, /proc/self/exe) through /proc, which must be the one of its
+// own pid namespace: without it, or with the host's in a container's pid
+// namespace, it would crash-loop or never reap.
+func checkProc() error {
+	self, err := os.Readlink("/proc/self")
+	if err != nil {
+		return usagef("/proc is not mounted: sockd needs it (mount -t proc proc /proc; unshare --mount-proc): %v", err)
+	}
+	if self != strconv.Itoa(os.Getpid()) {
+		return usagef("/proc is another pid namespace's (/proc/self is %s, sockd is pid %d): mount the namespace's own (unshare --mount-proc)", self, os.Getpid())
 	}
 	return nil
 }

@@ -50,10 +50,11 @@ func TestScratchImageAsPID1(t *testing.T) {
 	if err := unix.Mknod(filepath.Join(root, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Skipf("cannot make /dev/null in the image's file system here: %v", err)
 	}
-	cmd := exec.Command(unshare, "--pid", "--fork", "--mount", "--root="+root, "--mount-proc",
-		"/sockd", "run", "--user", "65534:65534", "--workers", "2", "--listen", "http=tcp://127.0.0.1:0",
-		"--control", "/tmp/sockd.sock", "--stop-timeout", "10s", "--", "/hello")
-	cmd.Env = []string{"GOGC=25"}
+	// What Containerfile.hello says (ENV, ENTRYPOINT, CMD), with what a
+	// user gives with -e: here a port of its own, a control socket in /tmp.
+	image := readContainerfile(t, "Containerfile.hello")
+	cmd := exec.Command(unshare, append([]string{"--pid", "--fork", "--mount", "--root=" + root, "--mount-proc"}, image.argv...)...)
+	cmd.Env = append(image.env, "GOGC=25", "SOCKD_WORKERS=2", "SOCKD_LISTEN=http=tcp://127.0.0.1:0", "SOCKD_CONTROL=/tmp/sockd.sock")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -123,3 +124,41 @@ func status(path string) (pool.Status, error) {
 
 // waitFor waits on cond with a deadline.
 var waitFor = workertest.Eventually
+
+// containerfile is what a Containerfile says the container runs: its
+// ENTRYPOINT and CMD (exec form), and its ENV.
+type containerfile struct {
+	argv, env []string
+}
+
+func readContainerfile(t *testing.T, name string) containerfile {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c containerfile
+	var entry, cmd []string
+	for _, line := range strings.Split(strings.ReplaceAll(string(b), "\\\n", " "), "\n") {
+		word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+		switch word {
+		case "ENV":
+			c.env = append(c.env, strings.Fields(rest)...)
+		case "ENTRYPOINT", "CMD":
+			var v []string
+			if err := json.Unmarshal([]byte(rest), &v); err != nil {
+				t.Fatalf("%s: %s is not in exec form: %v", name, word, err)
+			}
+			if word == "CMD" {
+				cmd = v
+			} else {
+				entry = v
+			}
+		}
+	}
+	c.argv = append(entry, cmd...)
+	if len(c.argv) == 0 {
+		t.Fatalf("%s: no ENTRYPOINT or CMD", name)
+	}
+	return c
+}

@@ -142,7 +142,7 @@ func ParseScale(s string) (n int, relative bool, err error) {
 // socket file is replaced; a live one (another sockd) is an error.
 func Listen(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket: %w (pass --control PATH or SOCKD_CONTROL, in a writable directory)", err)
 	}
 	// A stale socket (nobody answers) is replaced; anything else at the
 	// path is someone's file, and a mistyped --control must not delete it.

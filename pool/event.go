@@ -121,7 +121,7 @@ func (e usageEvent) apply(p *Pool)     { p.onUsage(e.got) }
 
 func (e killTimer) apply(p *Pool) {
 	if !e.w.exited {
-		p.wlog(e.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", e.w.cfg.StopTimeout)
+		p.wlog(e.w).Warn("worker did not stop in time; killing it", "event", "worker_kill", "stop_timeout", e.w.cfg.StopTimeout.String())
 		p.env.signal(e.w, unix.SIGKILL)
 	}
 }

@@ -173,8 +173,10 @@ func (p *Pool) onExit(pid int) {
 	how := es.String()
 	p.event(Event{Kind: EventExit, Slot: w.slot, Generation: w.gen, PID: w.pid, Reason: w.why, Detail: how})
 	log := p.wlog(w).With("event", "worker_exit", "status", how, "reason", w.why, "cpu_seconds", es.cpu.Seconds())
-	if w.why == ExitCrash || w.failure != "" {
+	if w.failure != "" {
 		log.Warn("worker crashed", "failure", w.failure)
+	} else if w.why == ExitCrash {
+		log.Warn("worker crashed")
 	} else {
 		log.Info("worker exited")
 	}
@@ -192,7 +194,7 @@ func (p *Pool) beginStop() {
 		return
 	}
 	st.stopping = true
-	p.log.Info("stopping all workers", "event", "pool_stop", "workers", len(st.byPID), "stop_timeout", p.cfg.StopTimeout)
+	p.log.Info("stopping all workers", "event", "pool_stop", "workers", len(st.byPID), "stop_timeout", p.cfg.StopTimeout.String())
 	p.deps.Notify("STOPPING=1")
 	p.endReloadsForStop()
 	for _, w := range st.byPID {

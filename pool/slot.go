@@ -407,7 +407,7 @@ func (p *Pool) crashed(s *slot, w *worker, how string) {
 	s.restarts++
 	st.restarts++
 	p.event(Event{Kind: EventRestart, Slot: s.index, Generation: s.want, PID: w.pid, Reason: w.why, Detail: how})
-	p.log.Info("restarting worker", "event", "worker_restart", "generation", s.want, "worker", s.index, "delay", delay)
+	p.log.Info("restarting worker", "event", "worker_restart", "generation", s.want, "worker", s.index, "delay", delay.String())
 	if delay == 0 {
 		p.startOrCrash(s)
 		return

@@ -198,6 +198,12 @@ func (e *osEnv) spawn(w *worker, channel, cgroupFD, gate int) (int, error) {
 	if len(d.Listeners) > 0 {
 		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(d.Listeners)), "LISTEN_FDNAMES="+d.Listeners.Names())
 	}
+	if w.out != nil && !hasVar(env, "PYTHONUNBUFFERED") {
+		// Relayed line by line: Python writes its stdout to a pipe in
+		// blocks of 8 KiB, so print()'s lines would come late, and be lost
+		// when it is killed (PM2 sets this too).
+		env = append(env, "PYTHONUNBUFFERED=1")
+	}
 	if d.MetricsDir != "" {
 		env = append(env, "SOCKD_METRICS_SOCKET="+w.metricsSocket(d.MetricsDir))
 	}
@@ -305,6 +311,15 @@ func waitPidfd(pid int) error {
 }
 
 // withoutVar is env without name's assignments.
+func hasVar(env []string, name string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
 func withoutVar(env []string, name string) []string {
 	out := env[:0:0]
 	for _, kv := range env {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -627,4 +628,22 @@ type epipeWriter struct{}
 
 func (epipeWriter) Write([]byte) (int, error) {
 	return 0, &os.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
+}
+
+// A Python worker's print() reaches sockd line by line (Python buffers a
+// pipe in 8 KiB blocks unless PYTHONUNBUFFERED is set, which sockd does
+// when it relays the output and the environment does not say otherwise).
+func TestPythonOutputUnbuffered(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl.sock")
+	cmd, errb := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--workers", "1", "--ready", "after:10ms",
+		"--", python, "-c", "import time\nwhile True:\n    print('tick', flush=False)\n    time.sleep(0.05)")
+	outb := &syncBuffer{}
+	cmd.Stdout = outb
+	launch(t, cmd, errb, ctl)
+	waitFor(t, 10*time.Second, "a print() line", func() bool { return strings.Contains(outb.String(), "[w0 g1] tick\n") })
 }

@@ -72,6 +72,8 @@ func TestFields(t *testing.T) {
 		{name: "script not found", app: `{"script":"nope.js"}`, err: ErrInvalid, errHas: []string{`app "nope": script not found: $DIR/nope.js`}},
 		{name: "serve", app: `{"script":"serve","name":"static"}`, err: ErrInvalid, errHas: []string{"PM2's own static file server"}},
 		{name: "interpreter python3", app: `{"script":"worker.js","interpreter":"python3"}`, command: []string{"$BIN/python3", "$DIR/worker.js"}, env: map[string]string{"PYTHONUNBUFFERED": "1"}},
+		{name: "python3 on a port", app: `{"script":"worker.js","interpreter":"python3","env":{"PORT":8000}}`, command: []string{"$BIN/python3", "$DIR/worker.js"},
+			env: map[string]string{"PYTHONUNBUFFERED": "1", "PORT": "8000"}, warn: []string{"it runs with python3, not Node.js: sockd binds PORT 8000 and hands the socket to each worker as fd 3"}},
 		{name: "interpreter by absolute path", app: `{"script":"worker.js","exec_interpreter":"$BIN/ruby"}`, command: []string{"$BIN/ruby", "$DIR/worker.js"}},
 		{name: "interpreter missing", app: `{"script":"worker.js","interpreter":"deno"}`, err: ErrInvalid, errHas: []string{`interpreter "deno" not found`}},
 		{name: "interpreter node@16", app: `{"script":"worker.js","interpreter":"node@16.20.0"}`, err: ErrInvalid, errHas: []string{"does not install Node.js versions"}},

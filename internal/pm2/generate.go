@@ -101,6 +101,9 @@ func Generate(f *File, o GenerateOptions) (*Generated, error) {
 		if w := a.Warning(); w != "" {
 			g.Warnings = append(g.Warnings, w)
 		}
+		if a.User == "" && dirOwner(a.Cwd) == "" {
+			g.Warnings = append(g.Warnings, fmt.Sprintf("%s: app %s runs as the dynamic user of sockd@%s, to which %s is read-only (root owns it; PM2 ran the app as the user who ran pm2): if the app writes there, set uid in the file, chown the directory to the app's user, or add ReadWritePaths= in a drop-in", f.Path, quote(a.Name), inst, a.Cwd))
+		}
 	}
 	for _, want := range o.Apps {
 		if !contains(f.Names(), want) {

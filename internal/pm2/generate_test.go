@@ -59,7 +59,10 @@ func TestGenerate(t *testing.T) {
 	if want := []string{"sockd@web.socket", "sockd@consumer.service", "sockd@nightly.service"}; !reflect.DeepEqual(g.Units, want) {
 		t.Errorf("units %q, want %q", g.Units, want)
 	}
-	if len(g.Warnings) != 2 || !strings.Contains(g.Warnings[0], `app "web": no env_production`) || !strings.Contains(g.Warnings[1], `app "nightly": cron_restart`) {
+	// The testdata directory is root's: each app gets a dynamic user, to
+	// which it is read-only, and is told so.
+	if w := strings.Join(g.Warnings, "\n"); len(g.Warnings) != 5 || !strings.Contains(w, `app "web": no env_production`) || !strings.Contains(w, `app "nightly": cron_restart`) ||
+		strings.Count(w, "runs as the dynamic user of sockd@") != 3 || !strings.Contains(w, `app "consumer" runs as the dynamic user of sockd@consumer, to which `) {
 		t.Errorf("warnings %q", g.Warnings)
 	}
 	apps, err := f.Apps()

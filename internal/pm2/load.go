@@ -362,10 +362,20 @@ func (a *App) clone() *App {
 }
 
 // SplitRef splits sockd's FILE[:APP] argument. A name that is an existing
-// file is a FILE alone, so a path holding a colon works.
+// file is a FILE alone, so a path holding a colon works; else the FILE is
+// the shortest prefix before a colon that is an existing file, so an app
+// named with a colon ("api:v2") works; else the last colon splits.
 func SplitRef(s string) (path, app string) {
 	if _, err := os.Stat(s); err == nil {
 		return s, ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != ':' || i == 0 {
+			continue
+		}
+		if st, err := os.Stat(s[:i]); err == nil && st.Mode().IsRegular() {
+			return s[:i], s[i+1:]
+		}
 	}
 	if i := strings.LastIndexByte(s, ':'); i > 0 && !strings.Contains(s[i+1:], "/") {
 		return s[:i], s[i+1:]

@@ -258,6 +258,13 @@ func TestLoadIsRepeatable(t *testing.T) {
 func TestSplitRef(t *testing.T) {
 	dir := t.TempDir()
 	colon := writeTestFile(t, dir+"/odd:name.json", "{}", 0o644)
+	eco := writeTestFile(t, dir+"/eco.config.js", "{}", 0o644)
+	if p, a := SplitRef(eco + ":api:v2"); p != eco || a != "api:v2" {
+		t.Errorf("SplitRef of an app named with a colon = %q, %q", p, a)
+	}
+	if p, a := SplitRef(colon + ":web:blue"); p != colon || a != "web:blue" {
+		t.Errorf("SplitRef of a file and an app both with a colon = %q, %q", p, a)
+	}
 	for _, c := range []struct{ in, path, app string }{
 		{"eco.config.js", "eco.config.js", ""},
 		{"eco.config.js:api", "eco.config.js", "api"},

@@ -143,6 +143,13 @@ func (a *App) execMode(r *reader) error {
 	if mode == "fork" && a.Instances != 1 && a.Port != 0 {
 		return newErr(ErrInvalid, r.file, a.Name, "exec_mode fork with instances %s and PORT %d: under PM2 each instance is a process of its own that binds the port itself; sockd's workers share one socket on it, which is cluster mode: set exec_mode: 'cluster' (or instances: 1)", a.WorkersSpec(), a.Port)
 	}
+	if a.Port != 0 && !a.NodeLike() {
+		run := "runs directly"
+		if a.Interpreter != "" {
+			run = "runs with " + filepath.Base(a.Interpreter)
+		}
+		a.Notes = append(a.Notes, fmt.Sprintf("it %s, not Node.js: sockd binds PORT %d and hands the socket to each worker as fd 3 (LISTEN_FDS, as systemd's socket activation); an app that binds the port itself fails with 'address already in use': make it take fd 3", run, a.Port))
+	}
 	return nil
 }
 

@@ -13,10 +13,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/internal/procfs"
 )
 
 //go:embed eval.js
@@ -49,6 +52,23 @@ type evalResult struct {
 	} `json:"error"`
 }
 
+// evalMarkVar marks node and everything the evaluated file starts.
+const evalMarkVar = "SOCKD_PM2_EVAL"
+
+var evalSeq atomic.Uint64
+
+// killMarked kills every process whose environment holds mark (one that
+// did not clear its environment): what an evaluated file left running
+// outside node's process group, which would otherwise outlive sockd, one
+// more at each reload.
+func killMarked(mark string) {
+	for _, p := range procfs.Processes() {
+		if p.PID != os.Getpid() && procfs.EnvIs(p.PID, mark) {
+			unix.Kill(p.PID, unix.SIGKILL)
+		}
+	}
+}
+
 // evalNode runs node on the file and returns what it exports, decoded.
 //
 // node runs in its own process group with no descriptors but stdin
@@ -70,7 +90,10 @@ func evalNode(ctx context.Context, o *Options, mode evalMode) (any, error) {
 	stdout.max, stderr.max = 64<<10, 64<<10
 	cmd := exec.Command(node, "-e", evalJS, "--", o.abs, string(mode))
 	cmd.Dir = o.Dir
-	cmd.Env = append(cleanEnv(o.Environ), "SOCKD_PM2_CLOSE_FDS="+strayFDs())
+	// What the file starts carries the mark, also what leaves node's
+	// process group (detached, setsid): killed by it once node is done.
+	mark := fmt.Sprintf("%s=%d-%d", evalMarkVar, os.Getpid(), evalSeq.Add(1))
+	cmd.Env = append(cleanEnv(o.Environ), "SOCKD_PM2_CLOSE_FDS="+strayFDs(), mark)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -129,6 +152,7 @@ func evalNode(ctx context.Context, o *Options, mode evalMode) (any, error) {
 	// node is a zombie now: its pid, and so its process group's id, cannot
 	// be reused until it is reaped, so this reaches only what it left.
 	unix.Kill(-pid, unix.SIGKILL)
+	killMarked(mark)
 	waitErr := cmd.Wait()
 	o.Reaper.Release(pid)
 	if !haveRes {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -245,7 +244,7 @@ module.exports = { apps: [{ script: 'server.js', env: { SEEN: '{}' } }] };
 }
 
 // TestEvalEscapedChild: a child that leaves the process group and holds
-// node's stdout cannot make Load wait for it.
+// node's stdout cannot make Load wait for it, nor outlive it.
 func TestEvalEscapedChild(t *testing.T) {
 	env, _ := testEnv(t)
 	pidfile := filepath.Join(t.TempDir(), "pid")
@@ -257,15 +256,19 @@ const child = cp.spawn('sleep', ['300'], { stdio: 'inherit', detached: true });
 require('fs').writeFileSync(process.env.PIDFILE, String(child.pid));
 module.exports = { apps: [{ script: 'server.js', env: { SEEN: '{}' } }] };
 `)
-	if pid := readPid(t, pidfile); pid > 0 {
-		syscall.Kill(pid, syscall.SIGKILL) // it left the group: not Load's to end
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Load took %s", d)
 	}
+	// It left the group, but not the mark in its environment: it is gone
+	// too, or every reload would leave one more.
+	pid := readPid(t, pidfile)
+	if pid <= 0 {
+		t.Fatal("no pid of the detached child")
+	}
+	waitGone(t, pid)
 }
 
 // TestEvalBounds: what the file prints is not its result, and what it

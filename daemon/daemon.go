@@ -203,6 +203,7 @@ func build(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.out = newWorkerOutput(opts.Config, opts.Stdout, opts.Stderr, d.log.Named("output"))
+	d.out.held = heldListeners(d.ls)
 	d.oldServes.Store(d.child != nil)
 	deps := pool.Deps{Listeners: d.ls, FirstGeneration: first, Notify: d.sd.Notify, Logger: d.log.Named("pool"),
 		Reaper: d.reaper, Cgroups: d.tree, Output: d.out.relay, Predecessor: d.oldServes.Load}

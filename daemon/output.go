@@ -1,18 +1,21 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/internal/config"
 	"github.com/sockd/sockd/internal/journal"
 	"github.com/sockd/sockd/internal/output"
@@ -29,6 +32,10 @@ type workerOutput struct {
 	mode           string // the sink's mode, resolved (journal, prefix, json, raw)
 	name           string
 	jconn          *journal.Conn
+	// held describes the listeners sockd holds, for the hint to a worker
+	// that says an address is in use; hinted: when it was last given.
+	held   string
+	hinted atomic.Int64
 }
 
 type sinkBox struct{ output.Sink }
@@ -54,7 +61,49 @@ func newWorkerOutput(c *config.Run, stdout, stderr io.Writer, log hclog.Logger) 
 }
 
 // Write hands a batch to the sink in force.
-func (o *workerOutput) Write(b *output.Batch) error { return o.sink.Load().(sinkBox).Write(b) }
+func (o *workerOutput) Write(b *output.Batch) error {
+	o.hintAddressInUse(b)
+	return o.sink.Load().(sinkBox).Write(b)
+}
+
+// hintAddressInUse: a worker that says an address is in use (Node's
+// EADDRINUSE, Python's and Go's "address already in use") most likely
+// binds a port itself that sockd holds: say once a minute what to do.
+// The most common mistake of an app new to sockd, in any language.
+func (o *workerOutput) hintAddressInUse(b *output.Batch) {
+	for _, l := range b.Lines {
+		if !bytes.Contains(l.Data, []byte("EADDRINUSE")) && !bytes.Contains(bytes.ToLower(l.Data), []byte("address already in use")) {
+			continue
+		}
+		now := time.Now().UnixNano()
+		if last := o.hinted.Load(); last != 0 && now-last < int64(time.Minute) || !o.hinted.CompareAndSwap(last, now) {
+			return
+		}
+		log := o.log.With("event", "hint_address_in_use", "worker", b.Worker.Slot, "generation", b.Worker.Generation, "worker_pid", b.Worker.PID)
+		if o.held == "" {
+			log.Warn("a worker says an address is in use: workers that each bind one port themselves cannot all have it (only the first can); " +
+				"let sockd hold it (--listen, or env.PORT of a PM2 app) and the workers take it from sockd (fds 3 on, LISTEN_FDS; Node.js apps through sockd's preload)")
+			return
+		}
+		log.Warn("a worker says an address is in use: if it binds its port itself, it cannot bind one sockd holds; "+
+			"a worker takes its sockets from sockd (fds 3 on, LISTEN_FDS, as systemd's socket activation; Node.js apps through sockd's preload), "+
+			"or binds only ports sockd does not hold", "held", o.held)
+		return
+	}
+}
+
+// heldListeners describes ls for a log record: "http=tcp://[::]:3000".
+func heldListeners(ls activation.Set) string {
+	var parts []string
+	for _, l := range ls {
+		if l.Network == "unix" {
+			parts = append(parts, l.Name+"=unix://"+l.Addr)
+		} else {
+			parts = append(parts, l.Name+"="+l.Network+"://"+l.Addr)
+		}
+	}
+	return strings.Join(parts, " ")
+}
 
 // resolveMode is --worker-output's auto: the journal under systemd (when
 // sockd's stderr is the journal), json beside sockd's own json logs, else

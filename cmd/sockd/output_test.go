@@ -647,3 +647,31 @@ func TestPythonOutputUnbuffered(t *testing.T) {
 	launch(t, cmd, errb, ctl)
 	waitFor(t, 10*time.Second, "a print() line", func() bool { return strings.Contains(outb.String(), "[w0 g1] tick\n") })
 }
+
+// A worker that binds a port sockd holds (an app not written for socket
+// activation) dies with "address already in use", in whatever language:
+// sockd says what to do, once, naming what it holds.
+func TestHintAddressInUse(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl.sock")
+	cmd, errb := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", fmt.Sprintf("http=tcp://127.0.0.1:%d", port), "--workers", "1",
+		"--ready", "after:5s", "--", python, "-c", fmt.Sprintf("import socket\ns = socket.socket()\ns.bind(('127.0.0.1', %d))", port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	waitFor(t, 20*time.Second, "the hint", func() bool { return strings.Contains(errb.String(), "event=hint_address_in_use") })
+	if n := strings.Count(errb.String(), "event=hint_address_in_use"); n != 1 || !strings.Contains(errb.String(), fmt.Sprintf(`held="http=tcp://127.0.0.1:%d"`, port)) {
+		t.Errorf("%d hints, or not naming the listener:\n%s", n, errb)
+	}
+}

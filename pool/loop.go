@@ -175,6 +175,10 @@ func (p *Pool) onExit(pid int) {
 	log := p.wlog(w).With("event", "worker_exit", "status", how, "reason", w.why, "cpu_seconds", es.cpu.Seconds())
 	if w.failure != "" {
 		log.Warn("worker crashed", "failure", w.failure)
+	} else if w.why == ExitCrash && es.ws.Exited() && es.ws.ExitStatus() == 0 && w.readyAt.IsZero() && w.exitedAt.Sub(w.started) < daemonizeWithin {
+		// Exit 0 at once, before it was ready: most likely a server that
+		// went to the background, which sockd cannot supervise.
+		log.Warn("worker crashed", "hint", "it exited 0 right after it started: did the command go to the background (daemonize)? sockd runs it in the foreground: turn daemon mode off (nginx: daemon off; others: --foreground, --no-daemon)")
 	} else if w.why == ExitCrash {
 		log.Warn("worker crashed")
 	} else {
@@ -206,6 +210,10 @@ func (p *Pool) beginStop() {
 
 // markReady handles READY=1 (or the after:D rule, or "ready" on Node's
 // IPC channel).
+// daemonizeWithin: a worker that exits 0 this soon after it started,
+// before it was ready, is taken for a server that went to the background.
+const daemonizeWithin = 2 * time.Second
+
 func (p *Pool) markReady(w *worker) {
 	if w.exited || w.state != Starting {
 		return

@@ -675,3 +675,17 @@ func TestHintAddressInUse(t *testing.T) {
 		t.Errorf("%d hints, or not naming the listener:\n%s", n, errb)
 	}
 }
+
+// A worker that exits 0 right after it started, before it was ready, is
+// most likely a server that went to the background: sockd says so.
+func TestHintDaemonized(t *testing.T) {
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, errb := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--workers", "1", "--", "/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	waitFor(t, 20*time.Second, "the hint", func() bool {
+		return strings.Contains(errb.String(), "did the command go to the background (daemonize)?")
+	})
+}

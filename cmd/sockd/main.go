@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -96,7 +97,11 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 	default:
 		err = usagef("unknown command %q (see sockd help)", args[0])
 	}
-	if err != nil {
+	var je jsonError
+	switch {
+	case errors.As(err, &je):
+		stderr.Write(je.record(exitCodeOf(err)))
+	case err != nil:
 		fmt.Fprintf(stderr, "sockd: %s\n", oneLine(err))
 	}
 	return exitCodeOf(err)

@@ -666,3 +666,31 @@ func TestRelativeCommandRunsInCwd(t *testing.T) {
 		t.Fatalf("status %+v", s)
 	}
 }
+
+// With --log-format json, sockd's last word (why it stopped) is a JSON
+// record too, so that a parser of its stderr reads every line.
+func TestFatalErrorAsJSON(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	code, out := exitCode(t, nil, nil, "run", "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--listen", "tcp://"+busy.Addr().String())
+	if code != exitListeners {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("not JSON: %q", l)
+		}
+	}
+	var last struct {
+		Level    string `json:"@level"`
+		Message  string `json:"@message"`
+		ExitCode int    `json:"exit_code"`
+	}
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &last); last.Level != "error" || last.ExitCode != exitListeners || !strings.Contains(last.Message, "address already in use") {
+		t.Errorf("last record %+v", last)
+	}
+}

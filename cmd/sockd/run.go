@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func runCommand(args []string, stdout, stderr io.Writer) error {
+func runCommand(args []string, stdout, stderr io.Writer) (err error) {
 	// Signals are caught from the start: one that comes while the
 	// configuration is read (an ecosystem file run by node) or the
 	// sockets, cgroups and files are set up is handled once sockd runs
@@ -46,6 +47,14 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if c.LogFormat == "json" && !journal.Enabled() {
+		// The last word too is a JSON record, in a stream that is JSON.
+		defer func() {
+			if err != nil {
+				err = jsonError{err}
+			}
+		}()
 	}
 	if err := checkProc(); err != nil {
 		return err
@@ -163,6 +172,20 @@ func closed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// jsonError is an error sockd reports as a JSON record (--log-format
+// json), as hclog writes its records.
+type jsonError struct{ error }
+
+func (e jsonError) Unwrap() error { return e.error }
+
+func (e jsonError) record(code int) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"@level": "error", "@module": "sockd", "@timestamp": time.Now().Format(time.RFC3339Nano),
+		"@message": oneLine(e.error), "event": "exit", "exit_code": code,
+	})
+	return append(b, '\n')
 }
 
 // exitStatus is an exit status passed on as it is (a kept sockd's).

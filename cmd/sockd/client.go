@@ -78,7 +78,7 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	tgt := addTarget(fs)
 	asJSON, wait, check, updateEnv := new(bool), new(bool), new(bool), new(bool)
 	timeout := fs.Duration("timeout", defaultClientTimeout, "give up after this long (0: no limit; with --wait the default is no limit)")
-	synopsis := "sockd " + name + " [--control PATH|--pid PID]"
+	synopsis := "sockd " + name + " [--timeout D] [--control PATH|--pid PID]"
 	var workers string
 	if name == "scale" {
 		workers, args = scaleArg(args, "control", "pid", "timeout")
@@ -86,16 +86,16 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	if name == "status" {
 		fs.BoolVar(asJSON, "json", false, "print the status as JSON (shape documented in docs/reference.md)")
 		fs.BoolVar(check, "check", false, "a health check: print the summary and exit 0 if a worker is ready and sockd is not stopping, else 1")
-		synopsis = "sockd status [--json|--check] [--control PATH|--pid PID]"
+		synopsis = "sockd status [--json|--check] [--timeout D] [--control PATH|--pid PID]"
 	} else {
 		fs.BoolVar(wait, "wait", false, "wait for the outcome and exit non-zero if it failed")
-		synopsis = "sockd " + name + " [--wait] [--control PATH|--pid PID]"
+		synopsis = "sockd " + name + " [--wait] [--timeout D] [--control PATH|--pid PID]"
 		if name == "scale" {
-			synopsis = "sockd scale [--wait] [--control PATH|--pid PID] N|+K|-K"
+			synopsis = "sockd scale [--wait] [--timeout D] [--control PATH|--pid PID] N|+K|-K"
 		}
 		if name == "reload" {
 			fs.BoolVar(updateEnv, "update-env", false, "read the new configuration from this command's environment (SOCKD_* settings, the workers' variables) instead of the one sockd started with")
-			synopsis = "sockd reload [--wait] [--update-env] [--control PATH|--pid PID]"
+			synopsis = "sockd reload [--wait] [--update-env] [--timeout D] [--control PATH|--pid PID]"
 		}
 	}
 	fs.Usage = usageFunc(fs, synopsis, clientHelp[name])
@@ -252,7 +252,11 @@ func controlPath(flag string) (string, error) {
 	if flag != "" {
 		return flag, nil
 	}
-	return daemon.DefaultControlPath()
+	path, err := daemon.DefaultControlPath()
+	if err != nil {
+		return "", usagef("%v", err) // exit 2, as for sockd run
+	}
+	return path, nil
 }
 
 // target is the sockd a client command talks to: --control PATH, or

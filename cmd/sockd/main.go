@@ -28,17 +28,18 @@ restarts them when they crash and reloads them without dropping a connection.
 Usage:
   sockd run [flags] [-- COMMAND [ARGS...]]   supervise workers (no COMMAND: the built-in demo worker)
   sockd status [--json|--check]               show generation, workers and listeners (--check: a health probe)
-  sockd reload [--wait] [--control PATH]      start a new generation, retire the old one
-  sockd upgrade [--wait] [--control PATH]     hand the sockets to a new sockd binary
+  sockd reload [--wait] [--update-env]        start a new generation, retire the old one
+  sockd upgrade [--wait]                      hand the sockets to a new sockd binary
   sockd scale [--wait] N|+K|-K                set the number of workers at run time
-  sockd top [--interval D]                    a live view: workers, CPU, memory, requests, queues, events
-  sockd signal [--worker N] SIGNAL             send a signal to the workers (not to sockd)
+  sockd top [--interval D] [-n N]             a live view: workers, CPU, memory, requests, queues, events
+  sockd signal [--worker N] SIGNAL            send a signal to the workers (not to sockd)
   sockd send [--worker N] [--topic T] JSON    send a message to Node workers (process.on('message'))
   sockd logs [-f] [--worker N] [-n LINES]     the workers' recent output, attributed (-f: follow)
   sockd pm2 [--root DIR] FILE                 turn a PM2 ecosystem file into sockd@APP units and env files
   sockd version                               print the version
-  sockd help                                  this text
+  sockd help [COMMAND]                        this text, or a command's flags
 
+Client commands (all but run and pm2) take --control PATH or --pid PID: the sockd to talk to.
 Run 'sockd COMMAND --help' for the flags of a command.
 `
 
@@ -93,6 +94,14 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		fmt.Fprintf(stdout, "sockd %s\n", version)
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" {
+			switch args[1] {
+			case "run", "top", "status", "reload", "upgrade", "scale", "pm2", "signal", "send", "logs":
+				return sockd([]string{args[1], "--help"}, stdout, stderr)
+			}
+			err = usagef("help %q: no such command (see sockd help)", args[1])
+			break
+		}
 		fmt.Fprint(stdout, helpText)
 	default:
 		err = usagef("unknown command %q (see sockd help)", args[0])

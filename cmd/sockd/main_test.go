@@ -515,7 +515,7 @@ func TestSecondSockdOnTheSameControlSocketLeavesNothing(t *testing.T) {
 // help, version and --help on every command: text on stdout, exit 0.
 func TestHelpAndVersion(t *testing.T) {
 	for _, args := range [][]string{{"help"}, {"--help"}, {"version"}, {"run", "--help"}, {"status", "--help"},
-		{"reload", "--help"}, {"upgrade", "--help"}} {
+		{"reload", "--help"}, {"upgrade", "--help"}, {"help", "run"}, {"help", "logs"}} {
 		var stdout, stderr bytes.Buffer
 		code := sockd(args, &stdout, &stderr)
 		want := "Usage"
@@ -525,6 +525,13 @@ func TestHelpAndVersion(t *testing.T) {
 		if code != exitOK || !strings.Contains(stdout.String()+stderr.String(), want) {
 			t.Errorf("sockd %v: exit %d, stdout %q, stderr %q", args, code, stdout.String(), stderr.String())
 		}
+		if len(args) == 2 && args[0] == "help" && !strings.Contains(stdout.String(), "Usage: sockd "+args[1]) {
+			t.Errorf("sockd help %s is not sockd %s --help: %q", args[1], args[1], stdout.String())
+		}
+	}
+	var stderr bytes.Buffer
+	if code := sockd([]string{"help", "bogus"}, io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "no such command") {
+		t.Errorf("sockd help bogus: exit %d, %q", code, stderr.String())
 	}
 }
 

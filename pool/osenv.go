@@ -430,6 +430,11 @@ func (e *osEnv) drained(w *worker) bool {
 }
 
 func (e *osEnv) gone(w *worker) {
+	if w.out != nil && (w.why == ExitCrash || w.failure != "") {
+		// Its last words outlast the lines of workers that ended as
+		// planned, in sockd's bounded ring of exited workers.
+		w.out.Crashed()
+	}
 	if st := e.p.deps.Steering; st != nil {
 		// Its sockets keep what is queued on them for the next worker
 		// given them (Assign prefers such a socket).

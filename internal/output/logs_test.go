@@ -232,3 +232,27 @@ func TestSlowFollowerSkips(t *testing.T) {
 		t.Fatalf("skipped %d, counted %d", skipped, r.FollowSkipped())
 	}
 }
+
+// A crashed worker's last words outlast the lines of workers that exited
+// as planned (a reload retires a whole generation of them): with room for
+// 2 exited workers, the crashed one is kept through 3 planned exits.
+func TestCrashedWorkersAreKeptLonger(t *testing.T) {
+	r := output.New(output.Options{Ring: output.RingOptions{Lines: 50, Exited: 2}})
+	path := serveLogs(t, r)
+	p, pid := spawn(t, r, 0, 1, "levels")
+	p.Crashed()
+	waitDone(t, p, 10*time.Second)
+	reap(pid)
+	for gen := 2; gen <= 4; gen++ {
+		p, pid := spawn(t, r, 0, gen, "levels")
+		waitDone(t, p, 10*time.Second)
+		reap(pid)
+	}
+	gens := map[int]bool{}
+	for _, rec := range tail(t, path, output.Query{Lines: ptr(1000)}) {
+		gens[rec.Generation] = true
+	}
+	if !gens[1] || len(gens) != 2 || !gens[4] {
+		t.Fatalf("generations kept %v, want the crashed 1 and the last planned 4", gens)
+	}
+}

@@ -197,6 +197,12 @@ func (p *Pipes) Close(drain time.Duration) {
 // delivered.
 func (p *Pipes) Done() <-chan struct{} { return p.done }
 
+// Crashed marks the worker as one that crashed: once its pipes are
+// closed, its lines are kept longer than those of workers that exited as
+// planned (retired by a reload, stopped, recycled), which are dropped
+// first when more workers have exited than the store keeps.
+func (p *Pipes) Crashed() { p.ring.crashed.Store(true) }
+
 // streamEnded is called by each stream once it is closed.
 func (p *Pipes) streamEnded() {
 	p.mu.Lock()

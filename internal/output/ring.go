@@ -1,6 +1,7 @@
 package output
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,7 @@ type ring struct {
 	first, n int
 	total    uint64 // lines ever added: the oldest kept is number total-n
 	ended    bool
+	crashed  atomic.Bool // the worker crashed (Pipes.Crashed)
 }
 
 func (r *ring) add(b *Batch) {
@@ -201,9 +203,14 @@ func (st *store) end(r *ring) {
 			break
 		}
 	}
-	if over := len(st.exited) - st.keep; over > 0 {
-		clear(st.exited[:over])
-		st.exited = st.exited[over:]
+	for len(st.exited) > max(st.keep, 0) {
+		// The oldest that ended as planned goes first; a crashed
+		// worker's last words only when none is left.
+		i := slices.IndexFunc(st.exited, func(r *ring) bool { return !r.crashed.Load() })
+		if i < 0 {
+			i = 0
+		}
+		st.exited = slices.Delete(st.exited, i, i+1)
 	}
 	st.mu.Unlock()
 	st.wake()

@@ -48,6 +48,8 @@ type Relay struct {
 	pipes   map[*Pipes]struct{}
 	totals  [2]counters // by stream, every worker since New
 	lastLog atomic.Int64
+	// lostSince: lines lost since the last output_lost record.
+	lostSince atomic.Int64
 }
 
 // New makes a relay.
@@ -245,17 +247,20 @@ func (r *Relay) Close(ctx context.Context) error {
 	return nil
 }
 
-// logLost logs lines a sink lost, at most once every 10 s.
+// logLost logs lines a sink lost, at most once every 10 s, with every
+// line lost since the last record (the metric counts each).
 func (r *Relay) logLost(w Worker, s Stream, n int, err error) {
+	r.lostSince.Add(int64(n))
 	now := time.Now().UnixNano()
 	last := r.lastLog.Load()
 	if now-last < int64(10*time.Second) || !r.lastLog.CompareAndSwap(last, now) {
 		return
 	}
+	n = int(r.lostSince.Swap(0))
 	var le *LostError
 	if errors.As(err, &le) {
 		err = le.Err
 	}
 	r.log.Warn("worker output lost", "event", "output_lost", "generation", w.Generation, "worker", w.Slot,
-		"worker_pid", w.PID, "stream", s.String(), "lines", n, "error", err)
+		"worker_pid", w.PID, "stream", s.String(), "lines", n, "error", err, "note", "lines lost by any worker since the last such record; sockd_worker_output_dropped_lines_total counts them all")
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -35,10 +36,21 @@ func runCommand(args []string, stdout, stderr io.Writer) (err error) {
 	stops := make(chan os.Signal, 4)
 	signal.Notify(stops, stopSignals...)
 	defer signal.Stop(stops)
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, otherSignals...)
-	defer signal.Stop(sigs)
 	tty := controllingTerminal()
+	others := otherSignals
+	if tty.background() {
+		// A background job of its terminal (sockd run … &): SIGTTIN and
+		// SIGTTOU are the kernel's job control, which with tostop sends
+		// SIGTTOU to the whole process group at a write to the terminal,
+		// stopping a child caught between fork and exec. Ignored from
+		// the start, the writes go through and nothing stops.
+		signal.Ignore(syscall.SIGTTIN, syscall.SIGTTOU)
+		tty.jobControlled.Store(true)
+		others = slices.DeleteFunc(slices.Clone(others), func(s os.Signal) bool { return s == syscall.SIGTTIN || s == syscall.SIGTTOU })
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, others...)
+	defer signal.Stop(sigs)
 	src := config.Source{Args: args, Environ: os.Environ(), Self: self()}
 	c, err := config.Load(src)
 	if errors.Is(err, config.ErrHelp) {
@@ -61,6 +73,9 @@ func runCommand(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	log, apply, closeLog := newLogger(c, stderr)
 	defer closeLog()
+	if tty.jobControlled.Load() {
+		log.Info("sockd runs in the background of its terminal: SIGTTIN and SIGTTOU are the terminal's job control, not scale requests (use sockd scale)", "event", "job_control")
+	}
 	d, err := daemon.New(daemon.Options{Config: c, Source: src, Apply: apply, Logger: log})
 	if err != nil {
 		return err

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -115,5 +117,52 @@ func TestStderrNobodyReads(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("sockd with a stderr nobody reads does not stop")
+	}
+}
+
+// TestBackgroundJobWithTostop: `stty tostop; sockd run … &` in an
+// interactive shell on a terminal. Every write of a background job to the
+// terminal then raises SIGTTOU for its whole process group: sockd took
+// them for scale requests (in a loop, as the write is retried) and a
+// child caught between fork and exec was stopped, so sockd never served.
+// Now it serves, says SIGTTIN and SIGTTOU are job control, and stops on
+// kill -TERM %1.
+func TestBackgroundJobWithTostop(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	master, slave := openPTY(t)
+	defer master.Close()
+	sh := exec.Command(bash, "--norc", "--noprofile", "-i")
+	sh.Stdin, sh.Stdout, sh.Stderr = slave, slave, slave
+	sh.Env = append(os.Environ(), "PS1=$ ", "SOCKDTEST_MAIN=1", "GORACE=atexit_sleep_ms=0")
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	defer func() { sh.Process.Kill(); sh.Wait() }()
+	var screen syncBuffer
+	go io.Copy(&screen, master)
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	fmt.Fprintf(master, "stty tostop\n%s run --control %s --workers 2 --listen tcp://127.0.0.1:0 --stop-timeout 5s &\n", os.Args[0], ctl)
+	d := &daemonProc{control: ctl, t: t, out: &screen}
+	waitFor(t, 20*time.Second, "sockd serving in the background", func() bool {
+		s, err := d.status()
+		return err == nil && s.Ready == 2
+	})
+	s := d.mustStatus()
+	waitFor(t, 10*time.Second, "the job-control notice", func() bool { return strings.Contains(screen.String(), "event=job_control") })
+	if strings.Contains(screen.String(), "scale=-1") {
+		t.Errorf("SIGTTOU taken for a scale request:\n%s", screen.String())
+	}
+	fmt.Fprintf(master, "kill -TERM %%1\n")
+	pids := []int{s.PID}
+	for _, w := range s.Workers {
+		pids = append(pids, w.PID)
+	}
+	for _, pid := range pids {
+		waitFor(t, 20*time.Second, fmt.Sprintf("process %d gone", pid), func() bool { return !procfs.Alive(pid) })
 	}
 }

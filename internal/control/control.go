@@ -141,8 +141,11 @@ func ParseScale(s string) (n int, relative bool, err error) {
 // Listen creates the control socket at path with mode 0600. A stale
 // socket file is replaced; a live one (another sockd) is an error.
 func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control socket: %w (pass --control PATH or SOCKD_CONTROL, in a writable directory)", err)
+	// The socket's own directory is made (/run/sockd), not a tree of
+	// them: a mistyped path or RUNTIME_DIRECTORY must not leave
+	// directories at the root of the file system.
+	if err := os.Mkdir(filepath.Dir(path), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("control socket: %w (pass --control PATH or SOCKD_CONTROL, in a writable directory that exists)", err)
 	}
 	// A stale socket (nobody answers) is replaced; anything else at the
 	// path is someone's file, and a mistyped --control must not delete it.

@@ -173,7 +173,15 @@ func raw(t *testing.T, path string, b []byte) Response {
 
 func TestListen(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "a", "b", "sockd.sock")
+	// Its own directory is made, not a tree (a mistyped RUNTIME_DIRECTORY
+	// must not leave directories at the root).
+	if _, err := Listen(filepath.Join(dir, "x", "y", "sockd.sock")); err == nil || !strings.Contains(err.Error(), "that exists") {
+		t.Fatalf("Listen two directories deep: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Listen left %s/x: %v", dir, err)
+	}
+	path := filepath.Join(dir, "a", "sockd.sock")
 	checkFDs := fdtest.Track(t, "control sockets closed")
 	umask := unix.Umask(0o022)
 	ln, err := Listen(path)

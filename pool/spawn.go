@@ -126,6 +126,11 @@ func defaultSignal34() {
 func ResolveCommand(name, dir string) (string, error) {
 	what := strconv.Quote(name)
 	if strings.Contains(name, "/") && !filepath.IsAbs(name) && dir != "" {
+		// Absolute: the workers are started in dir, where a relative
+		// path would be taken again from there.
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
 		name = filepath.Join(dir, name)
 		what += " in " + dir
 	}

@@ -672,6 +672,15 @@ func TestRelativeCommandRunsInCwd(t *testing.T) {
 	if s := d.mustStatus(); s.Ready != 1 {
 		t.Fatalf("status %+v", s)
 	}
+	// A relative --cwd too, from its parent.
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--ready", "after:50ms", "--workers", "1",
+		"--cwd", filepath.Base(dir), "--", "./server")
+	cmd.Dir = filepath.Dir(dir)
+	rel := launch(t, cmd, out, ctl)
+	if s := rel.mustStatus(); s.Ready != 1 || s.Restarts != 0 {
+		t.Fatalf("with a relative --cwd: status %+v\n%s", s, out)
+	}
 }
 
 // With --log-format json, sockd's last word (why it stopped) is a JSON

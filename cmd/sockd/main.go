@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/sockd/sockd/handoff"
 	"github.com/sockd/sockd/internal/demo"
@@ -109,11 +110,26 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 	var je jsonError
 	switch {
 	case errors.As(err, &je):
-		stderr.Write(je.record(exitCodeOf(err)))
+		lastWord(stderr, je.record(exitCodeOf(err)))
 	case err != nil:
-		fmt.Fprintf(stderr, "sockd: %s\n", oneLine(err))
+		lastWord(stderr, []byte(fmt.Sprintf("sockd: %s\n", oneLine(err))))
 	}
 	return exitCodeOf(err)
+}
+
+// lastWord writes sockd's last line to stderr, waiting at most 2 s: a
+// stderr nobody reads must not keep a sockd that gave up from exiting
+// (and systemd or a container runtime from restarting it).
+func lastWord(w io.Writer, b []byte) {
+	done := make(chan struct{})
+	go func() {
+		w.Write(b)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
 }
 
 func oneLine(err error) string {

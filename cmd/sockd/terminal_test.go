@@ -166,3 +166,39 @@ func TestBackgroundJobWithTostop(t *testing.T) {
 		waitFor(t, 20*time.Second, fmt.Sprintf("process %d gone", pid), func() bool { return !procfs.Alive(pid) })
 	}
 }
+
+// A sockd that gives up while nobody reads its stderr still exits (4),
+// so that systemd's Restart= or the container runtime acts: its last
+// words wait for stderr 2 s at most.
+func TestGivesUpWithAStderrNobodyReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := sockdCmd(t, nil, "run", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--listen", "none", "--workers", "1",
+		"--restart-limit", "1/60s", "--", "/bin/false")
+	cmd.Stderr, cmd.Stdout = w, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if cmd.ProcessState.ExitCode() != exitWorkers {
+			t.Errorf("sockd gave up with %v, want exit %d", err, exitWorkers)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("sockd that gave up does not exit while its stderr is full")
+	}
+}

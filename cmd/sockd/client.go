@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -133,7 +134,7 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	if *updateEnv {
 		req.Env = os.Environ()
 	}
-	resp, err := control.Call(ctx, path, req)
+	resp, err := control.CallChecked(ctx, path, req, tgt.check)
 	if errors.Is(err, control.ErrUnreachable) {
 		return err
 	}
@@ -266,24 +267,33 @@ type target struct {
 	fs      *flag.FlagSet
 	control *string
 	pid     *int
+	// check, with --pid, makes sure each connection reaches the sockd
+	// found (control.PeerUID).
+	check func(*net.UnixConn) error
 }
 
-func addTarget(fs *flag.FlagSet) target {
-	return target{
+func addTarget(fs *flag.FlagSet) *target {
+	return &target{
 		fs:      fs,
 		control: fs.String("control", "", "control socket `path` of the sockd to talk to (default as for sockd run)"),
 		pid:     fs.Int("pid", 0, "talk to the sockd with this `pid`, wherever its control socket is (found through /proc: yours, or as root)"),
 	}
 }
 
-func (t target) path() (string, error) {
+func (t *target) path() (string, error) {
 	switch {
-	case *t.pid != 0 && *t.control != "":
+	case *t.pid != 0 && *t.control != "" && *t.control != os.Getenv("SOCKD_CONTROL"):
+		// (SOCKD_CONTROL in the environment is the default --pid
+		// overrides.)
 		return "", usagef("give --control or --pid, not both")
 	case *t.pid < 0:
 		return "", usagef("--pid %d: want a process id", *t.pid)
 	case *t.pid > 0:
-		return controlOfPID(*t.pid)
+		path, uid, err := controlOfPID(*t.pid)
+		if err == nil {
+			t.check = control.PeerUID(uid)
+		}
+		return path, err
 	case *t.control == "" && flagSet(t.fs, "control"):
 		// --control="$SOCK" with SOCK unset must not reach the default
 		// sockd (a reload of the system's main one).
@@ -303,13 +313,15 @@ func (t target) path() (string, error) {
 // outside systemd and kept its pid) it is the control socket of the sockd
 // in charge, its child. The path is the one pid sees, reached through
 // /proc/PID/root when pid has another root (a chroot, a container).
-func controlOfPID(pid int) (string, error) {
-	if _, _, err := procfs.Stat(pid); err != nil {
-		return "", fmt.Errorf("--pid %d: no such process", pid)
+func controlOfPID(pid int) (string, int, error) {
+	st, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	if err != nil {
+		return "", 0, fmt.Errorf("--pid %d: no such process", pid)
 	}
+	uid := int(st.Sys().(*syscall.Stat_t).Uid) // the process's owner
 	if !runsSockd(pid) {
 		// Never send a request to another program's sockets.
-		return "", fmt.Errorf("--pid %d: not a sockd (its program's name has no \"sockd\" in it; give --control PATH)", pid)
+		return "", 0, fmt.Errorf("--pid %d: not a sockd (its program's name has no \"sockd\" in it; give --control PATH)", pid)
 	}
 	// pid itself, then (a keeper) its children that are sockds: its
 	// successor, the only one of them with a control socket (workers of
@@ -325,7 +337,7 @@ func controlOfPID(pid int) (string, error) {
 		ls, err := procfs.UnixListeners(p)
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
-				return "", fmt.Errorf("--pid %d: cannot read its descriptors: %w (run as its user or root)", pid, err)
+				return "", 0, fmt.Errorf("--pid %d: cannot read its descriptors: %w (run as its user or root)", pid, err)
 			}
 			continue
 		}
@@ -342,19 +354,22 @@ func controlOfPID(pid int) (string, error) {
 				continue
 			}
 			path := reachable(p, l.Path)
+			if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != os.ModeSocket {
+				continue // renamed, or replaced by something else
+			}
 			tried++
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			resp, err := control.Call(ctx, path, control.Request{Command: "status"})
+			resp, err := control.CallChecked(ctx, path, control.Request{Command: "status"}, control.PeerUID(uid))
 			cancel()
 			var s struct {
 				PID int `json:"pid"`
 			}
 			if err == nil && json.Unmarshal(resp.Status, &s) == nil && s.PID == p {
-				return path, nil
+				return path, uid, nil
 			}
 		}
 	}
-	return "", fmt.Errorf("--pid %d: no sockd control socket among its %d listening unix sockets of its own", pid, tried)
+	return "", 0, fmt.Errorf("--pid %d: no sockd control socket among its %d listening unix sockets of its own", pid, tried)
 }
 
 // runsSockd says whether pid runs a program named like sockd (also one
@@ -383,12 +398,15 @@ func descendants(pid, depth int) []int {
 }
 
 // reachable is path as pid sees it, reached from here: through
-// /proc/PID/root when pid's root is not ours.
+// /proc/PID/root when pid has another root or another mount namespace (a
+// unit's PrivateTmp=, a container), whose mounts that walk follows.
 func reachable(pid int, path string) string {
 	root := fmt.Sprintf("/proc/%d/root", pid)
 	a, err1 := os.Stat(root)
 	b, err2 := os.Stat("/")
-	if err1 == nil && err2 == nil && os.SameFile(a, b) {
+	ns, err3 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	own, err4 := os.Readlink("/proc/self/ns/mnt")
+	if err1 == nil && err2 == nil && os.SameFile(a, b) && err3 == nil && err4 == nil && ns == own {
 		return path
 	}
 	return root + path

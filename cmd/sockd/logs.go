@@ -103,7 +103,7 @@ func logsCommand(args []string, stdout io.Writer) error {
 	// ask again (at most 4 more times, as control.Call). The new sockd's
 	// tail holds only its own workers' lines, which the old one never had.
 	for range 5 {
-		if err = readLogs(ctx, path, q, follow, emit); !errors.Is(err, output.ErrRetry) {
+		if err = readLogs(ctx, path, q, follow, tgt.check, emit); !errors.Is(err, output.ErrRetry) {
 			break
 		}
 	}
@@ -118,7 +118,7 @@ func logsCommand(args []string, stdout io.Writer) error {
 
 // readLogs sends the logs request q to the sockd at path and hands each
 // record to fn.
-func readLogs(ctx context.Context, path string, q any, follow bool, fn func(output.Record) error) error {
+func readLogs(ctx context.Context, path string, q any, follow bool, check func(*net.UnixConn) error, fn func(output.Record) error) error {
 	dctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -127,6 +127,11 @@ func readLogs(ctx context.Context, path string, q any, follow bool, fn func(outp
 		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
 	}
 	defer c.Close()
+	if check != nil {
+		if err := check(c.(*net.UnixConn)); err != nil {
+			return err
+		}
+	}
 	// Interrupted (Ctrl-C ends -f): the read ends, and so does the command.
 	defer context.AfterFunc(ctx, func() { c.Close() })()
 	b, _ := json.Marshal(q)
@@ -138,10 +143,7 @@ func readLogs(ctx context.Context, path string, q any, follow bool, fn func(outp
 	// of descriptors) must not hang the command. Following, lines come
 	// when the workers write them.
 	c.SetReadDeadline(time.Now().Add(defaultClientTimeout))
-	var r io.Reader = c
-	if follow {
-		r = &clearAfterHead{c: c}
-	}
+	r := &clearAfterHead{c: c, follow: follow}
 	err = output.ReadLogs(r, fn)
 	if errors.Is(err, output.ErrNoAnswer) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("%w at %s: %w", control.ErrUnreachable, path, err)
@@ -149,18 +151,27 @@ func readLogs(ctx context.Context, path string, q any, follow bool, fn func(outp
 	return err
 }
 
-// clearAfterHead lifts the read deadline once the answer's first line
-// (sockd's ok) came.
+// clearAfterHead bounds the wait for the answer's first line (sockd's
+// ok); then, following, it lifts the deadline (lines come when workers
+// write them), else it renews it at each read: the tail is sent at once,
+// and a slow reader of this command's stdout (| less) only makes the reads
+// come later.
 type clearAfterHead struct {
-	c    net.Conn
-	done bool
+	c      net.Conn
+	follow bool
+	done   bool
 }
 
 func (h *clearAfterHead) Read(p []byte) (int, error) {
+	if h.done && !h.follow {
+		h.c.SetReadDeadline(time.Now().Add(defaultClientTimeout))
+	}
 	n, err := h.c.Read(p)
 	if !h.done && bytes.IndexByte(p[:n], '\n') >= 0 {
 		h.done = true
-		h.c.SetReadDeadline(time.Time{})
+		if h.follow {
+			h.c.SetReadDeadline(time.Time{})
+		}
 	}
 	return n, err
 }

@@ -87,7 +87,7 @@ func tellCommand(name string, args []string, stdout io.Writer) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
 	defer cancel()
-	resp, err := control.Call(ctx, path, req)
+	resp, err := control.CallChecked(ctx, path, req, tgt.check)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"sort"
@@ -52,7 +53,7 @@ func topCommand(args []string, stdout io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	t := &top{path: path, out: stdout, prev: map[int]pool.WorkerStatus{}}
+	t := &top{path: path, check: tgt.check, out: stdout, prev: map[int]pool.WorkerStatus{}}
 	if f, ok := stdout.(*os.File); ok && isTerminal(f) && isTerminal(os.Stdin) {
 		restore, err := rawMode(os.Stdin)
 		if err != nil {
@@ -83,6 +84,7 @@ func topCommand(args []string, stdout io.Writer) error {
 
 type top struct {
 	path   string
+	check  func(*net.UnixConn) error
 	out    io.Writer
 	screen *os.File // set on a terminal
 	prev   map[int]pool.WorkerStatus
@@ -137,7 +139,7 @@ func (t *top) fetch(ctx context.Context) (pool.Status, error) {
 	// as it ends sockd status.
 	ctx, cancel := context.WithTimeout(ctx, defaultClientTimeout)
 	defer cancel()
-	resp, err := control.Call(ctx, t.path, control.Request{Command: "status"})
+	resp, err := control.CallChecked(ctx, t.path, control.Request{Command: "status"}, t.check)
 	if err != nil {
 		return s, err
 	}

@@ -903,6 +903,12 @@ func TestClientByPID(t *testing.T) {
 	if code, o := run("status", "--pid", pid); code != 0 || !strings.HasPrefix(o, fmt.Sprintf("sockd pid %d: running", s.PID)) {
 		t.Fatalf("status --pid of the keeper: exit %d:\n%s", code, o)
 	}
+	// A SOCKD_CONTROL in the environment (an admin's, sudo -E) is the
+	// default that --pid overrides.
+	t.Setenv("SOCKD_CONTROL", filepath.Join(dir, "elsewhere.sock"))
+	if code, o := run("status", "--pid", pid); code != 0 {
+		t.Fatalf("status --pid with SOCKD_CONTROL set: exit %d:\n%s", code, o)
+	}
 	sleep := exec.Command("sleep", "60")
 	if err := sleep.Start(); err != nil {
 		t.Fatal(err)

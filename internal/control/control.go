@@ -377,8 +377,14 @@ const maxRetries = 4
 // upgrade was replacing as it handed over is sent again: it reaches the
 // new one.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
+	return CallChecked(ctx, path, req, nil)
+}
+
+// CallChecked is Call with check run on each connection before the
+// request goes out (PeerUID: that the sockd found is the one answering).
+func CallChecked(ctx context.Context, path string, req Request, check func(*net.UnixConn) error) (Response, error) {
 	for i := 0; ; {
-		resp, err := call(ctx, path, req)
+		resp, err := call(ctx, path, req, check)
 		switch {
 		case resp.Busy && req.Wait:
 			// A reload or upgrade under way: the caller waits anyway.
@@ -395,6 +401,23 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	}
 }
 
+// PeerUID returns a check for CallChecked: the process listening on the
+// socket belongs to uid (SO_PEERCRED, as the kernel recorded it at
+// listen(2)), so that a socket swapped for another between finding and
+// calling is not written to.
+func PeerUID(uid int) func(*net.UnixConn) error {
+	return func(c *net.UnixConn) error {
+		got, err := peerUID(c)
+		if err != nil {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		if got != uid {
+			return fmt.Errorf("control socket %s: its listener is uid %d's, not the sockd's (uid %d)", c.RemoteAddr(), got, uid)
+		}
+		return nil
+	}
+}
+
 // MaxResponse bounds an answer a client reads: a status of 1,024 workers
 // with its events is well under 1 MiB.
 const MaxResponse = 16 << 20
@@ -402,13 +425,18 @@ const MaxResponse = 16 << 20
 // busyPoll is how often Call asks again while sockd is busy.
 const busyPoll = 250 * time.Millisecond
 
-func call(ctx context.Context, path string, req Request) (Response, error) {
+func call(ctx context.Context, path string, req Request, check func(*net.UnixConn) error) (Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return Response{}, fmt.Errorf("%w at %s: %w", ErrUnreachable, path, err)
 	}
 	defer c.Close()
+	if check != nil {
+		if err := check(c.(*net.UnixConn)); err != nil {
+			return Response{}, err
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	b, _ := json.Marshal(req)

@@ -793,3 +793,34 @@ func TestCallBoundsTheAnswer(t *testing.T) {
 		t.Fatalf("Call against a flood: %v", err)
 	}
 }
+
+// PeerUID refuses a socket whose listener is another user's (a socket
+// swapped between finding it and calling it), before a request goes out.
+func TestCallCheckedPeerUID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b, _ := bufio.NewReader(c).ReadBytes('\n')
+		got <- b
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = CallChecked(ctx, path, Request{Command: "reload"}, PeerUID(os.Getuid()+1))
+	if err == nil || !strings.Contains(err.Error(), "not the sockd's") {
+		t.Fatalf("CallChecked against another uid's listener: %v", err)
+	}
+	if b := <-got; len(b) != 0 {
+		t.Fatalf("the request went out anyway: %q", b)
+	}
+}

@@ -407,6 +407,25 @@ func (d *Daemon) closeTree() {
 	}
 }
 
+// RemoveHandedOverTree removes the cgroup subtree this sockd made and
+// handed over, once the sockds it handed it to have ended (a keeper, whose
+// successor has exited): whichever of them ended last may have found this
+// process, or its guard, still in it. A moment is given for the last
+// processes to leave.
+func (d *Daemon) RemoveHandedOverTree() {
+	if d.tree == nil || !d.tree.Created() {
+		return
+	}
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = d.tree.Close(); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.log.Warn("cannot remove the cgroups handed over", "error", err)
+}
+
 // Run supervises the workers until the pool stops: after Stop (nil), after
 // an upgrade handed the service to a new sockd (nil), or when workers
 // crashed beyond the restart limit (an error wrapping pool.ErrRestartLimit).

@@ -72,7 +72,7 @@ func (o *workerOutput) Write(b *output.Batch) error {
 // The most common mistake of an app new to sockd, in any language.
 func (o *workerOutput) hintAddressInUse(b *output.Batch) {
 	for _, l := range b.Lines {
-		if !bytes.Contains(l.Data, []byte("EADDRINUSE")) && !bytes.Contains(bytes.ToLower(l.Data), []byte("address already in use")) {
+		if !bytes.Contains(l.Data, []byte("EADDRINUSE")) && !bytes.Contains(l.Data, []byte("ddress already in use")) { // Address, address
 			continue
 		}
 		now := time.Now().UnixNano()

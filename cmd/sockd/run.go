@@ -150,6 +150,7 @@ func runCommand(args []string, stdout, stderr io.Writer) (err error) {
 	case s != nil && d.Keeps():
 		keeping.Store(true)
 		code := keeper.Keep(keeper.Child{PID: s.PID(), Exited: s.Exited(), Status: s.ExitStatus}, kept, log.Named("keeper"))
+		d.RemoveHandedOverTree()
 		if code != 0 {
 			return exitStatus{code}
 		}

@@ -62,9 +62,17 @@ var evalSeq atomic.Uint64
 // outside node's process group, which would otherwise outlive sockd, one
 // more at each reload.
 func killMarked(mark string) {
-	for _, p := range procfs.Processes() {
-		if p.PID != os.Getpid() && procfs.EnvIs(p.PID, mark) {
-			unix.Kill(p.PID, unix.SIGKILL)
+	// Again while any is found: one may fork as the others are killed.
+	for pass := 0; pass < 5; pass++ {
+		found := false
+		for _, p := range procfs.Processes() {
+			if p.PID != os.Getpid() && !p.Gone() && procfs.EnvIs(p.PID, mark) {
+				unix.Kill(p.PID, unix.SIGKILL)
+				found = true
+			}
+		}
+		if !found {
+			return
 		}
 	}
 }

@@ -232,3 +232,29 @@ func TestInheritEnvErrors(t *testing.T) {
 		t.Fatalf("no LISTEN_FDS: %v %v", set, err)
 	}
 }
+
+// tcp://0.0.0.0:P and udp://0.0.0.0:P bind IPv4 alone, as systemd's
+// ListenStream=0.0.0.0:P does: Go's dual-stack [::] would take IPv6
+// connections too, past an IPv4-only firewall, and show IPv4 clients as
+// ::ffff:a.b.c.d. An empty host stays every address.
+func TestIPv4WildcardIsIPv4Only(t *testing.T) {
+	specs := []activation.Spec{mustSpec(t, "a=tcp://0.0.0.0:0"), mustSpec(t, "b=udp://0.0.0.0:0"), mustSpec(t, "c=tcp://:0")}
+	set, err := activation.Bind(context.Background(), specs, activation.BindOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	for i, want := range []int{unix.AF_INET, unix.AF_INET, unix.AF_INET6} {
+		sa, err := unix.Getsockname(set[i].FD(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		family := unix.AF_INET6
+		if _, ok := sa.(*unix.SockaddrInet4); ok {
+			family = unix.AF_INET
+		}
+		if family != want {
+			t.Errorf("%s (%s): bound as family %d, want %d", specs[i].Name, set[i].Addr, family, want)
+		}
+	}
+}

@@ -74,7 +74,24 @@ func reuseAddr(requested, bound string) string {
 	return net.JoinHostPort(host, port)
 }
 
+// IPv4Only makes tcp and udp on an IPv4 host (0.0.0.0 included) tcp4 and
+// udp4: Go binds an IPv4 wildcard as a dual-stack [::] socket, which
+// would also take IPv6 connections (past an IPv4-only firewall) and give
+// the app IPv4 clients as ::ffff:a.b.c.d. systemd's ListenStream=0.0.0.0:P,
+// nginx and Node bind IPv4 alone; an empty host stays every address.
+func IPv4Only(network, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || (network != "tcp" && network != "udp") {
+		return network
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		return network + "4"
+	}
+	return network
+}
+
 func bindIP(ctx context.Context, network, addr string, reuse bool) (int, error) {
+	network = IPv4Only(network, addr)
 	lc := net.ListenConfig{}
 	// Plain TCP, as systemd binds: Go (1.24+) would make an MPTCP
 	// listener, which takes fewer socket options (no reuseport steering,

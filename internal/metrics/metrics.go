@@ -413,7 +413,7 @@ func Listen(u string) (net.Listener, error) {
 		if p.Host == "" || p.Path != "" && p.Path != "/" {
 			return nil, fmt.Errorf("metrics address %q: want tcp://HOST:PORT", u)
 		}
-		return net.Listen(p.Scheme, p.Host)
+		return net.Listen(activation.IPv4Only(p.Scheme, p.Host), p.Host)
 	case "unix":
 		if p.Host != "" || !strings.HasPrefix(p.Path, "/") {
 			return nil, fmt.Errorf("metrics address %q: want unix:///ABSOLUTE/PATH", u)

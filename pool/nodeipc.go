@@ -53,8 +53,12 @@ func nodeChannel() (mine, theirs int, err error) {
 }
 
 // readNodeChannel reads the worker's messages until it closes its end (it
-// exited): "ready" posts its readiness to the loop.
-func (e *osEnv) readNodeChannel(pid, fd int) {
+// exited): "ready" posts its readiness to the loop. With listening
+// (--ready node-listen) only the preload's word that the app listens on
+// sockd's sockets makes it ready, not the app's own process.send('ready'):
+// an app that says it is ready before it listens, or listens elsewhere,
+// must not retire the workers that serve.
+func (e *osEnv) readNodeChannel(pid, fd int, listening bool) {
 	p := e.p
 	f := os.NewFile(uintptr(fd), "node-ipc")
 	e.channels.Store(pid, &nodeChan{f: f})
@@ -81,6 +85,8 @@ func (e *osEnv) readNodeChannel(pid, fd int) {
 			}
 		case !ours:
 			p.log.Debug("node ipc message ignored", "event", "node_ipc", "worker_pid", pid, "message", string(line[:min(len(line), 200)]))
+		case listening && m.AppReady:
+			p.log.Debug("the app's own ready ignored: --ready node-listen waits for it to listen on sockd's sockets", "event", "node_ipc", "worker_pid", pid)
 		case len(m.Fields()) > 0:
 			// What sd_notify carries, through the same loop event as a
 			// notify datagram of this worker.

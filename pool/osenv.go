@@ -183,7 +183,7 @@ func (e *osEnv) startWith(w *worker) (int, error) {
 	}
 	go e.watch(pid)
 	if mine >= 0 {
-		go e.readNodeChannel(pid, mine)
+		go e.readNodeChannel(pid, mine, w.cfg.Ready.Listening)
 	}
 	return pid, nil
 }

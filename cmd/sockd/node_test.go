@@ -445,3 +445,24 @@ func TestPM2AppWithoutAPort(t *testing.T) {
 		t.Fatalf("ready rule %s, listeners %+v", s.ReadyRule, s.Listeners)
 	}
 }
+
+// --ready node-listen waits for the app to listen on sockd's sockets: the
+// app's own process.send('ready') (a PM2 habit) does not make it ready, or
+// an app that says so before it listens (or that listens elsewhere) would
+// retire the workers that serve.
+func TestNodeListenIgnoresTheAppsOwnReady(t *testing.T) {
+	nodeApps(t)
+	app := filepath.Join(t.TempDir(), "early.js")
+	os.WriteFile(app, []byte("process.send && process.send('ready');\nsetInterval(() => {}, 1000);\n"), 0o644)
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--workers", "1", "--listen", "tcp://127.0.0.1:0",
+		"--ready", "node-listen", "--ready-timeout", "2s", "--", "node", app)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	waitFor(t, 20*time.Second, "the ready timeout", func() bool { return strings.Contains(out.String(), "event=worker_ready_timeout") })
+	if strings.Contains(out.String(), "event=worker_ready ") {
+		t.Fatalf("the app's own ready made the worker ready:\n%s", out)
+	}
+}

@@ -28,7 +28,10 @@ import (
 // flag is the same as an absent one. Any other message (an object without
 // a "sockd" key, another string) is the app's business and not sockd's.
 type Message struct {
-	Ready    bool
+	Ready bool
+	// AppReady: Ready came from the app's own process.send('ready'), not
+	// from sockd's preload.
+	AppReady bool
 	Stopping bool
 	Watchdog bool
 	// Status is STATUS=, when HasStatus.
@@ -56,7 +59,7 @@ func ParseMessage(line []byte) (Message, bool, error) {
 	if line[0] == '"' {
 		var s string
 		if json.Unmarshal(line, &s) == nil && s == "ready" {
-			return Message{Ready: true}, true, nil
+			return Message{Ready: true, AppReady: true}, true, nil
 		}
 		return Message{}, false, nil
 	}

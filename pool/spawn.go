@@ -345,7 +345,11 @@ func (e *osEnv) nodePreload(env []string, w *worker, channel bool) []string {
 		e.p.log.Warn("node preload: cannot describe the sockets; workers get none", "error", err)
 		ls = nil
 	}
-	o := nodeshim.Options{Send: nodeshim.Send{Ready: c.Ready.Listening, Requests: channel, Watchdog: channel && c.WorkerWatchdog > 0}}
+	o := nodeshim.Options{Send: nodeshim.Send{Ready: c.Ready.Listening, Requests: channel, Watchdog: channel && c.WorkerWatchdog > 0},
+		StopSignal: unix.SignalName(c.StopSignal)}
+	if c.StopSignal == 0 {
+		o.StopSignal = "SIGTERM"
+	}
 	if channel {
 		o.Warmup = c.Warmup
 	}

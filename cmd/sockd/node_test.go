@@ -466,3 +466,42 @@ func TestNodeListenIgnoresTheAppsOwnReady(t *testing.T) {
 		t.Fatalf("the app's own ready made the worker ready:\n%s", out)
 	}
 }
+
+// TestNodeAppWithoutAStopHandler: the Express hello world has no handler
+// for SIGTERM, sockd's default stop signal; Node's default is to die at
+// once, in the middle of its requests. sockd's preload closes its servers
+// with the careful drain instead, and reloads lose nothing.
+func TestNodeAppWithoutAStopHandler(t *testing.T) {
+	nodeApps(t)
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		t.Skip("no wrk")
+	}
+	app := filepath.Join(t.TempDir(), "bare.js")
+	os.WriteFile(app, []byte("require('http').createServer((q, r) => setTimeout(() => r.end('ok'), 20)).listen(process.env.PORT);\n"), 0o644)
+	port := freePort(t)
+	d := startSockd(t, []string{"PORT=" + strconv.Itoa(port)}, "--workers", "2", "--listen", fmt.Sprintf("http=tcp://127.0.0.1:%d", port),
+		"--ready", "node-listen", "--", "node", app)
+	run, err := load.StartWrk(wrk, fmt.Sprintf("http://127.0.0.1:%d/", port), load.WrkOptions{Conns: 16, Threads: 2, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Kill()
+	for i := 0; i < 3; i++ {
+		var out bytes.Buffer
+		if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+			t.Fatalf("reload %d: exit %d %s", i+1, code, out.String())
+		}
+	}
+	res, err := run.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("3 reloads: %s", res)
+	if res.Failed() > 0 || res.Requests < 100 {
+		t.Fatalf("wrk over 3 reloads of an app without a SIGTERM handler: %s\n%s", res, res.Output)
+	}
+	if strings.Contains(d.out.String(), "killed by SIGTERM") {
+		t.Errorf("a worker died of SIGTERM:\n%s", d.out)
+	}
+}

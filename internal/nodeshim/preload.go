@@ -43,6 +43,8 @@ const (
 	// npm that hands them on). sockd must not set it (and removes it from
 	// a worker's environment, as every SOCKD_ variable).
 	OwnerVar = "SOCKD_NODE_OWNER"
+	// StopSignalVar is Options.StopSignal.
+	StopSignalVar = "SOCKD_NODE_STOP_SIGNAL"
 )
 
 // DefaultIdleGrace is how long a keep-alive connection must have been idle
@@ -142,6 +144,13 @@ type Options struct {
 	RequestsInterval time.Duration
 	// Warmup: none by default.
 	Warmup Warmup
+	// StopSignal ("SIGTERM", "SIGINT") is the signal sockd asks a worker
+	// to stop with. An app that has no handler for it when it comes (an
+	// Express hello world) would die at once, in the middle of its
+	// requests: the preload then closes the app's servers on sockd's
+	// sockets with the careful drain and exits 0 once they are closed.
+	// "": Node's default.
+	StopSignal string
 }
 
 // Env returns the variables that tell the preload about the worker's
@@ -165,6 +174,9 @@ func (o Options) Env(ls []Listener) ([]string, error) {
 	}
 	if o.IdleGrace > 0 {
 		env = append(env, IdleGraceVar+"="+strconv.FormatInt(max(1, o.IdleGrace.Milliseconds()), 10))
+	}
+	if o.StopSignal != "" {
+		env = append(env, StopSignalVar+"="+o.StopSignal)
 	}
 	if o.RequestsInterval > 0 {
 		env = append(env, RequestsIntervalVar+"="+strconv.FormatInt(max(1, o.RequestsInterval.Milliseconds()), 10))

@@ -372,6 +372,27 @@
     Server.prototype.closeIdleConnections = patched;
   }
 
+  // --- A graceful stop for an app that has none (SOCKD_NODE_STOP_SIGNAL) ----
+  // An app with no handler for the signal sockd stops workers with would
+  // die at once, in the middle of its requests (Node's default): the
+  // preload's own handler, which acts only when it is the signal's one
+  // listener as it comes, closes the app's servers on sockd's sockets
+  // (the careful drain above) and exits 0 once they are closed. An app
+  // that handles the signal itself is left to do it.
+  const stopSignal = env.SOCKD_NODE_STOP_SIGNAL || '';
+  if (careful && role === 'worker' && /^SIG[A-Z0-9]+$/.test(stopSignal)) {
+    try {
+      process.on(stopSignal, function sockdStop() {
+        if (process.listenerCount(stopSignal) > 1) return; // the app's own
+        const servers = listeners.filter((l) => l.state === 'claimed' && l.server && l.server.listening).map((l) => l.server);
+        if (debug) say(`${stopSignal} with no handler of the app's: closing its ${servers.length} servers, then exit`);
+        let left = servers.length;
+        if (left === 0) process.exit(0);
+        for (const s of servers) s.close(() => { if (--left === 0) process.exit(0); });
+      });
+    } catch { /* a signal Node cannot handle: its default stays */ }
+  }
+
   // --- Warm-up before ready (SOCKD_NODE_WARMUP) ----------------------------
   // The worker's ready waits until the app's HTTP(S) servers on sockd's
   // sockets have answered SOCKD_NODE_WARMUP_REQUESTS requests for the path,

@@ -62,15 +62,8 @@ func TestTerminalHangUpStops(t *testing.T) {
 	workers = append(workers, d.mustStatus().Workers...)
 
 	master.Close() // the window closes
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("sockd after its terminal hung up: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("sockd still runs 30 s after its terminal hung up")
+	if err := waitExit(t, cmd, "after its terminal hung up"); err != nil {
+		t.Errorf("sockd after its terminal hung up: %v", err)
 	}
 	for _, w := range workers {
 		waitFor(t, 10*time.Second, fmt.Sprintf("worker %d gone", w.PID), func() bool { return !procfs.Alive(w.PID) })
@@ -84,17 +77,7 @@ func TestTerminalHangUpStops(t *testing.T) {
 // crashed worker and stops, where it used to stop dead at its first log
 // record.
 func TestStderrNobodyReads(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(make([]byte, 4096)); err != nil { // full
-		t.Fatal(err)
-	}
+	_, w := fullPipe(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--workers", "2", "--listen", "tcp://127.0.0.1:0", "--log-level", "debug")
 	cmd.Stderr = w
@@ -108,16 +91,43 @@ func TestStderrNobodyReads(t *testing.T) {
 		return err == nil && s.Ready == 2 && s.Restarts == 1
 	})
 	cmd.Process.Signal(syscall.SIGTERM)
+	if err := waitExit(t, cmd, "with a stderr nobody reads, after SIGTERM"); err != nil {
+		t.Errorf("sockd with a stderr nobody reads stopped with %v", err)
+	}
+}
+
+// waitExit waits for cmd (started) to exit, 30 s at most.
+func waitExit(t *testing.T, cmd *exec.Cmd, what string) error {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Errorf("sockd with a stderr nobody reads stopped with %v", err)
-		}
+		return err
 	case <-time.After(30 * time.Second):
-		t.Fatal("sockd with a stderr nobody reads does not stop")
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("sockd still runs 30 s %s", what)
+		return nil
 	}
+}
+
+// fullPipe is a pipe of one page that is full, which nobody reads: a
+// terminal paused with Ctrl-S, a stuck log shipper.
+func fullPipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	return r, w
 }
 
 // TestBackgroundJobWithTostop: `stty tostop; sockd run … &` in an
@@ -171,17 +181,7 @@ func TestBackgroundJobWithTostop(t *testing.T) {
 // so that systemd's Restart= or the container runtime acts: its last
 // words wait for stderr 2 s at most.
 func TestGivesUpWithAStderrNobodyReads(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(make([]byte, 4096)); err != nil {
-		t.Fatal(err)
-	}
+	_, w := fullPipe(t)
 	cmd, _ := sockdCmd(t, nil, "run", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--listen", "none", "--workers", "1",
 		"--restart-limit", "1/60s", "--", "/bin/false")
 	cmd.Stderr, cmd.Stdout = w, io.Discard
@@ -189,16 +189,7 @@ func TestGivesUpWithAStderrNobodyReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if cmd.ProcessState.ExitCode() != exitWorkers {
-			t.Errorf("sockd gave up with %v, want exit %d", err, exitWorkers)
-		}
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatal("sockd that gave up does not exit while its stderr is full")
+	if err := waitExit(t, cmd, "after it gave up, with its stderr full"); cmd.ProcessState.ExitCode() != exitWorkers {
+		t.Errorf("sockd gave up with %v, want exit %d", err, exitWorkers)
 	}
 }

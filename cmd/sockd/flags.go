@@ -67,9 +67,9 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // identity are the client flags whose SOCKD_<FLAG> variables sockd sets
 // in every worker's environment (its slot and generation): a command a
 // worker runs (sockd signal, send, logs) must not be narrowed to that
-// worker by them, so they are read from the command line only; so is
-// --pid, which names one process.
-var identity = map[string]bool{"worker": true, "generation": true, "pid": true}
+// worker by them, so they are read from the command line only; so are
+// --pid and --worker-pid, which name one process.
+var identity = map[string]bool{"worker": true, "generation": true, "pid": true, "worker-pid": true}
 
 // parseFlags parses args with fs, then fills every flag not given on the
 // command line from SOCKD_<FLAG> (dashes become underscores), so units can

@@ -39,12 +39,18 @@ type ReloadError struct {
 	Reason     string
 	Slots      int // the pool's size
 	Replaced   int // slots that took the new generation before the failure
+	// Unserved: no worker of generation Serving was ready when the reload
+	// failed (a reload during the first start): it starts again.
+	Unserved bool
 }
 
 func (e *ReloadError) Error() string {
 	if e.Replaced > 0 {
 		return fmt.Sprintf("reload to generation %d halted after %d of %d slots: %s; the other slots still run generation %d",
 			e.Generation, e.Replaced, e.Slots, e.Reason, e.Serving)
+	}
+	if e.Unserved {
+		return fmt.Sprintf("reload to generation %d failed: %s; no worker of generation %d was ready: it starts again", e.Generation, e.Reason, e.Serving)
 	}
 	return fmt.Sprintf("reload to generation %d failed: %s; generation %d still serving", e.Generation, e.Reason, e.Serving)
 }

@@ -458,12 +458,16 @@ func (p *Pool) abortReload(reason string) {
 	r.slots = r.slots[:0]
 	p.dropAdded(r)
 	now := p.env.now()
-	err := &ReloadError{Generation: r.gen, Serving: r.from, Reason: reason, Slots: len(st.slots), Replaced: r.done}
+	err := &ReloadError{Generation: r.gen, Serving: r.from, Reason: reason, Slots: len(st.slots), Replaced: r.done, Unserved: p.countReady() == 0}
 	st.lastReload = &ReloadResult{Generation: r.gen, Error: reason, Replaced: r.done, FinishedAt: now, Seconds: now.Sub(r.started).Seconds()}
-	if r.done == 0 {
+	switch {
+	case r.done == 0 && err.Unserved:
+		p.log.Error("reload failed; no worker of the previous generation was ready: it starts again", "event", "reload_failed",
+			"generation", r.gen, "previous", r.from, "reason", reason)
+	case r.done == 0:
 		p.log.Error("reload failed; previous generation keeps serving", "event", "reload_failed",
 			"generation", r.gen, "serving", r.from, "reason", reason)
-	} else {
+	default:
 		p.log.Error("reload halted; the slots not reached keep their workers", "event", "reload_failed",
 			"generation", r.gen, "replaced", r.done, "slots", len(st.slots), "reason", reason)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -1431,5 +1432,30 @@ func TestSimLowStart(t *testing.T) {
 		if s.procs[pid].low {
 			t.Fatalf("worker %d started low though sockd may not restore it", pid)
 		}
+	}
+}
+
+// A reload while the first generation is not ready yet, which fails: no
+// worker of the previous generation was serving, and the error says so
+// (it starts again) instead of saying that it keeps serving.
+func TestSimFailedReloadOfAnUnservedGeneration(t *testing.T) {
+	s := newSim(t, func(o *simOpts) { o.ReloadTimeout = 20 * time.Second })
+	first := s.starting()
+	res := s.reload()
+	var second []int
+	for _, pid := range s.starting() {
+		if !slices.Contains(first, pid) {
+			second = append(second, pid)
+		}
+	}
+	for _, pid := range second {
+		s.exit(pid)
+	}
+	s.exitStopped()
+	s.advance(time.Minute)
+	err := reply(t, res)
+	var re *ReloadError
+	if !errors.As(err, &re) || !re.Unserved || !strings.Contains(err.Error(), "no worker of generation 1 was ready: it starts again") {
+		t.Fatalf("reload error %v (%+v), want an unserved generation", err, re)
 	}
 }

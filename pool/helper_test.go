@@ -99,8 +99,10 @@ func helperWorker() int {
 	case "careful":
 		return carefulWorker()
 	case "bloat": // the first one grows to 256 MiB once ready; its replacements do not
-		if _, err := os.Stat(filepath.Join(os.Getenv("POOL_TEST_DIR"), "bloated")); err != nil {
-			os.WriteFile(filepath.Join(os.Getenv("POOL_TEST_DIR"), "bloated"), nil, 0o644)
+		// O_EXCL: of workers started at once, one claims the file (a Stat
+		// then a write let two of them bloat).
+		if f, err := os.OpenFile(filepath.Join(os.Getenv("POOL_TEST_DIR"), "bloated"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
+			f.Close()
 			go func() {
 				ballast = make([]byte, 256<<20)
 				for i := range ballast {

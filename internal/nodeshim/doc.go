@@ -63,6 +63,13 @@
 // a socket Node creates (exclusive, reusePort, readableAll) are ignored for
 // sockd's sockets.
 //
+// The file of a unix socket sockd holds is shared by every worker and the
+// next generation, so the worker's fs.unlink, fs.rm (callback, sync and
+// promise forms) of it, by any path that leads to it, is skipped with one
+// line on stderr: apps often remove a stale file before listen(path) and
+// again on exit, which would leave every worker on a socket no client can
+// reach. Other files are removed as asked.
+//
 // A listen that collides with a sockd socket it cannot take (not the
 // worker, fd closed on the way, already taken or closed in this process)
 // gets one line on stderr that says why, e.g.

@@ -387,3 +387,59 @@ http.createServer((q, r) => r.end('m')).listen(Number(process.env.METRICS_PORT),
 		t.Fatalf("the second worker's output:\n%s\nwant once: %s", out, want)
 	}
 }
+
+// An app that removes its socket file before listen(path) and again on
+// exit, as many do, leaves sockd's socket file alone: every form of unlink
+// and rm of it (by its path, or another path to the same file) is skipped
+// with one line, while a file of the app's own is removed as asked.
+func TestUnixSocketFileKept(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "app.sock")
+	set := bind(t, "web=unix://"+sock)
+	alias := filepath.Join(t.TempDir(), "alias")
+	if err := os.Symlink(dir, alias); err != nil {
+		t.Fatal(err)
+	}
+	own := filepath.Join(dir, "own.sock")
+	if err := os.WriteFile(own, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "unlink.js")
+	os.WriteFile(script, []byte(`
+const http = require('http'), fs = require('fs'), fsp = require('fs/promises');
+const E = process.env, p = E.SOCK;
+if (fs.existsSync(p)) fs.unlinkSync(p);
+fs.rmSync(E.ALIAS + '/app.sock', {force: true});
+fs.unlinkSync(E.OWN);
+fs.unlink(p, (err) => {
+  if (err) throw err;
+  fs.rm(p, {force: true}, (err) => {
+    if (err) throw err;
+    fsp.unlink(p).then(() => fsp.rm(new URL('file://' + p))).then(() => {
+      const s = http.createServer((q, r) => r.end('pid=' + process.pid));
+      s.listen(p, () => process.send('listening'));
+    });
+  });
+});
+process.on('SIGTERM', () => { fs.unlinkSync(p); process.exit(0); });
+`), 0o644)
+	p := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true,
+		env: []string{"SOCK=" + sock, "ALIAS=" + alias, "OWN=" + own}})
+	p.waitMsg(`"listening"`, readyTimeout)
+	if pid, _, err := get("unix", sock, "/"); err != nil || pid != p.pid {
+		t.Fatalf("GET over %s: pid %d, %v; want %d", sock, pid, err, p.pid)
+	}
+	if _, err := os.Stat(own); !os.IsNotExist(err) {
+		t.Errorf("the app's own file %s: %v, want it removed", own, err)
+	}
+	p.signal(unix.SIGTERM)
+	if code := p.wait(readyTimeout); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, p.out)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("sockd's socket file after the app's unlinks: %v, %v", fi, err)
+	}
+	if n := strings.Count(p.out.String(), "kept "+sock+": it is sockd's listening socket web"); n != 1 {
+		t.Errorf("%d lines say the file was kept, want 1; output:\n%s", n, p.out)
+	}
+}

@@ -265,6 +265,69 @@
 
   if (role !== 'worker') return;
 
+  // --- sockd's socket files ------------------------------------------------
+  // Apps that listen on a path often remove a stale file first
+  // (`if (fs.existsSync(p)) fs.unlinkSync(p)`) and again on exit. That file
+  // is sockd's listening socket, shared by every worker and the next
+  // generation: once it is gone, every worker listens on a socket that no
+  // client can reach. Such an unlink or rm is skipped, with one line.
+  const held = [];
+  for (const l of listeners) {
+    if (!l.ok || l.net !== 'unix' || typeof l.path !== 'string' || l.path === '' || l.path[0] === '\0') continue;
+    try {
+      const st = fs.lstatSync(l.path, { bigint: true });
+      if (st.isSocket()) held.push({ l, dev: st.dev, ino: st.ino, said: false });
+    } catch { /* gone already: nothing to keep */ }
+  }
+  if (held.length > 0) guardSocketFiles();
+  function heldFile(p) {
+    try {
+      if (p instanceof URL) p = require('url').fileURLToPath(p);
+      else if (Buffer.isBuffer(p)) p = p.toString();
+      if (typeof p !== 'string' || p === '') return null;
+      const st = fs.lstatSync(p, { bigint: true });
+      if (!st.isSocket()) return null;
+      return held.find((h) => h.dev === st.dev && h.ino === st.ino) || null;
+    } catch { return null; }
+  }
+  function kept(h, fn) {
+    if (h.said) return;
+    h.said = true;
+    say(`kept ${h.l.path}: it is sockd's listening socket${h.l.name ? ` ${h.l.name}` : ''}, shared by every worker and the next generation; the app's ${fn}() of it was skipped`);
+  }
+  function guardSocketFiles() {
+    const fsp = fs.promises;
+    for (const fn of ['unlinkSync', 'rmSync']) {
+      const orig = fs[fn];
+      fs[fn] = function (p) {
+        const h = heldFile(p);
+        if (h) return kept(h, fn);
+        return orig.apply(this, arguments);
+      };
+    }
+    for (const fn of ['unlink', 'rm']) {
+      const orig = fs[fn];
+      fs[fn] = function (p, ...rest) {
+        const h = heldFile(p);
+        const cb = rest[rest.length - 1];
+        if (h && typeof cb === 'function') {
+          kept(h, fn);
+          return process.nextTick(cb, null);
+        }
+        return orig.apply(this, arguments);
+      };
+      const origP = fsp[fn];
+      fsp[fn] = function (p) {
+        const h = heldFile(p);
+        if (h) {
+          kept(h, fn);
+          return Promise.resolve();
+        }
+        return origP.apply(this, arguments);
+      };
+    }
+  }
+
   // --- The careful drain ---------------------------------------------------
   const kState = Symbol('sockd.drain');
   const probe = Buffer.alloc(1);

@@ -114,6 +114,19 @@
 // deadline of its own (sockd's stop timeout is it).
 // closeAllConnections() is untouched.
 //
+// An HTTP/2 server (http2.createServer, createSecureServer) on sockd's
+// socket: Node's close() leaves every session open, so the worker would
+// live until sockd's stop timeout kills it, mid-stream. The preload's
+// close() also ends the sessions. A session with a stream open gets a
+// GOAWAY that still admits every stream (last stream id 2^31-1), at once or
+// when its next stream begins, so that the client opens no new stream on
+// it and nghttp2 ends it once its streams are done; a session that stays
+// idle for the grace is closed then (session.close()). A GOAWAY is never
+// sent to an idle session at once: nghttp2 ends a session as soon as it has
+// sent one with no stream open, dropping a stream the client sent
+// meanwhile, and Node has no shutdown notice. The same limit as HTTP/1.1's
+// remains: a stream on the wire as an idle session closes is lost.
+//
 // Fastify answers 503 to requests arriving on open connections while it
 // closes (return503OnClosing, "not needed since Node 19" per its own
 // comments, because Node closed those connections). Since the drain keeps

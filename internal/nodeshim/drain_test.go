@@ -214,3 +214,78 @@ func TestDrainFastifyServesWhileClosing(t *testing.T) {
 		})
 	}
 }
+
+// An HTTP/2 server on sockd's socket, stopped while a client holds a
+// session with a stream open and another one idle: the first is told to go
+// away (GOAWAY) while its stream is still open, the stream is answered and
+// the session ends; the idle one is closed after the idle grace; the worker
+// exits 0 by itself. Node's own close() would leave the session
+// open, and the worker running until sockd kills it.
+func TestDrainHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	app := filepath.Join(dir, "h2.js")
+	os.WriteFile(app, []byte(`
+const s = require('http2').createServer();
+s.on('stream', (st, h) => {
+  const answer = () => { st.respond({':status': 200}); st.end('pid=' + process.pid); };
+  if (h[':path'] === '/slow') setTimeout(answer, 300); else answer();
+});
+s.listen(Number(process.env.PORT), () => process.send('ready'));
+`), 0o644)
+	client := filepath.Join(dir, "client.js")
+	os.WriteFile(client, []byte(`
+const fs = require('fs'), say = (s) => fs.writeSync(1, s + '\n');
+const sess = require('http2').connect('http://' + process.argv[2]);
+sess.on('goaway', (code, last) => say('goaway ' + code));
+sess.on('close', () => say('session closed'));
+sess.on('error', (e) => say('session error ' + e.code));
+const get = (path, cb) => {
+  const r = sess.request({':path': path});
+  let b = '';
+  r.on('response', (h) => { b += h[':status'] + ' '; });
+  r.on('data', (d) => b += d);
+  r.on('end', () => cb(b));
+  r.on('error', (e) => say(path + ' error ' + e.code));
+  r.end();
+};
+const idle = require('http2').connect('http://' + process.argv[2]);
+idle.on('close', () => say('idle closed'));
+idle.on('error', (e) => say('idle session error ' + e.code));
+const r = idle.request({':path': '/'});
+r.resume();
+r.on('end', () => get('/', (b) => {
+  say('first ' + b);
+  get('/slow', (b) => say('slow ' + b));
+  say('sent');
+}));
+r.end();
+`), 0o644)
+	p := start(t, spec{cmd: []string{"node", app}, set: set, ipc: true,
+		env: []string{"PORT=" + strconv.Itoa(port(t, set[0])), StopSignalVar + "=SIGTERM", IdleGraceVar + "=200"}})
+	p.waitMsg(`"ready"`, readyTimeout)
+	c := start(t, spec{cmd: []string{"node", client, set[0].Addr}, noPreload: true})
+	c.waitOutput("sent", readyTimeout)
+	p.signal(unix.SIGTERM)
+	if code := c.wait(readyTimeout); code != 0 {
+		t.Fatalf("client exit code %d\n%s", code, c.out)
+	}
+	// In this order (more GOAWAYs may follow the first: the notice, then
+	// close()'s own), and nothing else.
+	out := c.out.String()
+	pid := strconv.Itoa(p.pid)
+	at := -1
+	for _, line := range []string{"first 200 pid=" + pid, "sent", "goaway 0", "slow 200 pid=" + pid, "session closed"} {
+		i := strings.Index(out[at+1:], line+"\n")
+		if i < 0 {
+			t.Fatalf("client output lacks %q after byte %d:\n%s", line, at+1, out)
+		}
+		at += 1 + i
+	}
+	if strings.Contains(out, "error") || !strings.Contains(out, "idle closed\n") {
+		t.Fatalf("client saw an error, or its idle session was not closed:\n%s", out)
+	}
+	if code := p.wait(readyTimeout); code != 0 {
+		t.Fatalf("worker exit code %d\n%s", code, p.out)
+	}
+}

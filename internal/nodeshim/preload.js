@@ -158,10 +158,12 @@
   // close() closes the fd at once (the 'close' event comes after the
   // drain): a later listen on the port must not reuse its number.
   const kClaim = Symbol('sockd.listener');
+  const kH2 = Symbol('sockd.h2'); // an HTTP/2 server's drain (below)
   const origClose = net.Server.prototype.close;
   net.Server.prototype.close = function close() {
     const l = this[kClaim];
     if (l && this._handle) l.state = 'closed';
+    if (this[kH2]) beginH2Drain(this[kH2]);
     return origClose.apply(this, arguments);
   };
 
@@ -201,6 +203,7 @@
     const opts = { fd: l.fd };
     if (req.options.signal) opts.signal = req.options.signal;
     if (server instanceof http.Server || server instanceof https.Server) track(server);
+    else if (isH2(server)) trackH2(server);
     server.once('listening', () => setImmediate(maybeReady));
     return req.cb ? origListen.call(server, opts, l.backlog, req.cb) : origListen.call(server, opts, l.backlog);
   }
@@ -433,6 +436,70 @@
     };
     patched.sockd = true;
     Server.prototype.closeIdleConnections = patched;
+  }
+
+  // --- HTTP/2 ----------------------------------------------------------------
+  // Node's Http2Server.close() stops accepting but leaves every session
+  // open, so a client on a kept session never learns that the worker
+  // leaves, and the worker lives until sockd kills it. On sockd's sockets
+  // close() also ends each session, in the way that loses the fewest
+  // streams with nghttp2 (which ends a session as soon as it has sent a
+  // GOAWAY and no stream is open, dropping one the client sent meanwhile;
+  // Node has no shutdown notice): a session with a stream open gets a
+  // GOAWAY that admits every stream (clients open no new one on it) at
+  // once, or when its next stream begins; one that stays idle for the
+  // idle grace is closed then, as an idle HTTP/1.1 connection is.
+  function isH2(server) {
+    for (let p = Object.getPrototypeOf(server); p; p = Object.getPrototypeOf(p)) {
+      const c = Object.hasOwn(p, 'constructor') ? p.constructor : null;
+      if (c && (c.name === 'Http2Server' || c.name === 'Http2SecureServer')) return true;
+    }
+    return false;
+  }
+  function trackH2(server) {
+    if (!careful) return;
+    const st = { sessions: new Map(), draining: false, start: 0, timer: null };
+    server[kH2] = st;
+    server.on('session', (session) => {
+      const rec = { open: 0, since: Date.now(), told: false };
+      st.sessions.set(session, rec);
+      session.once('close', () => st.sessions.delete(session));
+      session.on('stream', (stream) => {
+        rec.open++;
+        stream.once('close', () => { rec.open--; rec.since = Date.now(); });
+        if (st.draining) goAway(session, rec);
+      });
+    });
+  }
+  function goAway(session, rec) {
+    if (rec.told) return;
+    rec.told = true;
+    try {
+      if (!session.closed && !session.destroyed) session.goaway(0, 2 ** 31 - 1);
+    } catch { /* the session ended meanwhile */ }
+  }
+  function beginH2Drain(st) {
+    if (st.draining) return;
+    st.draining = true;
+    st.start = Date.now();
+    if (debug) say(`drain: HTTP/2, ${st.sessions.size} sessions`);
+    sweepH2(st);
+    st.timer = setInterval(sweepH2, Math.max(10, Math.min(100, grace / 4)), st);
+    st.timer.unref();
+  }
+  function sweepH2(st) {
+    const now = Date.now();
+    for (const [session, rec] of st.sessions) {
+      if (rec.open > 0) goAway(session, rec);
+      else if (!rec.told && now - Math.max(rec.since, st.start) >= grace) {
+        rec.told = true;
+        try { session.close(); } catch { /* ended meanwhile */ }
+      }
+    }
+    if (st.sessions.size === 0 && st.timer) {
+      clearInterval(st.timer);
+      st.timer = null;
+    }
   }
 
   // --- A graceful stop for an app that has none (SOCKD_NODE_STOP_SIGNAL) ----

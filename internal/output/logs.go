@@ -242,11 +242,16 @@ func ReadLogs(r io.Reader, fn func(Record) error) error {
 }
 
 // AppendText appends rec as `sockd logs` prints it: the prefix format
-// ("[w1 g3 err] line"), after the time if withTime, with the line's exact
-// bytes; a gap reads "[w1 g3] -- 120 lines skipped --".
+// ("[w1 g3 err] line"), after the time if withTime (in the local time zone,
+// as the prefix format's live times are), with the line's exact bytes; a
+// gap reads "[w1 g3] -- 120 lines skipped --".
 func (r Record) AppendText(dst []byte, withTime bool) []byte {
 	if withTime && r.Time != "" {
-		dst = append(dst, r.Time...)
+		if t, err := time.Parse(time.RFC3339Nano, r.Time); err == nil {
+			dst = t.Local().AppendFormat(dst, DefaultTimeFormat)
+		} else {
+			dst = append(dst, r.Time...)
+		}
 		dst = append(dst, ' ')
 	}
 	s := Stdout

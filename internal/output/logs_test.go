@@ -256,3 +256,20 @@ func TestCrashedWorkersAreKeptLonger(t *testing.T) {
 		t.Fatalf("generations kept %v, want the crashed 1 and the last planned 4", gens)
 	}
 }
+
+// `sockd logs --time` prints each record's UTC time in the local zone, as
+// the prefix format's live lines have it; a time it cannot read stays as
+// sockd sent it.
+func TestAppendTextLocalTime(t *testing.T) {
+	saved := time.Local
+	time.Local = time.FixedZone("X", 5*3600+30*60)
+	defer func() { time.Local = saved }()
+	rec := output.Record{Time: "2026-12-05T10:00:00.123456789Z", Worker: 1, Generation: 3, Stream: "stderr", Message: "boom"}
+	if got, want := string(rec.AppendText(nil, true)), "2026-12-05T15:30:00.123456789+05:30 [w1 g3 err] boom\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	rec.Time = "yesterday"
+	if got := string(rec.AppendText(nil, true)); !strings.HasPrefix(got, "yesterday [w1 g3 err] ") {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,5 +272,38 @@ func TestAppendTextLocalTime(t *testing.T) {
 	rec.Time = "yesterday"
 	if got := string(rec.AppendText(nil, true)); !strings.HasPrefix(got, "yesterday [w1 g3 err] ") {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// By default the exited rings kept grow with the live workers: after a
+// reload of 20 workers, every one of the old generation's last lines is
+// still there (not only the 16 most recent).
+func TestExitedRingsScaleWithWorkers(t *testing.T) {
+	const n = output.DefaultRingExited + 4
+	r := output.New(output.Options{})
+	path := serveLogs(t, r)
+	type w struct {
+		p   *output.Pipes
+		pid int
+	}
+	var old []w
+	for slot := range n {
+		p, pid := spawn(t, r, slot, 1, "hold")
+		old = append(old, w{p, pid})
+	}
+	for slot := range n {
+		spawn(t, r, slot, 2, "hold")
+	}
+	for _, o := range old {
+		syscall.Kill(o.pid, syscall.SIGKILL)
+		waitDone(t, o.p, 10*time.Second)
+		reap(o.pid)
+	}
+	slots := map[int]bool{}
+	for _, rec := range tail(t, path, output.Query{Generation: ptr(1), Lines: ptr(1000)}) {
+		slots[rec.Worker] = true
+	}
+	if len(slots) != n {
+		t.Fatalf("generation 1's lines from %d workers, want %d: %v", len(slots), n, slots)
 	}
 }

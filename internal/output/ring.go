@@ -17,12 +17,15 @@ type RingOptions struct {
 	// the relay's MaxLine, so that one line always fits).
 	Bytes int
 	// Exited is how many rings of workers whose pipes are closed are kept,
-	// the most recent (DefaultRingExited; negative: none).
+	// the most recent (0: as many as there are live workers, at least
+	// DefaultRingExited, so that a whole generation's last lines outlive
+	// a reload; negative: none).
 	Exited int
 }
 
 // Defaults of RingOptions. With them sockd's rings hold at most
-// (live workers + 16) × 256 KiB of messages, plus 40 bytes a line.
+// (live workers + max(live workers, 16)) × 256 KiB of messages, plus 40
+// bytes a line.
 const (
 	DefaultRingLines  = 1000
 	DefaultRingBytes  = 256 << 10
@@ -151,6 +154,7 @@ func (r *ring) record(i int) Record {
 // store holds the rings of live workers and of the last exited ones.
 type store struct {
 	lines, bytes, keep int
+	auto               bool // keep grows with the live workers
 	mu                 sync.Mutex
 	live, exited       []*ring // in order of creation / of exit
 	seq                atomic.Uint64
@@ -170,7 +174,7 @@ func newStore(o RingOptions, maxLine int) *store {
 	}
 	st.bytes = max(st.bytes, maxLine)
 	if st.keep == 0 {
-		st.keep = DefaultRingExited
+		st.keep, st.auto = DefaultRingExited, true
 	}
 	st.keep = max(st.keep, 0)
 	return st
@@ -203,7 +207,11 @@ func (st *store) end(r *ring) {
 			break
 		}
 	}
-	for len(st.exited) > max(st.keep, 0) {
+	keep := st.keep
+	if st.auto {
+		keep = max(keep, len(st.live))
+	}
+	for len(st.exited) > max(keep, 0) {
 		// The oldest that ended as planned goes first; a crashed
 		// worker's last words only when none is left.
 		i := slices.IndexFunc(st.exited, func(r *ring) bool { return !r.crashed.Load() })

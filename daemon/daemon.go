@@ -110,15 +110,18 @@ type Daemon struct {
 	runDir    string       // sockd's files for its workers (metrics sockets), removed at exit
 	metrics   *metrics.Exporter
 	metricsLn net.Listener
-	pool      *pool.Pool
-	out       *workerOutput
-	sd        *notifier
-	trim      *trimmer
-	m         *machine
-	steer     *steering.Steering // nil: not --reuseport, or unavailable
-	adopted   []string           // the old sockd's workers' steering names, until in charge
-	stored    bool               // reuseport groups came back from systemd's fd store
-	oldServes atomic.Bool        // an old sockd's workers serve: taking over, not yet in charge
+	// oldMetricsPath: the old sockd's unix metrics socket, replaced by
+	// another address at an upgrade, removed once this sockd is in charge.
+	oldMetricsPath string
+	pool           *pool.Pool
+	out            *workerOutput
+	sd             *notifier
+	trim           *trimmer
+	m              *machine
+	steer          *steering.Steering // nil: not --reuseport, or unavailable
+	adopted        []string           // the old sockd's workers' steering names, until in charge
+	stored         bool               // reuseport groups came back from systemd's fd store
+	oldServes      atomic.Bool        // an old sockd's workers serve: taking over, not yet in charge
 
 	reqs    chan request
 	stopped chan struct{} // closed when Run's loop is over: no request is handled after
@@ -303,9 +306,24 @@ func (d *Daemon) setupMetrics(deps *pool.Deps) error {
 	d.metrics.Name = func() string { return d.conf.current().Name }
 	deps.OnEvent = d.metrics.OnEvent
 	if d.child != nil && d.child.Metrics != nil {
-		// The old sockd's, which it holds until it handed over (its
-		// address is a restart setting, like the listeners).
+		// The old sockd's, which it holds until it handed over, if it is
+		// still the address asked for; else one of this sockd's own, and
+		// the old one's path goes once this sockd is in charge.
 		d.metricsLn = d.child.Metrics
+		if old := d.child.Metrics.Addr().String(); !metrics.Serves(d.child.Metrics, d.opts.Config.Metrics) {
+			ln, err := metrics.Listen(d.opts.Config.Metrics)
+			if err != nil {
+				d.log.Warn("the metrics address changed, and the new one cannot be used while the old sockd holds its sockets: serving on the old one; restart sockd to move it",
+					"event", "metrics_address", "old", old, "new", d.opts.Config.Metrics, "error", err.Error())
+			} else {
+				if _, ok := d.child.Metrics.(*net.UnixListener); ok {
+					d.oldMetricsPath = old
+				}
+				d.child.Metrics.Close()
+				d.metricsLn = ln
+				d.log.Info("the metrics address changed", "event", "metrics_address", "old", old, "new", ln.Addr().String())
+			}
+		}
 	} else {
 		var err error
 		if d.metricsLn, err = metrics.Listen(d.opts.Config.Metrics); err != nil {

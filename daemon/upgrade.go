@@ -160,6 +160,9 @@ func (d *Daemon) takeCharge() {
 	// into systemd's fd store too (those already there are not stored
 	// twice): a restart from the store gets the whole group back.
 	d.storeSockets()
+	if d.oldMetricsPath != "" {
+		os.Remove(d.oldMetricsPath)
+	}
 	go d.adoptMainPID(d.ctx)
 	d.serveControl()
 }

@@ -943,3 +943,74 @@ func TestClientByPID(t *testing.T) {
 		}
 	}
 }
+
+// A --metrics address changed since the start (in the env file) takes
+// effect with an upgrade: the new sockd serves the new address, and the old
+// unix socket's path is gone once it is in charge. An address it cannot
+// bind while the old sockd holds its sockets keeps the old one, with a
+// warning, and the upgrade goes through.
+func TestUpgradeMovesTheMetricsAddress(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "app.env")
+	first, second := filepath.Join(dir, "m1.sock"), filepath.Join(dir, "m2.sock")
+	write := func(metrics string) {
+		t.Helper()
+		if err := os.WriteFile(envFile, []byte("SOCKD_WORKERS=1\nSOCKD_METRICS="+metrics+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scrape := func(path string) (string, error) {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+		resp, err := c.Get("http://sockd/metrics")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		line := regexp.MustCompile(`(?m)^sockd_start_time_seconds (\S+)$`).FindSubmatch(b)
+		if resp.StatusCode != 200 || line == nil {
+			return "", fmt.Errorf("scrape: %s\n%s", resp.Status, b)
+		}
+		return string(line[1]), nil
+	}
+	write("unix://" + first)
+	d := startSockd(t, nil, "--env-file", envFile, "--listen", "tcp://127.0.0.1:0")
+	before, err := scrape(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("unix://" + second)
+	var errb bytes.Buffer
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+		t.Fatalf("upgrade --wait: exit %d: %s", code, errb.String())
+	}
+	after, err := scrape(second)
+	if err != nil || after == before {
+		t.Fatalf("the new address after the upgrade: start time %q (before %q), %v", after, before, err)
+	}
+	waitFor(t, 20*time.Second, "the old metrics socket's path gone", func() bool {
+		_, err := os.Lstat(first)
+		return os.IsNotExist(err)
+	})
+
+	// An address in use by someone else: the upgrade keeps the old one.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	write("tcp://" + busy.Addr().String())
+	errb.Reset()
+	if code := sockd([]string{"upgrade", "--wait", "--control", d.control}, io.Discard, &errb); code != 0 {
+		t.Fatalf("second upgrade --wait: exit %d: %s", code, errb.String())
+	}
+	third, err := scrape(second)
+	if err != nil || third == after {
+		t.Fatalf("the kept address after the second upgrade: start time %q (before %q), %v", third, after, err)
+	}
+	if !strings.Contains(d.out.String(), "the metrics address changed, and the new one cannot be used") {
+		t.Fatalf("no warning in:\n%s", d.out)
+	}
+}

@@ -432,6 +432,41 @@ func Listen(u string) (net.Listener, error) {
 	return nil, fmt.Errorf("metrics address %q: want tcp://HOST:PORT or unix:///PATH", u)
 }
 
+// Serves reports whether ln listens where Listen(u) would: the same unix
+// path, or the same TCP address (a host name is looked up; port 0 matches
+// any port). An upgrade keeps the old sockd's metrics socket only then.
+func Serves(ln net.Listener, u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || ln == nil {
+		return false
+	}
+	switch a := ln.Addr().(type) {
+	case *net.UnixAddr:
+		return p.Scheme == "unix" && a.Name == p.Path
+	case *net.TCPAddr:
+		if p.Scheme != "tcp" && p.Scheme != "tcp4" && p.Scheme != "tcp6" {
+			return false
+		}
+		host, port, err := net.SplitHostPort(p.Host)
+		if err != nil {
+			return false
+		}
+		if port == "0" {
+			port = strconv.Itoa(a.Port)
+		}
+		want, err := net.ResolveTCPAddr(activation.IPv4Only(p.Scheme, p.Host), net.JoinHostPort(host, port))
+		if err != nil || want.Port != a.Port {
+			return false
+		}
+		if want.IP == nil || want.IP.IsUnspecified() {
+			// ":PORT" binds [::] (both families); "0.0.0.0" binds IPv4 only.
+			return a.IP.IsUnspecified() && (a.IP.To4() != nil) == (want.IP != nil && want.IP.To4() != nil)
+		}
+		return want.IP.Equal(a.IP)
+	}
+	return false
+}
+
 // ParseAddr checks a --metrics address without listening.
 func ParseAddr(u string) error {
 	p, err := url.Parse(u)

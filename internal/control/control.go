@@ -243,7 +243,57 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, log hclog.Logger
 		}
 		return
 	}
+	if req.Command == "scale" && req.Wait {
+		// The wait is only the client's: once it hung up, nobody reads
+		// the answer (the new size stays in force).
+		var stop func()
+		ctx, stop = whileConnected(ctx, c)
+		defer stop()
+	}
 	resp(handle(ctx, h, req))
+}
+
+// ErrClientGone ends a wait whose client hung up.
+var ErrClientGone = errors.New("the client hung up")
+
+// whileConnected returns a context that ends with ErrClientGone once the
+// client has closed its end of c (POLLHUP, which on a unix socket means
+// both directions are shut: a client that only shut down writing is still
+// there), looked at 4 times a second until stop.
+func whileConnected(ctx context.Context, c *net.UnixConn) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return ctx, func() { cancel(nil) }
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rc.Control(func(fd uintptr) {
+			pfd := []unix.PollFd{{Fd: int32(fd)}}
+			for {
+				select {
+				case <-done:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				n, err := unix.Poll(pfd, 250)
+				if err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+					cancel(ErrClientGone)
+					return
+				}
+			}
+		})
+	}()
+	return ctx, func() {
+		close(done)
+		wg.Wait()
+		cancel(nil)
+	}
 }
 
 func handedOver(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrHandedOver) }

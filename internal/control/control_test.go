@@ -824,3 +824,58 @@ func TestCallCheckedPeerUID(t *testing.T) {
 		t.Fatalf("the request went out anyway: %q", b)
 	}
 }
+
+// causeHandler's Scale waits for its context and says why it ended.
+type causeHandler struct {
+	fakeHandler
+	cause chan error
+}
+
+func (h *causeHandler) Scale(ctx context.Context, n int, relative, wait bool) (int, error) {
+	<-ctx.Done()
+	h.cause <- context.Cause(ctx)
+	return 0, ctx.Err()
+}
+
+// A scale --wait whose client hangs up stops waiting (ErrClientGone); one
+// whose client only shut down its writing side is still waited for.
+func TestScaleWaitEndsWhenTheClientHangsUp(t *testing.T) {
+	h := &causeHandler{cause: make(chan error, 2)}
+	s := startServer(t, h)
+	send := func() *net.UnixConn {
+		t.Helper()
+		c, err := net.Dial("unix", s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(`{"command":"scale","workers":"+1","wait":true}` + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		return c.(*net.UnixConn)
+	}
+	half := send()
+	defer half.Close()
+	if err := half.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	gone := send()
+	gone.Close()
+	select {
+	case err := <-h.cause:
+		if !errors.Is(err, ErrClientGone) {
+			t.Fatalf("the wait ended by %v, want ErrClientGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait of a client that hung up did not end")
+	}
+	// The half-closed client's wait goes on until the server stops.
+	select {
+	case err := <-h.cause:
+		t.Fatalf("the half-closed client's wait ended: %v", err)
+	case <-time.After(600 * time.Millisecond):
+	}
+	s.stop()
+	if err := <-h.cause; errors.Is(err, ErrClientGone) {
+		t.Fatalf("the half-closed client's wait ended by %v", err)
+	}
+}

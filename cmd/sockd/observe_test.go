@@ -327,3 +327,40 @@ func TestTopOnceShowsRates(t *testing.T) {
 		t.Fatalf("%d worker rows:\n%s", rows, out.String())
 	}
 }
+
+// docs/reference.md's Python example, as it stands there: a worker that
+// runs it serves its prometheus_client metrics on SOCKD_METRICS_SOCKET, and
+// sockd's scrape has them with the worker's labels.
+func TestDocsPythonMetricsExample(t *testing.T) {
+	python := pythonParser(t)
+	b, err := os.ReadFile("../../docs/reference.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "```python\n# Python, prometheus_client\n")
+	snippet, _, ok2 := strings.Cut(after, "```\n")
+	if !ok || !ok2 {
+		t.Fatal("docs/reference.md has no Python prometheus_client example")
+	}
+	dir := t.TempDir()
+	script := filepath.Join(dir, "worker.py")
+	os.WriteFile(script, []byte(snippet+`
+from prometheus_client import Counter
+Counter("docs_example_hits", "Hits.").inc(3)
+threading.Event().wait()
+`), 0o644)
+	msock := filepath.Join(dir, "metrics.sock")
+	startSockd(t, nil, "--workers", "2", "--listen", "none", "--ready", "after:100ms", "--metrics", "unix://"+msock, "--", python, script)
+	for _, om := range []bool{false, true} {
+		var p parsed
+		waitFor(t, 20*time.Second, "both workers' example counters in the scrape", func() bool {
+			p = scrape(t, python, msock, om)
+			return p.count("docs_example_hits_total") == 2
+		})
+		for k, v := range p {
+			if strings.HasPrefix(k, "docs_example_hits_total{") && (v != 3 || !strings.Contains(k, "slot=")) {
+				t.Fatalf("openmetrics=%v: %s = %v", om, k, v)
+			}
+		}
+	}
+}

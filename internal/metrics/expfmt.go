@@ -2,10 +2,13 @@ package metrics
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // The Prometheus text exposition format, version 0.0.4
@@ -72,10 +75,10 @@ func (fs *families) add(r io.Reader, extra [][2]string) (int, error) {
 				fam := fs.get(f[2])
 				rest := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(line[1:], " "+f[1]+" "), f[1]+" "))
 				rest = strings.TrimSpace(strings.TrimPrefix(rest, f[2]))
-				if f[1] == "HELP" && fam.help == "" {
+				if f[1] == "HELP" && fam.help == "" && utf8.ValidString(rest) {
 					fam.help = rest
 				}
-				if f[1] == "TYPE" && fam.typ == "" {
+				if f[1] == "TYPE" && fam.typ == "" && validType(rest) {
 					fam.typ = rest
 				}
 				cur = fam
@@ -136,22 +139,43 @@ func belongs(name string, f *family) bool {
 // differs where sockd's output touches it: a counter family's name has no
 // _total (its samples do), a family without a type is "unknown", an empty
 // HELP is left out, and "# EOF" ends the exposition.
+//
+// In OpenMetrics, a family whose name is a sample name of a counter,
+// histogram or summary (the gauge X_created that prometheus_client writes
+// beside a counter X_total in the text format) is left out: OpenMetrics
+// has those as the family's own samples, and the names would clash.
 func (fs *families) write(w io.Writer, openMetrics bool) {
 	names := append([]string(nil), fs.order...)
-	sort.Strings(names)
+	famName := func(name string) string {
+		if f := fs.byName[name]; openMetrics && f.typ == "counter" {
+			return strings.TrimSuffix(name, "_total")
+		}
+		return name
+	}
+	sort.Slice(names, func(i, j int) bool { return famName(names[i]) < famName(names[j]) })
+	taken := map[string]bool{}
+	if openMetrics {
+		for _, name := range names {
+			f := fs.byName[name]
+			base := famName(name)
+			switch f.typ {
+			case "counter":
+				taken[base+"_total"], taken[base+"_created"] = true, true
+			case "histogram":
+				taken[base+"_bucket"], taken[base+"_sum"], taken[base+"_count"], taken[base+"_created"] = true, true, true, true
+			case "summary":
+				taken[base+"_sum"], taken[base+"_count"], taken[base+"_created"] = true, true, true
+			}
+		}
+	}
 	for _, name := range names {
 		f := fs.byName[name]
-		if len(f.samples) == 0 {
+		if len(f.samples) == 0 || taken[name] && f.typ != "counter" {
 			continue
 		}
-		fam, typ := f.name, f.typ
-		if openMetrics {
-			switch typ {
-			case "", "untyped":
-				typ = "unknown"
-			case "counter":
-				fam = strings.TrimSuffix(fam, "_total")
-			}
+		fam, typ := famName(name), f.typ
+		if openMetrics && (typ == "" || typ == "untyped") {
+			typ = "unknown"
 		}
 		if f.help != "" {
 			fmt.Fprintf(w, "# HELP %s %s\n", fam, f.help)
@@ -164,7 +188,11 @@ func (fs *families) write(w io.Writer, openMetrics bool) {
 			if openMetrics && typ == "counter" && name == fam {
 				name += "_total"
 			}
-			io.WriteString(w, formatSample(name, s.labels, s.rest))
+			rest := s.rest
+			if openMetrics {
+				rest = openMetricsRest(rest)
+			}
+			io.WriteString(w, formatSample(name, s.labels, rest))
 			io.WriteString(w, "\n")
 		}
 	}
@@ -221,15 +249,21 @@ func parseSample(line string) (string, [][2]string, string, error) {
 			if k >= len(line) {
 				return "", nil, "", fmt.Errorf("unterminated label value")
 			}
+			if !utf8.ValidString(v.String()) {
+				return "", nil, "", fmt.Errorf("label value not UTF-8")
+			}
 			labels = append(labels, [2]string{lname, v.String()})
 			i = k + 1
 		}
 	}
-	rest := strings.TrimSpace(line[i:])
-	if f := strings.Fields(rest); len(f) < 1 || len(f) > 2 || !validNumber(f[0]) {
+	f := strings.Fields(line[i:])
+	if len(f) < 1 || len(f) > 2 || !validNumber(f[0]) {
 		return "", nil, "", fmt.Errorf("bad value")
 	}
-	return name, labels, rest, nil
+	if len(f) == 2 && !validTimestamp(f[1]) {
+		return "", nil, "", fmt.Errorf("bad timestamp (want milliseconds, an integer)")
+	}
+	return name, labels, strings.Join(f, " "), nil
 }
 
 // relabel puts extra first and renames the sample's own clashing labels.
@@ -293,12 +327,84 @@ func validName(s string) bool {
 
 func validLabel(s string) bool { return validName(s) && !strings.Contains(s, ":") }
 
+// validNumber accepts what every parser of both formats reads: a decimal
+// number (Prometheus's own parser also takes hex and "1_0" forms some
+// others refuse), NaN or an infinity.
 func validNumber(s string) bool {
 	switch s {
 	case "NaN", "+Inf", "-Inf", "Inf":
 		return true
 	}
-	var f float64
-	_, err := fmt.Sscan(s, &f)
+	i := 0
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	digits := 0
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		digits++
+	}
+	if i < len(s) && s[i] == '.' {
+		for i++; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+			digits++
+		}
+	}
+	if digits == 0 {
+		return false
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		exp := 0
+		for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+			exp++
+		}
+		if exp == 0 {
+			return false
+		}
+	}
+	if i != len(s) {
+		return false
+	}
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil || errors.Is(err, strconv.ErrRange)
+}
+
+// validTimestamp: the text format's timestamp, milliseconds since the
+// epoch as an integer.
+func validTimestamp(s string) bool {
+	_, err := strconv.ParseInt(s, 10, 64)
 	return err == nil
+}
+
+// validType is a TYPE the text format knows.
+func validType(s string) bool {
+	switch s {
+	case "counter", "gauge", "histogram", "summary", "untyped":
+		return true
+	}
+	return false
+}
+
+// openMetricsRest is a sample's value and timestamp as OpenMetrics has
+// them: the timestamp in seconds (the text format's is in milliseconds),
+// an infinity with its sign.
+func openMetricsRest(rest string) string {
+	value, ts, _ := strings.Cut(rest, " ")
+	if value == "Inf" {
+		value = "+Inf"
+	}
+	if ts == "" {
+		return value
+	}
+	ms, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return value
+	}
+	sign := ""
+	if ms < 0 {
+		sign, ms = "-", -ms
+	}
+	return fmt.Sprintf("%s %s%d.%03d", value, sign, ms/1000, ms%1000)
 }

@@ -191,6 +191,10 @@ func (p *Pool) onUsage(got map[int]procfs.Usage) {
 	var ws []*worker
 	for pid, u := range got {
 		if w := p.st.byPID[pid]; w != nil {
+			// A counter: a process of the tree that ended without being
+			// waited for inside it (reparented to sockd) takes its time
+			// away from the sum; the worker's CPU time never goes down.
+			u.CPU = max(u.CPU, w.usage.CPU)
 			w.usage, w.sampledAt = u, now
 			ws = append(ws, w)
 		}

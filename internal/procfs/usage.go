@@ -21,6 +21,9 @@ type Usage struct {
 	RSS   int64         // resident memory, bytes
 	CPU   time.Duration // user + system time so far
 	Procs int           // processes counted
+	// Waited is the CPU time of the process's children that it waited
+	// for (cutime + cstime): gone from the tree, still its time.
+	Waited time.Duration
 }
 
 // ProcUsage reads pid's own resident memory (/proc/PID/statm) and CPU time
@@ -41,7 +44,13 @@ func ProcUsage(pid int) (Usage, error) {
 	}
 	utime, err1 := strconv.ParseInt(string(f[11]), 10, 64)
 	stime, err2 := strconv.ParseInt(string(f[12]), 10, 64)
-	if err1 != nil || err2 != nil {
+	var cutime, cstime int64
+	var err3, err4 error
+	if len(f) >= 15 {
+		cutime, err3 = strconv.ParseInt(string(f[13]), 10, 64)
+		cstime, err4 = strconv.ParseInt(string(f[14]), 10, 64)
+	}
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return Usage{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	m, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
@@ -56,7 +65,8 @@ func ProcUsage(pid int) (Usage, error) {
 	if err != nil {
 		return Usage{}, fmt.Errorf("/proc/%d/statm: %w", pid, err)
 	}
-	return Usage{RSS: pages * int64(os.Getpagesize()), CPU: time.Duration(utime+stime) * clockTick, Procs: 1}, nil
+	return Usage{RSS: pages * int64(os.Getpagesize()), CPU: time.Duration(utime+stime) * clockTick, Procs: 1,
+		Waited: time.Duration(cutime+cstime) * clockTick}, nil
 }
 
 // haveChildrenFiles: the kernel has /proc/PID/task/TID/children
@@ -185,19 +195,23 @@ func appendNumbers(dst []int, dir int, path string, buf []byte) []int {
 
 // TreeUsage sums the usage of pid and all its descendants (at most limit
 // processes). Resident memory shared between them (the same binary, say)
-// counts once per process, as RSS does.
+// counts once per process, as RSS does. CPU includes the time of the
+// children they waited for, so that the sum does not fall when one of
+// them ends.
 func TreeUsage(pid, limit int) (Usage, error) {
 	total, err := ProcUsage(pid)
 	if err != nil {
 		return Usage{}, err
 	}
+	total.CPU += total.Waited
 	todo := Children(pid)
 	for len(todo) > 0 && total.Procs < limit {
 		p := todo[0]
 		todo = todo[1:]
 		if u, err := ProcUsage(p); err == nil {
 			total.RSS += u.RSS
-			total.CPU += u.CPU
+			total.CPU += u.CPU + u.Waited
+			total.Waited += u.Waited
 			total.Procs++
 			todo = append(todo, Children(p)...)
 		}

@@ -1,6 +1,7 @@
 package procfs
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,5 +171,33 @@ func TestAppendNumbersAcrossReads(t *testing.T) {
 	}
 	if got := appendNumbers([]int{1}, d, "missing", make([]byte, 8)); !slices.Equal(got, []int{1}) {
 		t.Fatalf("a missing file: %v", got)
+	}
+}
+
+// A tree's CPU time keeps the time of a child that ended and was waited
+// for: it does not fall when the child is gone.
+func TestTreeUsageKeepsWaitedChildren(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'; exec sleep 100`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sh := cmd.Process.Pid
+	var during Usage
+	waitFor(t, "the busy child to have used 50 ms", func() bool {
+		u, err := TreeUsage(sh, 100)
+		if err == nil && u.Procs == 2 && u.CPU >= 50*time.Millisecond {
+			during = u
+			return true
+		}
+		return false
+	})
+	waitFor(t, "the child gone and sh become sleep", func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sh))
+		return strings.TrimSpace(string(b)) == "sleep" && len(Children(sh)) == 0
+	})
+	after, err := TreeUsage(sh, 100)
+	if err != nil || after.Procs != 1 || after.CPU < during.CPU || after.Waited < during.CPU-during.Waited-20*time.Millisecond {
+		t.Fatalf("after the child ended: %+v (%v); while it ran: %+v", after, err, during)
 	}
 }

@@ -300,6 +300,60 @@ func TestTopInATerminal(t *testing.T) {
 	}
 }
 
+// sockd top in a terminal too small for its table: the header stays on
+// the first line and the cut says so; after a resize (SIGWINCH) it redraws
+// at once at the new size, though its next refresh is an hour away.
+func TestTopFitsAndFollowsTheTerminal(t *testing.T) {
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("tmux is missing (scripts/setup installs it)")
+		}
+		t.Skip("SKIPPING: tmux is not installed")
+	}
+	d := startSockd(t, nil, "--workers", "16", "--listen", "tcp://127.0.0.1:0")
+	waitFor(t, 20*time.Second, "16 workers ready", func() bool { return d.mustStatus().Ready == 16 })
+	dir := t.TempDir()
+	session := fmt.Sprintf("sockd-topfit-%d", os.Getpid())
+	script := fmt.Sprintf("SOCKDTEST_MAIN=1 %q top --interval 1h --control %q", os.Args[0], d.control)
+	sock := filepath.Join(dir, "tmux.sock")
+	tm := func(args ...string) (string, error) {
+		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := tm("new-session", "-d", "-s", session, "-x", "60", "-y", "12", "sh", "-c", script); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	defer tm("kill-server")
+	var pane string
+	waitFor(t, 20*time.Second, "top drawn in 60x12", func() bool {
+		pane, _ = tm("capture-pane", "-p", "-t", session)
+		return strings.Contains(pane, "more lines: a taller terminal shows them")
+	})
+	lines := strings.Split(strings.TrimRight(pane, "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "sockd pid ") || len(lines) != 11 {
+		t.Fatalf("in 60x12: first line %q, %d lines (want the header first, 11 lines):\n%s", lines[0], len(lines), pane)
+	}
+	if _, err := tm("resize-window", "-t", session, "-x", "120", "-y", "50"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "top redrawn in 120x50 with every worker", func() bool {
+		pane, _ = tm("capture-pane", "-p", "-t", session)
+		if strings.Contains(pane, "more lines") || !strings.Contains(pane, "RECENT EVENTS") {
+			return false
+		}
+		for _, w := range d.mustStatus().Workers {
+			if !strings.Contains(pane, strconv.Itoa(w.PID)) {
+				return false
+			}
+		}
+		return true
+	})
+	if first := strings.SplitN(pane, "\n", 2)[0]; !strings.HasPrefix(first, "sockd pid ") {
+		t.Fatalf("after the resize, first line %q:\n%s", first, pane)
+	}
+}
+
 // sockd top -n 1 (a health script's one look): the rates are there, not
 // "-": top takes a first sample silently and draws the second.
 func TestTopOnceShowsRates(t *testing.T) {

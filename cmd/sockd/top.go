@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -77,6 +78,9 @@ func topCommand(args []string, stdout io.Writer) error {
 				}
 			}
 		}()
+		t.resize = make(chan os.Signal, 1)
+		signal.Notify(t.resize, syscall.SIGWINCH)
+		defer signal.Stop(t.resize)
 		return t.run(ctx, *interval, *count)
 	}
 	return t.run(ctx, *interval, *count)
@@ -87,6 +91,7 @@ type top struct {
 	check  func(*net.UnixConn) error
 	out    io.Writer
 	screen *os.File // set on a terminal
+	resize chan os.Signal
 	prev   map[int]pool.WorkerStatus
 	prevAt time.Time
 }
@@ -129,6 +134,8 @@ func (t *top) run(ctx context.Context, interval time.Duration, count int) error 
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-t.resize: // nil off a terminal
+			n-- // a redraw at the new size, not a refresh of its own
 		}
 	}
 }
@@ -192,9 +199,11 @@ func (t *top) draw(s pool.Status) {
 	b.WriteString("\nRECENT EVENTS\n")
 	evs := s.Events
 	room := 8
+	rows, cols := 0, 0
 	if t.screen != nil {
-		if ws, err := unix.IoctlGetWinsize(int(t.screen.Fd()), unix.TIOCGWINSZ); err == nil {
-			room = max(3, int(ws.Row)-strings.Count(b.String(), "\n")-1)
+		if ws, err := unix.IoctlGetWinsize(int(t.screen.Fd()), unix.TIOCGWINSZ); err == nil && ws.Row > 0 && ws.Col > 0 {
+			rows, cols = int(ws.Row), int(ws.Col)
+			room = max(0, rows-1-strings.Count(b.String(), "\n"))
 		}
 	}
 	if len(evs) > room {
@@ -207,11 +216,34 @@ func (t *top) draw(s pool.Status) {
 	t.prevAt = now
 	t.prev = cur
 	if t.screen != nil {
-		text := strings.ReplaceAll(b.String(), "\n", "\x1b[K\r\n")
-		fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", text)
+		fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", fitScreen(b.String(), rows, cols))
 		return
 	}
 	fmt.Fprintf(t.out, "%s--- %s\n", b.String(), now.Format(time.RFC3339))
+}
+
+// fitScreen makes text fit a terminal of rows × cols (0: unknown): every
+// line cut to the width, so that none wraps, and no more lines than leave
+// the cursor on the last row, so that the header never scrolls away; what
+// is cut below says how many lines a taller terminal would show. Lines end
+// with erase-to-end-of-line.
+func fitScreen(text string, rows, cols int) string {
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	if rows > 0 && len(lines) > rows-1 {
+		keep := max(rows-2, 0)
+		more := len(lines) - keep
+		lines = append(lines[:keep:keep], fmt.Sprintf("… %d more lines: a taller terminal shows them", more))
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		if cols > 0 && utf8.RuneCountInString(l) > cols {
+			r := []rune(l)
+			l = string(r[:cols])
+		}
+		b.WriteString(l)
+		b.WriteString("\x1b[K\r\n")
+	}
+	return b.String()
 }
 
 func describeEvent(e pool.Event) string {

@@ -258,3 +258,47 @@ func TestIPv4WildcardIsIPv4Only(t *testing.T) {
 		}
 	}
 }
+
+// Matches tells whether a bound socket is the one a spec asks for, on real
+// sockets of every kind.
+func TestListenerMatches(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "m.sock")
+	specs := []activation.Spec{mustSpec(t, "loop=tcp://127.0.0.1:0"), mustSpec(t, "any4=tcp://0.0.0.0:0"),
+		mustSpec(t, "both=tcp://:0"), mustSpec(t, "dgram=udp://127.0.0.1:0"), mustSpec(t, "u=unix://"+sock)}
+	set, err := activation.Bind(context.Background(), specs, activation.BindOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	port := func(l *activation.Listener) string { _, p, _ := net.SplitHostPort(l.Addr); return p }
+	loop, any4, both, dgram, u := set[0], set[1], set[2], set[3], set[4]
+	for _, c := range []struct {
+		l    *activation.Listener
+		spec string
+		want bool
+	}{
+		{loop, "x=tcp://127.0.0.1:" + port(loop), true},
+		{loop, "x=tcp://localhost:" + port(loop), true},
+		{loop, "x=tcp4://127.0.0.1:" + port(loop), true},
+		{loop, "x=tcp://127.0.0.1:0", true},
+		{loop, "x=tcp://127.0.0.2:" + port(loop), false},
+		{loop, "x=tcp://0.0.0.0:" + port(loop), false},
+		{loop, "x=udp://127.0.0.1:" + port(loop), false},
+		{loop, "x=unix://" + sock, false},
+		{any4, "x=tcp://0.0.0.0:" + port(any4), true},
+		{any4, "x=tcp://:" + port(any4), false},
+		{any4, "x=tcp4://:" + port(any4), true},
+		{both, "x=tcp://:" + port(both), true},
+		{both, "x=tcp://[::]:" + port(both), true},
+		{both, "x=tcp://0.0.0.0:" + port(both), false},
+		{dgram, "x=udp://127.0.0.1:" + port(dgram), true},
+		{dgram, "x=tcp://127.0.0.1:" + port(dgram), false},
+		{u, "x=unix://" + sock, true},
+		{u, "x=unix://" + sock + ".2", false},
+		{u, "x=tcp://127.0.0.1:" + port(loop), false},
+	} {
+		if got := c.l.Matches(mustSpec(t, c.spec)); got != c.want {
+			t.Errorf("%s (%s %s) matches %s: %v, want %v", c.l.Name, c.l.Network, c.l.Addr, c.spec, got, c.want)
+		}
+	}
+}

@@ -3,7 +3,9 @@ package activation
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -183,6 +185,46 @@ func describe(fd int) (network, addr string, err error) {
 	default:
 		return "", "", fmt.Errorf("fd %d: unsupported socket family %T", fd, sa)
 	}
+}
+
+// Matches reports whether l is the socket spec asks for: the same kind
+// (IP or unix, stream or datagram) at the same address (a host name is
+// looked up; port 0 matches any port). A socket back from systemd's fd
+// store is kept across a restart only if it still does.
+func (l *Listener) Matches(s Spec) bool {
+	if (s.Network == "unix") != strings.HasPrefix(l.Network, "unix") {
+		return false
+	}
+	if s.Network == "unix" {
+		return l.Network == "unix" && l.Addr == s.Address
+	}
+	stream := strings.HasPrefix(s.Network, "tcp")
+	if stream != strings.HasPrefix(l.Network, "tcp") {
+		return false
+	}
+	have, err := net.ResolveTCPAddr("tcp", l.Addr) // "1.2.3.4:80", "[::]:80"
+	if err != nil {
+		return false
+	}
+	host, port, err := net.SplitHostPort(s.Address)
+	if err != nil {
+		return false
+	}
+	if port == "0" {
+		port = strconv.Itoa(have.Port)
+	}
+	family := "tcp" + s.Network[3:] // tcp, tcp4, tcp6 (udp resolves the same)
+	want, err := net.ResolveTCPAddr(IPv4Only(family, s.Address), net.JoinHostPort(host, port))
+	if err != nil || want.Port != have.Port {
+		return false
+	}
+	if want.IP == nil || want.IP.IsUnspecified() {
+		// No host binds [::] (both families) unless the network says 4;
+		// "0.0.0.0" binds IPv4 only.
+		v4 := strings.HasSuffix(s.Network, "4") || want.IP != nil && want.IP.To4() != nil
+		return have.IP.IsUnspecified() && (have.IP.To4() != nil) == v4
+	}
+	return want.IP.Equal(have.IP)
 }
 
 func pick(stream bool, a, b string) string {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/handoff"
@@ -44,6 +46,36 @@ func (d *Daemon) acquire() (activation.Set, error) {
 		log.Info("no listener: the workers get no sockets (--listen none)", "event", "listener")
 		return activation.Set{}, nil
 	}
+	units := false // a socket unit's sockets, not only the fd store's
+	for _, l := range inherited {
+		units = units || l.Inherited
+	}
+	specs := d.listenSpecs(units)
+	// Sockets back from the fd store are sockd's own from before a
+	// restart: kept only while the configuration still asks for them, at
+	// the same address (a restart is how a --listen change takes effect).
+	var kept activation.Set
+	dropped := false
+	for _, l := range inherited {
+		if !l.Inherited {
+			i := slices.IndexFunc(specs, func(s activation.Spec) bool { return s.Name == l.Name })
+			if i < 0 || !l.Matches(specs[i]) {
+				why := "the configuration has no listener of that name any more"
+				if i >= 0 {
+					why = "the configuration has it at " + specs[i].String()
+				}
+				log.Info("stored listener dropped: "+why, "event", "listener_dropped", "name", l.Name, "network", l.Network, "address", l.Addr)
+				if err := handoff.Unstore(os.Getenv("NOTIFY_SOCKET"), l); err != nil {
+					log.Warn("cannot remove a listener from systemd's fd store", "name", l.Name, "error", err)
+				}
+				l.Close()
+				dropped = true
+				continue
+			}
+		}
+		kept = append(kept, l)
+	}
+	inherited = kept
 	have := map[string]bool{}
 	for _, l := range inherited {
 		// A socket unit's unnamed sockets do not stand for an unnamed
@@ -52,13 +84,22 @@ func (d *Daemon) acquire() (activation.Set, error) {
 		log.Info("took inherited listener", "event", "listener", "name", l.Name, "network", l.Network, "address", l.Addr, "sockets", l.Slots())
 	}
 	var todo []activation.Spec
-	for _, s := range d.listenSpecs(len(inherited) > 0) {
+	for _, s := range specs {
 		if !have[s.Name] {
 			todo = append(todo, s)
 		}
 	}
 	c := d.opts.Config
-	bound, err := activation.Bind(context.Background(), todo, activation.BindOptions{ReusePort: c.ReusePort, Slots: int(c.Workers)})
+	bind := func() (activation.Set, error) {
+		return activation.Bind(context.Background(), todo, activation.BindOptions{ReusePort: c.ReusePort, Slots: int(c.Workers)})
+	}
+	bound, err := bind()
+	// A dropped stored socket holds its address until systemd has closed
+	// its copy (the removal is a message it handles in its own time).
+	for deadline := time.Now().Add(5 * time.Second); dropped && errors.Is(err, syscall.EADDRINUSE) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		bound, err = bind()
+	}
 	if err != nil {
 		inherited.Close()
 		return nil, tag(ErrSockets, err)

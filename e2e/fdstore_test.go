@@ -70,3 +70,59 @@ func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
 	})
 	t.Logf("after the upgrade: %d sockets in the group, all stored", len(up.Listeners[0].SockdFDs))
 }
+
+// A --listen changed while sockd's own socket sits in the fd store takes
+// effect with `systemctl restart`, as the reload's refusal says: the new
+// address is bound, the stored socket is dropped from the store (and its
+// address freed), and a listener removed from the configuration goes too.
+func TestStoredListenerFollowsTheConfiguration(t *testing.T) {
+	sb := installed(t, nil)
+	env := "/run/moved.env"
+	write := func(listen string) {
+		sb.WriteFile(t, env, []byte("SOCKD_LISTEN="+listen+"\nSOCKD_WORKERS=2\n"))
+	}
+	write("http=tcp://127.0.0.1:9291")
+	sb.MustRun(t, "systemd-run", "--unit=moved", "-p", "Type=notify", "-p", "FileDescriptorStoreMax=8", "-p", "RuntimeDirectory=moved",
+		"-p", "KillMode=mixed", "-p", "EnvironmentFile="+env, "/usr/local/bin/sockd", "run")
+	ctl := "/run/moved/sockd.sock"
+	st := sb.waitServing(t, ctl, 1, 2)
+	stored := func(want string) {
+		t.Helper()
+		WaitFor(t, 10*time.Second, func() (bool, string) {
+			n := sb.prop(t, "moved.service", "NFileDescriptorStore")
+			return n == want, "NFileDescriptorStore=" + n
+		})
+	}
+	stored("1")
+	refused := func(addr string) {
+		t.Helper()
+		WaitFor(t, 10*time.Second, func() (bool, string) {
+			out, err := sb.Run(t, "bash", "-c", "exec 3<>/dev/tcp/"+strings.Replace(addr, ":", "/", 1)+" || echo refused")
+			return err == nil && strings.Contains(out, "refused"), "connecting to " + addr + ": " + out
+		})
+	}
+
+	write("http=tcp://127.0.0.1:9292")
+	sb.MustRun(t, "systemctl", "restart", "moved.service")
+	after := sb.waitServing(t, ctl, 1, 2)
+	if after.PID == st.PID || len(after.Listeners) != 1 || after.Listeners[0].Address != "127.0.0.1:9292" {
+		t.Fatalf("after the restart with a new address: %+v", after.Listeners)
+	}
+	sb.once(t, "127.0.0.1:9292")
+	refused("127.0.0.1:9291")
+	stored("1")
+
+	write("web=tcp://127.0.0.1:9291")
+	sb.MustRun(t, "systemctl", "restart", "moved.service")
+	again := sb.waitServing(t, ctl, 1, 2)
+	if len(again.Listeners) != 1 || again.Listeners[0].Name != "web" || again.Listeners[0].Address != "127.0.0.1:9291" {
+		t.Fatalf("after the restart with another listener: %+v", again.Listeners)
+	}
+	sb.once(t, "127.0.0.1:9291")
+	refused("127.0.0.1:9292")
+	stored("1")
+	if out := sb.MustRun(t, "journalctl", "-u", "moved.service", "-o", "cat"); !strings.Contains(out, "stored listener dropped: the configuration has it at http=tcp://127.0.0.1:9292") ||
+		!strings.Contains(out, "stored listener dropped: the configuration has no listener of that name any more") {
+		t.Fatalf("the journal does not say what was dropped:\n%s", out)
+	}
+}

@@ -53,6 +53,33 @@ func Store(notifySocket string, ls activation.Set) (int, error) {
 	return n, nil
 }
 
+// Unstore asks systemd to drop the sockets of l from its fd store
+// (FDSTOREREMOVE=1 with the names Store gave them), for a stored listener
+// the configuration no longer asks for: systemd closes its copies, which
+// would otherwise keep the address bound and queue connections nobody
+// takes. Without NOTIFY_SOCKET it does nothing.
+func Unstore(notifySocket string, l *activation.Listener) error {
+	if notifySocket == "" {
+		return nil
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fd store: %w", err)
+	}
+	defer unix.Close(fd)
+	name := notifySocket
+	if name[0] == '@' {
+		name = "\x00" + name[1:]
+	}
+	for slot := range l.Slots() {
+		msg := fmt.Sprintf("FDSTOREREMOVE=1\nFDNAME=%s%s.%d", storePrefix, l.Name, slot)
+		if err := unix.Sendto(fd, []byte(msg), 0, &unix.SockaddrUnix{Name: name}); err != nil {
+			return fmt.Errorf("fd store %s: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
 // Regroup turns the sockets systemd gave back from its fd store (named
 // sockd.<name>.<slot>) into sockd's own listeners again: one listener per
 // name, its sockets in slot order, not marked inherited (sockd bound them,

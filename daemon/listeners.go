@@ -109,7 +109,11 @@ func (d *Daemon) acquire() (activation.Set, error) {
 	}
 	all := append(inherited, bound...)
 	if len(all) == 0 {
-		return nil, tag(ErrConfig, errors.New("no listeners: pass --listen or run under a systemd .socket unit"))
+		msg := "no listeners: pass --listen or run under a systemd .socket unit"
+		if cmd := c.Command; len(cmd) > 0 && filepath.Base(cmd[0]) == "node" {
+			msg += " (a Node.js app that listens on PORT: --listen http=tcp://:PORT --ready node-listen)"
+		}
+		return nil, tag(ErrConfig, errors.New(msg))
 	}
 	d.ls = all
 	d.storeSockets()

@@ -381,6 +381,7 @@ func TestBadInput(t *testing.T) {
 		{"client with an empty --control", nil, nil, []string{"reload", "--control="}, exitUsage, "want a path"},
 		{"client with a long --control", nil, nil, []string{"status", "--control", "/tmp/" + strings.Repeat("a", 120)}, exitUsage, "at most 107"},
 		{"missing command", nil, nil, append(append([]string{"run"}, listen...), "--", "/nonexistent/server"), exitUsage, "/nonexistent/server"},
+		{"node without a listener", nil, nil, append(append([]string{"run"}, ctl...), "--", "node", "app.js"), exitUsage, "a Node.js app that listens on PORT: --listen http=tcp://:PORT --ready node-listen"},
 		{"command not executable", nil, nil, append(append([]string{"run"}, listen...), "--", notExec), exitUsage, "not executable"},
 		{"bad listen url", nil, nil, append([]string{"run", "--listen", "tcp://nope"}, ctl...), exitUsage, "want HOST:PORT"},
 		{"bad scheme", nil, nil, append([]string{"run", "--listen", "sctp://1.2.3.4:5"}, ctl...), exitUsage, "unsupported scheme"},

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -503,5 +505,40 @@ func TestNodeAppWithoutAStopHandler(t *testing.T) {
 	}
 	if strings.Contains(d.out.String(), "killed by SIGTERM") {
 		t.Errorf("a worker died of SIGTERM:\n%s", d.out)
+	}
+}
+
+// README's PM2 table, the row for `pm2 start app.js -i max`, as it stands
+// there (PORT and app.js filled in): an app that listens on its port runs on
+// every CPU and answers.
+func TestReadmePM2ClusterRow(t *testing.T) {
+	nodeApps(t)
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?m)^\\| `pm2 start app.js -i max` \\| `sockd run ([^`]*)`").FindSubmatch(b)
+	if m == nil {
+		t.Fatal("README.md has no PM2 row for `pm2 start app.js -i max`")
+	}
+	port := freePort(t)
+	app := filepath.Join(t.TempDir(), "app.js")
+	os.WriteFile(app, []byte(fmt.Sprintf("require('http').createServer((q, r) => r.end('pid=' + process.pid)).listen(%d);\n", port)), 0o644)
+	args := strings.Fields(strings.ReplaceAll(string(m[1]), "PORT", strconv.Itoa(port)))
+	for i, a := range args {
+		if a == "app.js" {
+			args[i] = app
+		}
+	}
+	d := startSockd(t, nil, args...)
+	waitFor(t, 30*time.Second, "a worker per CPU, ready", func() bool { s := d.mustStatus(); return s.Size >= 1 && s.Ready == s.Size })
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(body), "pid=") {
+		t.Fatalf("answer %q", body)
 	}
 }

@@ -216,10 +216,13 @@ func TestDrainFastifyServesWhileClosing(t *testing.T) {
 }
 
 // An HTTP/2 server on sockd's socket, stopped while a client holds a
-// session with a stream open and another one idle: the first is told to go
-// away (GOAWAY) while its stream is still open, the stream is answered and
-// the session ends; the idle one is closed after the idle grace; the worker
-// exits 0 by itself. Node's own close() would leave the session
+// session with a stream open, one that sends a request every 20 ms and one
+// idle: the first is told to go away (GOAWAY) while its stream is still
+// open, the stream is answered and the session ends; the busy one is told
+// at its next request and closed once it stayed quiet for the idle grace
+// (nghttp2, told and with no stream open, stops reading it: it would never
+// end by itself); the idle one is closed after the grace; the worker exits
+// 0 by itself. Node's own close() would leave the session
 // open, and the worker running until sockd kills it.
 func TestDrainHTTP2(t *testing.T) {
 	dir := t.TempDir()
@@ -229,7 +232,7 @@ func TestDrainHTTP2(t *testing.T) {
 const s = require('http2').createServer();
 s.on('stream', (st, h) => {
   const answer = () => { st.respond({':status': 200}); st.end('pid=' + process.pid); };
-  if (h[':path'] === '/slow') setTimeout(answer, 300); else answer();
+  if (h[':path'] === '/slow') setTimeout(answer, 100); else answer();
 });
 s.listen(Number(process.env.PORT), () => process.send('ready'));
 `), 0o644)
@@ -249,6 +252,21 @@ const get = (path, cb) => {
   r.on('error', (e) => say(path + ' error ' + e.code));
   r.end();
 };
+// busy sends a request every 20 ms until it is told to go away: one of
+// them begins while the server drains, and is answered at once.
+const busy = require('http2').connect('http://' + process.argv[2]);
+let answered = 0, told = false;
+busy.on('goaway', () => { told = true; say('busy goaway'); });
+busy.on('close', () => say('busy closed after ' + answered + ' answers'));
+busy.on('error', (e) => say('busy session error ' + e.code));
+const tick = setInterval(() => {
+  if (told || busy.closed || busy.destroyed) return clearInterval(tick);
+  const q = busy.request({':path': '/'});
+  q.resume();
+  q.on('end', () => answered++);
+  q.on('error', (e) => say('busy error ' + e.code));
+  q.end();
+}, 20);
 const idle = require('http2').connect('http://' + process.argv[2]);
 idle.on('close', () => say('idle closed'));
 idle.on('error', (e) => say('idle session error ' + e.code));
@@ -262,7 +280,7 @@ r.on('end', () => get('/', (b) => {
 r.end();
 `), 0o644)
 	p := start(t, spec{cmd: []string{"node", app}, set: set, ipc: true,
-		env: []string{"PORT=" + strconv.Itoa(port(t, set[0])), StopSignalVar + "=SIGTERM", IdleGraceVar + "=200"}})
+		env: []string{"PORT=" + strconv.Itoa(port(t, set[0])), StopSignalVar + "=SIGTERM", IdleGraceVar + "=400"}})
 	p.waitMsg(`"ready"`, readyTimeout)
 	c := start(t, spec{cmd: []string{"node", client, set[0].Addr}, noPreload: true})
 	c.waitOutput("sent", readyTimeout)
@@ -282,8 +300,9 @@ r.end();
 		}
 		at += 1 + i
 	}
-	if strings.Contains(out, "error") || !strings.Contains(out, "idle closed\n") {
-		t.Fatalf("client saw an error, or its idle session was not closed:\n%s", out)
+	told, closed := strings.Index(out, "busy goaway\n"), strings.Index(out, "busy closed after ")
+	if strings.Contains(out, "error") || !strings.Contains(out, "idle closed\n") || told < 0 || closed < told {
+		t.Fatalf("client saw an error, or its idle or busy session was not told and closed:\n%s", out)
 	}
 	if code := p.wait(readyTimeout); code != 0 {
 		t.Fatalf("worker exit code %d\n%s", code, p.out)

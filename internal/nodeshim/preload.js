@@ -461,7 +461,7 @@
     const st = { sessions: new Map(), draining: false, start: 0, timer: null };
     server[kH2] = st;
     server.on('session', (session) => {
-      const rec = { open: 0, since: Date.now(), told: false };
+      const rec = { open: 0, since: Date.now(), told: false, toldAt: 0, closing: false };
       st.sessions.set(session, rec);
       session.once('close', () => st.sessions.delete(session));
       session.on('stream', (stream) => {
@@ -474,9 +474,15 @@
   function goAway(session, rec) {
     if (rec.told) return;
     rec.told = true;
+    rec.toldAt = Date.now();
     try {
       if (!session.closed && !session.destroyed) session.goaway(0, 2 ** 31 - 1);
     } catch { /* the session ended meanwhile */ }
+  }
+  function closeSession(session, rec) {
+    if (rec.closing) return;
+    rec.told = rec.closing = true;
+    try { session.close(); } catch { /* ended meanwhile */ }
   }
   function beginH2Drain(st) {
     if (st.draining) return;
@@ -491,10 +497,13 @@
     const now = Date.now();
     for (const [session, rec] of st.sessions) {
       if (rec.open > 0) goAway(session, rec);
-      else if (!rec.told && now - Math.max(rec.since, st.start) >= grace) {
-        rec.told = true;
-        try { session.close(); } catch { /* ended meanwhile */ }
-      }
+      else if (rec.told) {
+        // Told, and no stream since for the grace: a client that got the
+        // GOAWAY opens none, and nghttp2 does not end a session that was
+        // told with every stream admitted (nor does the client's own
+        // close reach it): close() ends it.
+        if (now - Math.max(rec.since, rec.toldAt) >= grace) closeSession(session, rec);
+      } else if (now - Math.max(rec.since, st.start) >= grace) closeSession(session, rec);
     }
     if (st.sessions.size === 0 && st.timer) {
       clearInterval(st.timer);

@@ -135,6 +135,9 @@ func TestCrashedWorkersProcessGroupIsKilled(t *testing.T) {
 		s := h.status()
 		return s.Ready == 1 && s.Restarts == 1
 	})
+	// The replacement's child ignores SIGTERM too: without this the stop
+	// at the end would wait out its minute before killing it.
+	syscall.Kill(childOf(t, h.dir, h.status().Workers[0].PID), syscall.SIGKILL)
 }
 
 // A worker's group that empties by itself after the worker exited does

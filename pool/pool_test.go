@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func startPool(t *testing.T, mode string, edit func(*options), extra ...string) 
 		}
 		specs = append(specs, s)
 	}
+	logDone := new(atomic.Bool)
 	opts := options{
 		Config: pool.Config{
 			Command:      []string{os.Args[0]},
@@ -70,7 +72,7 @@ func startPool(t *testing.T, mode string, edit func(*options), extra ...string) 
 				h.sent = append(h.sent, s)
 				h.mu.Unlock()
 			},
-			Logger: hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: testWriter{t}}),
+			Logger: hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: testWriter{t, logDone}}),
 		},
 	}
 	var err error
@@ -90,16 +92,29 @@ func startPool(t *testing.T, mode string, edit func(*options), extra ...string) 
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		h.p.Shutdown(ctx)
+		if err := h.p.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the pool did not stop within 30s")
+		}
+		logDone.Store(true)
 		h.ls.Close()
 		h.ls.Remove()
 	})
 	return h
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter logs to the test until the test's cleanup has run; what a
+// pool that did not stop in time says after that goes to stderr (t.Log
+// then panics, and takes every other test of the package with it).
+type testWriter struct {
+	t    *testing.T
+	done *atomic.Bool
+}
 
 func (w testWriter) Write(b []byte) (int, error) {
+	if w.done.Load() {
+		fmt.Fprintf(os.Stderr, "%s (after the test ended): %s", w.t.Name(), b)
+		return len(b), nil
+	}
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }

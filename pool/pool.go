@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,23 +38,34 @@ var (
 type ReloadError struct {
 	Generation int // the generation that failed
 	Serving    int // the generation still serving the slots not taken over
-	Reason     string
-	Slots      int // the pool's size
-	Replaced   int // slots that took the new generation before the failure
+	// Others: every generation those slots run, when there are several (a
+	// pool that an earlier reload left halfway).
+	Others   []int
+	Reason   string
+	Slots    int // the pool's size
+	Replaced int // slots that took the new generation before the failure
 	// Unserved: no worker of generation Serving was ready when the reload
 	// failed (a reload during the first start): it starts again.
 	Unserved bool
 }
 
 func (e *ReloadError) Error() string {
+	serving := fmt.Sprintf("generation %d", e.Serving)
+	if len(e.Others) > 1 {
+		s := make([]string, len(e.Others))
+		for i, g := range e.Others {
+			s[i] = strconv.Itoa(g)
+		}
+		serving = "generations " + strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+	}
 	if e.Replaced > 0 {
-		return fmt.Sprintf("reload to generation %d halted after %d of %d slots: %s; the other slots still run generation %d",
-			e.Generation, e.Replaced, e.Slots, e.Reason, e.Serving)
+		return fmt.Sprintf("reload to generation %d halted after %d of %d slots: %s; the other slots still run %s",
+			e.Generation, e.Replaced, e.Slots, e.Reason, serving)
 	}
 	if e.Unserved {
-		return fmt.Sprintf("reload to generation %d failed: %s; no worker of generation %d was ready: it starts again", e.Generation, e.Reason, e.Serving)
+		return fmt.Sprintf("reload to generation %d failed: %s; no worker of %s was ready: it starts again", e.Generation, e.Reason, serving)
 	}
-	return fmt.Sprintf("reload to generation %d failed: %s; generation %d still serving", e.Generation, e.Reason, e.Serving)
+	return fmt.Sprintf("reload to generation %d failed: %s; %s still serving", e.Generation, e.Reason, serving)
 }
 
 // Pool runs generations of workers on a fixed set of listeners. One

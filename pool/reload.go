@@ -2,6 +2,8 @@ package pool
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -459,6 +461,15 @@ func (p *Pool) abortReload(reason string) {
 	p.dropAdded(r)
 	now := p.env.now()
 	err := &ReloadError{Generation: r.gen, Serving: r.from, Reason: reason, Slots: len(st.slots), Replaced: r.done, Unserved: p.countReady() == 0}
+	for _, s := range st.slots {
+		if !s.removed && s.want != r.gen && !slices.Contains(err.Others, s.want) {
+			err.Others = append(err.Others, s.want)
+		}
+	}
+	sort.Ints(err.Others)
+	if len(err.Others) == 1 {
+		err.Serving = err.Others[0]
+	}
 	st.lastReload = &ReloadResult{Generation: r.gen, Error: reason, Replaced: r.done, FinishedAt: now, Seconds: now.Sub(r.started).Seconds()}
 	switch {
 	case r.done == 0 && err.Unserved:

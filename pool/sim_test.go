@@ -740,6 +740,27 @@ func TestSimRollingReloadFailures(t *testing.T) {
 		st.LastReload == nil || st.LastReload.Replaced != 2 {
 		t.Fatalf("after a halted reload: %+v", st)
 	}
+	// Another reload of the mixed pool whose first batch (slots 0 and 1,
+	// generation 3) takes over and whose second fails: the slots it did
+	// not reach run generation 1, not the generation it came from.
+	res = s.reload()
+	s.readyAll()
+	s.exitStopped()
+	s.exit(s.starting()[0])
+	err = reply(t, res)
+	if !errors.As(err, &re) || re.Replaced != 2 || re.Generation != 4 || re.Serving != 1 ||
+		!strings.HasSuffix(err.Error(), "; the other slots still run generation 1") {
+		t.Fatalf("a halted reload of a mixed pool: %v", err)
+	}
+	// And one whose first batch fails: generations 1 and 4 keep serving.
+	s.exitStopped()
+	res = s.reload()
+	s.exit(s.starting()[0])
+	err = reply(t, res)
+	if !errors.As(err, &re) || re.Replaced != 0 || !slices.Equal(re.Others, []int{1, 4}) ||
+		!strings.HasSuffix(err.Error(), "; generations 1 and 4 still serving") {
+		t.Fatalf("a failed reload of a mixed pool: %v", err)
+	}
 	// The next reload takes every slot, whatever it runs.
 	s.exitStopped()
 	res = s.reload()
@@ -747,7 +768,7 @@ func TestSimRollingReloadFailures(t *testing.T) {
 		s.readyAll()
 		s.exitStopped()
 	}
-	if err := reply(t, res); err != nil || s.status().Generation != 4 || len(s.gens()) != 1 {
+	if err := reply(t, res); err != nil || s.status().Generation != 6 || len(s.gens()) != 1 {
 		t.Fatalf("reload after a halt: %v, gens %v", err, s.gens())
 	}
 }

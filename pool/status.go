@@ -126,6 +126,9 @@ func (p *Pool) status() Status {
 		PID: p.env.pid(), State: p.state(), Summary: p.summary(), Generation: st.gen,
 		Size: p.targetSize(), Current: p.current(), Ready: p.countReady(), Restarts: st.restarts, Recycles: p.recycler.count, SpawnFailures: st.spawnFailures,
 		StartedAt: st.started, ReadyRule: p.cfg.Ready.String(), Revision: p.cfg.Revision, LastReload: st.lastReload, GuardPID: p.env.guardPID(),
+		// [] rather than null in JSON: `jq '.workers[]'` on a sockd
+		// between restarts, or with --listen none.
+		Workers: []WorkerStatus{}, Listeners: []ListenerStatus{},
 	}
 	s.Events = append([]Event(nil), st.events...)
 	if r := st.reload; r != nil && r.phase != phaseRollback {

@@ -673,6 +673,11 @@ func TestRelativeCommandRunsInCwd(t *testing.T) {
 	if s := d.mustStatus(); s.Ready != 1 {
 		t.Fatalf("status %+v", s)
 	}
+	// With no listener, status --json has an empty list, not null.
+	var js bytes.Buffer
+	if code := sockd([]string{"status", "--json", "--control", d.control}, &js, io.Discard); code != 0 || !strings.Contains(js.String(), `"listeners":[]`) {
+		t.Fatalf("status --json (exit %d): %s", code, js.String())
+	}
 	// A relative --cwd too, from its parent.
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	cmd, out := sockdCmd(t, nil, "run", "--control", ctl, "--stop-timeout", "5s", "--listen", "none", "--ready", "after:50ms", "--workers", "1",

@@ -465,6 +465,10 @@ func (d *Daemon) Run() error {
 	defer cancel()
 	d.ctx = ctx
 	d.ctlCtx, d.stopServing = context.WithCancelCause(ctx)
+	if d.child == nil {
+		d.sd.wait() // until the first generation is ready
+	}
+	defer d.sd.track("STOPPING=1")
 	d.pool.Start()
 	go func() {
 		select {

@@ -9,7 +9,10 @@
 // healthy (WatchdogSec= in systemd.service(5)), MAINPID= during a binary
 // upgrade, and FDSTORE=1 for the sockets it bound itself, so that a
 // restart of the service finds them in LISTEN_FDS again
-// (sd_listen_fds(3), FileDescriptorStoreMax=).
+// (sd_listen_fds(3), FileDescriptorStoreMax=), FDSTOREREMOVE=1 for a
+// stored one the configuration no longer asks for, and
+// EXTEND_TIMEOUT_USEC= while systemd waits for READY=1 (the start, a
+// reload), which sockd bounds itself.
 //
 // One goroutine (Run) owns the daemon's phase:
 //

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
@@ -96,12 +97,16 @@ func priority(level string) sdjournal.Priority {
 	}
 }
 
-// context appends the worker's identity to the message, so that plain
-// `journalctl` and `systemctl status` tell workers apart too.
+// context appends the worker's identity to the message, and why (a
+// worker's exit status, a signal, an error), so that plain `journalctl`
+// and `systemctl status` tell workers apart and say what happened too.
 func context(vars map[string]string) string {
 	var parts []string
-	for _, k := range []string{"GENERATION", "WORKER", "WORKER_PID"} {
+	for _, k := range []string{"GENERATION", "WORKER", "WORKER_PID", "STATUS", "SIGNAL", "ERROR"} {
 		if v, ok := vars["SOCKD_"+k]; ok {
+			if strings.ContainsAny(v, " \"=") {
+				v = strconv.Quote(v)
+			}
 			parts = append(parts, strings.ToLower(k)+"="+v)
 		}
 	}

@@ -39,7 +39,7 @@ func TestWriterMapsRecordsToJournalFields(t *testing.T) {
 			t.Errorf("%s=%q, want %q (all: %v)", k, e.vars[k], v, e.vars)
 		}
 	}
-	if e.msg != "worker crashed (generation=2 worker=1 worker_pid=4242)" || e.prio != sdjournal.PriWarning {
+	if e.msg != `worker crashed (generation=2 worker=1 worker_pid=4242 status="exit status 3")` || e.prio != sdjournal.PriWarning {
 		t.Errorf("entry %q priority %d", e.msg, e.prio)
 	}
 	if got[1].prio != sdjournal.PriErr || got[1].vars["SOCKD_ERROR"] != "restart limit reached" || got[2].prio != sdjournal.PriDebug {

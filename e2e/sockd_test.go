@@ -152,9 +152,9 @@ func TestSockdSocketActivation(t *testing.T) {
 	})
 	checkJournal(t, entries, mainPID, victim, workers)
 	// journalctl -u UNIT SOCKD_WORKER=1: slot 1's lines, and only those.
-	slot1 := sb.journal(t, "-u", "sockd.service", "SOCKD_WORKER=1", "SOCKD_STREAM=stderr")
+	slot1 := sb.journal(t, "-u", "sockd.service", "SOCKD_WORKER=1", "SOCKD_STREAM=stdout")
 	if len(slot1) == 0 {
-		t.Errorf("journalctl -u sockd.service SOCKD_WORKER=1 SOCKD_STREAM=stderr: nothing")
+		t.Errorf("journalctl -u sockd.service SOCKD_WORKER=1 SOCKD_STREAM=stdout: nothing")
 	}
 	for _, e := range slot1 {
 		if e.Field("SOCKD_WORKER") != "1" {
@@ -164,7 +164,7 @@ func TestSockdSocketActivation(t *testing.T) {
 	// sockd logs under systemd: the same lines from sockd's ring, the
 	// crashed worker's among them.
 	logs, _ := sb.Run(t, "/usr/local/bin/sockd", "logs", "--worker", "1", "-n", "50")
-	if want := fmt.Sprintf("[w1 g1 err] hello[%d]: ready: serving 1 listeners", victim); !strings.Contains(logs, want) {
+	if want := fmt.Sprintf("[w1 g1] hello[%d]: ready: serving 1 listeners", victim); !strings.Contains(logs, want) {
 		t.Errorf("sockd logs --worker 1 lacks %q:\n%s", want, logs)
 	}
 
@@ -174,9 +174,9 @@ func TestSockdSocketActivation(t *testing.T) {
 	sb.MustRun(t, "systemctl", "reload", "sockd.service")
 	WaitFor(t, 20*time.Second, func() (bool, string) {
 		ready2, drained1 := map[string]bool{}, map[string]bool{}
-		for _, e := range sb.journal(t, "-u", "sockd.service", "SOCKD_STREAM=stderr") {
+		for _, e := range sb.journal(t, "-u", "sockd.service", "SOCKD_STREAM=stdout") {
 			m, pid := e.Field("MESSAGE"), e.Field("SOCKD_WORKER_PID")
-			if e.Field("SYSLOG_PID") != pid || e.Field("PRIORITY") != "3" || e.Field("SYSLOG_IDENTIFIER") != "sockd-demo" {
+			if e.Field("SYSLOG_PID") != pid || e.Field("PRIORITY") != "6" || e.Field("SYSLOG_IDENTIFIER") != "sockd-demo" {
 				t.Errorf("worker line after the reload: %v", e)
 			}
 			switch {
@@ -251,12 +251,13 @@ func checkJournal(t *testing.T, entries []JournalEntry, mainPID, victim int, wor
 		}
 		if e.Field("SOCKD_STREAM") != "" && strings.HasPrefix(e.Field("MESSAGE"), "hello[") {
 			// A worker's line, relayed by sockd over the native protocol:
-			// attributed to the app and the worker, stderr at priority 3.
+			// attributed to the app and the worker, stdout at priority 6
+			// (the demo logs what it does on stdout, errors on stderr).
 			pid := e.Field("SOCKD_WORKER_PID")
 			if e.Field("_TRANSPORT") != "journal" || e.Field("_PID") != main || e.Field("SYSLOG_IDENTIFIER") != "sockd-demo" ||
 				e.Field("SYSLOG_PID") != pid || e.Field("SOCKD_WORKER") == "" || e.Field("SOCKD_GENERATION") != "1" ||
-				e.Field("SOCKD_STREAM") != "stderr" || e.Field("PRIORITY") != "3" || e.Field("SOCKD_EVENT") != "" {
-				t.Errorf("worker line %q: _TRANSPORT=%s _PID=%s SYSLOG_IDENTIFIER=%s SYSLOG_PID=%s SOCKD_WORKER=%s SOCKD_GENERATION=%s SOCKD_STREAM=%s PRIORITY=%s; want journal, %s, sockd-demo (the app's name), %s, a slot, 1, stderr, 3",
+				e.Field("SOCKD_STREAM") != "stdout" || e.Field("PRIORITY") != "6" || e.Field("SOCKD_EVENT") != "" {
+				t.Errorf("worker line %q: _TRANSPORT=%s _PID=%s SYSLOG_IDENTIFIER=%s SYSLOG_PID=%s SOCKD_WORKER=%s SOCKD_GENERATION=%s SOCKD_STREAM=%s PRIORITY=%s; want journal, %s, sockd-demo (the app's name), %s, a slot, 1, stdout, 6",
 					e.Field("MESSAGE"), e.Field("_TRANSPORT"), e.Field("_PID"), e.Field("SYSLOG_IDENTIFIER"), e.Field("SYSLOG_PID"),
 					e.Field("SOCKD_WORKER"), e.Field("SOCKD_GENERATION"), e.Field("SOCKD_STREAM"), e.Field("PRIORITY"), main, pid)
 			}

@@ -248,7 +248,7 @@ func testUpgradeUnderLoad(t *testing.T, reuseport bool) {
 	// attributed to its generation.
 	// The process that exited wrote them to a pipe that the test's
 	// copier may not have emptied yet.
-	lines := []string{`\[w0 g1 err\] hello\[\d+\]: drained in `, `\[w0 g2 err\] hello\[\d+\]: ready: `, `\[w0 g3 err\] hello\[\d+\]: drained in `}
+	lines := []string{`\[w0 g1\] hello\[\d+\]: drained in `, `\[w0 g2\] hello\[\d+\]: ready: `, `\[w0 g3\] hello\[\d+\]: drained in `}
 	relayed := func() bool {
 		for _, re := range lines {
 			if !regexp.MustCompile(re).MatchString(d.out.String()) {

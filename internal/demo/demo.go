@@ -47,8 +47,9 @@ type config struct {
 // Main runs the worker with args (without the program name) and returns
 // its exit code. Every flag defaults to an environment variable, so a unit
 // can set it: --config HELLO_CONFIG, --delay HELLO_DELAY, --drain-timeout
-// HELLO_DRAIN_TIMEOUT. Only -h writes to stdout (the usage); errors are
-// one line on stderr, and so is the log.
+// HELLO_DRAIN_TIMEOUT. Errors are one line on stderr; the log of what it
+// does (ready, stopping, drained) goes to stdout, so that the journal has
+// it at the info priority, not as errors.
 func Main(args []string, stdout, stderr io.Writer) int {
 	// SIGHUP is sockd's reload signal; `systemctl kill -s HUP` sends it to
 	// the whole cgroup, workers included. It must not kill them.
@@ -70,16 +71,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hello: %v\n", err)
 		return ExitUsage
 	}
-	logger := log.New(stderr, fmt.Sprintf("hello[%d]: ", os.Getpid()), 0)
+	logger := log.New(stdout, fmt.Sprintf("hello[%d]: ", os.Getpid()), 0)
+	errs := log.New(stderr, fmt.Sprintf("hello[%d]: ", os.Getpid()), 0)
 	srv := newServer(cfg.delay, envInt("SOCKD_WORKER", 0), envInt("SOCKD_GENERATION", 1), logger)
-	return serve(srv, lns, cfg.drainTimeout, logger)
+	return serve(srv, lns, cfg.drainTimeout, logger, errs)
 }
 
 // serve runs srv until SIGTERM or SIGINT (or a failing accept loop), then
 // drains. It tells sockd READY=1 once it accepts, SOCKD_REQUESTS=n at most
 // once a second, WATCHDOG=1 when WATCHDOG_USEC asks for it, STATUS=draining,
 // and STOPPING=1 first when the drain is its own decision.
-func serve(srv *server, lns []net.Listener, drainTimeout time.Duration, logger *log.Logger) int {
+func serve(srv *server, lns []net.Listener, drainTimeout time.Duration, logger, errs *log.Logger) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
@@ -109,7 +111,7 @@ loop:
 			logger.Printf("stopping: %v signal received", sig)
 			break loop
 		case err := <-srv.errs:
-			logger.Printf("stopping: %v", err)
+			errs.Printf("stopping: %v", err)
 			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
 			break loop
 		case <-report.C:
@@ -123,7 +125,7 @@ loop:
 	err := srv.drain(time.Now().Add(drainTimeout))
 	sendCount()
 	if err != nil {
-		logger.Print(err)
+		errs.Print(err)
 		return ExitFailed
 	}
 	return ExitOK

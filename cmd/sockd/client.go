@@ -316,9 +316,13 @@ func (t *target) path() (string, error) {
 func controlOfPID(pid int) (string, int, error) {
 	st, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
 	if err != nil {
-		return "", 0, fmt.Errorf("--pid %d: no such process", pid)
+		// No sockd answers there: the exit status of an unreachable one.
+		return "", 0, fmt.Errorf("--pid %d: no such process (%w)", pid, control.ErrUnreachable)
 	}
 	uid := int(st.Sys().(*syscall.Stat_t).Uid) // the process's owner
+	if _, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); errors.Is(err, os.ErrPermission) {
+		return "", 0, fmt.Errorf("--pid %d: cannot read which program it runs: %w (run as its user or root)", pid, err)
+	}
 	if !runsSockd(pid) {
 		// Never send a request to another program's sockets.
 		return "", 0, fmt.Errorf("--pid %d: not a sockd (its program's name has no \"sockd\" in it; give --control PATH)", pid)

@@ -920,12 +920,25 @@ func TestClientByPID(t *testing.T) {
 		want string
 	}{
 		{[]string{"status", "--pid", strconv.Itoa(sleep.Process.Pid)}, 1, "not a sockd"},
+		{[]string{"status", "--pid", "4194303"}, 5, "no such process"},
 		{[]string{"reload", "--pid", "0x"}, 2, "invalid value"},
 		{[]string{"status", "--pid", "-3"}, 2, "want a process id"},
 		{[]string{"status", "--pid", pid, "--control", ctl}, 2, "not both"},
 	} {
 		if code, o := run(c.args...); code != c.code || !strings.Contains(o, c.want) || strings.Count(strings.TrimSpace(o), "\n") != 0 {
 			t.Errorf("sockd %v: exit %d (want %d), want one line with %q:\n%s", c.args, code, c.code, c.want, o)
+		}
+	}
+
+	// Another user may not read which program root's sockd runs: it is
+	// told so, not that the process is no sockd.
+	if os.Geteuid() == 0 {
+		nobody := exec.Command(worldExecutableCopy(t), "status", "--pid", pid)
+		nobody.Env = []string{"PATH=/usr/bin:/bin", "SOCKDTEST_MAIN=1", "GORACE=atexit_sleep_ms=0"}
+		nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		o, err := nobody.CombinedOutput()
+		if err == nil || !strings.Contains(string(o), "cannot read which program it runs") || !strings.Contains(string(o), "run as its user or root") {
+			t.Errorf("status --pid as nobody: %v:\n%s", err, o)
 		}
 	}
 

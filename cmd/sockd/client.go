@@ -78,7 +78,11 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sockd "+name, flag.ContinueOnError)
 	tgt := addTarget(fs)
 	asJSON, wait, check, updateEnv := new(bool), new(bool), new(bool), new(bool)
-	timeout := fs.Duration("timeout", defaultClientTimeout, "give up after this long (0: no limit; with --wait the default is no limit)")
+	timeoutHelp := "give up after this long (0: no limit; with --wait the default is no limit)"
+	if name == "status" {
+		timeoutHelp = "give up after this long (0: no limit)"
+	}
+	timeout := fs.Duration("timeout", defaultClientTimeout, timeoutHelp)
 	synopsis := "sockd " + name + " [--timeout D] [--control PATH|--pid PID]"
 	var workers string
 	if name == "scale" {
@@ -107,6 +111,9 @@ func clientCommand(name string, args []string, stdout io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("sockd %s: unexpected argument %q", name, fs.Arg(0))
+	}
+	if *asJSON && *check {
+		return usagef("sockd status: --json or --check, not both")
 	}
 	if name == "scale" {
 		if workers == "" {

@@ -111,9 +111,23 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 func usageFunc(fs *flag.FlagSet, synopsis, text string) func() {
 	return func() {
 		w := fs.Output()
-		from := "each also read from SOCKD_<FLAG>, e.g. SOCKD_CONTROL for --control"
+		from := "each also read from SOCKD_<FLAG>"
+		if fs.Lookup("control") != nil {
+			from += ", e.g. SOCKD_CONTROL for --control"
+		} else if fs.Lookup("workers") != nil {
+			from += ", e.g. SOCKD_WORKERS for --workers"
+		}
 		if fs.Lookup("worker") != nil {
 			from += "; not --worker and --generation, whose variables a worker has of its own"
+		}
+		var pids []string
+		for _, n := range []string{"pid", "worker-pid"} {
+			if fs.Lookup(n) != nil {
+				pids = append(pids, "--"+n)
+			}
+		}
+		if len(pids) > 0 {
+			from += "; not " + strings.Join(pids, " and ") + ", read from the command line only"
 		}
 		fmt.Fprintf(w, "Usage: %s\n\n%s\nFlags (%s):\n", synopsis, text, from)
 		fs.PrintDefaults()

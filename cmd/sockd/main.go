@@ -38,6 +38,7 @@ Usage:
   sockd logs [-f] [--worker N] [-n LINES]     the workers' recent output, attributed (-f: follow)
   sockd pm2 [--root DIR] FILE                 turn a PM2 ecosystem file into sockd@APP units and env files
   sockd version                               print the version
+  sockd man [roff|bash|zsh|markdown]          the manual page sockd(8), or shell completions
   sockd help [COMMAND]                        this text, or a command's flags
 
 Client commands (all but run and pm2) take --control PATH or --pid PID: the sockd to talk to.
@@ -99,6 +100,15 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 			switch args[1] {
 			case "run", "top", "status", "reload", "upgrade", "scale", "pm2", "signal", "send", "logs":
 				return sockd([]string{args[1], "--help"}, stdout, stderr)
+			case "version":
+				fmt.Fprintln(stdout, "usage: sockd version\n\nPrints sockd's version.")
+				return exitOK
+			case "man":
+				fmt.Fprintln(stdout, "usage: sockd man [roff|bash|zsh|markdown]\n\nPrints the manual page sockd(8) (roff, the default), a completion script for bash or\nzsh, or the flag table of docs/reference.md, all from sockd's own flag definitions.")
+				return exitOK
+			case "help":
+				fmt.Fprint(stdout, helpText)
+				return exitOK
 			}
 			err = usagef("help %q: no such command (see sockd help)", args[1])
 			break

@@ -371,6 +371,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", nil, nil, []string{"frobnicate"}, exitUsage, "unknown command"},
 		{"unknown flag", nil, nil, []string{"run", "--frob"}, exitUsage, "flag provided but not defined"},
 		{"zero workers", nil, nil, []string{"run", "--workers", "0"}, exitUsage, "--workers 0"},
+		{"status --json --check", nil, nil, []string{"status", "--json", "--check"}, exitUsage, "--json or --check, not both"},
 		{"too many workers", nil, nil, []string{"run", "--workers", "100000"}, exitUsage, "--workers 100000"},
 		{"bad env flag", []string{"SOCKD_WORKERS=many"}, nil, []string{"run"}, exitUsage, "SOCKD_WORKERS"},
 		{"bad instance variable", nil, nil, []string{"run", "--instance-var", "NODE_APP_INSTANCE,,pm_id"}, exitUsage, "want a variable name"},
@@ -533,6 +534,16 @@ func TestHelpAndVersion(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := sockd([]string{"help", "bogus"}, io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "no such command") {
 		t.Errorf("sockd help bogus: exit %d, %q", code, stderr.String())
+	}
+	// Every command sockd help lists has help of its own.
+	for _, c := range []string{"version", "man", "help"} {
+		var out bytes.Buffer
+		if code := sockd([]string{"help", c}, &out, io.Discard); code != exitOK || !strings.Contains(out.String(), "sockd "+c) {
+			t.Errorf("sockd help %s: exit %d, %q", c, code, out.String())
+		}
+		if !strings.Contains(helpText, "\n  sockd "+c+" ") {
+			t.Errorf("sockd help does not list %s", c)
+		}
 	}
 }
 

@@ -141,7 +141,7 @@ var settings = []Setting{
 	{Name: "slow-start", Arg: "DURATION", Restart: true, Help: "with --reuseport: a new worker's share of new connections rises from 10 % to its whole share over DURATION after it is ready, while the worker it replaces serves the rest (0: its whole share at once); with any socket, a worker that starts while others serve runs ten nice levels down until it is ready (at most half --ready-timeout)",
 		value: func(r *Run) value { return typed[time.Duration]{&r.SlowStart, duration(0), showDuration} }},
 	{Name: "ready", Arg: "RULE", Default: "notify", Values: []string{"notify", "node-ipc", "node-listen", "after:DURATION"},
-		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too), node-listen (a Node.js worker listens on sockd's sockets, told by sockd's preload) or after:DURATION (that long after it started)",
+		Help: "when a worker is ready: notify (it sends READY=1 to NOTIFY_SOCKET), node-ipc (a Node.js worker calls process.send('ready'), as under PM2's wait_ready; READY=1 counts too), node-listen (a Node.js worker listens on sockd's sockets, told by sockd's preload) or after:DURATION (that long after it started, or at its READY=1 if that comes first)",
 		value: func(r *Run) value {
 			return typed[pool.ReadyRule]{&r.Ready, pool.ParseReadyRule, pool.ReadyRule.String}
 		}},

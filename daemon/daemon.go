@@ -637,8 +637,10 @@ func (d *Daemon) Scale(ctx context.Context, n int, relative, wait bool) (int, er
 		}
 		select {
 		case <-tick.C:
+		case <-d.stopped:
+			return target, fmt.Errorf("sockd stopped before the workers were there (its log says why): %w", pool.ErrStopping)
 		case <-ctx.Done():
-			return target, ctx.Err()
+			return target, context.Cause(ctx)
 		}
 	}
 }

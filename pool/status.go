@@ -234,12 +234,18 @@ func (p *Pool) summary() string {
 	return b.String()
 }
 
-// current counts the slots that have a worker, and the retired slots
-// whose worker still drains.
+// current counts the slots that have a worker, and the workers of slots
+// a scale-down removed that still run (parked, or retired and draining):
+// `scale --wait` waits for those to be gone.
 func (p *Pool) current() int {
-	n := len(p.st.parked)
+	n := 0
 	for _, s := range p.st.slots {
 		if s.cur != nil || s.next != nil {
+			n++
+		}
+	}
+	for _, w := range p.st.byPID {
+		if s := w.home; s != nil && s.removed && !w.exited {
 			n++
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -215,5 +216,62 @@ func TestClientIgnoresAWorkersIdentity(t *testing.T) {
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	if !strings.Contains(line, `"ok":false`) || !strings.Contains(line, "slot -5: want 0 or more") {
 		t.Fatalf("a request for slot -5: %s", line)
+	}
+}
+
+// sockd scale --wait to fewer workers returns once the retired ones are
+// gone, not as soon as they were told to stop: here each takes 1 s to
+// drain after SIGTERM.
+func TestScaleDownWaitsForTheRetired(t *testing.T) {
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) {
+			args := []string{"--workers", "3", "--listen", "tcp://127.0.0.1:0", "--ready", "after:100ms"}
+			if mode == "reuseport" {
+				args = append(args, "--reuseport")
+			}
+			args = append(args, "--", "/bin/sh", "-c", `trap 'sleep 1; exit 0' TERM; while :; do sleep 0.1; done`)
+			d := startSockd(t, nil, args...)
+			waitFor(t, 20*time.Second, "3 workers ready", func() bool { return d.mustStatus().Ready == 3 })
+			var pids []int
+			for _, w := range d.mustStatus().Workers {
+				if w.Slot > 0 {
+					pids = append(pids, w.PID)
+				}
+			}
+			var out bytes.Buffer
+			if code := sockd([]string{"scale", "--wait", "--control", d.control, "1"}, &out, &out); code != 0 {
+				t.Fatalf("scale --wait 1: exit %d %s", code, out.String())
+			}
+			for _, pid := range pids {
+				if p, err := procfs.ReadProcess(pid); err == nil && !p.Gone() {
+					t.Errorf("scale --wait 1 returned while retired worker %d still runs (state %c)", pid, p.State)
+				}
+			}
+			if s := d.mustStatus(); s.Current != 1 || len(s.Workers) != 1 {
+				t.Fatalf("after scale --wait 1: current %d, %d workers", s.Current, len(s.Workers))
+			}
+		})
+	}
+}
+
+// A scale --wait cut short because sockd stops (here it gives up: its
+// worker is never ready) says so, not "context canceled".
+func TestScaleWaitWhenSockdStops(t *testing.T) {
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	run, out := sockdCmd(t, nil, "run", "--control", ctl, "--workers", "1", "--listen", "none", "--ready-timeout", "1s", "--", "/bin/sleep", "1000")
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { run.Process.Kill(); run.Wait() }()
+	waitFor(t, 20*time.Second, "sockd answering", func() bool {
+		return sockd([]string{"status", "--control", ctl}, io.Discard, io.Discard) == 0
+	})
+	var b bytes.Buffer
+	code := sockd([]string{"scale", "--wait", "--control", ctl, "3"}, &b, &b)
+	if code == 0 || !strings.Contains(b.String(), "sockd stopped before the workers were there") {
+		t.Fatalf("scale --wait while sockd gives up: exit %d: %s\nsockd:\n%s", code, b.String(), out)
+	}
+	if err := run.Wait(); run.ProcessState.ExitCode() != exitWorkers {
+		t.Fatalf("sockd run: %v, want exit %d", err, exitWorkers)
 	}
 }

@@ -35,6 +35,7 @@ type worker struct {
 	why            string // the Exit… reason its exit will have: sockd's last decision about it
 	stopSent       bool   // sockd asked it to stop
 	leaving        bool   // it announced STOPPING=1 on its own
+	queueLeft      bool   // it was stopped with connections still queued on its sockets
 	exited         bool
 	exitedAt       time.Time
 	killAt         time.Time // when sockd SIGKILLs it (and its group), once asked to stop

@@ -64,6 +64,7 @@ func (retiree) stopping(*worker)     {}
 func (retiree) dropped(*worker)      {}
 
 func (o retiree) exited(w *worker, how string) {
+	o.p.takeOverQueue(w)
 	s := w.home
 	if s == nil || s.cur != w {
 		return

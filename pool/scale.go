@@ -172,7 +172,8 @@ func (parker) ready(*worker)        {}
 func (parker) readyTimeout(*worker) {}
 func (parker) dropped(*worker)      {}
 func (o parker) stopping(w *worker) { o.p.leave(w) }
-func (parker) exited(w *worker, _ string) {
+func (o parker) exited(w *worker, _ string) {
+	o.p.takeOverQueue(w)
 	if s := w.home; s.cur == w {
 		s.cur = nil
 	}

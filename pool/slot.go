@@ -195,6 +195,7 @@ func (p *Pool) onSocketPoll(w *worker) {
 	}
 	if !p.env.now().Before(w.killAt) {
 		p.wlog(w).Warn("connections still queued on a leaving worker's sockets; stopping it anyway (they wait for the next worker given its sockets)", "event", "steer_queue_left")
+		w.queueLeft = true
 		p.signalStop(w)
 		return
 	}
@@ -528,3 +529,45 @@ func (p *Pool) onLowTimer(w *worker) {
 		p.raise(w)
 	}
 }
+
+// takeOverQueue: a retired worker that left connections queued on its
+// sockets (it hung, or was killed before it took them) leaves them to the
+// next worker given those sockets (Assign prefers them). That worker is
+// made now: one serving worker, of the same slot if it has one, is
+// recycled, and its replacement gets the sockets and their queue.
+func (p *Pool) takeOverQueue(w *worker) {
+	if !w.queueLeft || p.st.stopping {
+		return
+	}
+	var target *worker
+	if s := w.home; s != nil && !s.removed && s.cur != nil && s.cur.state == Ready && s.cur.owner == p.serving {
+		target = s.cur
+	}
+	for _, s := range p.st.slots {
+		if target == nil && s.cur != nil && s.cur.state == Ready && s.cur.owner == p.serving {
+			target = s.cur
+		}
+	}
+	if target == nil {
+		return // the next worker started takes them
+	}
+	p.recycler.mark(target, "queue", fmt.Sprintf("its replacement takes the connections worker %d left queued", w.pid))
+	p.after(0, recycleSoon{})
+}
+
+// recycleSoon runs the recycler once the event that marked a worker is
+// over: a reload ends with the exit of its last old worker, and the
+// recycler waits for the reload to end.
+type recycleSoon struct{}
+
+func (recycleSoon) apply(p *Pool) {
+	if p.state() == StateReloading {
+		p.after(recycleSoonPoll, recycleSoon{})
+		return
+	}
+	p.recycler.next()
+}
+
+// recycleSoonPoll is how often recycleSoon looks whether the reload that
+// held it up is over.
+const recycleSoonPoll = 50 * time.Millisecond

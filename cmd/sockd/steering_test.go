@@ -529,3 +529,43 @@ func TestSteeringAcrossUpgrade(t *testing.T) {
 
 // alive: running, not a zombie.
 func alive(pid int) bool { return procfs.Alive(pid) }
+
+// A stalled worker (SIGSTOP) that a reload retires leaves the connections
+// queued on its socket before steering excluded it; a serving worker is
+// recycled at once so that its replacement, given that socket, answers
+// them: none waits for some later reload or scale.
+func TestSteeringRetiredStalledWorkerLeavesNoQueue(t *testing.T) {
+	d, addr := startSteered(t, nil, "--workers", "4", "--stop-timeout", "1s")
+	pid := workerPID(t, d, 1)
+	stop := make(chan struct{})
+	var got []answer
+	done := make(chan struct{})
+	go func() { got = openLoad(addr, 400, 20*time.Second, stop); close(done) }()
+	syscall.Kill(pid, syscall.SIGSTOP)
+	waitFor(t, 10*time.Second, "the stalled worker excluded", func() bool {
+		return steerMetric(t, d, "sockd_steering_decisions_total", `reason="stalled"`) >= 1
+	})
+	var out bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code != 0 {
+		t.Fatalf("reload: exit %d %s", code, out.String())
+	}
+	waitFor(t, 20*time.Second, "the stalled worker gone", func() bool {
+		p, err := procfs.ReadProcess(pid)
+		return err != nil || p.Gone()
+	})
+	waitFor(t, 20*time.Second, "a worker recycled to take its queue", func() bool {
+		return strings.Contains(d.out.String(), "its replacement takes the connections worker "+strconv.Itoa(pid)+" left queued")
+	})
+	close(stop)
+	<-done
+	failed := 0
+	for _, a := range got {
+		if a.err != nil {
+			failed++
+		}
+	}
+	t.Logf("%d requests, %d failed", len(got), failed)
+	if failed > 0 {
+		t.Fatalf("%d of %d requests failed (waited 20 s on the retired worker's socket)", failed, len(got))
+	}
+}

@@ -565,6 +565,10 @@ func TestSteeringRetiredStalledWorkerLeavesNoQueue(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests, %d failed", len(got), failed)
+	// It never took its queue: the log must not say it did.
+	if strings.Contains(d.out.String(), "event=steer_readmitted") {
+		t.Errorf("a stopped worker logged as readmitted:\n%s", d.out)
+	}
 	if failed > 0 {
 		t.Fatalf("%d of %d requests failed (waited 20 s on the retired worker's socket)", failed, len(got))
 	}

@@ -167,7 +167,13 @@ func (s *Steering) sample(now time.Time) bool {
 			}
 			if before[k] != after[k] {
 				msg, event := "worker stalled: no new connections for it until its queue drains", "steer_stalled"
-				if !after[k] {
+				switch {
+				case after[k]:
+				case !eligible[k]:
+					// Not readmitted: it left (a reload or scale-down
+					// retired it), which excludes it for good.
+					msg, event = "stalled worker no longer judged: it is leaving", "steer_stall_over"
+				default:
 					msg, event = "stalled worker took its queue: new connections for it again", "steer_readmitted"
 				}
 				s.log.Info(msg, "event", event, "worker", s.entries[k].Worker, "listener", g.l.Name, "socket", k, "queued", depth[k])

@@ -113,6 +113,8 @@ type Daemon struct {
 	// oldMetricsPath: the old sockd's unix metrics socket, replaced by
 	// another address at an upgrade, removed once this sockd is in charge.
 	oldMetricsPath string
+	storedMu       sync.Mutex
+	storedN        map[string]int // sockets per listener sent to systemd's fd store
 	pool           *pool.Pool
 	out            *workerOutput
 	sd             *notifier

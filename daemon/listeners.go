@@ -137,13 +137,26 @@ func (d *Daemon) listenSpecs(inherited bool) []activation.Spec {
 // (FileDescriptorStoreMax=), so that they survive a restart of the
 // service, queued connections included. systemd ignores the ones it holds
 // already.
+// Each socket is sent once (a reuseport group's new sockets as steering
+// grows it, from Steering's Grown too).
 func (d *Daemon) storeSockets() {
 	if !d.sd.isOn() {
 		return
 	}
-	if n, err := handoff.Store(os.Getenv("NOTIFY_SOCKET"), d.ls); err != nil {
+	d.storedMu.Lock()
+	defer d.storedMu.Unlock()
+	if d.storedN == nil {
+		d.storedN = map[string]int{}
+	}
+	n, err := handoff.StoreFrom(os.Getenv("NOTIFY_SOCKET"), d.ls, d.storedN)
+	if err != nil {
 		d.log.Warn("cannot put sockets into systemd's fd store", "error", err)
-	} else if n > 0 {
+		return
+	}
+	for _, l := range d.ls {
+		d.storedN[l.Name] = l.Slots()
+	}
+	if n > 0 {
 		d.log.Debug("sockets sent to systemd's fd store", "event", "fdstore", "sockets", n)
 	}
 }

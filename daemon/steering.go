@@ -22,7 +22,8 @@ func (d *Daemon) setupSteering(deps *pool.Deps) {
 	if !c.ReusePort {
 		return
 	}
-	opts := steering.Options{Logger: d.log.Named("steering"), SlowStart: c.SlowStart, Passive: d.child != nil, Probe: d.stored}
+	opts := steering.Options{Logger: d.log.Named("steering"), SlowStart: c.SlowStart, Passive: d.child != nil, Probe: d.stored,
+		Grown: d.storeSockets}
 	st, err := steering.New(d.ls, opts)
 	if err != nil {
 		if errors.Is(err, steering.ErrUnavailable) {

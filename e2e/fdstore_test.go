@@ -16,7 +16,7 @@ func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
 	sb := installed(t, nil)
 	const storeAddr = "127.0.0.1:9191"
 	sb.MustRun(t, "systemd-run", "--unit=selfbound", "-p", "Type=notify", "-p", "Restart=always", "-p", "RestartSec=1s",
-		"-p", "FileDescriptorStoreMax=8", "-p", "RuntimeDirectory=selfbound", "-p", "KillMode=mixed",
+		"-p", "FileDescriptorStoreMax=32", "-p", "RuntimeDirectory=selfbound", "-p", "KillMode=mixed",
 		"/usr/local/bin/sockd", "run", "--workers", "2", "--reuseport", "--listen", "http=tcp://"+storeAddr)
 	ctl := "/run/selfbound/sockd.sock"
 	st := sb.waitServing(t, ctl, 1, 2)
@@ -59,6 +59,16 @@ func TestSockdFDStoreKeepsSelfBoundSocket(t *testing.T) {
 	if again.PID == after.PID || strings.Join(got, " ") != strings.Join(before, " ") {
 		t.Fatalf("after systemctl restart: pid %d, sockets %v; before %v", again.PID, got, before)
 	}
+	// sockd scale: the sockets steering adds as the new workers start go
+	// into the store too, every one of them.
+	grown := len(again.Listeners[0].SockdFDs) + 2
+	sb.MustRun(t, "/usr/local/bin/sockd", "scale", "--wait", "--control", ctl, strconv.Itoa(grown))
+	scaled := sb.waitServing(t, ctl, again.Generation, grown)
+	WaitFor(t, 10*time.Second, func() (bool, string) {
+		n := sb.prop(t, "selfbound.service", "NFileDescriptorStore")
+		return n == strconv.Itoa(len(scaled.Listeners[0].SockdFDs)), fmt.Sprintf("NFileDescriptorStore=%s after scale %d, the group has %d sockets", n, grown, len(scaled.Listeners[0].SockdFDs))
+	})
+	sb.MustRun(t, "/usr/local/bin/sockd", "scale", "--wait", "--control", ctl, "2")
 	// sockd upgrade: the new sockd's workers get sockets of their own in
 	// the group while the old ones drain theirs; those go into the store
 	// too, once it is in charge.

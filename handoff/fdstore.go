@@ -24,6 +24,12 @@ const storePrefix = "sockd."
 // FileDescriptorStoreMax= is 0. Without NOTIFY_SOCKET it does nothing and
 // returns (0, nil).
 func Store(notifySocket string, ls activation.Set) (int, error) {
+	return StoreFrom(notifySocket, ls, nil)
+}
+
+// StoreFrom is Store for the sockets of each listener from slot from[name]
+// on (those before are stored already); from may be nil.
+func StoreFrom(notifySocket string, ls activation.Set, from map[string]int) (int, error) {
 	if notifySocket == "" {
 		return 0, nil
 	}
@@ -43,6 +49,9 @@ func Store(notifySocket string, ls activation.Set) (int, error) {
 			continue
 		}
 		for slot, sfd := range l.FDs() {
+			if slot < from[l.Name] {
+				continue
+			}
 			msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s%s.%d", storePrefix, l.Name, slot)
 			if err := unix.Sendmsg(fd, []byte(msg), unix.UnixRights(sfd), addr, 0); err != nil {
 				return n, fmt.Errorf("fd store %s: %w", l.Name, err)

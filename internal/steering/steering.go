@@ -57,6 +57,10 @@ type Options struct {
 	// Passive computes but attaches no program until Activate: the new
 	// sockd of a binary upgrade, while the old one still steers.
 	Passive bool
+	// Grown, if set, is told when Assign has grown the groups (sockd puts
+	// the new sockets into systemd's fd store). It runs with Steering's
+	// lock held: it must not call Steering.
+	Grown func()
 	// Now is the clock (time.Now).
 	Now func() time.Time
 }
@@ -309,6 +313,9 @@ func (s *Steering) Assign(worker, replaces string) (int, error) {
 		if err := s.grow(k + 1); err != nil {
 			return -1, fmt.Errorf("steering: %w", err)
 		}
+		if s.opts.Grown != nil {
+			s.opts.Grown()
+		}
 	}
 	if old := s.entries[k].Worker; old != "" && s.byWorker[old] == k {
 		delete(s.byWorker, old)
@@ -330,7 +337,10 @@ func (s *Steering) pick(now time.Time) int {
 	free := -1
 	for k, e := range s.entries {
 		switch {
-		case e.State == Gone && s.depth(k) > 0:
+		case (e.State == Gone || e.State == Free) && s.depth(k) > 0:
+			// Connections wait there: a worker that died with them, or
+			// (Free) a socket back from systemd's fd store that the last
+			// sockd's program steered to before it was restarted.
 			return k
 		case e.State == Free, e.State == Gone && now.Sub(e.Since) >= s.opts.Dwell:
 			if free < 0 {

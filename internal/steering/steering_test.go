@@ -1,6 +1,7 @@
 package steering
 
 import (
+	"context"
 	"math"
 	"net"
 	"sync"
@@ -8,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/sockd/sockd/activation"
 	"github.com/sockd/sockd/worker/workertest"
 )
 
@@ -275,4 +279,56 @@ func TestStallAfterIsHonoured(t *testing.T) {
 		}
 		return p.s.Stats().Samples >= s0+50
 	})
+}
+
+// Sockets back from systemd's fd store after a restart: the old sockd's
+// program steered connections to some of them, which now wait there with
+// no worker. A new worker gets such a socket first, not the first free one,
+// so that nothing waits on a socket nobody is given. (Here the group has no
+// program yet and the kernel hashed the connections over every socket;
+// socket 0's queue is then taken by hand.)
+func TestAssignPrefersAFreeSocketWithQueuedConnections(t *testing.T) {
+	set, err := activation.Bind(context.Background(), []activation.Spec{{Name: "web", Network: "tcp", Address: "127.0.0.1:0"}}, activation.BindOptions{ReusePort: true, Slots: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	l := set[0]
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 60 {
+		c, err := net.Dial("tcp", l.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	depth := func(k int) int { d, _, _ := l.Queue(k); return d }
+	workertest.Eventually(t, 5*time.Second, "60 connections queued over the 3 sockets", func() bool { return depth(0)+depth(1)+depth(2) == 60 })
+	for {
+		nfd, _, err := unix.Accept4(l.FD(0), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		if err != nil {
+			break
+		}
+		unix.Close(nfd)
+	}
+	if depth(0) != 0 || depth(1)+depth(2) == 0 {
+		t.Fatalf("queues %d %d %d", depth(0), depth(1), depth(2))
+	}
+	s, err := New(set, Options{Logger: testLogger(t), Probe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k, err := s.Assign("w0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if depth(k) == 0 {
+		t.Fatalf("w0 got socket %d, whose queue is empty (queues %d %d %d)", k, depth(0), depth(1), depth(2))
+	}
 }

@@ -68,3 +68,19 @@ func TestServes(t *testing.T) {
 		}
 	}
 }
+
+// Prometheus asks for OpenMetrics with a quality; q=0 refuses it.
+func TestAcceptsOpenMetrics(t *testing.T) {
+	for accept, want := range map[string]bool{
+		"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1": true,
+		"application/openmetrics-text; q=0":   false,
+		"text/plain;version=0.0.4":            false,
+		"":                                    false,
+		"Application/OpenMetrics-Text; Q=0.5": true,
+		"text/plain, application/openmetrics-text;q=0.0": false,
+	} {
+		if got := acceptsOpenMetrics(accept); got != want {
+			t.Errorf("acceptsOpenMetrics(%q) = %v, want %v", accept, got, want)
+		}
+	}
+}

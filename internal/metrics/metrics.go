@@ -273,11 +273,11 @@ func (e *Exporter) Write(ctx context.Context, w *bytes.Buffer, openMetrics bool)
 func process(fs *families) {
 	pid := os.Getpid()
 	if u, err := procfs.ProcUsage(pid); err == nil {
-		counterNow(fs, "process_cpu_seconds_total", "User and system CPU time of sockd itself.", u.CPU.Seconds())
-		gauge(fs, "process_resident_memory_bytes", "Resident memory of sockd itself.", float64(u.RSS))
+		counterNow(fs, "process_cpu_seconds_total", "User and system CPU time of sockd itself (a sample with slot and generation labels: a worker's own, merged in).", u.CPU.Seconds())
+		gauge(fs, "process_resident_memory_bytes", "Resident memory of sockd itself (a sample with slot and generation labels: a worker's own, merged in).", float64(u.RSS))
 	}
 	if fds, err := procfs.FDs(pid); err == nil {
-		gauge(fs, "process_open_fds", "Open descriptors of sockd itself.", float64(len(fds)))
+		gauge(fs, "process_open_fds", "Open descriptors of sockd itself (a sample with slot and generation labels: a worker's own, merged in).", float64(len(fds)))
 	}
 }
 
@@ -380,7 +380,7 @@ func (e *Exporter) serveConn(c net.Conn) {
 	case strings.SplitN(f[1], "?", 2)[0] != "/metrics":
 		respond(c, 404, "text/plain; charset=utf-8", []byte("not found: try /metrics\n"), false)
 	default:
-		om := strings.Contains(accept, "application/openmetrics-text")
+		om := acceptsOpenMetrics(accept)
 		ct := "text/plain; version=0.0.4; charset=utf-8"
 		if om {
 			ct = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -430,6 +430,27 @@ func Listen(u string) (net.Listener, error) {
 		return ln, err
 	}
 	return nil, fmt.Errorf("metrics address %q: want tcp://HOST:PORT or unix:///PATH", u)
+}
+
+// acceptsOpenMetrics reads an Accept header: OpenMetrics is asked for
+// with a quality above 0 (a q=0 refuses it, RFC 9110 12.4.2).
+func acceptsOpenMetrics(accept string) bool {
+	for _, part := range strings.Split(accept, ",") {
+		params := strings.Split(part, ";")
+		if strings.TrimSpace(strings.ToLower(params[0])) != "application/openmetrics-text" {
+			continue
+		}
+		q := 1.0
+		for _, p := range params[1:] {
+			if k, v, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					q = f
+				}
+			}
+		}
+		return q > 0
+	}
+	return false
 }
 
 // Serves reports whether ln listens where Listen(u) would: the same unix

@@ -101,10 +101,10 @@ func sockd(args []string, stdout, stderr io.Writer) int {
 			case "run", "top", "status", "reload", "upgrade", "scale", "pm2", "signal", "send", "logs":
 				return sockd([]string{args[1], "--help"}, stdout, stderr)
 			case "version":
-				fmt.Fprintln(stdout, "usage: sockd version\n\nPrints sockd's version.")
+				fmt.Fprintln(stdout, "Usage: sockd version\n\nPrints sockd's version.")
 				return exitOK
 			case "man":
-				fmt.Fprintln(stdout, "usage: sockd man [roff|bash|zsh|markdown]\n\nPrints the manual page sockd(8) (roff, the default), a completion script for bash or\nzsh, or the flag table of docs/reference.md, all from sockd's own flag definitions.")
+				fmt.Fprintln(stdout, "Usage: sockd man [roff|bash|zsh|markdown]\n\nPrints the manual page sockd(8) (roff, the default), a completion script for bash or\nzsh, or the flag table of docs/reference.md, all from sockd's own flag definitions.")
 				return exitOK
 			case "help":
 				fmt.Fprint(stdout, helpText)

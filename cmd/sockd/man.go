@@ -53,6 +53,9 @@ func manCommand(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		format = args[0]
 	}
+	if len(args) == 1 && (format == "-h" || format == "--help" || format == "-help") {
+		return sockd([]string{"help", "man"}, stdout, stderr)
+	}
 	if len(args) > 1 || (format != "roff" && format != "bash" && format != "zsh" && format != "markdown") {
 		fmt.Fprintln(stderr, "sockd: usage: sockd man [roff|bash|zsh|markdown]")
 		return exitUsage

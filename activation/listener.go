@@ -203,25 +203,29 @@ func (l *Listener) Matches(s Spec) bool {
 		return false
 	}
 	have, err := net.ResolveTCPAddr("tcp", l.Addr) // "1.2.3.4:80", "[::]:80"
-	if err != nil {
-		return false
-	}
-	host, port, err := net.SplitHostPort(s.Address)
-	if err != nil {
+	return err == nil && BoundAt(have, s.Network, s.Address)
+}
+
+// BoundAt reports whether have, a bound TCP or UDP address, is where
+// binding address ("host:port") on network (tcp, tcp4, tcp6, udp, …) binds:
+// a host name is looked up, port 0 matches any port, no host binds [::]
+// (both families) unless the network says 4, and "0.0.0.0" binds IPv4
+// only (IPv4Only).
+func BoundAt(have *net.TCPAddr, network, address string) bool {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil || len(network) < 3 {
 		return false
 	}
 	if port == "0" {
 		port = strconv.Itoa(have.Port)
 	}
-	family := "tcp" + s.Network[3:] // tcp, tcp4, tcp6 (udp resolves the same)
-	want, err := net.ResolveTCPAddr(IPv4Only(family, s.Address), net.JoinHostPort(host, port))
+	family := "tcp" + network[3:] // tcp, tcp4, tcp6 (udp resolves the same)
+	want, err := net.ResolveTCPAddr(IPv4Only(family, address), net.JoinHostPort(host, port))
 	if err != nil || want.Port != have.Port {
 		return false
 	}
 	if want.IP == nil || want.IP.IsUnspecified() {
-		// No host binds [::] (both families) unless the network says 4;
-		// "0.0.0.0" binds IPv4 only.
-		v4 := strings.HasSuffix(s.Network, "4") || want.IP != nil && want.IP.To4() != nil
+		v4 := strings.HasSuffix(network, "4") || want.IP != nil && want.IP.To4() != nil
 		return have.IP.IsUnspecified() && (have.IP.To4() != nil) == v4
 	}
 	return want.IP.Equal(have.IP)

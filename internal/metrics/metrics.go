@@ -468,22 +468,7 @@ func Serves(ln net.Listener, u string) bool {
 		if p.Scheme != "tcp" && p.Scheme != "tcp4" && p.Scheme != "tcp6" {
 			return false
 		}
-		host, port, err := net.SplitHostPort(p.Host)
-		if err != nil {
-			return false
-		}
-		if port == "0" {
-			port = strconv.Itoa(a.Port)
-		}
-		want, err := net.ResolveTCPAddr(activation.IPv4Only(p.Scheme, p.Host), net.JoinHostPort(host, port))
-		if err != nil || want.Port != a.Port {
-			return false
-		}
-		if want.IP == nil || want.IP.IsUnspecified() {
-			// ":PORT" binds [::] (both families); "0.0.0.0" binds IPv4 only.
-			return a.IP.IsUnspecified() && (a.IP.To4() != nil) == (want.IP != nil && want.IP.To4() != nil)
-		}
-		return want.IP.Equal(a.IP)
+		return activation.BoundAt(a, p.Scheme, p.Host)
 	}
 	return false
 }

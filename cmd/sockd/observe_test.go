@@ -250,9 +250,12 @@ func TestMetricsHungWorkerEndpoint(t *testing.T) {
 	t.Logf("scrape with 2 hung worker endpoints took %s (each waited at most 2s)", took.Round(time.Millisecond))
 }
 
-// sockd top in a real terminal (tmux): it shows the workers' pids, and q
-// ends it with exit status 0.
-func TestTopInATerminal(t *testing.T) {
+// inTmux runs script in a tmux session of cols × rows on a tmux server of
+// its own (a real terminal) and returns a function that runs tmux commands
+// on that server, and the session's name. The server is killed when the
+// test ends.
+func inTmux(t *testing.T, script string, cols, rows int) (tm func(args ...string) (string, error), session string) {
+	t.Helper()
 	tmux, err := exec.LookPath("tmux")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -260,20 +263,27 @@ func TestTopInATerminal(t *testing.T) {
 		}
 		t.Skip("SKIPPING: tmux is not installed")
 	}
-	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
-	dir := t.TempDir()
-	status := filepath.Join(dir, "exit")
-	session := fmt.Sprintf("sockd-top-%d", os.Getpid())
-	script := fmt.Sprintf("SOCKDTEST_MAIN=1 %q top --interval 200ms --control %q; echo $? > %q", os.Args[0], d.control, status)
-	sock := filepath.Join(dir, "tmux.sock")
-	tm := func(args ...string) (string, error) {
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	session = fmt.Sprintf("sockd-%d", os.Getpid())
+	tm = func(args ...string) (string, error) {
 		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	if out, err := tm("new-session", "-d", "-s", session, "-x", "160", "-y", "40", "sh", "-c", script); err != nil {
+	if out, err := tm("new-session", "-d", "-s", session, "-x", strconv.Itoa(cols), "-y", strconv.Itoa(rows), "sh", "-c", script); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
-	defer tm("kill-server")
+	t.Cleanup(func() { tm("kill-server") })
+	return tm, session
+}
+
+// sockd top in a real terminal (tmux): it shows the workers' pids, and q
+// ends it with exit status 0.
+func TestTopInATerminal(t *testing.T) {
+	d := startSockd(t, nil, "--workers", "2", "--listen", "tcp://127.0.0.1:0")
+	dir := t.TempDir()
+	status := filepath.Join(dir, "exit")
+	script := fmt.Sprintf("SOCKDTEST_MAIN=1 %q top --interval 200ms --control %q; echo $? > %q", os.Args[0], d.control, status)
+	tm, session := inTmux(t, script, 160, 40)
 	var pane string
 	waitFor(t, 20*time.Second, "top showing both workers", func() bool {
 		pane, _ = tm("capture-pane", "-p", "-t", session)
@@ -304,27 +314,10 @@ func TestTopInATerminal(t *testing.T) {
 // the first line and the cut says so; after a resize (SIGWINCH) it redraws
 // at once at the new size, though its next refresh is an hour away.
 func TestTopFitsAndFollowsTheTerminal(t *testing.T) {
-	tmux, err := exec.LookPath("tmux")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("tmux is missing (scripts/setup installs it)")
-		}
-		t.Skip("SKIPPING: tmux is not installed")
-	}
 	d := startSockd(t, nil, "--workers", "16", "--listen", "tcp://127.0.0.1:0")
 	waitFor(t, 20*time.Second, "16 workers ready", func() bool { return d.mustStatus().Ready == 16 })
-	dir := t.TempDir()
-	session := fmt.Sprintf("sockd-topfit-%d", os.Getpid())
 	script := fmt.Sprintf("SOCKDTEST_MAIN=1 %q top --interval 1h --control %q", os.Args[0], d.control)
-	sock := filepath.Join(dir, "tmux.sock")
-	tm := func(args ...string) (string, error) {
-		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	if out, err := tm("new-session", "-d", "-s", session, "-x", "60", "-y", "12", "sh", "-c", script); err != nil {
-		t.Fatalf("tmux: %v %s", err, out)
-	}
-	defer tm("kill-server")
+	tm, session := inTmux(t, script, 60, 12)
 	var pane string
 	waitFor(t, 20*time.Second, "top drawn in 60x12", func() bool {
 		pane, _ = tm("capture-pane", "-p", "-t", session)

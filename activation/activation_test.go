@@ -264,14 +264,14 @@ func TestIPv4WildcardIsIPv4Only(t *testing.T) {
 func TestListenerMatches(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "m.sock")
 	specs := []activation.Spec{mustSpec(t, "loop=tcp://127.0.0.1:0"), mustSpec(t, "any4=tcp://0.0.0.0:0"),
-		mustSpec(t, "both=tcp://:0"), mustSpec(t, "dgram=udp://127.0.0.1:0"), mustSpec(t, "u=unix://"+sock)}
+		mustSpec(t, "both=tcp://:0"), mustSpec(t, "dgram=udp://127.0.0.1:0"), mustSpec(t, "u=unix://"+sock), mustSpec(t, "six=tcp6://:0")}
 	set, err := activation.Bind(context.Background(), specs, activation.BindOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer set.Close()
 	port := func(l *activation.Listener) string { _, p, _ := net.SplitHostPort(l.Addr); return p }
-	loop, any4, both, dgram, u := set[0], set[1], set[2], set[3], set[4]
+	loop, any4, both, dgram, u, six := set[0], set[1], set[2], set[3], set[4], set[5]
 	for _, c := range []struct {
 		l    *activation.Listener
 		spec string
@@ -293,6 +293,10 @@ func TestListenerMatches(t *testing.T) {
 		{both, "x=tcp://0.0.0.0:" + port(both), false},
 		{dgram, "x=udp://127.0.0.1:" + port(dgram), true},
 		{dgram, "x=tcp://127.0.0.1:" + port(dgram), false},
+		{both, "x=tcp6://:" + port(both), false},
+		{six, "x=tcp6://:" + port(six), true},
+		{six, "x=tcp6://[::]:" + port(six), true},
+		{six, "x=tcp://:" + port(six), false},
 		{u, "x=unix://" + sock, true},
 		{u, "x=unix://" + sock + ".2", false},
 		{u, "x=tcp://127.0.0.1:" + port(loop), false},

@@ -203,7 +203,15 @@ func (l *Listener) Matches(s Spec) bool {
 		return false
 	}
 	have, err := net.ResolveTCPAddr("tcp", l.Addr) // "1.2.3.4:80", "[::]:80"
-	return err == nil && BoundAt(have, s.Network, s.Address)
+	if err != nil || !BoundAt(have, s.Network, s.Address) {
+		return false
+	}
+	if have.IP.IsUnspecified() && have.IP.To4() == nil {
+		// [::]: IPv6 only (tcp6, as Go binds it) or both families (tcp).
+		v6only, err := unix.GetsockoptInt(l.FD(0), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		return err == nil && (v6only == 1) == strings.HasSuffix(s.Network, "6")
+	}
+	return true
 }
 
 // BoundAt reports whether have, a bound TCP or UDP address, is where

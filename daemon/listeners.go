@@ -41,6 +41,13 @@ func (d *Daemon) acquire() (activation.Set, error) {
 	if d.opts.Config.NoListeners() {
 		if len(inherited) > 0 {
 			log.Warn("--listen none: the sockets systemd passed are not used", "event", "listener", "sockets", len(inherited))
+			for _, l := range inherited {
+				if !l.Inherited { // sockd's own, back from the fd store: out of it
+					if err := handoff.Unstore(os.Getenv("NOTIFY_SOCKET"), l); err != nil {
+						log.Warn("cannot remove a listener from systemd's fd store", "name", l.Name, "error", err)
+					}
+				}
+			}
 			inherited.Close()
 		}
 		log.Info("no listener: the workers get no sockets (--listen none)", "event", "listener")
@@ -148,13 +155,12 @@ func (d *Daemon) storeSockets() {
 	if d.storedN == nil {
 		d.storedN = map[string]int{}
 	}
+	// StoreFrom records what it sent, from the same snapshot of each
+	// group: a socket steering adds meanwhile is sent by its own Grown.
 	n, err := handoff.StoreFrom(os.Getenv("NOTIFY_SOCKET"), d.ls, d.storedN)
 	if err != nil {
 		d.log.Warn("cannot put sockets into systemd's fd store", "error", err)
 		return
-	}
-	for _, l := range d.ls {
-		d.storedN[l.Name] = l.Slots()
 	}
 	if n > 0 {
 		d.log.Debug("sockets sent to systemd's fd store", "event", "fdstore", "sockets", n)

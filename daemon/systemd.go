@@ -103,23 +103,25 @@ func (n *notifier) isOn() bool {
 // lastWord sends state and turns the notifier off, with nothing sent in
 // between.
 func (n *notifier) lastWord(state string) {
-	n.track(state)
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.on {
 		send(state)
 	}
 	n.on = false
+	n.mu.Unlock()
+	n.track(state)
 }
 
-// Notify sends state if the notifier is on.
+// Notify sends state if the notifier is on. What it means for systemd's
+// wait is followed after it was sent: an extension counts only once
+// systemd is in the state it extends (RELOADING=1 first).
 func (n *notifier) Notify(state string) {
-	n.track(state)
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.on {
 		send(state)
 	}
+	n.mu.Unlock()
+	n.track(state)
 }
 
 // send is sd_notify(3) (a variable for the tests).

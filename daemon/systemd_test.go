@@ -47,6 +47,15 @@ func TestNotifierExtendsWhileSystemdWaits(t *testing.T) {
 	}
 	n.Notify("RELOADING=1\nMONOTONIC_USEC=1\nSTATUS=reloading")
 	workertest.Eventually(t, 10*time.Second, "extensions during the reload", func() bool { return extensions() >= after+2 })
+	// RELOADING=1 went out before the reload's first extension: systemd
+	// extends only a timeout it has armed.
+	mu.Lock()
+	i := slices.IndexFunc(sent, func(s string) bool { return strings.HasPrefix(s, "RELOADING=1") })
+	j := slices.IndexFunc(sent[i+1:], func(s string) bool { return strings.HasPrefix(s, "EXTEND_TIMEOUT_USEC=") })
+	mu.Unlock()
+	if i < 1 || j < 0 || strings.HasPrefix(sent[i-1], "EXTEND_TIMEOUT_USEC=") {
+		t.Fatalf("the reload's extensions must follow RELOADING=1: %q", sent)
+	}
 	n.Notify("STOPPING=1")
 	n.mu.Lock()
 	defer n.mu.Unlock()

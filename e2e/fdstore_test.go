@@ -131,6 +131,15 @@ func TestStoredListenerFollowsTheConfiguration(t *testing.T) {
 	sb.once(t, "127.0.0.1:9291")
 	refused("127.0.0.1:9292")
 	stored("1")
+	// No listener at all (a queue consumer): the stored socket leaves the
+	// store, and its address is free.
+	sb.WriteFile(t, env, []byte("SOCKD_LISTEN=none\nSOCKD_WORKERS=2\nSOCKD_READY=after:100ms\nSOCKD_COMMAND=/bin/sleep 1000\n"))
+	sb.MustRun(t, "systemctl", "restart", "moved.service")
+	if none := sb.waitServing(t, ctl, 1, 2); len(none.Listeners) != 0 {
+		t.Fatalf("after the restart with --listen none: %+v", none.Listeners)
+	}
+	refused("127.0.0.1:9291")
+	stored("0")
 	if out := sb.MustRun(t, "journalctl", "-u", "moved.service", "-o", "cat"); !strings.Contains(out, "stored listener dropped: the configuration has it at http=tcp://127.0.0.1:9292") ||
 		!strings.Contains(out, "stored listener dropped: the configuration has no listener of that name any more") {
 		t.Fatalf("the journal does not say what was dropped:\n%s", out)

@@ -28,7 +28,9 @@ func Store(notifySocket string, ls activation.Set) (int, error) {
 }
 
 // StoreFrom is Store for the sockets of each listener from slot from[name]
-// on (those before are stored already); from may be nil.
+// on (those before are stored already); from may be nil. A non-nil from
+// is updated to the sockets each listener had when they were sent (a
+// group may grow meanwhile: those are sent next time).
 func StoreFrom(notifySocket string, ls activation.Set, from map[string]int) (int, error) {
 	if notifySocket == "" {
 		return 0, nil
@@ -48,7 +50,8 @@ func StoreFrom(notifySocket string, ls activation.Set, from map[string]int) (int
 		if l.Inherited {
 			continue
 		}
-		for slot, sfd := range l.FDs() {
+		fds := l.FDs()
+		for slot, sfd := range fds {
 			if slot < from[l.Name] {
 				continue
 			}
@@ -57,6 +60,9 @@ func StoreFrom(notifySocket string, ls activation.Set, from map[string]int) (int
 				return n, fmt.Errorf("fd store %s: %w", l.Name, err)
 			}
 			n++
+		}
+		if from != nil {
+			from[l.Name] = max(from[l.Name], len(fds))
 		}
 	}
 	return n, nil

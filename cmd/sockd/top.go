@@ -92,6 +92,7 @@ type top struct {
 	out    io.Writer
 	screen *os.File // set on a terminal
 	resize chan os.Signal
+	last   string // the last view drawn on the screen, before fitting
 	prev   map[int]pool.WorkerStatus
 	prevAt time.Time
 }
@@ -130,14 +131,38 @@ func (t *top) run(ctx context.Context, interval time.Duration, count int) error 
 		if count > 0 && n >= count {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if !t.wait(ctx, tick.C) {
 			return nil
-		case <-tick.C:
-		case <-t.resize: // nil off a terminal
-			n-- // a redraw at the new size, not a refresh of its own
 		}
 	}
+}
+
+// wait waits for the next refresh; a resize meanwhile redraws the last
+// view at the new size (a new sample so soon would show rates over a
+// moment: CPU 0.0). It reports false once ctx is done.
+func (t *top) wait(ctx context.Context, tick <-chan time.Time) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick:
+			return true
+		case <-t.resize: // nil off a terminal
+			t.redraw()
+		}
+	}
+}
+
+// redraw shows the last view again, fitted to the terminal as it is now.
+func (t *top) redraw() {
+	if t.screen == nil || t.last == "" {
+		return
+	}
+	rows, cols := 0, 0
+	if ws, err := unix.IoctlGetWinsize(int(t.screen.Fd()), unix.TIOCGWINSZ); err == nil && ws.Row > 0 && ws.Col > 0 {
+		rows, cols = int(ws.Row), int(ws.Col)
+	}
+	fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", fitScreen(t.last, rows, cols))
 }
 
 func (t *top) fetch(ctx context.Context) (pool.Status, error) {
@@ -216,7 +241,8 @@ func (t *top) draw(s pool.Status) {
 	t.prevAt = now
 	t.prev = cur
 	if t.screen != nil {
-		fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", fitScreen(b.String(), rows, cols))
+		t.last = b.String()
+		fmt.Fprintf(t.screen, "\x1b[H%s\x1b[J", fitScreen(t.last, rows, cols))
 		return
 	}
 	fmt.Fprintf(t.out, "%s--- %s\n", b.String(), now.Format(time.RFC3339))

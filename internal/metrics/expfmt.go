@@ -2,9 +2,9 @@ package metrics
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -367,15 +367,15 @@ func validNumber(s string) bool {
 	if i != len(s) {
 		return false
 	}
-	_, err := strconv.ParseFloat(s, 64)
-	return err == nil || errors.Is(err, strconv.ErrRange)
+	_, err := strconv.ParseFloat(s, 64) // out of range (1e400) is refused too
+	return err == nil
 }
 
 // validTimestamp: the text format's timestamp, milliseconds since the
 // epoch as an integer.
 func validTimestamp(s string) bool {
-	_, err := strconv.ParseInt(s, 10, 64)
-	return err == nil
+	ms, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && ms != math.MinInt64 // whose seconds openMetricsRest could not negate
 }
 
 // validType is a TYPE the text format knows.

@@ -66,6 +66,7 @@ req_total{slot="1",generation="3"} 5
 func TestWorkerGarbageIsDropped(t *testing.T) {
 	in := "# TYPE ok gauge\nok 1\nok{v=\"e\"} -1.5e-3\nok{v=\"inf\"} +Inf\nok{v=\"ts\"} 2 -1700000000123\n" +
 		"bad_a 12abc\nbad_b 12,5\nbad_c 1_000\nbad_d 0x1p-2\nbad_e 1e\nbad_f .\nbad_g 1 abc\nbad_h 1 1.5\n" +
+		"bad_j 1e400\nbad_k -1e400\nbad_l 1 -9223372036854775808\n" +
 		"bad_i{a=\"\xff\xfe\"} 1\n# TYPE odd bogus\n# HELP odd \xff\nodd 3\n"
 	fs := newFamilies()
 	n, err := fs.add(strings.NewReader(in), lbl("slot", "0"))

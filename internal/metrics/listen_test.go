@@ -51,6 +51,7 @@ func TestServes(t *testing.T) {
 		{loop, "tcp://127.0.0.1:1", false},
 		{loop, "unix://" + path, false},
 		{any4, "tcp://0.0.0.0:" + port4, true},
+		{any4, "tcp4://:" + port4, true},
 		{any4, "tcp://:" + port4, false},
 		{any4, "tcp://[::]:" + port4, false},
 		{anyBoth, "tcp://:" + portBoth, true},

@@ -177,7 +177,10 @@ func TestAppendNumbersAcrossReads(t *testing.T) {
 // A tree's CPU time keeps the time of a child that ended and was waited
 // for: it does not fall when the child is gone.
 func TestTreeUsageKeepsWaitedChildren(t *testing.T) {
-	cmd := exec.Command("sh", "-c", `sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'; exec sleep 100`)
+	// The child spins until the test has seen its time, whatever the CPU.
+	done := filepath.Join(t.TempDir(), "done")
+	cmd := exec.Command("sh", "-c", `sh -c 'while [ ! -e "$DONE" ]; do :; done'; exec sleep 100`)
+	cmd.Env = append(os.Environ(), "DONE="+done)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +195,9 @@ func TestTreeUsageKeepsWaitedChildren(t *testing.T) {
 		}
 		return false
 	})
+	if err := os.WriteFile(done, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "the child gone and sh become sleep", func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sh))
 		return strings.TrimSpace(string(b)) == "sleep" && len(Children(sh)) == 0

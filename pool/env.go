@@ -80,6 +80,9 @@ type env interface {
 	leave(w *worker)
 	drained(w *worker) bool
 	yielded() bool
+	// halted reports whether w's process is stopped by a signal (SIGSTOP;
+	// not traced by a debugger): it can neither drain nor stop by itself.
+	halted(w *worker) bool
 	// mayLower reports whether w may start at a low CPU priority
 	// (Config.LowStart): whether sockd may give it its normal one back;
 	// start then starts it so, and raise gives it back to every thread

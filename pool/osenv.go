@@ -424,6 +424,11 @@ func (e *osEnv) leave(w *worker) {
 	}
 }
 
+func (e *osEnv) halted(w *worker) bool {
+	pr, err := procfs.ReadProcess(w.pid)
+	return err == nil && pr.State == 'T'
+}
+
 func (e *osEnv) drained(w *worker) bool {
 	st := e.p.deps.Steering
 	return st == nil || st.Drained(w.steerName())

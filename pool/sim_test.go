@@ -130,6 +130,7 @@ func (s *sim) steered() bool                { return false }
 func (s *sim) steerReady(*worker) time.Time { return time.Time{} }
 func (s *sim) leave(*worker)                {}
 func (s *sim) drained(*worker) bool         { return true }
+func (s *sim) halted(*worker) bool          { return false }
 func (s *sim) yielded() bool                { return false }
 func (s *sim) gone(*worker)                 {}
 func (s *sim) mayLower(*worker) bool        { return !s.noLow }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockd/sockd/internal/resources"
 )
 
@@ -196,6 +198,16 @@ func (p *Pool) onSocketPoll(w *worker) {
 	if !p.env.now().Before(w.killAt) {
 		p.wlog(w).Warn("connections still queued on a leaving worker's sockets; stopping it anyway (they wait for the next worker given its sockets)", "event", "steer_queue_left")
 		w.queueLeft = true
+		if p.env.halted(w) {
+			// SIGSTOPped: a stop signal would wait as long again for
+			// nothing.
+			w.draining = false
+			p.wlog(w).Warn("the leaving worker is stopped (SIGSTOP): it can neither drain nor stop; killing it", "event", "worker_kill", "stop_timeout", w.cfg.StopTimeout.String())
+			if err := p.env.signal(w, unix.SIGKILL); err != nil {
+				p.wlog(w).Warn("cannot signal worker", "error", err)
+			}
+			return
+		}
 		p.signalStop(w)
 		return
 	}

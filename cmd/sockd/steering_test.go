@@ -553,6 +553,11 @@ func TestSteeringRetiredStalledWorkerLeavesNoQueue(t *testing.T) {
 		p, err := procfs.ReadProcess(pid)
 		return err != nil || p.Gone()
 	})
+	// Stopped, it can neither drain nor stop: killed at the drain's end,
+	// not after a stop signal's timeout more.
+	if !strings.Contains(d.out.String(), "the leaving worker is stopped (SIGSTOP): it can neither drain nor stop; killing it") {
+		t.Errorf("the stopped worker was not killed at the drain's end:\n%s", d.out)
+	}
 	waitFor(t, 20*time.Second, "a worker recycled to take its queue", func() bool {
 		return strings.Contains(d.out.String(), "its replacement takes the connections worker "+strconv.Itoa(pid)+" left queued")
 	})

@@ -76,6 +76,11 @@
 //
 //	sockd: listen EADDRINUSE on port 3000: it is sockd's listening socket (fd 3, web), but sockd passed its sockets to pid 1, not to this process (pid 42); run node as sockd's worker (…)
 //
+// A worker that listens on a port sockd does not hold, and 2 s later has
+// taken none of sockd's sockets, gets one line too: it may look ready and
+// healthy (--ready node-ipc) while sockd's clients reach none of its
+// servers (an admin port beside sockd's socket says nothing).
+//
 // # The careful drain
 //
 // Node's server.close() calls closeIdleConnections(), which destroys idle

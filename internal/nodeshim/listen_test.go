@@ -443,3 +443,35 @@ process.on('SIGTERM', () => { fs.unlinkSync(p); process.exit(0); });
 		t.Errorf("%d lines say the file was kept, want 1; output:\n%s", n, p.out)
 	}
 }
+
+// A worker that listens only on a port sockd does not hold gets one line
+// saying that sockd's clients reach none of its servers; one that also
+// takes sockd's socket (the other port is an admin port) gets none.
+func TestListenOnlyElsewhereIsSaid(t *testing.T) {
+	dir := t.TempDir()
+	set := bind(t, "web=tcp://127.0.0.1:0")
+	script := filepath.Join(dir, "elsewhere.js")
+	os.WriteFile(script, []byte(`
+const http = require('http'), h = () => http.createServer((q, r) => r.end('x'));
+h().listen(Number(process.env.OTHER_PORT), '127.0.0.1', () => {
+  if (process.env.ALSO_PORT) h().listen(Number(process.env.ALSO_PORT));
+  setTimeout(() => process.send('done'), 600);
+});
+`), 0o644)
+	free := bind(t, "free=tcp://127.0.0.1:0", "free2=tcp://127.0.0.1:0") // ports nobody else takes while the test runs
+	other, other2 := strconv.Itoa(port(t, free[0])), strconv.Itoa(port(t, free[1]))
+	free.Close()
+	want := "listening on port " + other + ", which is not one of sockd's sockets (sockd holds port " + strconv.Itoa(port(t, set[0])) + ")"
+	alone := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: []string{"SOCKD_NODE_FOREIGN_MS=200", "OTHER_PORT=" + other}})
+	alone.waitMsg(`"done"`, readyTimeout)
+	if n := strings.Count(alone.out.String(), want); n != 1 {
+		t.Fatalf("%d lines say so, want 1:\n%s", n, alone.out)
+	}
+	alone.signal(unix.SIGKILL)
+	alone.wait(readyTimeout)
+	both := start(t, spec{cmd: []string{"node", script}, set: set, ipc: true, env: []string{"SOCKD_NODE_FOREIGN_MS=200", "OTHER_PORT=" + other2, "ALSO_PORT=" + strconv.Itoa(port(t, set[0]))}})
+	both.waitMsg(`"done"`, readyTimeout)
+	if strings.Contains(both.out.String(), "not one of sockd's sockets") {
+		t.Fatalf("a worker that serves sockd's socket too was told it does not:\n%s", both.out)
+	}
+}

@@ -253,11 +253,28 @@
     const emit = server.emit;
     server.emit = function (ev, err) {
       if (ev === 'error' || ev === 'listening') server.emit = emit;
+      if (ev === 'listening') noticeForeign(port);
       if (ev === 'error' && err && err.code === 'EADDRINUSE') {
         pendingHint = `listen EADDRINUSE on port ${port}: not one of sockd's sockets, so each worker binds it on its own and only the first can (PM2's cluster mode shares every port); give sockd a listener for it to share it between the workers (--listen NAME=tcp://:${port}, or a ListenStream= of the socket unit)`;
       }
       return emit.apply(this, arguments);
     };
+  }
+  // noticeForeign: the app listens on a port sockd does not hold. Fine
+  // beside sockd's socket (an admin port), but if after a while the app
+  // has taken none of sockd's sockets, the clients of sockd's address
+  // reach no server of it, while the worker looks healthy: one line.
+  let foreignNoticed = false;
+  function noticeForeign(port) {
+    if (foreignNoticed || role !== 'worker') return;
+    foreignNoticed = true;
+    setTimeout(() => {
+      const ours = listeners.filter((l) => l.ok);
+      if (ours.length === 0 || ours.some((l) => l.state !== 'free')) return;
+      const what = ours.map((l) => (l.net === 'unix' ? `path ${l.path}` : `port ${l.port}`)).join(', ');
+      const first = ours.find((l) => l.net === 'tcp');
+      say(`listening on port ${port}, which is not one of sockd's sockets (sockd holds ${what}): connections to sockd's address reach no server of this worker; listen on ${first ? `port ${first.port}` : 'sockd\'s socket'} instead, or give sockd --listen NAME=tcp://:${port}`);
+    }, positive(env.SOCKD_NODE_FOREIGN_MS, 2000)).unref();
   }
   process.on('uncaughtExceptionMonitor', (err) => {
     if (pendingHint && err && err.code === 'EADDRINUSE') { say(pendingHint); pendingHint = ''; }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 
@@ -61,7 +62,11 @@ func (d *Daemon) nextConfig(environ []string) (*config.Run, error) {
 		return nil, err
 	}
 	if rn := next.RestartNeeded(cur); len(rn) > 0 {
-		return nil, config.Usagef("%s changed: a reload cannot change %s; restart sockd to apply it (under systemd, listeners belong to the socket unit: edit it, then restart the socket and the service)", strings.Join(rn, ", "), map[bool]string{true: "it", false: "them"}[len(rn) == 1])
+		hint := ""
+		if slices.Contains(rn, "--listen") {
+			hint = " (under systemd, the socket unit's listeners belong to it: edit it, then restart the socket and the service)"
+		}
+		return nil, config.Usagef("%s changed: a reload cannot change %s; restart sockd to apply it%s", strings.Join(rn, ", "), map[bool]string{true: "it", false: "them"}[len(rn) == 1], hint)
 	}
 	d.warn(next)
 	if next.Revision() == cur.Revision() {

@@ -168,7 +168,8 @@ func TestReloadAppliesEditedEnvFile(t *testing.T) {
 	// A listener is sockd's own: changing it needs a restart, and says so.
 	write(fmt.Sprintf("SOCKD_WORKERS=3\nSOCKD_REUSEPORT=true\nSOCKD_COMMAND=%s demo-worker\n", self))
 	out.Reset()
-	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code == 0 || !strings.Contains(out.String(), "--reuseport changed") || !strings.Contains(out.String(), "restart sockd") {
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code == 0 || !strings.Contains(out.String(), "--reuseport changed") || !strings.Contains(out.String(), "restart sockd") ||
+		strings.Contains(out.String(), "socket unit") {
 		t.Fatalf("reuseport change: exit %d, %s", code, out.String())
 	}
 
@@ -340,5 +341,26 @@ func TestUpgradeAfterAFailedReloadTakesANewGeneration(t *testing.T) {
 	}
 	if s := d.mustStatus(); s.Generation != 3 {
 		t.Fatalf("after the upgrade: generation %d, want 3 (2 was the failed reload's)", s.Generation)
+	}
+}
+
+// A changed --listen is refused by a reload like any restart setting, and
+// the refusal says that under systemd the socket unit's listeners are its
+// own; other restart settings do not get that hint.
+func TestReloadRefusesAChangedListener(t *testing.T) {
+	envFile := filepath.Join(t.TempDir(), "app.env")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(envFile, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("SOCKD_WORKERS=1\nSOCKD_LISTEN=http=tcp://127.0.0.1:0\n")
+	d := startSockd(t, nil, "--env-file", envFile)
+	write("SOCKD_WORKERS=1\nSOCKD_LISTEN=http=tcp://127.0.0.1:1\n")
+	var out bytes.Buffer
+	if code := sockd([]string{"reload", "--wait", "--control", d.control}, &out, &out); code == 0 || !strings.Contains(out.String(), "--listen changed") ||
+		!strings.Contains(out.String(), "restart the socket and the service") {
+		t.Fatalf("listen change: exit %d, %s", code, out.String())
 	}
 }

@@ -286,8 +286,9 @@ func TestPM2Command(t *testing.T) {
 	if code := sockd([]string{"pm2", "--root", root, eco}, &out, &out); code != 0 {
 		t.Fatalf("sockd pm2: exit %d\n%s", code, out.String())
 	}
-	for _, want := range []string{"created   /etc/sockd/shop.env", "created   /etc/systemd/system/sockd@shop.socket.d/50-listen.conf",
-		"created   /etc/sockd/mailer.env", "sockd@shop.socket sockd@mailer.service", "watch"} {
+	// The paths it wrote, below --root.
+	for _, want := range []string{"created   " + root + "/etc/sockd/shop.env", "created   " + root + "/etc/systemd/system/sockd@shop.socket.d/50-listen.conf",
+		"created   " + root + "/etc/sockd/mailer.env", "sockd@shop.socket sockd@mailer.service", "watch"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/sockd/sockd/internal/config"
@@ -55,7 +57,8 @@ func pm2Command(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	for _, o := range g.Files {
-		fmt.Fprintf(stdout, "%-9s %s\n", o.Status, o.Path)
+		// The file as written: below --root when it is given.
+		fmt.Fprintf(stdout, "%-9s %s\n", o.Status, filepath.Join(cmp.Or(*root, "/"), o.Path))
 	}
 	if len(g.Units) > 0 && *root == "" {
 		fmt.Fprintf(stdout, "\nNow:\n  systemctl daemon-reload\n  systemctl enable --now %s\n", strings.Join(g.Units, " "))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sockd/sockd/internal/output"
+	"github.com/sockd/sockd/worker/workertest"
 )
 
 func ptr(n int) *int { return &n }
@@ -291,6 +292,15 @@ func TestExitedRingsScaleWithWorkers(t *testing.T) {
 		p, pid := spawn(t, r, slot, 1, "hold")
 		old = append(old, w{p, pid})
 	}
+	slots := func() map[int]bool {
+		got := map[int]bool{}
+		for _, rec := range tail(t, path, output.Query{Generation: ptr(1), Lines: ptr(1000)}) {
+			got[rec.Worker] = true
+		}
+		return got
+	}
+	// Each has written its line before it is killed.
+	workertest.Eventually(t, 10*time.Second, "a line from every worker of generation 1", func() bool { return len(slots()) == n })
 	for slot := range n {
 		spawn(t, r, slot, 2, "hold")
 	}
@@ -299,11 +309,7 @@ func TestExitedRingsScaleWithWorkers(t *testing.T) {
 		waitDone(t, o.p, 10*time.Second)
 		reap(o.pid)
 	}
-	slots := map[int]bool{}
-	for _, rec := range tail(t, path, output.Query{Generation: ptr(1), Lines: ptr(1000)}) {
-		slots[rec.Worker] = true
-	}
-	if len(slots) != n {
-		t.Fatalf("generation 1's lines from %d workers, want %d: %v", len(slots), n, slots)
+	if got := slots(); len(got) != n {
+		t.Fatalf("generation 1's lines from %d workers, want %d: %v", len(got), n, got)
 	}
 }

@@ -232,7 +232,7 @@ func TestDrainHTTP2(t *testing.T) {
 const s = require('http2').createServer();
 s.on('stream', (st, h) => {
   const answer = () => { st.respond({':status': 200}); st.end('pid=' + process.pid); };
-  if (h[':path'] === '/slow') setTimeout(answer, 100); else answer();
+  if (h[':path'] === '/slow') setTimeout(answer, 1500); else answer();
 });
 s.listen(Number(process.env.PORT), () => process.send('ready'));
 `), 0o644)

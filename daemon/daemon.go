@@ -626,8 +626,14 @@ func (d *Daemon) Scale(ctx context.Context, n int, relative, wait bool) (int, er
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	gone := func() error {
+		return fmt.Errorf("sockd stopped before the workers were there (its log says why): %w", pool.ErrStopping)
+	}
 	for {
 		s, err := d.pool.Status(ctx)
+		if errors.Is(err, pool.ErrStopping) {
+			return target, gone()
+		}
 		if err != nil {
 			return target, err
 		}
@@ -640,7 +646,7 @@ func (d *Daemon) Scale(ctx context.Context, n int, relative, wait bool) (int, er
 		select {
 		case <-tick.C:
 		case <-d.stopped:
-			return target, fmt.Errorf("sockd stopped before the workers were there (its log says why): %w", pool.ErrStopping)
+			return target, gone()
 		case <-ctx.Done():
 			return target, context.Cause(ctx)
 		}
